@@ -1,0 +1,182 @@
+//! What every binary does at start and stop: connect to NATS, set up the
+//! streams it uses, turn SIGTERM/SIGINT into a cancellation token.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use backon::{ExponentialBuilder, Retryable};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::CommonArgs;
+use crate::streams::{self, Applied, Definitions, SetupError};
+
+/// Connects with the stage's name (visible in the server's connection
+/// list); reconnects forever after the first connection. The first
+/// connection is retried too, so a binary started before NATS waits for it.
+pub async fn connect(args: &CommonArgs, name: &str) -> Result<async_nats::Client, String> {
+    let urls: Vec<async_nats::ServerAddr> = args
+        .nats_url
+        .split(',')
+        .map(|u| u.trim().parse().map_err(|e| format!("NATS_URL {u:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Disconnected => warn!("nats disconnected"),
+                async_nats::Event::Connected => info!("nats connected"),
+                other => info!(event = %other, "nats event"),
+            }
+        });
+    if let Some(creds) = &args.nats_creds {
+        options = options
+            .credentials_file(creds)
+            .await
+            .map_err(|e| format!("NATS_CREDS {}: {e}", creds.display()))?;
+    }
+    options
+        .connect(urls.as_slice())
+        .await
+        .map_err(|e| format!("cannot connect to NATS: {e}"))
+}
+
+/// Applies the named streams and the failure bucket, retrying while NATS is
+/// unreachable; fails at once on a definition that conflicts with the server.
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    defs: &Definitions,
+    names: &[&str],
+    manage: bool,
+) -> Result<(), SetupError> {
+    let attempt = || async {
+        for name in names {
+            let applied = streams::ensure_stream(js, defs.stream(name), manage).await?;
+            if applied != Applied::Unchanged && applied != Applied::Checked {
+                info!(stream = name, ?applied, "stream set up");
+            }
+        }
+        streams::ensure_bucket(js, defs.bucket(streams::FAILURES_BUCKET), manage).await?;
+        Ok(())
+    };
+    attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(5))
+                .with_max_times(60),
+        )
+        .when(|e: &SetupError| !e.is_permanent())
+        .notify(|e, after| warn!(error = %e, retry_in_ms = after.as_millis() as u64, "stream setup failed"))
+        .await
+}
+
+/// Cancelled on the first SIGTERM or SIGINT.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+        }
+        t.cancel();
+    });
+    token
+}
+
+/// What a consuming stage is: its name, its consumer, the streams it needs.
+#[derive(Debug, Clone)]
+pub struct StageSpec {
+    /// `transformer`, `forwarder`: metric prefix, DLQ subject token, NATS
+    /// connection name.
+    pub stage: &'static str,
+    /// The stream and durable consumer it reads.
+    pub stream: &'static str,
+    pub durable: &'static str,
+    /// Every stream it reads or writes (set up at start).
+    pub streams: &'static [&'static str],
+}
+
+/// Why a stage stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("{0}")]
+    Connect(String),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error("ops server on {addr}: {source}")]
+    Ops {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Worker(#[from] crate::worker::WorkerError),
+}
+
+/// Runs a consuming stage until `shutdown`: connect, set up its streams,
+/// serve `/health` `/ready` `/metrics`, run the worker (and its mover).
+/// `tune` adjusts the worker options (concurrency, timings) before start.
+pub async fn run_stage<H: crate::worker::Handler>(
+    args: &CommonArgs,
+    hub: &crate::config::HubConfig,
+    spec: &StageSpec,
+    handler: H,
+    tune: impl FnOnce(&mut crate::worker::WorkerOptions),
+    shutdown: CancellationToken,
+) -> Result<(), StageError> {
+    info!(stage = spec.stage, config = %hub.summary(), "starting");
+    let client = connect(args, spec.stage)
+        .await
+        .map_err(StageError::Connect)?;
+    let js = jetstream::new(client.clone());
+    let readiness = crate::ops::Readiness::new();
+    readiness.watch_client(client.clone());
+    let streams_ok = readiness.condition("streams");
+    let consuming = readiness.condition("consuming");
+
+    let mut registry = crate::telemetry::registry(spec.stage);
+    let metrics = crate::worker::WorkerMetrics::register(&mut registry);
+    let (ops_addr, ops_task) = crate::ops::serve(
+        args.ops_addr,
+        std::sync::Arc::new(registry),
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|source| StageError::Ops {
+        addr: args.ops_addr,
+        source,
+    })?;
+    info!(%ops_addr, "ops server listening");
+
+    let defs = Definitions::load(&hub.streams);
+    tokio::select! {
+        r = ensure_streams(&js, &defs, spec.streams, args.manage_streams) => r?,
+        _ = shutdown.cancelled() => return Ok(()),
+    }
+    streams_ok.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let mut options = crate::worker::WorkerOptions::new(
+        spec.stage,
+        &defs,
+        spec.stream,
+        spec.durable,
+        hub.retry.clone(),
+    );
+    options.manage = args.manage_streams;
+    tune(&mut options);
+    crate::worker::Worker::new(client.clone(), options, handler, metrics, consuming)
+        .run(shutdown)
+        .await?;
+    if let Err(e) = client.drain().await {
+        warn!(error = %e, "nats drain failed");
+    }
+    let _ = ops_task.await;
+    info!(stage = spec.stage, "stopped");
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! Header names the hub puts on NATS messages. The ingress sets the webhook
+//! headers; every later stage copies them forward, so a message anywhere in
+//! the pipeline says which webhook, provider, account and tenant it is about.
+
+/// Hub id of the raw webhook (UUIDv7): the root of every downstream
+/// `Nats-Msg-Id` and of the backend's `Idempotency-Key`.
+pub const WEBHOOK_ID: &str = "Orderhub-Webhook-Id";
+pub const PROVIDER: &str = "Orderhub-Provider";
+pub const ACCOUNT: &str = "Orderhub-Account";
+pub const TENANT: &str = "Orderhub-Tenant";
+/// RFC 3339 time the ingress accepted the webhook.
+pub const RECEIVED_AT: &str = "Orderhub-Received-At";
+/// W3C trace context, carried from the ingress to the backend.
+pub const TRACEPARENT: &str = "traceparent";
+/// Set on a message republished by `dlq-inspector replay`.
+pub const REPLAY_OF: &str = "Orderhub-Replay-Of";
+
+/// Dead-letter fields (DESIGN §2), on top of the original message's headers.
+pub mod dlq {
+    pub const STAGE: &str = "Orderhub-Dlq-Stage";
+    pub const STREAM: &str = "Orderhub-Dlq-Stream";
+    pub const SUBJECT: &str = "Orderhub-Dlq-Subject";
+    pub const SEQ: &str = "Orderhub-Dlq-Seq";
+    pub const DELIVERIES: &str = "Orderhub-Dlq-Deliveries";
+    pub const FIRST_FAILURE: &str = "Orderhub-Dlq-First-Failure";
+    pub const LAST_FAILURE: &str = "Orderhub-Dlq-Last-Failure";
+    pub const ERROR_CLASS: &str = "Orderhub-Dlq-Error-Class";
+    pub const ERROR: &str = "Orderhub-Dlq-Error";
+    /// `worker` (the handler gave up) or `mover` (the worker died on the last delivery).
+    pub const MOVED_BY: &str = "Orderhub-Dlq-Moved-By";
+    /// The original's `Nats-Msg-Id`, which the entry itself cannot carry.
+    pub const ORIGINAL_MSG_ID: &str = "Orderhub-Dlq-Original-Msg-Id";
+}

@@ -1,0 +1,29 @@
+//! orderhub's shared library: what every stage does the same way.
+//!
+//! - [`config`]: flags with environment fallbacks and the hub's TOML file
+//!   (tenants, accounts, mappings, retry schedule), secrets resolved and
+//!   redacted.
+//! - [`subjects`] and [`streams`]: every subject and stream name, and the
+//!   stream/consumer definitions of `nats/streams.toml`, applied at start.
+//! - [`worker`]: the consume → handle → ack / retry later / dead-letter loop
+//!   over JetStream, and [`mover`], its safety net for workers that die on a
+//!   message's last delivery; [`dlq`] is the dead-letter entry format.
+//! - [`telemetry`] and [`ops`]: logs, metrics, `/health` `/ready` `/metrics`.
+//! - [`app`]: connect, set up streams, shut down on signals.
+
+pub mod app;
+pub mod config;
+pub mod dlq;
+pub mod headers;
+pub mod money;
+pub mod mover;
+pub mod ops;
+pub mod order;
+pub mod provider;
+pub mod retry;
+pub mod streams;
+pub mod subjects;
+pub mod telemetry;
+pub mod worker;
+
+pub use provider::Provider;

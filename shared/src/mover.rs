@@ -1,0 +1,237 @@
+//! The safety net: moves a message whose worker died (or hung) during its
+//! last delivery into the DLQ.
+//!
+//! JetStream keeps such a message in its stream and only says so with a
+//! one-off `MAX_DELIVERIES` advisory (emitted when the consumer next has a
+//! pull waiting). The `ADVISORIES` stream captures those, and each worker
+//! process runs a mover on its consumer's advisories: it fetches the original
+//! by stream sequence, publishes the DLQ entry with the same `Nats-Msg-Id` a
+//! worker would use (`dlq:<stream>:<seq>`, so a message dead-lettered by both
+//! is stored once), deletes the original where the source's retention needs
+//! it, and only then acks the advisory. Any failure NAKs the advisory for a
+//! later try: it is the only record of the message.
+//!
+//! `MSG_TERMINATED` advisories whose reason starts with `dlq:` come from a
+//! worker that already dead-lettered the message and are skipped; a message
+//! terminated by anything else is dead-lettered too.
+
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, kv};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::dlq::{self, DeadLetter, MovedBy};
+use crate::headers;
+use crate::streams::StreamDef;
+use crate::worker::WorkerMetrics;
+
+/// The fields of a consumer advisory the mover needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Advisory {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub stream: String,
+    pub consumer: String,
+    pub stream_seq: u64,
+    #[serde(default)]
+    pub deliveries: i64,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+const MAX_DELIVER_TYPE: &str = "io.nats.jetstream.advisory.v1.max_deliver";
+const TERMINATED_TYPE: &str = "io.nats.jetstream.advisory.v1.terminated";
+
+/// Moves exhausted messages of one work consumer into the DLQ.
+pub struct Mover {
+    js: jetstream::Context,
+    stage: String,
+    source: StreamDef,
+    consumer: String,
+    failures: kv::Store,
+    metrics: WorkerMetrics,
+}
+
+/// What the mover did with an advisory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Handled {
+    Moved,
+    Skipped(&'static str),
+}
+
+impl Mover {
+    pub fn new(
+        js: jetstream::Context,
+        stage: String,
+        source: StreamDef,
+        consumer: String,
+        failures: kv::Store,
+        metrics: WorkerMetrics,
+    ) -> Self {
+        Mover {
+            js,
+            stage,
+            source,
+            consumer,
+            failures,
+            metrics,
+        }
+    }
+
+    /// Reads advisories until `shutdown`; one at a time (they are rare).
+    pub async fn run(self, advisories: PullConsumer, shutdown: CancellationToken) {
+        let mut failures: u32 = 0;
+        while !shutdown.is_cancelled() {
+            let batch = advisories
+                .batch()
+                .max_messages(16)
+                .expires(Duration::from_secs(5))
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let pause = Duration::from_millis(200 * 2u64.pow(failures.min(5)));
+                    debug!(error = %e, "mover pull failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => continue,
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            };
+            failures = 0;
+            while let Some(Ok(msg)) = batch.next().await {
+                let result = match serde_json::from_slice::<Advisory>(&msg.payload) {
+                    Ok(adv) => self.handle(&adv).await,
+                    Err(e) => {
+                        warn!(error = %e, "unreadable advisory; dropped");
+                        Ok(Handled::Skipped("unreadable"))
+                    }
+                };
+                match result {
+                    Ok(h) => {
+                        debug!(?h, "advisory handled");
+                        let _ = msg.double_ack().await;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "advisory not handled; retrying later");
+                        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+                        let delay = Duration::from_secs(1 << delivered.clamp(1, 5));
+                        let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, adv: &Advisory) -> Result<Handled, String> {
+        if adv.stream != self.source.name || adv.consumer != self.consumer {
+            return Ok(Handled::Skipped("other consumer"));
+        }
+        let (class, message) = match adv.kind.as_str() {
+            MAX_DELIVER_TYPE => {
+                let history = dlq::load_failure(&self.failures, &adv.stream, adv.stream_seq).await;
+                let last = history
+                    .as_ref()
+                    .map(|h| format!("; last error ({}): {}", h.error_class, h.error))
+                    .unwrap_or_default();
+                (
+                    "deliveries_exhausted".to_owned(),
+                    format!(
+                        "no worker finished the last of {} deliveries (it crashed, hung or was stopped){last}",
+                        adv.deliveries
+                    ),
+                )
+            }
+            TERMINATED_TYPE => match adv.reason.as_deref() {
+                Some(r) if r.starts_with("dlq:") => {
+                    return Ok(Handled::Skipped("already dead-lettered"));
+                }
+                other => (
+                    "terminated".to_owned(),
+                    format!(
+                        "terminated without a dead letter (reason: {})",
+                        other.unwrap_or("none")
+                    ),
+                ),
+            },
+            _ => return Ok(Handled::Skipped("other advisory")),
+        };
+        self.move_to_dlq(adv, &class, &message).await?;
+        Ok(Handled::Moved)
+    }
+
+    async fn move_to_dlq(&self, adv: &Advisory, class: &str, message: &str) -> Result<(), String> {
+        let stream = self
+            .js
+            .get_stream(&adv.stream)
+            .await
+            .map_err(|e| format!("stream {}: {e}", adv.stream))?;
+        let now = SystemTime::now();
+        let history = dlq::load_failure(&self.failures, &adv.stream, adv.stream_seq).await;
+        let original = match stream.get_raw_message(adv.stream_seq).await {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => None,
+            Err(e) => return Err(format!("fetch {}#{}: {e}", adv.stream, adv.stream_seq)),
+        };
+        let (subject, orig_headers, body, error) = match &original {
+            Some(m) => (
+                m.subject.to_string(),
+                Some(m.headers.clone()),
+                m.payload.clone(),
+                message.to_owned(),
+            ),
+            // Gone (max_age, a purge): still record that it failed, so an
+            // operator sees it instead of nothing.
+            None => (
+                String::new(),
+                None,
+                Bytes::new(),
+                format!("{message}; the original is no longer in {}", adv.stream),
+            ),
+        };
+        let get = |name: &str| {
+            orig_headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+        };
+        let provider = get(headers::PROVIDER)
+            .filter(|p| crate::subjects::check_token(p).is_ok())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let entry = DeadLetter {
+            stage: self.stage.clone(),
+            stream: adv.stream.clone(),
+            subject,
+            seq: adv.stream_seq,
+            webhook_id: get(headers::WEBHOOK_ID),
+            provider: provider.clone(),
+            tenant: get(headers::TENANT),
+            deliveries: adv.deliveries,
+            first_failure: history.as_ref().map(|h| h.first_failure).unwrap_or(now),
+            last_failure: now,
+            error_class: class.to_owned(),
+            error,
+            moved_by: MovedBy::Mover,
+        };
+        dlq::publish(&self.js, &entry, orig_headers.as_ref(), body)
+            .await
+            .map_err(|e| e.to_string())?;
+        if original.is_some() && self.source.deletes_on_ack() {
+            stream
+                .delete_message(adv.stream_seq)
+                .await
+                .map_err(|e| format!("delete {}#{}: {e}", adv.stream, adv.stream_seq))?;
+        }
+        dlq::forget_failure(&self.failures, &adv.stream, adv.stream_seq).await;
+        info!(stream = %adv.stream, seq = adv.stream_seq, "mover dead-lettered an exhausted message");
+        self.metrics
+            .dead_lettered(&provider, class, &entry.error, MovedBy::Mover);
+        Ok(())
+    }
+}

@@ -1,0 +1,105 @@
+//! The ops server every binary runs on `OPS_ADDR`: `/health` (the process
+//! is alive), `/ready` (it can do its job: NATS connected, streams present,
+//! its loops running) and `/metrics` (Prometheus text).
+//!
+//! Liveness never depends on NATS: a NATS rolling restart must not turn into
+//! a restart storm of every worker. Readiness does.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use warp::Filter;
+use warp::http::StatusCode;
+
+/// Named readiness conditions; ready when NATS is connected and every
+/// condition holds.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    client: Arc<Mutex<Option<async_nats::Client>>>,
+    checks: Arc<Mutex<BTreeMap<&'static str, Arc<AtomicBool>>>>,
+}
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Readiness also requires this client to be connected.
+    pub fn watch_client(&self, client: async_nats::Client) {
+        *self.client.lock().expect("readiness lock") = Some(client);
+    }
+
+    /// A condition, initially false; the returned flag sets it.
+    pub fn condition(&self, name: &'static str) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.checks
+            .lock()
+            .expect("readiness lock")
+            .insert(name, flag.clone());
+        flag
+    }
+
+    /// Whether ready, and the state of each condition.
+    pub fn report(&self) -> (bool, serde_json::Value) {
+        let mut ok = true;
+        let mut map = serde_json::Map::new();
+        if let Some(c) = self.client.lock().expect("readiness lock").as_ref() {
+            let connected = c.connection_state() == async_nats::connection::State::Connected;
+            ok &= connected;
+            map.insert("nats_connected".into(), connected.into());
+        } else {
+            ok = false;
+            map.insert("nats_connected".into(), false.into());
+        }
+        for (name, flag) in self.checks.lock().expect("readiness lock").iter() {
+            let v = flag.load(Ordering::Relaxed);
+            ok &= v;
+            map.insert((*name).into(), v.into());
+        }
+        (ok, serde_json::Value::Object(map))
+    }
+}
+
+/// Binds `addr` (port 0 picks one) and serves until `shutdown`; returns the
+/// bound address and the server task.
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let health = warp::path!("health")
+        .and(warp::get())
+        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
+    let ready = warp::path!("ready").and(warp::get()).map(move || {
+        let (ok, detail) = readiness.report();
+        let status = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        warp::reply::with_status(
+            warp::reply::json(&serde_json::json!({"ready": ok, "checks": detail})),
+            status,
+        )
+    });
+    let metrics = warp::path!("metrics").and(warp::get()).map(move || {
+        warp::reply::with_header(
+            crate::telemetry::encode(&registry),
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    });
+    let routes = health.or(ready).or(metrics);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let server = warp::serve(routes)
+        .incoming(listener)
+        .graceful(async move { shutdown.cancelled().await });
+    let task = tokio::spawn(async move { server.run().await });
+    Ok((bound, task))
+}

@@ -1,0 +1,52 @@
+//! Logging (tracing; JSON in production, pretty on a terminal) and the
+//! Prometheus registry every binary exposes on its ops port.
+//!
+//! Metric names are `<stage>_<noun>_<unit>`: each binary registers its
+//! metrics under a registry prefixed with its stage name. Labels are bounded
+//! sets (provider, outcome, error type); never ids, subjects or error text.
+
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::LogFormat;
+
+/// Installs the global tracing subscriber. `RUST_LOG` filters (default
+/// `info`). Safe to call more than once (tests): later calls do nothing.
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .try_init(),
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().compact())
+            .try_init(),
+    };
+}
+
+/// A fresh registry whose metric names start with `<stage>_`.
+pub fn registry(stage: &str) -> Registry {
+    Registry::with_prefix(stage)
+}
+
+/// Prometheus text exposition of `registry`.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
+/// Buckets for durations from 100 µs to about 100 s.
+pub fn duration_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 21)
+}

@@ -1,0 +1,689 @@
+//! The worker loop every consuming stage runs: fetch from a durable pull
+//! consumer shared by all replicas → handle → ack, retry later, or
+//! dead-letter. A stage supplies only its [`Handler`].
+//!
+//! Contract:
+//! - Retries are JetStream redeliveries. On [`Outcome::Retry`] the worker
+//!   answers `-NAK {"delay": d}` with `d` from the configured schedule for
+//!   this delivery (a `Retry-After` hint raises it within bounds). The
+//!   consumer has no `backoff` list, so `d` is exactly the wait.
+//! - On the last allowed delivery (`max_deliver`) a retry becomes a
+//!   dead-letter. [`Outcome::DeadLetter`] dead-letters at once.
+//! - Dead-lettering publishes the DLQ entry, awaits its ack, and only then
+//!   terminates the original with `+TERM dlq:<class>`. If the DLQ publish
+//!   fails the message is NAK'd instead, so it is never lost: it comes back,
+//!   or, on its last delivery, the advisory mover takes it.
+//! - Success is acked with a confirmed (double) ack, so a stage that
+//!   published downstream before acking is effectively-once together with
+//!   the downstream `Nats-Msg-Id`.
+//! - While a handler runs, the worker sends in-progress acks so a long
+//!   handler is not redelivered under it.
+//! - Shutdown: no new pulls; the open pull is read to its end and handled;
+//!   in-flight handlers get `shutdown_grace` to finish; whatever is still
+//!   running then is NAK'd for immediate redelivery elsewhere.
+//! - Each worker also runs the advisory mover for its consumer
+//!   ([`crate::mover`]), the safety net for a worker that dies on a
+//!   message's last delivery.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, kv};
+use bytes::Bytes;
+use futures::StreamExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::dlq::{self, DeadLetter, MovedBy};
+use crate::headers;
+use crate::retry::RetrySchedule;
+use crate::streams::{BucketDef, ConsumerDef, Definitions, StreamDef};
+
+/// What went wrong in a handler: a short stable class for metrics and the
+/// DLQ, and a human text (never a secret or a whole payload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub class: &'static str,
+    pub message: String,
+    /// A `Retry-After` hint; the schedule's delay is raised to it, within
+    /// the configured bound.
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    pub fn new(class: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            class,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn with_retry_after(mut self, hint: Option<Duration>) -> Self {
+        self.retry_after = hint;
+        self
+    }
+}
+
+/// A handler's verdict on one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: ack.
+    Ack,
+    /// Transient: redeliver after the schedule's delay (dead-letter if this
+    /// was the last allowed delivery).
+    Retry(Failure),
+    /// Permanent: dead-letter now, no more deliveries.
+    DeadLetter(Failure),
+}
+
+/// One delivery of a message, as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub subject: String,
+    pub headers: HeaderMap,
+    pub payload: Bytes,
+    pub stream: String,
+    pub stream_seq: u64,
+    /// 1-based; counts NAK'd and timed-out deliveries too.
+    pub delivered: i64,
+    /// True when a retry would exceed `max_deliver`.
+    pub is_last: bool,
+    /// Provider token: the `Orderhub-Provider` header, else `unknown`.
+    pub provider: String,
+    pub tenant: Option<String>,
+    pub webhook_id: Option<String>,
+}
+
+impl Delivery {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.as_str())
+    }
+}
+
+/// A stage's message handler.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, delivery: &Delivery) -> impl Future<Output = Outcome> + Send;
+}
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// `transformer`, `forwarder`: the `<stage>` of `dlq.<stage>.<provider>`.
+    pub stage: String,
+    pub source: StreamDef,
+    pub consumer: ConsumerDef,
+    pub mover: ConsumerDef,
+    /// The bucket remembering failure history between deliveries.
+    pub failures: BucketDef,
+    pub retry: RetrySchedule,
+    /// Handlers running at once in this process.
+    pub concurrency: usize,
+    /// How often a running handler tells JetStream it is still working.
+    pub progress_interval: Duration,
+    /// How long shutdown waits for in-flight handlers.
+    pub shutdown_grace: Duration,
+    /// How long one pull request waits for messages.
+    pub pull_expires: Duration,
+    /// Create or update the consumers (else only check they exist).
+    pub manage: bool,
+}
+
+impl WorkerOptions {
+    /// The worker of consumer `stream`/`durable` in `defs`, with defaults
+    /// derived from the consumer: progress every third of `ack_wait`, 20 s
+    /// grace, 5 s pulls, 64 handlers at once.
+    pub fn new(
+        stage: impl Into<String>,
+        defs: &Definitions,
+        stream: &str,
+        durable: &str,
+        retry: RetrySchedule,
+    ) -> Self {
+        let consumer = defs.consumer(stream, durable).clone();
+        let progress_interval = consumer.ack_wait / 3;
+        WorkerOptions {
+            stage: stage.into(),
+            source: defs.stream(stream).clone(),
+            mover: defs.mover_of(&consumer).clone(),
+            failures: defs.bucket(crate::streams::FAILURES_BUCKET).clone(),
+            consumer,
+            retry,
+            concurrency: 64,
+            progress_interval,
+            shutdown_grace: Duration::from_secs(20),
+            pull_expires: Duration::from_secs(5),
+            manage: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    provider: String,
+    error_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    provider: String,
+    outcome: &'static str,
+}
+
+/// The worker's metrics. Each event is one method that logs and counts.
+#[derive(Clone)]
+pub struct WorkerMetrics {
+    received: Family<ProviderLabels, Counter>,
+    acked: Family<ProviderLabels, Counter>,
+    retried: Family<ErrorLabels, Counter>,
+    dead_lettered: Family<ErrorLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    duration: Family<OutcomeLabels, Histogram>,
+    in_flight: Gauge,
+}
+
+impl WorkerMetrics {
+    /// Registers under `registry` (already prefixed with the stage).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = WorkerMetrics {
+            received: Family::default(),
+            acked: Family::default(),
+            retried: Family::default(),
+            dead_lettered: Family::default(),
+            errors: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(crate::telemetry::duration_buckets())
+            }),
+            in_flight: Gauge::default(),
+        };
+        registry.register(
+            "messages_received",
+            "Deliveries taken from the consumer",
+            m.received.clone(),
+        );
+        registry.register(
+            "messages_acked",
+            "Messages handled and acked",
+            m.acked.clone(),
+        );
+        registry.register(
+            "messages_retried",
+            "Deliveries NAK'd for a later redelivery",
+            m.retried.clone(),
+        );
+        registry.register(
+            "messages_dead_lettered",
+            "Messages moved to the DLQ stream",
+            m.dead_lettered.clone(),
+        );
+        registry.register(
+            "worker_errors",
+            "Failures of the worker itself (acks, dead-letter publishes)",
+            m.errors.clone(),
+        );
+        registry.register(
+            "handler_duration_seconds",
+            "Handler run time by outcome",
+            m.duration.clone(),
+        );
+        registry.register(
+            "messages_in_flight",
+            "Handlers running now",
+            m.in_flight.clone(),
+        );
+        m
+    }
+
+    fn received(&self, d: &Delivery) {
+        debug!(delivered = d.delivered, "received");
+        self.received
+            .get_or_create(&ProviderLabels {
+                provider: d.provider.clone(),
+            })
+            .inc();
+    }
+
+    fn acked(&self, d: &Delivery) {
+        debug!("acked");
+        self.acked
+            .get_or_create(&ProviderLabels {
+                provider: d.provider.clone(),
+            })
+            .inc();
+    }
+
+    fn retried(&self, d: &Delivery, f: &Failure, delay: Duration) {
+        warn!(
+            error_type = f.class,
+            error = %f.message,
+            delivered = d.delivered,
+            retry_in_ms = delay.as_millis() as u64,
+            "retry later"
+        );
+        self.retried
+            .get_or_create(&ErrorLabels {
+                provider: d.provider.clone(),
+                error_type: f.class.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn dead_lettered(&self, provider: &str, class: &str, error: &str, by: MovedBy) {
+        warn!(
+            error_type = class,
+            error,
+            moved_by = by.as_str(),
+            "dead-lettered"
+        );
+        self.dead_lettered
+            .get_or_create(&ErrorLabels {
+                provider: provider.to_owned(),
+                error_type: class.to_owned(),
+            })
+            .inc();
+    }
+
+    fn error(&self, provider: &str, class: &'static str, error: &str) {
+        warn!(error_type = class, error, "worker error");
+        self.errors
+            .get_or_create(&ErrorLabels {
+                provider: provider.to_owned(),
+                error_type: class.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// The worker of one stage: its consumer, its mover, its handler.
+pub struct Worker<H> {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    options: WorkerOptions,
+    handler: Arc<H>,
+    metrics: WorkerMetrics,
+    /// Set while pulls succeed; part of `/ready`.
+    ready: Arc<AtomicBool>,
+}
+
+/// The worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Setup(#[from] crate::streams::SetupError),
+}
+
+impl<H: Handler> Worker<H> {
+    pub fn new(
+        client: async_nats::Client,
+        options: WorkerOptions,
+        handler: H,
+        metrics: WorkerMetrics,
+        ready: Arc<AtomicBool>,
+    ) -> Self {
+        let js = jetstream::new(client.clone());
+        Worker {
+            client,
+            js,
+            options,
+            handler: Arc::new(handler),
+            metrics,
+            ready,
+        }
+    }
+
+    /// Runs the consumer loop and the advisory mover until `shutdown`.
+    /// Expects the streams to exist (see [`crate::app::ensure_streams`]).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let o = &self.options;
+        let consumer =
+            crate::streams::ensure_consumer(&self.js, &o.consumer, o.retry.max_deliver(), o.manage)
+                .await?;
+        let failures = crate::streams::ensure_bucket(&self.js, &o.failures, o.manage).await?;
+        let mover = crate::mover::Mover::new(
+            self.js.clone(),
+            o.stage.clone(),
+            o.source.clone(),
+            o.consumer.durable.clone(),
+            failures.clone(),
+            self.metrics.clone(),
+        );
+        let mover_consumer =
+            crate::streams::ensure_consumer(&self.js, &o.mover, -1, o.manage).await?;
+        let mover_task = tokio::spawn(mover.run(mover_consumer, shutdown.clone()));
+
+        let ctx = Arc::new(Ctx {
+            client: self.client.clone(),
+            js: self.js.clone(),
+            options: self.options.clone(),
+            handler: self.handler.clone(),
+            metrics: self.metrics.clone(),
+            failures,
+        });
+        consume(ctx, consumer, self.ready.clone(), shutdown).await;
+        if let Err(e) = mover_task.await {
+            warn!(error = %e, "mover task failed");
+        }
+        Ok(())
+    }
+}
+
+struct Ctx<H> {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    options: WorkerOptions,
+    handler: Arc<H>,
+    metrics: WorkerMetrics,
+    failures: kv::Store,
+}
+
+async fn consume<H: Handler>(
+    ctx: Arc<Ctx<H>>,
+    consumer: PullConsumer,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    let o = &ctx.options;
+    let permits = Arc::new(Semaphore::new(o.concurrency));
+    let hard_stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut pull_failures: u32 = 0;
+
+    'pulls: while !shutdown.is_cancelled() {
+        let first = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = shutdown.cancelled() => break 'pulls,
+        };
+        let want = 1 + permits.available_permits();
+        let batch = consumer
+            .batch()
+            .max_messages(want)
+            .expires(o.pull_expires)
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(b) => {
+                pull_failures = 0;
+                ready.store(true, Ordering::Relaxed);
+                b
+            }
+            Err(e) => {
+                ready.store(false, Ordering::Relaxed);
+                pull_failures = pull_failures.saturating_add(1);
+                let pause = Duration::from_millis(100 * 2u64.pow(pull_failures.min(6)));
+                warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "pull request failed");
+                drop(first);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => continue 'pulls,
+                    _ = shutdown.cancelled() => break 'pulls,
+                }
+            }
+        };
+        let mut first = Some(first);
+        // Read this pull to its end even during shutdown: its messages are
+        // already ours, and dropping them would leave them stuck until
+        // ack_wait.
+        while let Some(next) = batch.next().await {
+            let msg = match next {
+                Ok(m) => m,
+                Err(e) => {
+                    debug!(error = %e, "pull ended");
+                    break;
+                }
+            };
+            let permit = match first.take() {
+                Some(p) => p,
+                None => permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore never closed"),
+            };
+            let ctx = ctx.clone();
+            let hard_stop = hard_stop.clone();
+            tasks.spawn(async move {
+                process(&ctx, msg, hard_stop).await;
+                drop(permit);
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+    }
+
+    ready.store(false, Ordering::Relaxed);
+    let in_flight = tasks.len();
+    if in_flight > 0 {
+        info!(in_flight, "shutdown: waiting for in-flight handlers");
+    }
+    let grace = tokio::time::sleep(o.shutdown_grace);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => if next.is_none() { break },
+            _ = &mut grace, if !hard_stop.is_cancelled() => {
+                warn!(in_flight = tasks.len(), "shutdown grace over: handing the rest back");
+                hard_stop.cancel();
+            }
+        }
+    }
+}
+
+/// Handles one delivery end to end; never panics on a bad message.
+async fn process<H: Handler>(ctx: &Ctx<H>, msg: jetstream::Message, hard_stop: CancellationToken) {
+    let o = &ctx.options;
+    let Some(delivery) = delivery_of(&msg, &o.retry) else {
+        warn!(subject = %msg.subject, "message without JetStream metadata; ignored");
+        return;
+    };
+    let span = info_span!(
+        "handle",
+        stage = %o.stage,
+        webhook_id = delivery.webhook_id.as_deref().unwrap_or(""),
+        provider = %delivery.provider,
+        seq = delivery.stream_seq,
+        delivered = delivery.delivered,
+    );
+    async {
+        ctx.metrics.received(&delivery);
+        ctx.metrics.in_flight.inc();
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            o = with_progress(ctx.handler.handle(&delivery), &msg, o.progress_interval) => Some(o),
+            _ = hard_stop.cancelled() => None,
+        };
+        ctx.metrics.in_flight.dec();
+        let Some(outcome) = outcome else {
+            // Shutdown took too long: give it back for immediate redelivery.
+            let _ = msg.ack_with(AckKind::Nak(None)).await;
+            return;
+        };
+        let label = match &outcome {
+            Outcome::Ack => "ack",
+            Outcome::Retry(_) => "retry",
+            Outcome::DeadLetter(_) => "dead_letter",
+        };
+        ctx.metrics
+            .duration
+            .get_or_create(&OutcomeLabels {
+                provider: delivery.provider.clone(),
+                outcome: label,
+            })
+            .observe(started.elapsed().as_secs_f64());
+        settle(ctx, &msg, &delivery, outcome).await;
+    }
+    .instrument(span)
+    .await
+}
+
+fn delivery_of(msg: &jetstream::Message, retry: &RetrySchedule) -> Option<Delivery> {
+    let info = msg.info().ok()?;
+    let headers = msg.headers.clone().unwrap_or_default();
+    let get = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
+    let provider = get(headers::PROVIDER)
+        .filter(|p| crate::subjects::check_token(p).is_ok())
+        .unwrap_or_else(|| "unknown".to_owned());
+    Some(Delivery {
+        subject: msg.subject.to_string(),
+        stream: info.stream.to_owned(),
+        stream_seq: info.stream_sequence,
+        delivered: info.delivered,
+        is_last: retry.is_last(info.delivered),
+        provider,
+        tenant: get(headers::TENANT),
+        webhook_id: get(headers::WEBHOOK_ID),
+        headers,
+        payload: msg.payload.clone(),
+    })
+}
+
+/// Runs `fut`, sending `+WPI` every `every` until it completes.
+async fn with_progress<F: Future<Output = Outcome>>(
+    fut: F,
+    msg: &jetstream::Message,
+    every: Duration,
+) -> Outcome {
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tick.tick() => {
+                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                    debug!(error = %e, "in-progress ack failed");
+                }
+            }
+        }
+    }
+}
+
+async fn settle<H: Handler>(
+    ctx: &Ctx<H>,
+    msg: &jetstream::Message,
+    d: &Delivery,
+    outcome: Outcome,
+) {
+    let o = &ctx.options;
+    match outcome {
+        Outcome::Ack => {
+            match ack_confirmed(&ctx.client, msg, Bytes::from_static(b"+ACK")).await {
+                Ok(()) => ctx.metrics.acked(d),
+                // The message comes back after ack_wait; downstream dedup
+                // (Nats-Msg-Id, Idempotency-Key) absorbs the second run.
+                Err(e) => ctx.metrics.error(&d.provider, "ack_failed", &e),
+            }
+            if d.delivered > 1 {
+                dlq::forget_failure(&ctx.failures, &d.stream, d.stream_seq).await;
+            }
+        }
+        Outcome::Retry(f) if !d.is_last => {
+            let delay = o
+                .retry
+                .delay_after(d.delivered, d.stream_seq, f.retry_after);
+            dlq::record_failure(
+                &ctx.failures,
+                &d.stream,
+                d.stream_seq,
+                d.delivered,
+                f.class,
+                &f.message,
+            )
+            .await;
+            ctx.metrics.retried(d, &f, delay);
+            if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
+                // Without the NAK the message still comes back after ack_wait.
+                ctx.metrics.error(&d.provider, "nak_failed", &e.to_string());
+            }
+        }
+        Outcome::Retry(f) => {
+            let message = format!(
+                "deliveries exhausted after {} attempts: {}",
+                d.delivered, f.message
+            );
+            dead_letter(ctx, msg, d, f.class, &message).await;
+        }
+        Outcome::DeadLetter(f) => dead_letter(ctx, msg, d, f.class, &f.message).await,
+    }
+}
+
+async fn dead_letter<H: Handler>(
+    ctx: &Ctx<H>,
+    msg: &jetstream::Message,
+    d: &Delivery,
+    class: &str,
+    message: &str,
+) {
+    let o = &ctx.options;
+    let now = SystemTime::now();
+    let history = if d.delivered > 1 {
+        dlq::load_failure(&ctx.failures, &d.stream, d.stream_seq).await
+    } else {
+        None
+    };
+    let entry = DeadLetter {
+        stage: o.stage.clone(),
+        stream: d.stream.clone(),
+        subject: d.subject.clone(),
+        seq: d.stream_seq,
+        webhook_id: d.webhook_id.clone(),
+        provider: d.provider.clone(),
+        tenant: d.tenant.clone(),
+        deliveries: d.delivered,
+        first_failure: history.map(|h| h.first_failure).unwrap_or(now),
+        last_failure: now,
+        error_class: class.to_owned(),
+        error: message.to_owned(),
+        moved_by: MovedBy::Worker,
+    };
+    if let Err(e) = dlq::publish(&ctx.js, &entry, Some(&d.headers), d.payload.clone()).await {
+        // Not stored: keep the message in the retry cycle. On its last
+        // delivery the NAK exhausts it and the mover dead-letters it.
+        ctx.metrics
+            .error(&d.provider, "dead_letter_publish_failed", &e.to_string());
+        let delay = o.retry.delay_after(d.delivered, d.stream_seq, None);
+        let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+        return;
+    }
+    let reason = Bytes::from(format!("+TERM dlq:{class}"));
+    if let Err(e) = ack_confirmed(&ctx.client, msg, reason).await {
+        // Stored in the DLQ but not terminated: a redelivery dead-letters it
+        // again under the same Nats-Msg-Id, which the DLQ drops.
+        ctx.metrics.error(&d.provider, "term_failed", &e);
+    }
+    if d.delivered > 1 {
+        dlq::forget_failure(&ctx.failures, &d.stream, d.stream_seq).await;
+    }
+    ctx.metrics
+        .dead_lettered(&d.provider, class, message, MovedBy::Worker);
+}
+
+/// Sends an ack of any kind on the message's reply subject and waits for
+/// the server to confirm it (AckSync), through the client's shared request
+/// inbox rather than a subscription per ack.
+pub(crate) async fn ack_confirmed(
+    client: &async_nats::Client,
+    msg: &jetstream::Message,
+    payload: Bytes,
+) -> Result<(), String> {
+    let reply = msg
+        .reply
+        .clone()
+        .ok_or_else(|| "message has no reply subject".to_owned())?;
+    match tokio::time::timeout(Duration::from_secs(10), client.request(reply, payload)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("ack confirmation timed out".to_owned()),
+    }
+}

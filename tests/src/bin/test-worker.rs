@@ -1,0 +1,107 @@
+//! A worker process for the integration tests: the shared worker loop (and
+//! its mover) on the `WEBHOOKS`/`transformer` consumer with a scripted
+//! handler, so tests can SIGKILL or SIGTERM a real process mid-delivery.
+//! It prints one line per handled delivery: `handled <seq> <delivered> <outcome>`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::Parser;
+use shared::app::{StageSpec, run_stage, shutdown_on_signals};
+use shared::config::{CommonArgs, HubConfig};
+use shared::worker::{Delivery, Failure, Handler, Outcome};
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// ok | fail | hold-last | slow
+    #[arg(long, default_value = "ok")]
+    mode: String,
+    /// How long each delivery takes in `slow` mode
+    #[arg(long, default_value_t = 200)]
+    handle_ms: u64,
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+}
+
+struct Scripted {
+    mode: String,
+    handle: Duration,
+}
+
+fn say(line: String) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+impl Handler for Scripted {
+    async fn handle(&self, d: &Delivery) -> Outcome {
+        let outcome = match self.mode.as_str() {
+            "ok" => Outcome::Ack,
+            "fail" => Outcome::Retry(Failure::new("test_failure", "scripted failure")),
+            "hold-last" if d.is_last => {
+                say(format!("holding {} {}", d.stream_seq, d.delivered));
+                std::future::pending::<()>().await;
+                unreachable!()
+            }
+            "hold-last" => Outcome::Retry(Failure::new("test_failure", "scripted failure")),
+            "slow" => {
+                tokio::time::sleep(self.handle).await;
+                Outcome::Ack
+            }
+            other => Outcome::DeadLetter(Failure::new("bad_mode", format!("unknown mode {other}"))),
+        };
+        let label = match &outcome {
+            Outcome::Ack => "ack",
+            Outcome::Retry(_) => "retry",
+            Outcome::DeadLetter(_) => "dead_letter",
+        };
+        say(format!("handled {} {} {label}", d.stream_seq, d.delivered));
+        outcome
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    shared::telemetry::init_tracing(args.common.log_format);
+    let hub = match HubConfig::load(args.common.hub_config.as_deref()) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let spec = StageSpec {
+        stage: "transformer",
+        stream: "WEBHOOKS",
+        durable: "transformer",
+        streams: &["WEBHOOKS", "DLQ", "ADVISORIES"],
+    };
+    let handler = Scripted {
+        mode: args.mode.clone(),
+        handle: Duration::from_millis(args.handle_ms),
+    };
+    let concurrency = args.concurrency;
+    let result = run_stage(
+        &args.common,
+        &hub,
+        &spec,
+        handler,
+        |o| {
+            o.concurrency = concurrency;
+            o.pull_expires = Duration::from_secs(1);
+        },
+        shutdown_on_signals(),
+    )
+    .await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

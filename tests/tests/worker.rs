@@ -1,0 +1,528 @@
+//! The shared worker loop against a real nats-server: retries on the
+//! configured schedule, dead letters with every field, the advisory mover
+//! catching a worker killed on the last delivery, several workers on one
+//! consumer, graceful shutdown, and the ops endpoints.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_nats::jetstream;
+use orderhub_tests::*;
+use shared::dlq::MovedBy;
+use shared::worker::{Delivery, Failure, Outcome};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+type Log = Arc<Mutex<Vec<(u64, i64, Instant)>>>;
+
+fn record(log: &Log, d: &Delivery) {
+    log.lock()
+        .unwrap()
+        .push((d.stream_seq, d.delivered, Instant::now()));
+}
+
+#[tokio::test]
+async fn retries_follow_the_schedule() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let hub = hub_from(&worker_hub_toml(&["300ms", "600ms", "900ms"], 6, "30s"));
+    let client = nats.client().await?;
+    setup_streams(&client, &hub).await?;
+    let js = jetstream::new(client);
+
+    let log: Log = Arc::default();
+    let l = log.clone();
+    let worker = InProcessWorker::start(
+        &nats.url(),
+        &hub,
+        FnHandler(move |d: Delivery| {
+            record(&l, &d);
+            async move {
+                if d.delivered <= 3 {
+                    Outcome::Retry(Failure::new("backend_down", format!("try {}", d.delivered)))
+                } else {
+                    Outcome::Ack
+                }
+            }
+        }),
+        4,
+    );
+    let seq = publish_raw(&js, "wh-retry", r#"{"order_id":"R1"}"#).await?;
+
+    eventually(STEP, "the fourth delivery is acked", || async {
+        let (pending, ack_pending) = consumer_pending(&js, "WEBHOOKS", "transformer")
+            .await
+            .ok()?;
+        (log.lock().unwrap().len() == 4 && pending == 0 && ack_pending == 0).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = log.lock().unwrap().clone();
+    let deliveries: Vec<(u64, i64)> = log.iter().map(|(s, d, _)| (*s, *d)).collect();
+    assert_eq!(deliveries, [(seq, 1), (seq, 2), (seq, 3), (seq, 4)]);
+    let want = [300, 600, 900];
+    for (k, pair) in log.windows(2).enumerate() {
+        let gap = pair[1].2 - pair[0].2;
+        let expected = Duration::from_millis(want[k]);
+        assert!(
+            gap >= expected && gap < expected + Duration::from_millis(400),
+            "gap before delivery {} was {gap:?}, schedule says {expected:?}",
+            k + 2
+        );
+    }
+    assert!(dead_letters(&js).await?.is_empty());
+    // Success after failures forgets the failure history.
+    let kv = js.get_key_value("FAILURES").await?;
+    assert_eq!(kv.get(format!("WEBHOOKS.{seq}")).await?, None);
+    worker.stop().await
+}
+
+#[tokio::test]
+async fn exhausted_deliveries_leave_exactly_one_dead_letter_with_every_field() -> anyhow::Result<()>
+{
+    let nats = NatsServer::start()?;
+    let hub = hub_from(&worker_hub_toml(&["150ms"], 3, "30s"));
+    let client = nats.client().await?;
+    setup_streams(&client, &hub).await?;
+    let js = jetstream::new(client);
+
+    let log: Log = Arc::default();
+    let l = log.clone();
+    let worker = InProcessWorker::start(
+        &nats.url(),
+        &hub,
+        FnHandler(move |d: Delivery| {
+            record(&l, &d);
+            async { Outcome::Retry(Failure::new("backend_5xx", "backend answered 503")) }
+        }),
+        4,
+    );
+    let before = SystemTime::now();
+    let body = r#"{"order_id":"X1","items":[]}"#;
+    let seq = publish_raw(&js, "wh-exhaust", body).await?;
+
+    let (entry, msg) = eventually(STEP, "a dead letter", || async {
+        dead_letters(&js).await.ok()?.into_iter().next()
+    })
+    .await?;
+    // Give a second entry (worker and mover racing) every chance to appear.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(dead_letters(&js).await?.len(), 1);
+    assert_eq!(log.lock().unwrap().len(), 3);
+
+    assert_eq!(entry.stage, "transformer");
+    assert_eq!(entry.stream, "WEBHOOKS");
+    assert_eq!(entry.subject, "webhooks.raw.careem.acme-careem");
+    assert_eq!(entry.seq, seq);
+    assert_eq!(entry.webhook_id.as_deref(), Some("wh-exhaust"));
+    assert_eq!(entry.provider, "careem");
+    assert_eq!(entry.tenant.as_deref(), Some("acme"));
+    assert_eq!(entry.deliveries, 3);
+    assert_eq!(entry.error_class, "backend_5xx");
+    assert_eq!(
+        entry.error,
+        "deliveries exhausted after 3 attempts: backend answered 503"
+    );
+    assert_eq!(entry.moved_by, MovedBy::Worker);
+    assert!(entry.first_failure >= before - Duration::from_millis(5));
+    let span = entry.last_failure.duration_since(entry.first_failure)?;
+    assert!(
+        span >= Duration::from_millis(300),
+        "first failure should be the first delivery's: {span:?}"
+    );
+    assert_eq!(msg.subject.as_str(), "dlq.transformer.careem");
+    assert_eq!(msg.payload.as_ref(), body.as_bytes());
+    assert_eq!(msg.headers.get("X-Test").map(|v| v.as_str()), Some("kept"));
+    assert_eq!(
+        msg.headers
+            .get(shared::headers::dlq::ORIGINAL_MSG_ID)
+            .map(|v| v.as_str()),
+        Some("careem:wh-exhaust")
+    );
+
+    assert_eq!(
+        consumer_pending(&js, "WEBHOOKS", "transformer").await?,
+        (0, 0)
+    );
+    let kv = js.get_key_value("FAILURES").await?;
+    assert_eq!(kv.get(format!("WEBHOOKS.{seq}")).await?, None);
+    worker.stop().await
+}
+
+#[tokio::test]
+async fn a_permanent_error_dead_letters_on_the_first_delivery() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let hub = hub_from(&worker_hub_toml(&["100ms"], 5, "30s"));
+    let client = nats.client().await?;
+    setup_streams(&client, &hub).await?;
+    let js = jetstream::new(client);
+
+    let log: Log = Arc::default();
+    let l = log.clone();
+    let worker = InProcessWorker::start(
+        &nats.url(),
+        &hub,
+        FnHandler(move |d: Delivery| {
+            record(&l, &d);
+            async {
+                Outcome::DeadLetter(Failure::new(
+                    "invalid_payload",
+                    "items: must not be empty; total_amount: missing",
+                ))
+            }
+        }),
+        4,
+    );
+    publish_raw(&js, "wh-perm", "{}").await?;
+    let (entry, _) = eventually(STEP, "a dead letter", || async {
+        dead_letters(&js).await.ok()?.into_iter().next()
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        log.lock().unwrap().len(),
+        1,
+        "a permanent error is never retried"
+    );
+    assert_eq!(entry.deliveries, 1);
+    assert_eq!(entry.error_class, "invalid_payload");
+    assert_eq!(
+        entry.error,
+        "items: must not be empty; total_amount: missing"
+    );
+    assert_eq!(entry.first_failure, entry.last_failure);
+    assert_eq!(dead_letters(&js).await?.len(), 1);
+    assert_eq!(
+        consumer_pending(&js, "WEBHOOKS", "transformer").await?,
+        (0, 0)
+    );
+    worker.stop().await
+}
+
+fn test_worker(nats_url: &str, hub_path: &std::path::Path, mode: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_test-worker"));
+    cmd.args(["--mode", mode, "--handle-ms", "300", "--concurrency", "4"])
+        .env("NATS_URL", nats_url)
+        .env("HUB_CONFIG", hub_path)
+        .env("OPS_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("TEST_CAREEM_SECRET", "test-secret")
+        .env("LOG_FORMAT", "pretty")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    cmd
+}
+
+#[tokio::test]
+async fn a_worker_killed_on_the_last_delivery_is_caught_by_the_mover() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let toml = worker_hub_toml(&["100ms"], 3, "2s");
+    let hub = hub_from(&toml);
+    let dir = tempfile::tempdir()?;
+    let hub_path = dir.path().join("hub.toml");
+    std::fs::write(&hub_path, &toml)?;
+    let client = nats.client().await?;
+    setup_streams(&client, &hub).await?;
+    let js = jetstream::new(client);
+
+    let mut child = test_worker(&nats.url(), &hub_path, "hold-last").spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let seq = publish_raw(&js, "wh-crash", r#"{"order_id":"C1"}"#).await?;
+    let holding = tokio::time::timeout(STEP, async {
+        while let Some(line) = lines.next_line().await? {
+            if line.starts_with("holding ") {
+                return anyhow::Ok(line);
+            }
+        }
+        anyhow::bail!("test-worker exited before holding")
+    })
+    .await??;
+    assert_eq!(holding, format!("holding {seq} 3"));
+    child.start_kill()?;
+    child.wait().await?;
+
+    // A fresh worker: its pull makes the server notice the exhausted
+    // message (after ack_wait) and its mover dead-letters it. Its handler
+    // must never see the message again.
+    let log: Log = Arc::default();
+    let l = log.clone();
+    let worker = InProcessWorker::start(
+        &nats.url(),
+        &hub,
+        FnHandler(move |d: Delivery| {
+            record(&l, &d);
+            async { Outcome::Ack }
+        }),
+        4,
+    );
+    let (entry, msg) = eventually(
+        Duration::from_secs(30),
+        "the mover's dead letter",
+        || async { dead_letters(&js).await.ok()?.into_iter().next() },
+    )
+    .await?;
+    assert_eq!(entry.moved_by, MovedBy::Mover);
+    assert_eq!(entry.seq, seq);
+    assert_eq!(entry.deliveries, 3);
+    assert_eq!(entry.error_class, "deliveries_exhausted");
+    assert_eq!(
+        entry.error,
+        "no worker finished the last of 3 deliveries (it crashed, hung or was stopped); last error (test_failure): scripted failure"
+    );
+    assert_eq!(entry.webhook_id.as_deref(), Some("wh-crash"));
+    assert_eq!(entry.tenant.as_deref(), Some("acme"));
+    assert!(entry.last_failure > entry.first_failure);
+    assert_eq!(msg.payload.as_ref(), br#"{"order_id":"C1"}"#);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(dead_letters(&js).await?.len(), 1);
+    assert!(log.lock().unwrap().is_empty());
+    assert_eq!(
+        consumer_pending(&js, "WEBHOOKS", "transformer").await?,
+        (0, 0)
+    );
+    worker.stop().await
+}
+
+#[tokio::test]
+async fn two_workers_on_one_consumer_handle_every_message_once() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let hub = hub_from(&worker_hub_toml(&["1s"], 5, "30s"));
+    let client = nats.client().await?;
+    setup_streams(&client, &hub).await?;
+    let js = jetstream::new(client);
+
+    let seen: Arc<Mutex<Vec<(u8, u64)>>> = Arc::default();
+    let make = |id: u8| {
+        let seen = seen.clone();
+        FnHandler(move |d: Delivery| {
+            seen.lock().unwrap().push((id, d.stream_seq));
+            async {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                Outcome::Ack
+            }
+        })
+    };
+    let a = InProcessWorker::start(&nats.url(), &hub, make(1), 16);
+    let b = InProcessWorker::start(&nats.url(), &hub, make(2), 16);
+    let mut published = BTreeSet::new();
+    for i in 0..400 {
+        published.insert(publish_raw(&js, &format!("wh-{i}"), "{}").await?);
+    }
+    eventually(STEP, "400 messages handled and acked", || async {
+        let (p, ap) = consumer_pending(&js, "WEBHOOKS", "transformer")
+            .await
+            .ok()?;
+        (seen.lock().unwrap().len() >= 400 && p == 0 && ap == 0).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = seen.lock().unwrap().clone();
+    let handled: BTreeSet<u64> = seen.iter().map(|(_, s)| *s).collect();
+    assert_eq!(seen.len(), 400, "some message was handled twice");
+    assert_eq!(handled, published);
+    let mut per_worker = BTreeMap::new();
+    for (id, _) in &seen {
+        *per_worker.entry(*id).or_insert(0) += 1;
+    }
+    assert_eq!(
+        per_worker.len(),
+        2,
+        "both workers took a share: {per_worker:?}"
+    );
+    a.stop().await?;
+    b.stop().await
+}
+
+#[tokio::test]
+async fn sigterm_with_messages_in_flight_loses_none() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let toml = worker_hub_toml(&["1s"], 5, "30s");
+    let hub = hub_from(&toml);
+    let dir = tempfile::tempdir()?;
+    let hub_path = dir.path().join("hub.toml");
+    std::fs::write(&hub_path, &toml)?;
+    let client = nats.client().await?;
+    setup_streams(&client, &hub).await?;
+    let js = jetstream::new(client);
+
+    let mut published = BTreeSet::new();
+    for i in 0..40 {
+        published.insert(publish_raw(&js, &format!("wh-{i}"), "{}").await?);
+    }
+    let mut child = test_worker(&nats.url(), &hub_path, "slow").spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acked_by_process = BTreeSet::new();
+    // Let it finish a few, with more in flight, then ask it to stop.
+    while acked_by_process.len() < 4 {
+        let line = tokio::time::timeout(STEP, lines.next_line())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("test-worker exited early"))?;
+        if let Some(seq) = line
+            .strip_prefix("handled ")
+            .and_then(|r| r.split(' ').next())
+        {
+            acked_by_process.insert(seq.parse::<u64>()?);
+        }
+    }
+    let pid = child.id().expect("running") as i32;
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    assert!(sent.success());
+    while let Some(line) = tokio::time::timeout(STEP, lines.next_line()).await?? {
+        if let Some(seq) = line
+            .strip_prefix("handled ")
+            .and_then(|r| r.split(' ').next())
+        {
+            acked_by_process.insert(seq.parse::<u64>()?);
+        }
+    }
+    let status = tokio::time::timeout(STEP, child.wait()).await??;
+    assert!(status.success(), "SIGTERM exit: {status}");
+    assert!(
+        acked_by_process.len() < 40,
+        "the process should have been stopped before finishing everything"
+    );
+
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let s = seen.clone();
+    let worker = InProcessWorker::start(
+        &nats.url(),
+        &hub,
+        FnHandler(move |d: Delivery| {
+            s.lock().unwrap().push(d.stream_seq);
+            async { Outcome::Ack }
+        }),
+        8,
+    );
+    let remaining: BTreeSet<u64> = published.difference(&acked_by_process).copied().collect();
+    eventually(STEP, "the rest handled by another worker", || async {
+        let (p, ap) = consumer_pending(&js, "WEBHOOKS", "transformer")
+            .await
+            .ok()?;
+        (seen.lock().unwrap().len() >= remaining.len() && p == 0 && ap == 0).then_some(())
+    })
+    .await?;
+    let seen: BTreeSet<u64> = seen.lock().unwrap().iter().copied().collect();
+    // Exactly the complement: nothing lost, nothing acked twice.
+    assert_eq!(seen, remaining);
+    assert!(dead_letters(&js).await?.is_empty());
+    worker.stop().await
+}
+
+#[tokio::test]
+async fn the_ops_server_reports_health_readiness_and_metrics() -> anyhow::Result<()> {
+    let mut nats = NatsServer::start()?;
+    let hub = hub_from(&worker_hub_toml(&["100ms"], 2, "30s"));
+    let client = nats.client().await?;
+    setup_streams(&client, &hub).await?;
+    let js = jetstream::new(client);
+
+    let worker = InProcessWorker::start(
+        &nats.url(),
+        &hub,
+        FnHandler(|d: Delivery| async move {
+            if d.payload.as_ref() == b"bad" {
+                Outcome::DeadLetter(Failure::new("invalid_payload", "not json"))
+            } else {
+                Outcome::Ack
+            }
+        }),
+        4,
+    );
+    let base = format!("http://127.0.0.1:{}", worker.ops_port);
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}{path}");
+        async move {
+            let r = http
+                .get(url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .ok()?;
+            let status = r.status().as_u16();
+            Some((status, r.text().await.ok()?))
+        }
+    };
+    eventually(STEP, "/ready answers 200", || async {
+        get("/ready").await.filter(|(s, _)| *s == 200)
+    })
+    .await?;
+    assert_eq!(get("/health").await.map(|r| r.0), Some(200));
+
+    publish_raw(&js, "wh-ok", "{}").await?;
+    publish_raw(&js, "wh-bad", "bad").await?;
+    let metrics = eventually(STEP, "metrics count both messages", || async {
+        let (_, text) = get("/metrics").await?;
+        text.contains("transformer_messages_dead_lettered_total{provider=\"careem\",error_type=\"invalid_payload\"} 1")
+            .then_some(text)
+    })
+    .await?;
+    for line in [
+        "transformer_messages_received_total{provider=\"careem\"} 2",
+        "transformer_messages_acked_total{provider=\"careem\"} 1",
+        "transformer_messages_in_flight 0",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    assert!(metrics.contains("transformer_handler_duration_seconds_bucket{"));
+
+    nats.kill();
+    let (status, body) = eventually(STEP, "/ready turns 503 without NATS", || async {
+        get("/ready").await.filter(|(s, _)| *s == 503)
+    })
+    .await?;
+    assert_eq!(status, 503);
+    assert!(body.contains("\"nats_connected\":false"), "{body}");
+    assert_eq!(get("/health").await.map(|r| r.0), Some(200));
+    nats.restart()?;
+    eventually(Duration::from_secs(30), "/ready back to 200", || async {
+        get("/ready").await.filter(|(s, _)| *s == 200)
+    })
+    .await?;
+    worker.stop().await
+}
+
+#[tokio::test]
+async fn bad_config_stops_the_binary_naming_the_field() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let good = worker_hub_toml(&["1s"], 3, "30s");
+    let cases = [
+        (
+            good.replace("max_deliver = 3", "max_deliver = \"three\""),
+            vec![],
+            "max_deliver",
+        ),
+        (
+            good.clone(),
+            vec!["TEST_CAREEM_SECRET"],
+            "account[0].secret_envs[0]: environment variable TEST_CAREEM_SECRET is not set or empty",
+        ),
+        (
+            good.replace("provider = \"careem\"", "provider = \"kareem\""),
+            vec![],
+            "account[0].provider: unknown provider \"kareem\"",
+        ),
+    ];
+    for (i, (toml, unset, want)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("hub{i}.toml"));
+        std::fs::write(&path, toml)?;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_test-worker"));
+        cmd.env("HUB_CONFIG", &path)
+            .env("TEST_CAREEM_SECRET", "s")
+            .env("NATS_URL", "nats://127.0.0.1:1");
+        for name in unset {
+            cmd.env_remove(name);
+        }
+        let out = tokio::time::timeout(STEP, cmd.output()).await??;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "case {i}: {stderr}");
+        assert!(stderr.contains(want), "case {i}: {stderr:?} lacks {want:?}");
+        assert!(!stderr.contains("test-secret") && !stderr.contains("=s"));
+    }
+    Ok(())
+}
