@@ -1,0 +1,177 @@
+//! Careem: `x-careem-signature` = lowercase hex HMAC-SHA256 of the raw body.
+//!
+//! Careem publishes nothing; this is the contract the old service had with it
+//! (DESIGN §4.1). No timestamp is signed and the payload carries no event id,
+//! so replays are caught only by the body-hash deduplication downstream.
+
+use std::time::SystemTime;
+
+use secrecy::{ExposeSecret, SecretString};
+use warp::http::HeaderMap;
+
+use super::common::{self, hmac_sha256};
+use super::{SignError, Verified, Verifier, VerifyError, VerifyOptions};
+
+/// The signature header.
+pub const SIGNATURE_HEADER: &str = "x-careem-signature";
+
+/// The Careem scheme.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Careem;
+
+impl Verifier for Careem {
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        secrets: &[SecretString],
+        _options: &VerifyOptions,
+        _now: SystemTime,
+    ) -> Result<Verified, VerifyError> {
+        common::require_secrets(secrets)?;
+        let value = common::required_header(headers, SIGNATURE_HEADER)?;
+        let secret_index = common::verify_hex_body_hmac(SIGNATURE_HEADER, value, body, secrets)?;
+        Ok(Verified {
+            event_id: None,
+            secret_index,
+        })
+    }
+
+    fn sign(
+        &self,
+        body: &[u8],
+        secret: &SecretString,
+        _options: &VerifyOptions,
+        _at: SystemTime,
+    ) -> Result<HeaderMap, SignError> {
+        Ok(sign(body, secret))
+    }
+}
+
+/// The headers Careem sends with `body`.
+pub fn sign(body: &[u8], secret: &SecretString) -> HeaderMap {
+    let tag = hmac_sha256(secret.expose_secret().as_bytes(), &[body]);
+    let mut headers = HeaderMap::new();
+    headers.insert(SIGNATURE_HEADER, common::own_header_value(hex::encode(tag)));
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::testutil::*;
+
+    /// DESIGN §4.1's sample body; its signature was computed independently
+    /// (Python's `hmac`) with the fixture secret.
+    const SAMPLE: &[u8] = br#"{"order_id":"TEST123","customer":{"name":"Test User","phone":"0791234567"},"items":[{"name":"Burger","quantity":1,"price":10}],"total_amount":10}"#;
+    const SAMPLE_SIGNATURE: &str =
+        "48eb14974e0bbbda5cadc061509a00ba548d9f853d7be60d5eaa3a127b5b5f02";
+
+    fn verify(headers: &HeaderMap, body: &[u8], keys: &[&str]) -> Result<Verified, VerifyError> {
+        Careem.verify(
+            headers,
+            body,
+            &secrets(keys),
+            &VerifyOptions::default(),
+            at(0),
+        )
+    }
+
+    #[test]
+    fn known_answer_from_an_independent_implementation() {
+        assert_eq!(
+            value(&sign(SAMPLE, &secret(FIXTURE_SECRET)), SIGNATURE_HEADER),
+            SAMPLE_SIGNATURE
+        );
+        let h = headers(&[("x-careem-signature", SAMPLE_SIGNATURE)]);
+        assert_eq!(
+            verify(&h, SAMPLE, &[FIXTURE_SECRET]),
+            Ok(Verified {
+                event_id: None,
+                secret_index: 0
+            })
+        );
+    }
+
+    #[test]
+    fn sign_then_verify_round_trips() {
+        let h = sign(b"{}", &secret("s3cret"));
+        assert_eq!(
+            verify(&h, b"{}", &["s3cret"]).map(|v| v.secret_index),
+            Ok(0)
+        );
+    }
+
+    #[test]
+    fn tampered_body_is_a_bad_signature() {
+        let h = sign(SAMPLE, &secret("s3cret"));
+        assert_eq!(
+            verify(&h, &tampered(SAMPLE), &["s3cret"]),
+            Err(VerifyError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn wrong_secret_is_a_bad_signature() {
+        let h = sign(SAMPLE, &secret("s3cret"));
+        assert_eq!(
+            verify(&h, SAMPLE, &["other"]),
+            Err(VerifyError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn rotated_second_secret_verifies() {
+        let h = sign(SAMPLE, &secret("next"));
+        assert_eq!(
+            verify(&h, SAMPLE, &["current", "next"]).map(|v| v.secret_index),
+            Ok(1)
+        );
+    }
+
+    #[test]
+    fn missing_header() {
+        assert_eq!(
+            verify(&HeaderMap::new(), SAMPLE, &["s3cret"]),
+            Err(VerifyError::MissingHeader(SIGNATURE_HEADER))
+        );
+    }
+
+    #[test]
+    fn malformed_headers() {
+        for bad in ["zz", "48eb14", &"0".repeat(66), "sha1=abcdef"] {
+            let err = verify(&headers(&[(SIGNATURE_HEADER, bad)]), SAMPLE, &["s"]).unwrap_err();
+            assert_eq!(err.error_type(), "malformed_header", "value {bad:?}");
+        }
+        let non_ascii = with_raw_header(HeaderMap::new(), SIGNATURE_HEADER, "é".as_bytes());
+        assert_eq!(
+            verify(&non_ascii, SAMPLE, &["s"]),
+            Err(VerifyError::MalformedHeader {
+                header: SIGNATURE_HEADER,
+                reason: "not visible ascii"
+            })
+        );
+    }
+
+    #[test]
+    fn header_name_and_hex_case_do_not_matter() {
+        let upper = SAMPLE_SIGNATURE.to_uppercase();
+        for name in ["X-Careem-Signature", "X-CAREEM-SIGNATURE"] {
+            for sig in [SAMPLE_SIGNATURE, upper.as_str()] {
+                let h = headers(&[(name, sig)]);
+                assert_eq!(
+                    verify(&h, SAMPLE, &[FIXTURE_SECRET]).map(|v| v.secret_index),
+                    Ok(0)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn no_secret_is_reported_before_looking_at_the_request() {
+        assert_eq!(
+            verify(&HeaderMap::new(), SAMPLE, &[]),
+            Err(VerifyError::NoSecret)
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! Properties every scheme shares, driven through the registry.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use proptest::prelude::*;
+use secrecy::SecretString;
+use shared::Provider;
+
+use super::testutil::*;
+use super::*;
+
+/// A secret `provider` can use, from arbitrary key bytes: Standard Webhooks
+/// wants `whsec_<base64>`, the others take the configured text as the key.
+fn secret_for(provider: Provider, key: &[u8]) -> SecretString {
+    match provider {
+        Provider::Direct => SecretString::from(format!("whsec_{}", STANDARD.encode(key))),
+        _ => SecretString::from(hex::encode(key)),
+    }
+}
+
+/// Whether the scheme's signature covers the body (a bearer JWT does not).
+fn signs_body(provider: Provider) -> bool {
+    provider != Provider::Talabat
+}
+
+const AT: u64 = 1_718_388_131;
+
+#[test]
+fn every_provider_has_a_verifier_that_accepts_its_own_signature() {
+    let options = VerifyOptions::default();
+    for provider in Provider::ALL {
+        let key = secret_for(provider, b"0123456789abcdef0123456789abcdef");
+        let v = verifier(provider);
+        let signed = v.sign(b"{\"id\":1}", &key, &options, at(AT)).unwrap();
+        assert_eq!(
+            v.verify(&signed, b"{\"id\":1}", &[key], &options, at(AT))
+                .map(|v| v.secret_index),
+            Ok(0),
+            "{provider}"
+        );
+    }
+}
+
+#[test]
+fn every_provider_refuses_an_account_without_secrets_first() {
+    let options = VerifyOptions::default();
+    for provider in Provider::ALL {
+        let err = verifier(provider)
+            .verify(&headers(&[]), b"{}", &[], &options, at(AT))
+            .unwrap_err();
+        assert_eq!(err, VerifyError::NoSecret, "{provider}");
+        assert!(err.is_misconfiguration());
+    }
+}
+
+#[test]
+fn every_provider_reports_a_missing_header_on_a_bare_request() {
+    let options = VerifyOptions::default();
+    for provider in Provider::ALL {
+        let key = secret_for(provider, b"key");
+        let err = verifier(provider)
+            .verify(&headers(&[]), b"{}", &[key], &options, at(AT))
+            .unwrap_err();
+        assert_eq!(err.error_type(), "missing_header", "{provider}");
+        assert!(!err.is_misconfiguration());
+    }
+}
+
+#[test]
+fn errors_carry_neither_secrets_nor_signatures() {
+    let options = VerifyOptions::default();
+    for provider in Provider::ALL {
+        let key_text = "0123456789abcdef0123456789abcdef";
+        let key = secret_for(provider, key_text.as_bytes());
+        let other = secret_for(provider, b"another key entirely");
+        let v = verifier(provider);
+        let signed = v.sign(b"{}", &key, &options, at(AT)).unwrap();
+        let err = v
+            .verify(&signed, b"{}", &[other], &options, at(AT))
+            .unwrap_err();
+        assert_eq!(err, VerifyError::BadSignature, "{provider}");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains(key_text) && !shown.contains(&hex::encode(key_text)));
+        for value in signed.values() {
+            assert!(
+                !shown.contains(value.to_str().unwrap()),
+                "{provider}: {shown}"
+            );
+        }
+    }
+}
+
+#[test]
+fn error_types_are_distinct_stable_labels() {
+    let all = [
+        VerifyError::MissingHeader("h"),
+        VerifyError::MalformedHeader {
+            header: "h",
+            reason: "r",
+        },
+        VerifyError::BadSignature,
+        VerifyError::StaleTimestamp {
+            skew_secs: 1,
+            tolerance_secs: 0,
+        },
+        VerifyError::MalformedToken("r"),
+        VerifyError::DisallowedAlgorithm,
+        VerifyError::InvalidClaims("r"),
+        VerifyError::ExpiredToken { expired_secs: 1 },
+        VerifyError::NoSecret,
+        VerifyError::InvalidSecret,
+    ];
+    let labels: Vec<&str> = all.iter().map(VerifyError::error_type).collect();
+    assert_eq!(
+        labels,
+        [
+            "missing_header",
+            "malformed_header",
+            "bad_signature",
+            "stale_timestamp",
+            "malformed_token",
+            "disallowed_algorithm",
+            "invalid_claims",
+            "expired_token",
+            "no_secret",
+            "invalid_secret",
+        ]
+    );
+    for err in &all {
+        let message = err.to_string();
+        assert!(
+            message.starts_with(|c: char| c.is_ascii_lowercase()) && !message.ends_with('.'),
+            "{message}"
+        );
+    }
+}
+
+fn any_provider() -> impl Strategy<Value = Provider> {
+    proptest::sample::select(Provider::ALL.to_vec())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// verify(sign(x)) holds for every scheme, any body bytes (JSON or not),
+    /// any key, any signing time, with the signing secret second in the list.
+    #[test]
+    fn verify_accepts_sign(
+        provider in any_provider(),
+        body in proptest::collection::vec(any::<u8>(), 0..2048),
+        key in proptest::collection::vec(any::<u8>(), 1..64),
+        secs in 0u64..4_000_000_000,
+    ) {
+        let options = VerifyOptions::default();
+        let v = verifier(provider);
+        let key_secret = secret_for(provider, &key);
+        // Not `key` plus a zero byte: HMAC zero-pads short keys, so that
+        // would be the same key.
+        let mut decoy = key.clone();
+        decoy[0] ^= 0xff;
+        let secrets = [secret_for(provider, &decoy), key_secret.clone()];
+        let signed = v.sign(&body, &key_secret, &options, at(secs)).unwrap();
+        let verified = v.verify(&signed, &body, &secrets, &options, at(secs));
+        prop_assert_eq!(verified.map(|v| v.secret_index), Ok(1));
+    }
+
+    /// Changing any byte of the body breaks every body-signing scheme.
+    #[test]
+    fn verify_refuses_a_changed_body(
+        provider in any_provider().prop_filter("scheme signs the body", |p| signs_body(*p)),
+        body in proptest::collection::vec(any::<u8>(), 1..512),
+        position in any::<proptest::sample::Index>(),
+        flip in 1u8..=255,
+    ) {
+        let options = VerifyOptions::default();
+        let v = verifier(provider);
+        let key = secret_for(provider, b"key material");
+        let signed = v.sign(&body, &key, &options, at(AT)).unwrap();
+        let mut changed = body.clone();
+        changed[position.index(body.len())] ^= flip;
+        prop_assert_eq!(
+            v.verify(&signed, &changed, &[key], &options, at(AT)),
+            Err(VerifyError::BadSignature)
+        );
+    }
+}
