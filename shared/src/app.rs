@@ -120,12 +120,14 @@ pub enum StageError {
 
 /// Runs a consuming stage until `shutdown`: connect, set up its streams,
 /// serve `/health` `/ready` `/metrics`, run the worker (and its mover).
+/// `make_handler` builds the handler with the stage's metric registry (to
+/// add its own metrics) and a JetStream context (to publish downstream);
 /// `tune` adjusts the worker options (concurrency, timings) before start.
 pub async fn run_stage<H: crate::worker::Handler>(
     args: &CommonArgs,
     hub: &crate::config::HubConfig,
     spec: &StageSpec,
-    handler: H,
+    make_handler: impl FnOnce(&mut prometheus_client::registry::Registry, &jetstream::Context) -> H,
     tune: impl FnOnce(&mut crate::worker::WorkerOptions),
     shutdown: CancellationToken,
 ) -> Result<(), StageError> {
@@ -141,6 +143,7 @@ pub async fn run_stage<H: crate::worker::Handler>(
 
     let mut registry = crate::telemetry::registry(spec.stage);
     let metrics = crate::worker::WorkerMetrics::register(&mut registry);
+    let handler = make_handler(&mut registry, &js);
     let (ops_addr, ops_task) = crate::ops::serve(
         args.ops_addr,
         std::sync::Arc::new(registry),

@@ -117,6 +117,48 @@ pub struct Account {
     pub products: BTreeMap<String, String>,
     /// This account answers `/api/webhooks/{provider}` without an account segment.
     pub default: bool,
+    /// ISO 3166-1 alpha-2 country of the account's stores (e.g. `JO`):
+    /// phone numbers without a country code are read as this country's.
+    pub country: Option<String>,
+    /// JWT algorithm pinned for token-signing providers (Talabat):
+    /// `HS256` (default), `HS384` or `HS512`.
+    pub jwt_algorithm: Option<String>,
+    /// Accepted clock difference for providers that sign a timestamp.
+    pub timestamp_tolerance: Option<Duration>,
+    /// Requests per second for this account (on top of the provider's limit).
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket: a sustained rate and a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// Ingress settings that live in the hub file (flags hold the addresses).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngressSettings {
+    /// Largest accepted body; larger gets 413 before it is read.
+    pub max_body_bytes: u64,
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs).
+    pub trusted_proxies: Vec<String>,
+    /// How long a webhook may wait for JetStream's ack before the answer is 503.
+    pub publish_timeout: Duration,
+    /// Per provider name, or `default` for the others.
+    pub rate_limits: BTreeMap<String, RateLimit>,
+}
+
+impl Default for IngressSettings {
+    fn default() -> Self {
+        IngressSettings {
+            max_body_bytes: 1024 * 1024,
+            trusted_proxies: Vec::new(),
+            publish_timeout: Duration::from_secs(5),
+            rate_limits: BTreeMap::new(),
+        }
+    }
 }
 
 /// Per-stream settings that differ between a laptop and a cluster.
@@ -165,6 +207,7 @@ pub struct HubConfig {
     pub accounts: Vec<Account>,
     pub retry: RetrySchedule,
     pub streams: StreamSettings,
+    pub ingress: IngressSettings,
 }
 
 impl HubConfig {
@@ -252,6 +295,20 @@ struct RawHub {
     retry: RawRetry,
     #[serde(default)]
     streams: RawStreams,
+    #[serde(default)]
+    ingress: RawIngress,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngress {
+    max_body_bytes: Option<u64>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    #[serde(default, with = "humantime_serde")]
+    publish_timeout: Option<Duration>,
+    #[serde(default)]
+    rate_limits: BTreeMap<String, RateLimit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,6 +345,11 @@ struct RawAccount {
     products: BTreeMap<String, String>,
     #[serde(default)]
     default: bool,
+    country: Option<String>,
+    jwt_algorithm: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    timestamp_tolerance: Option<Duration>,
+    rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -536,6 +598,25 @@ impl RawHub {
                     format!("{c:?} is not an ISO 4217 code (three capital letters)"),
                 ));
             }
+            if let Some(c) = &a.country
+                && !(c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+            {
+                return Err(check.err(
+                    at("country"),
+                    format!("{c:?} is not an ISO 3166-1 alpha-2 code (two capital letters)"),
+                ));
+            }
+            if let Some(alg) = &a.jwt_algorithm
+                && !matches!(alg.as_str(), "HS256" | "HS384" | "HS512")
+            {
+                return Err(check.err(
+                    at("jwt_algorithm"),
+                    format!("{alg:?} is not HS256, HS384 or HS512"),
+                ));
+            }
+            if let Some(r) = &a.rate_limit {
+                check_rate(&check, at("rate_limit"), r)?;
+            }
             accounts.push(Account {
                 id: a.id,
                 provider,
@@ -546,6 +627,10 @@ impl RawHub {
                 branches: a.branches,
                 products: a.products,
                 default: a.default,
+                country: a.country,
+                jwt_algorithm: a.jwt_algorithm,
+                timestamp_tolerance: a.timestamp_tolerance,
+                rate_limit: a.rate_limit,
             });
         }
 
@@ -626,10 +711,41 @@ impl RawHub {
             }
         }
 
+        let mut ingress = IngressSettings::default();
+        if let Some(m) = self.ingress.max_body_bytes {
+            if m == 0 {
+                return Err(check.err("ingress.max_body_bytes", "must be above 0"));
+            }
+            ingress.max_body_bytes = m;
+        }
+        for (k, cidr) in self.ingress.trusted_proxies.iter().enumerate() {
+            if parse_cidr(cidr).is_none() {
+                return Err(check.err(
+                    format!("ingress.trusted_proxies[{k}]"),
+                    format!("{cidr:?} is not an IP address or CIDR"),
+                ));
+            }
+        }
+        ingress.trusted_proxies = self.ingress.trusted_proxies;
+        if let Some(t) = self.ingress.publish_timeout {
+            ingress.publish_timeout = t;
+        }
+        for (name, r) in &self.ingress.rate_limits {
+            if name != "default" && Provider::from_str(name).is_err() {
+                return Err(check.err(
+                    format!("ingress.rate_limits.{name}"),
+                    "not a provider name or default",
+                ));
+            }
+            check_rate(&check, format!("ingress.rate_limits.{name}"), r)?;
+        }
+        ingress.rate_limits = self.ingress.rate_limits;
+
         Ok(HubConfig {
             tenants,
             accounts,
             retry,
+            ingress,
             streams: StreamSettings {
                 replicas: self.streams.replicas,
                 storage: self.streams.storage,
@@ -638,6 +754,13 @@ impl RawHub {
             },
         })
     }
+}
+
+fn check_rate(check: &Check<'_>, field: String, r: &RateLimit) -> Result<(), ConfigError> {
+    if r.per_second == 0 || r.burst == 0 {
+        return Err(check.err(field, "per_second and burst must be above 0"));
+    }
+    Ok(())
 }
 
 /// The backend URL must be absolute http(s); anything else fails at start
@@ -834,6 +957,35 @@ max_deliver = 10
             (
                 format!("{GOOD}\n[streams]\nreplicas = 7\n"),
                 "streams.replicas: 7 replicas: JetStream allows 1 to 5",
+            ),
+            (
+                GOOD.replace(
+                    "currency = \"JOD\"",
+                    "currency = \"JOD\"\ncountry = \"jordan\"",
+                ),
+                "account[0].country: \"jordan\" is not an ISO 3166-1 alpha-2 code (two capital letters)",
+            ),
+            (
+                GOOD.replace(
+                    "currency = \"JOD\"",
+                    "currency = \"JOD\"\njwt_algorithm = \"none\"",
+                ),
+                "account[0].jwt_algorithm: \"none\" is not HS256, HS384 or HS512",
+            ),
+            (
+                GOOD.replace(
+                    "currency = \"JOD\"",
+                    "currency = \"JOD\"\nrate_limit = { per_second = 0, burst = 5 }",
+                ),
+                "account[0].rate_limit: per_second and burst must be above 0",
+            ),
+            (
+                format!("{GOOD}\n[ingress]\ntrusted_proxies = [\"10.0.0.300\"]\n"),
+                "ingress.trusted_proxies[0]: \"10.0.0.300\" is not an IP address or CIDR",
+            ),
+            (
+                format!("{GOOD}\n[ingress.rate_limits]\ncarem = {{ per_second = 5, burst = 5 }}\n"),
+                "ingress.rate_limits.carem: not a provider name or default",
             ),
             (
                 format!("{GOOD}\n[streams.overrides.ORDRES]\nmax_age = \"1d\"\n"),

@@ -308,7 +308,7 @@ impl InProcessWorker {
                 &args,
                 &hub,
                 &spec,
-                handler,
+                |_, _| handler,
                 |o| {
                     o.concurrency = concurrency;
                     o.pull_expires = Duration::from_secs(1);

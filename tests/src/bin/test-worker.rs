@@ -89,7 +89,7 @@ async fn main() -> std::process::ExitCode {
         &args.common,
         &hub,
         &spec,
-        handler,
+        |_, _| handler,
         |o| {
             o.concurrency = concurrency;
             o.pull_expires = Duration::from_secs(1);
