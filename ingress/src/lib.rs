@@ -1,8 +1,167 @@
 //! orderhub's ingress: the HTTP edge that receives order webhooks from
-//! delivery providers, checks that each really comes from the provider and
-//! account its URL names, and hands the raw request on to JetStream.
+//! delivery providers.
 //!
-//! [`verify`] verifies provider signatures: one scheme per provider, on the
-//! exact raw body, before anything parses it.
+//! Contract (DESIGN §3.1, §5):
+//! - Consumes: `POST /api/webhooks/{provider}[/{account}]` and the routes a
+//!   provider dictates (Talabat's POS plugin routes, Just Eat's appended
+//!   event names), see `openapi.json`.
+//! - Verifies each request with its provider's scheme ([`verify`]) on the
+//!   exact raw body, against any of the account's secrets, before anything
+//!   parses it. Bad or missing signatures, unknown accounts and stale
+//!   timestamps all get one generic 401.
+//! - Publishes the untouched body to `webhooks.raw.<provider>.<account>` on
+//!   the `WEBHOOKS` stream with the hub headers (webhook id, provider,
+//!   account, tenant, received-at, traceparent, path parameters) and
+//!   `Nats-Msg-Id` from the provider's event identity, and answers 202 only
+//!   after JetStream acked. A duplicate within the stream's window answers
+//!   200 with the first webhook id. No ack (NATS down, timeout, stream
+//!   full): 503, nothing accepted, and `/ready` false until a publish works.
+//! - Limits: body size before reading (413), slow headers and bodies (cut /
+//!   408), per-provider and per-account rate limits (429 + `Retry-After`),
+//!   per-account IP allow-lists honouring `X-Forwarded-For` only from
+//!   trusted proxies (403).
+//! - Stateless: no database; any number of replicas behind a load balancer.
 
+pub mod app;
+pub mod net;
+pub mod routes;
+pub mod server;
 pub mod verify;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use shared::config::{CommonArgs, HubConfig};
+use shared::streams::Definitions;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use warp::Filter;
+
+/// The ingress's own flags (on top of [`CommonArgs`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngressArgs {
+    /// Address the webhook server listens on
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:3002")]
+    pub listen_addr: SocketAddr,
+
+    /// A client must send its request headers within this time
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// A client must send its whole body within this time (408 after)
+    #[arg(long, env = "BODY_READ_TIMEOUT_MS", default_value_t = 15_000)]
+    pub body_read_timeout_ms: u64,
+
+    /// On shutdown, how long open requests may take to finish
+    #[arg(long, env = "SHUTDOWN_DRAIN_MS", default_value_t = 10_000)]
+    pub shutdown_drain_ms: u64,
+}
+
+/// Why the ingress could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error("{0}")]
+    Connect(String),
+    #[error(transparent)]
+    Setup(#[from] shared::streams::SetupError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running ingress.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Connects, makes sure `WEBHOOKS` exists, binds both servers and serves
+/// until `shutdown`. Returns once listening.
+pub async fn start(
+    common: &CommonArgs,
+    args: &IngressArgs,
+    hub: HubConfig,
+    shutdown: CancellationToken,
+) -> Result<Running, IngressError> {
+    info!(config = %hub.summary(), "starting");
+    let client = shared::app::connect(common, "ingress")
+        .await
+        .map_err(IngressError::Connect)?;
+    let js = jetstream::new(client.clone());
+    let defs = Definitions::load(&hub.streams);
+    shared::app::ensure_streams(
+        &js,
+        &defs,
+        &[shared::subjects::WEBHOOKS_STREAM],
+        common.manage_streams,
+    )
+    .await?;
+    let webhooks = js
+        .get_stream(shared::subjects::WEBHOOKS_STREAM)
+        .await
+        .map_err(|e| IngressError::Connect(format!("stream WEBHOOKS: {e}")))?;
+
+    let readiness = shared::ops::Readiness::new();
+    readiness.watch_client(client.clone());
+    readiness
+        .condition("streams")
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut registry = shared::telemetry::registry("ingress");
+    let ingress = Arc::new(app::Ingress::new(
+        Arc::new(hub),
+        js,
+        webhooks,
+        &mut registry,
+    ));
+    readiness.add_condition("publishing", ingress.publishing.clone());
+    let registry = Arc::new(registry);
+
+    let (ops_addr, _ops_task) = shared::ops::serve(
+        common.ops_addr,
+        registry.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|source| IngressError::Listen {
+        addr: common.ops_addr,
+        source,
+    })?;
+    let routes = routes::webhooks(ingress, Duration::from_millis(args.body_read_timeout_ms))
+        .or(shared::ops::routes(registry, readiness))
+        .recover(routes::recover);
+    let (listener, addr) =
+        server::bind(args.listen_addr)
+            .await
+            .map_err(|source| IngressError::Listen {
+                addr: args.listen_addr,
+                source,
+            })?;
+    info!(%addr, %ops_addr, "ingress listening");
+    let header_timeout = Duration::from_millis(args.header_read_timeout_ms);
+    let drain = Duration::from_millis(args.shutdown_drain_ms);
+    let task = tokio::spawn(async move {
+        server::serve(
+            listener,
+            warp::service(routes),
+            header_timeout,
+            drain,
+            shutdown,
+        )
+        .await;
+        if let Err(e) = client.drain().await {
+            tracing::warn!(error = %e, "nats drain failed");
+        }
+        info!("ingress stopped");
+    });
+    Ok(Running {
+        addr,
+        ops_addr,
+        task,
+    })
+}

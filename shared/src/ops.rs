@@ -43,6 +43,14 @@ impl Readiness {
         flag
     }
 
+    /// Adds a condition owned elsewhere.
+    pub fn add_condition(&self, name: &'static str, flag: Arc<AtomicBool>) {
+        self.checks
+            .lock()
+            .expect("readiness lock")
+            .insert(name, flag);
+    }
+
     /// Whether ready, and the state of each condition.
     pub fn report(&self) -> (bool, serde_json::Value) {
         let mut ok = true;
@@ -64,14 +72,13 @@ impl Readiness {
     }
 }
 
-/// Binds `addr` (port 0 picks one) and serves until `shutdown`; returns the
-/// bound address and the server task.
-pub async fn serve(
-    addr: SocketAddr,
+/// `/health`, `/ready` and `/metrics` as a warp filter, for binaries that
+/// also serve them on their main port (the ingress).
+pub fn routes(
     registry: Arc<Registry>,
     readiness: Readiness,
-    shutdown: CancellationToken,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone + Send + Sync + 'static
+{
     let health = warp::path!("health")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
@@ -94,10 +101,20 @@ pub async fn serve(
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )
     });
-    let routes = health.or(ready).or(metrics);
+    health.or(ready).or(metrics)
+}
+
+/// Binds `addr` (port 0 picks one) and serves [`routes`] until `shutdown`;
+/// returns the bound address and the server task.
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let server = warp::serve(routes)
+    let server = warp::serve(routes(registry, readiness))
         .incoming(listener)
         .graceful(async move { shutdown.cancelled().await });
     let task = tokio::spawn(async move { server.run().await });

@@ -1,0 +1,476 @@
+//! The HTTP surface (DESIGN §3.1): warp filters that extract a request into
+//! an [`Incoming`], one function that turns the result into the provider's
+//! expected answer, and one mapping of rejections to statuses.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use shared::Provider;
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::{Filter, Reply};
+
+use crate::app::{Accepted, Incoming, Ingress, Rejection, Route};
+
+/// The peer address of the connection, put on each request by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// Every webhook route, as in `openapi.json` (a test checks both agree).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/webhooks/{provider}"),
+    ("POST", "/api/webhooks/{provider}/{account}"),
+    ("POST", "/api/webhooks/talabat/{account}/order/{remoteId}"),
+    (
+        "PUT",
+        "/api/webhooks/talabat/{account}/remoteId/{remoteId}/remoteOrder/{remoteOrderId}/posOrderStatus",
+    ),
+    ("POST", "/api/webhooks/justeat/{account}/{event}"),
+];
+
+/// What the routes extract before the body is read.
+#[derive(Debug)]
+struct Target {
+    provider: Provider,
+    account: Option<String>,
+    route: Route,
+}
+
+fn provider() -> impl Filter<Extract = (Provider,), Error = warp::Rejection> + Clone {
+    warp::path::param::<String>().and_then(|p: String| async move {
+        p.parse::<Provider>().map_err(|_| warp::reject::not_found())
+    })
+}
+
+fn fixed(expected: Provider) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::path(expected.as_str())
+}
+
+/// Matches a webhook route and says which one. Methods are checked after
+/// the path, so an unknown path is a 404 and only a known one a 405.
+fn target() -> impl Filter<Extract = (Target,), Error = warp::Rejection> + Clone {
+    let base = warp::path("api").and(warp::path("webhooks"));
+    let default_account = provider()
+        .and(warp::path::end())
+        .and(warp::post())
+        .map(|provider| Target {
+            provider,
+            account: None,
+            route: Route::Generic,
+        });
+    let account = provider()
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::post())
+        .map(|provider, account| Target {
+            provider,
+            account: Some(account),
+            route: Route::Generic,
+        });
+    let talabat_order = fixed(Provider::Talabat)
+        .and(warp::path::param::<String>())
+        .and(warp::path("order"))
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::post())
+        .map(|account, remote_id| Target {
+            provider: Provider::Talabat,
+            account: Some(account),
+            route: Route::TalabatOrder { remote_id },
+        });
+    let talabat_status = fixed(Provider::Talabat)
+        .and(warp::path::param::<String>())
+        .and(warp::path("remoteId"))
+        .and(warp::path::param::<String>())
+        .and(warp::path("remoteOrder"))
+        .and(warp::path::param::<String>())
+        .and(warp::path("posOrderStatus"))
+        .and(warp::path::end())
+        .and(warp::put())
+        .map(|account, remote_id, remote_order_id| Target {
+            provider: Provider::Talabat,
+            account: Some(account),
+            route: Route::TalabatStatus {
+                remote_id,
+                remote_order_id,
+            },
+        });
+    let justeat_event = fixed(Provider::Justeat)
+        .and(warp::path::param::<String>())
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::post())
+        .map(|account, event| Target {
+            provider: Provider::Justeat,
+            account: Some(account),
+            route: Route::JustEatEvent { event },
+        });
+    base.and(
+        talabat_order
+            .or(talabat_status)
+            .unify()
+            .or(justeat_event)
+            .unify()
+            .or(account)
+            .unify()
+            .or(default_account)
+            .unify(),
+    )
+}
+
+/// Reads the body, refusing one over `max` bytes before reading it (by its
+/// `Content-Length`) or as soon as it grows past `max` (chunked), and one
+/// that trickles in slower than `timeout`.
+async fn read_body<S, B>(
+    declared: Option<u64>,
+    stream: S,
+    max: u64,
+    timeout: Duration,
+) -> Result<Bytes, Rejection>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>> + Send,
+    B: warp::Buf,
+{
+    if declared.is_some_and(|n| n > max) {
+        return Err(Rejection::TooLarge { limit: max });
+    }
+    let read = async {
+        let mut buf = BytesMut::with_capacity(declared.unwrap_or(4096).min(max) as usize);
+        futures::pin_mut!(stream);
+        while let Some(chunk) = stream.next().await {
+            let mut chunk = chunk.map_err(|_| Rejection::BodyTimeout)?;
+            if (buf.len() + chunk.remaining()) as u64 > max {
+                return Err(Rejection::TooLarge { limit: max });
+            }
+            while chunk.has_remaining() {
+                let part = chunk.chunk();
+                let n = part.len();
+                buf.extend_from_slice(part);
+                chunk.advance(n);
+            }
+        }
+        Ok(buf.freeze())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(Rejection::BodyTimeout))
+}
+
+/// The webhook routes with their handler.
+pub fn webhooks(
+    ingress: Arc<Ingress>,
+    body_timeout: Duration,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
++ Clone
++ Send
++ Sync
++ 'static {
+    target()
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<Peer>())
+        .and(warp::body::stream())
+        .then(
+            move |t: Target,
+                  declared: Option<u64>,
+                  headers: HeaderMap,
+                  peer: Option<Peer>,
+                  body| {
+                let ingress = ingress.clone();
+                async move {
+                    let body =
+                        match read_body(declared, body, ingress.max_body_bytes(), body_timeout)
+                            .await
+                        {
+                            Ok(b) => b,
+                            Err(r) => {
+                                ingress.record_early(t.provider, &r);
+                                return answer(t.provider, &t.route, Err(r));
+                            }
+                        };
+                    let route = t.route.clone();
+                    let result = ingress
+                        .accept(Incoming {
+                            provider: t.provider,
+                            account: t.account,
+                            route: t.route,
+                            headers,
+                            peer: peer.map(|p| p.0),
+                            body,
+                        })
+                        .await;
+                    answer(t.provider, &route, result)
+                }
+            },
+        )
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> warp::reply::Response {
+    warp::reply::with_status(warp::reply::json(&value), status).into_response()
+}
+
+/// The answer the provider expects.
+pub fn answer(
+    provider: Provider,
+    route: &Route,
+    result: Result<Accepted, Rejection>,
+) -> warp::reply::Response {
+    match result {
+        Ok(accepted) => {
+            let (status, webhook_id, label) = match &accepted {
+                Accepted::New { webhook_id } => {
+                    (StatusCode::ACCEPTED, Some(webhook_id.clone()), "accepted")
+                }
+                Accepted::Duplicate { webhook_id } => {
+                    (StatusCode::OK, webhook_id.clone(), "duplicate")
+                }
+            };
+            match route {
+                // The POS middleware keeps this id and sends it back in the
+                // status-update URL, which ties updates to their order.
+                Route::TalabatOrder { .. } => json(
+                    status,
+                    serde_json::json!({"remoteResponse": {"remoteOrderId": webhook_id}}),
+                ),
+                Route::TalabatStatus {
+                    remote_order_id, ..
+                } => json(
+                    status,
+                    serde_json::json!({"remoteResponse": {"remoteOrderId": remote_order_id}}),
+                ),
+                Route::Generic | Route::JustEatEvent { .. } => json(
+                    status,
+                    serde_json::json!({"webhookId": webhook_id, "status": label}),
+                ),
+            }
+        }
+        Err(r) => reject(provider, &r),
+    }
+}
+
+/// One body per status, never more specific than the status: the 401 is the
+/// same for an unknown account, a bad signature and a missing header.
+fn reject(provider: Provider, r: &Rejection) -> warp::reply::Response {
+    let status = provider_status(provider, r.status());
+    let body = match r {
+        Rejection::Unauthorized(_) => serde_json::json!({"error": "unauthorized"}),
+        Rejection::Forbidden => serde_json::json!({"error": "forbidden"}),
+        Rejection::TooLarge { limit } => {
+            serde_json::json!({"error": "payload too large", "limit_bytes": limit})
+        }
+        Rejection::RateLimited { .. } => serde_json::json!({"error": "rate limited"}),
+        Rejection::BodyTimeout => serde_json::json!({"error": "request body too slow"}),
+        Rejection::Unavailable(_) => {
+            serde_json::json!({"error": "unavailable: nothing was accepted, retry later"})
+        }
+    };
+    let mut resp = json(status, body);
+    let retry_after = match r {
+        Rejection::RateLimited { retry_after } => {
+            Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+        }
+        Rejection::Unavailable(_) => Some(1),
+        _ => None,
+    };
+    if let Some(secs) = retry_after {
+        resp.headers_mut()
+            .insert("retry-after", secs.to_string().parse().expect("digits"));
+    }
+    resp
+}
+
+/// Statuses a provider does not accept, replaced by the nearest it does.
+/// The Delivery Hero POS middleware (Talabat) allows only 200, 201, 202,
+/// 400, 401, 429, 450, 500 and 502, and retries 429 and 5xx.
+pub fn provider_status(provider: Provider, status: StatusCode) -> StatusCode {
+    match provider {
+        Provider::Talabat => match status.as_u16() {
+            403 => StatusCode::UNAUTHORIZED,
+            408 | 413 => StatusCode::BAD_REQUEST,
+            503 => StatusCode::BAD_GATEWAY,
+            _ => status,
+        },
+        Provider::Careem
+        | Provider::Deliveroo
+        | Provider::Ubereats
+        | Provider::Wolt
+        | Provider::Justeat
+        | Provider::Direct => status,
+    }
+}
+
+/// 404 and 405 as JSON; anything else warp rejects is a 400.
+pub async fn recover(
+    r: warp::Rejection,
+) -> Result<warp::reply::Response, std::convert::Infallible> {
+    let status = if r.is_not_found() {
+        StatusCode::NOT_FOUND
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        StatusCode::METHOD_NOT_ALLOWED
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let text = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase();
+    Ok(json(status, serde_json::json!({"error": text})))
+}
+
+/// The method of a route template, for the OpenAPI check.
+pub fn method_of(m: &str) -> Method {
+    m.parse().expect("route methods are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn target_of(method: &str, path: &str) -> Option<Target> {
+        warp::test::request()
+            .method(method)
+            .path(path)
+            .filter(&target())
+            .await
+            .ok()
+    }
+
+    #[tokio::test]
+    async fn routes_pick_the_provider_account_and_path_parameters() {
+        let t = target_of("POST", "/api/webhooks/careem").await.unwrap();
+        assert_eq!(
+            (t.provider, t.account, t.route),
+            (Provider::Careem, None, Route::Generic)
+        );
+        let t = target_of("POST", "/api/webhooks/careem/acme-careem")
+            .await
+            .unwrap();
+        assert_eq!(t.account.as_deref(), Some("acme-careem"));
+        let t = target_of("POST", "/api/webhooks/talabat/acme-talabat/order/vendor-9")
+            .await
+            .unwrap();
+        assert_eq!(
+            t.route,
+            Route::TalabatOrder {
+                remote_id: "vendor-9".into()
+            }
+        );
+        let t = target_of(
+            "PUT",
+            "/api/webhooks/talabat/acme-talabat/remoteId/vendor-9/remoteOrder/0193/posOrderStatus",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            t.route,
+            Route::TalabatStatus {
+                remote_id: "vendor-9".into(),
+                remote_order_id: "0193".into()
+            }
+        );
+        let t = target_of("POST", "/api/webhooks/justeat/acme-justeat/order-cancelled")
+            .await
+            .unwrap();
+        assert_eq!(
+            t.route,
+            Route::JustEatEvent {
+                event: "order-cancelled".into()
+            }
+        );
+        // Unknown provider, wrong method, too deep: no route.
+        assert!(target_of("POST", "/api/webhooks/foodora/x").await.is_none());
+        assert!(target_of("GET", "/api/webhooks/careem/x").await.is_none());
+        assert!(
+            target_of("POST", "/api/webhooks/careem/x/y")
+                .await
+                .is_none()
+        );
+        assert!(
+            target_of("PUT", "/api/webhooks/talabat/a/order/r")
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused_before_or_while_reading() {
+        let chunks = |n: usize| {
+            futures::stream::iter(
+                (0..n).map(|_| Ok::<_, warp::Error>(Bytes::from_static(&[b'x'; 100]))),
+            )
+        };
+        let t = Duration::from_secs(1);
+        assert_eq!(
+            read_body(Some(1001), chunks(0), 1000, t).await,
+            Err(Rejection::TooLarge { limit: 1000 })
+        );
+        assert_eq!(
+            read_body(None, chunks(11), 1000, t).await,
+            Err(Rejection::TooLarge { limit: 1000 })
+        );
+        assert_eq!(
+            read_body(None, chunks(10), 1000, t).await.unwrap().len(),
+            1000
+        );
+        let slow = futures::stream::once(async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, warp::Error>(Bytes::from_static(b"x"))
+        });
+        assert_eq!(
+            read_body(None, slow, 1000, Duration::from_millis(50)).await,
+            Err(Rejection::BodyTimeout)
+        );
+    }
+
+    #[test]
+    fn talabat_gets_only_the_statuses_it_accepts() {
+        let allowed = [200, 201, 202, 400, 401, 429, 450, 500, 502];
+        for s in [401, 403, 408, 413, 429, 503] {
+            let got = provider_status(Provider::Talabat, StatusCode::from_u16(s).unwrap());
+            assert!(allowed.contains(&got.as_u16()), "{s} -> {got}");
+        }
+        assert_eq!(
+            provider_status(Provider::Careem, StatusCode::PAYLOAD_TOO_LARGE),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+
+    #[tokio::test]
+    async fn rejections_carry_retry_after_where_a_retry_helps() {
+        let r = reject(
+            Provider::Careem,
+            &Rejection::RateLimited {
+                retry_after: Duration::from_millis(1500),
+            },
+        );
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "2");
+        let r = reject(Provider::Talabat, &Rejection::Unavailable("x".into()));
+        assert_eq!(r.status(), 502);
+        assert_eq!(r.headers()["retry-after"], "1");
+        let body = warp::hyper::body::Bytes::from(
+            http_body_util_collect(reject(
+                Provider::Careem,
+                &Rejection::Unauthorized("bad_signature"),
+            ))
+            .await,
+        );
+        assert_eq!(body.as_ref(), br#"{"error":"unauthorized"}"#);
+    }
+
+    async fn http_body_util_collect(r: warp::reply::Response) -> Vec<u8> {
+        use warp::hyper::body::Body as _;
+        let mut body = r.into_body();
+        let mut out = Vec::new();
+        while let Some(frame) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+        {
+            if let Ok(data) = frame.unwrap().into_data() {
+                out.extend_from_slice(&data);
+            }
+        }
+        out
+    }
+}

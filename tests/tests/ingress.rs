@@ -1,0 +1,511 @@
+//! The ingress over real sockets against a real nats-server: what it stores,
+//! what it answers, and that it never answers 2xx for a webhook JetStream
+//! did not store.
+
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream;
+use ingress::verify::{self, VerifyOptions};
+use orderhub_tests::*;
+use secrecy::SecretString;
+use shared::Provider;
+use tokio_util::sync::CancellationToken;
+
+const DIRECT_SECRET: &str = "whsec_dGVzdC1zZWNyZXQtZm9yLWRpcmVjdA==";
+
+fn hub_toml(extra_account: &str, extra: &str) -> String {
+    let mut accounts = String::new();
+    for p in Provider::ALL {
+        accounts.push_str(&format!(
+            "[[account]]\nid = \"acme-{p}\"\nprovider = \"{p}\"\ntenant = \"acme\"\nsecret_envs = [\"SECRET_{p}\"]\ndefault = true\n{}\n",
+            if p == Provider::Careem { extra_account } else { "" }
+        ));
+    }
+    format!(
+        "[[tenant]]\nid = \"acme\"\nbackend_url = \"http://127.0.0.1:9/orders\"\n\n{accounts}\n{extra}\n"
+    )
+}
+
+fn secret_of(p: Provider) -> SecretString {
+    SecretString::from(match p {
+        Provider::Direct => DIRECT_SECRET.to_owned(),
+        other => format!("test-secret-{other}"),
+    })
+}
+
+fn hub(toml: &str) -> shared::config::HubConfig {
+    shared::config::HubConfig::from_toml(toml, "test", &|name| {
+        let p = name.strip_prefix("SECRET_")?.parse::<Provider>().ok()?;
+        Some(secrecy::ExposeSecret::expose_secret(&secret_of(p)).to_owned())
+    })
+    .expect("valid test hub")
+}
+
+struct Hub {
+    nats: NatsServer,
+    js: jetstream::Context,
+    base: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(toml: &str) -> anyhow::Result<Hub> {
+    let nats = NatsServer::start()?;
+    let client = nats.client().await?;
+    let js = jetstream::new(client);
+    let common = common_args(&nats.url(), 0);
+    let args = ingress::IngressArgs {
+        listen_addr: "127.0.0.1:0".parse()?,
+        header_read_timeout_ms: 2000,
+        body_read_timeout_ms: 2000,
+        shutdown_drain_ms: 2000,
+    };
+    let shutdown = CancellationToken::new();
+    let running = tokio::time::timeout(
+        STEP,
+        ingress::start(&common, &args, hub(toml), shutdown.clone()),
+    )
+    .await??;
+    Ok(Hub {
+        nats,
+        js,
+        base: format!("http://{}", running.addr),
+        shutdown,
+        task: running.task,
+    })
+}
+
+impl Hub {
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(STEP, self.task).await??;
+        Ok(())
+    }
+}
+
+fn signed(p: Provider, body: &[u8]) -> reqwest::header::HeaderMap {
+    let h = verify::verifier(p)
+        .sign(
+            body,
+            &secret_of(p),
+            &VerifyOptions::default(),
+            SystemTime::now(),
+        )
+        .expect("sign");
+    let mut out = reqwest::header::HeaderMap::new();
+    for (k, v) in h.iter() {
+        out.insert(
+            reqwest::header::HeaderName::from_bytes(k.as_str().as_bytes()).unwrap(),
+            reqwest::header::HeaderValue::from_bytes(v.as_bytes()).unwrap(),
+        );
+    }
+    out.insert("content-type", "application/json".parse().unwrap());
+    out
+}
+
+async fn post(
+    url: &str,
+    headers: reqwest::header::HeaderMap,
+    body: &'static [u8],
+) -> anyhow::Result<reqwest::Response> {
+    Ok(reqwest::Client::new()
+        .post(url)
+        .headers(headers)
+        .body(body)
+        .timeout(STEP)
+        .send()
+        .await?)
+}
+
+async fn json_of(r: reqwest::Response) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::from_slice(&r.bytes().await?)?)
+}
+
+const ORDER: &[u8] = br#"{"order_id":"TEST123","customer":{"name":"Test User","phone":"0791234567"},"items":[{"name":"Burger","quantity":1,"price":10}],"total_amount":10}"#;
+
+#[tokio::test]
+async fn an_accepted_webhook_is_stored_byte_for_byte_once() -> anyhow::Result<()> {
+    let hub = start(&hub_toml("", "")).await?;
+    let url = format!("{}/api/webhooks/careem/acme-careem", hub.base);
+    let mut headers = signed(Provider::Careem, ORDER);
+    headers.insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse()?,
+    );
+    let r = post(&url, headers.clone(), ORDER).await?;
+    assert_eq!(r.status(), 202);
+    let first = json_of(r).await?;
+    assert_eq!(first["status"], "accepted");
+    let webhook_id = first["webhookId"].as_str().unwrap().to_owned();
+    assert_eq!(uuid::Uuid::parse_str(&webhook_id)?.get_version_num(), 7);
+
+    let msgs = stream_messages(&hub.js, "WEBHOOKS").await?;
+    assert_eq!(msgs.len(), 1);
+    let m = &msgs[0];
+    assert_eq!(m.subject.as_str(), "webhooks.raw.careem.acme-careem");
+    assert_eq!(m.payload.as_ref(), ORDER);
+    let h = |n: &str| m.headers.get(n).map(|v| v.as_str().to_owned());
+    assert_eq!(h("Orderhub-Webhook-Id"), Some(webhook_id.clone()));
+    assert_eq!(h("Orderhub-Provider").as_deref(), Some("careem"));
+    assert_eq!(h("Orderhub-Account").as_deref(), Some("acme-careem"));
+    assert_eq!(h("Orderhub-Tenant").as_deref(), Some("acme"));
+    assert_eq!(
+        h("traceparent").as_deref(),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
+    assert!(h("Orderhub-Received-At").is_some());
+    assert_eq!(h("x-careem-signature"), None, "signatures are not stored");
+
+    // The provider re-sends the same event: 200 duplicate, the first id, one message.
+    let r = post(&url, headers, ORDER).await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        json_of(r).await?,
+        serde_json::json!({"webhookId": webhook_id, "status": "duplicate"})
+    );
+    assert_eq!(stream_messages(&hub.js, "WEBHOOKS").await?.len(), 1);
+
+    // The default-account route lands on the same subject.
+    let body: &'static [u8] = br#"{"order_id":"TEST124"}"#;
+    let r = post(
+        &format!("{}/api/webhooks/careem", hub.base),
+        signed(Provider::Careem, body),
+        body,
+    )
+    .await?;
+    assert_eq!(r.status(), 202);
+    let msgs = stream_messages(&hub.js, "WEBHOOKS").await?;
+    assert_eq!(msgs[1].subject.as_str(), "webhooks.raw.careem.acme-careem");
+    hub.stop().await
+}
+
+#[tokio::test]
+async fn every_provider_scheme_is_accepted_on_its_own_subject() -> anyhow::Result<()> {
+    let hub = start(&hub_toml("", "")).await?;
+    for (i, p) in Provider::ALL.into_iter().enumerate() {
+        let body: &'static [u8] =
+            Box::leak(format!("{{\"n\":{i}}}").into_bytes().into_boxed_slice());
+        let r = post(
+            &format!("{}/api/webhooks/{p}/acme-{p}", hub.base),
+            signed(p, body),
+            body,
+        )
+        .await?;
+        assert_eq!(r.status(), 202, "{p}: {:?}", r.text().await);
+    }
+    let subjects: Vec<String> = stream_messages(&hub.js, "WEBHOOKS")
+        .await?
+        .iter()
+        .map(|m| m.subject.to_string())
+        .collect();
+    let want: Vec<String> = Provider::ALL
+        .iter()
+        .map(|p| format!("webhooks.raw.{p}.acme-{p}"))
+        .collect();
+    assert_eq!(subjects, want);
+    hub.stop().await
+}
+
+#[tokio::test]
+async fn every_401_looks_the_same() -> anyhow::Result<()> {
+    let hub = start(&hub_toml("", "")).await?;
+    let good = signed(Provider::Careem, ORDER);
+    let mut wrong = good.clone();
+    wrong.insert("x-careem-signature", hex::encode([7u8; 32]).parse()?);
+    let mut missing = good.clone();
+    missing.remove("x-careem-signature");
+    let cases = [
+        (
+            format!("{}/api/webhooks/careem/nobody", hub.base),
+            good.clone(),
+        ),
+        (
+            format!("{}/api/webhooks/careem/acme-careem", hub.base),
+            wrong,
+        ),
+        (
+            format!("{}/api/webhooks/careem/acme-careem", hub.base),
+            missing,
+        ),
+        // A valid careem signature presented as another provider's account.
+        (format!("{}/api/webhooks/wolt/acme-wolt", hub.base), good),
+    ];
+    let mut answers = Vec::new();
+    for (url, headers) in cases {
+        let r = post(&url, headers, ORDER).await?;
+        let status = r.status().as_u16();
+        let mut hs: Vec<(String, String)> = r
+            .headers()
+            .iter()
+            .filter(|(k, _)| k.as_str() != "date")
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        hs.sort();
+        answers.push((status, hs, r.bytes().await?));
+    }
+    assert_eq!(answers[0].0, 401);
+    assert_eq!(answers[0].2.as_ref(), br#"{"error":"unauthorized"}"#);
+    for a in &answers[1..] {
+        assert_eq!(a, &answers[0]);
+    }
+    assert!(stream_messages(&hub.js, "WEBHOOKS").await?.is_empty());
+    hub.stop().await
+}
+
+#[tokio::test]
+async fn limits_answer_413_429_and_403() -> anyhow::Result<()> {
+    let toml = hub_toml(
+        "rate_limit = { per_second = 1, burst = 2 }",
+        "[ingress]\nmax_body_bytes = 300\ntrusted_proxies = [\"127.0.0.1\"]\n",
+    )
+    .replace(
+        "id = \"acme-wolt\"",
+        "id = \"acme-wolt\"\nallowed_ips = [\"192.0.2.0/24\"]",
+    );
+    let hub = start(&toml).await?;
+
+    // 413: over the limit, by Content-Length, before any signature check.
+    let big: &'static [u8] = Box::leak(vec![b'x'; 301].into_boxed_slice());
+    let r = post(
+        &format!("{}/api/webhooks/careem/acme-careem", hub.base),
+        signed(Provider::Careem, big),
+        big,
+    )
+    .await?;
+    assert_eq!(r.status(), 413);
+    assert_eq!(json_of(r).await?["limit_bytes"], 300);
+
+    // 429 after the account's burst of two, with Retry-After.
+    let url = format!("{}/api/webhooks/careem/acme-careem", hub.base);
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for i in 0..3 {
+        let body: &'static [u8] =
+            Box::leak(format!("{{\"i\":{i}}}").into_bytes().into_boxed_slice());
+        let r = post(&url, signed(Provider::Careem, body), body).await?;
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            retry_after = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(statuses, [202, 202, 429]);
+    assert_eq!(retry_after.as_deref(), Some("1"));
+
+    // 403: the wolt account only takes 192.0.2.0/24. From 127.0.0.1 (a
+    // trusted proxy) the forwarded client address decides.
+    let url = format!("{}/api/webhooks/wolt/acme-wolt", hub.base);
+    let body: &'static [u8] = br#"{"id":"w1"}"#;
+    let r = post(&url, signed(Provider::Wolt, body), body).await?;
+    assert_eq!(r.status(), 403, "the proxy itself is not allowed");
+    let mut via_proxy = signed(Provider::Wolt, body);
+    via_proxy.insert("x-forwarded-for", "198.51.100.4".parse()?);
+    assert_eq!(post(&url, via_proxy, body).await?.status(), 403);
+    let mut allowed = signed(Provider::Wolt, body);
+    allowed.insert("x-forwarded-for", "6.6.6.6, 192.0.2.10".parse()?);
+    assert_eq!(post(&url, allowed, body).await?.status(), 202);
+    // An unsigned request to the restricted account gets 401, not 403.
+    assert_eq!(
+        post(&url, reqwest::header::HeaderMap::new(), body)
+            .await?
+            .status(),
+        401
+    );
+    assert_eq!(stream_messages(&hub.js, "WEBHOOKS").await?.len(), 3);
+    hub.stop().await
+}
+
+#[tokio::test]
+async fn without_jetstream_the_answer_is_503_and_it_recovers() -> anyhow::Result<()> {
+    let mut hub = start(&hub_toml("", "[ingress]\npublish_timeout = \"1s\"\n")).await?;
+    let url = format!("{}/api/webhooks/careem/acme-careem", hub.base);
+    assert_eq!(
+        post(&url, signed(Provider::Careem, ORDER), ORDER)
+            .await?
+            .status(),
+        202
+    );
+
+    hub.nats.kill();
+    let body: &'static [u8] = br#"{"order_id":"DOWN"}"#;
+    let r = post(&url, signed(Provider::Careem, body), body).await?;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let ready = reqwest::get(format!("{}/ready", hub.base)).await?;
+    assert_eq!(ready.status(), 503);
+
+    hub.nats.restart()?;
+    // The provider retries until it gets a 2xx. (A publish in flight when
+    // NATS went down may still have been stored: the retry is then a 200
+    // duplicate, never a second copy.)
+    let r = eventually(
+        Duration::from_secs(30),
+        "a 2xx after NATS is back",
+        || async {
+            let r = post(&url, signed(Provider::Careem, body), body)
+                .await
+                .ok()?;
+            [200, 202].contains(&r.status().as_u16()).then_some(r)
+        },
+    )
+    .await?;
+    assert!(json_of(r).await?["webhookId"].is_string());
+    let msgs = stream_messages(&hub.js, "WEBHOOKS").await?;
+    let bodies: Vec<&[u8]> = msgs.iter().map(|m| m.payload.as_ref()).collect();
+    assert_eq!(bodies, [ORDER, body]);
+    eventually(STEP, "/ready back to 200", || async {
+        let r = reqwest::get(format!("{}/ready", hub.base)).await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await?;
+    hub.stop().await
+}
+
+#[tokio::test]
+async fn talabat_gets_its_own_routes_and_answers() -> anyhow::Result<()> {
+    let hub = start(&hub_toml("", "")).await?;
+    let order: &'static [u8] = br#"{"token":"t-1","code":"KW-1"}"#;
+    let r = post(
+        &format!(
+            "{}/api/webhooks/talabat/acme-talabat/order/vendor-9",
+            hub.base
+        ),
+        signed(Provider::Talabat, order),
+        order,
+    )
+    .await?;
+    assert_eq!(r.status(), 202);
+    let answer = json_of(r).await?;
+    let remote_order_id = answer["remoteResponse"]["remoteOrderId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let status: &'static [u8] = br#"{"status":"ORDER_CANCELLED","message":"customer"}"#;
+    let r = reqwest::Client::new()
+        .put(format!(
+            "{}/api/webhooks/talabat/acme-talabat/remoteId/vendor-9/remoteOrder/{remote_order_id}/posOrderStatus",
+            hub.base
+        ))
+        .headers(signed(Provider::Talabat, status))
+        .body(status)
+        .timeout(STEP)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        json_of(r).await?,
+        serde_json::json!({"remoteResponse": {"remoteOrderId": remote_order_id}})
+    );
+    let msgs = stream_messages(&hub.js, "WEBHOOKS").await?;
+    assert_eq!(msgs.len(), 2);
+    let h = |i: usize, n: &str| msgs[i].headers.get(n).map(|v| v.as_str().to_owned());
+    // The id handed out is the order's webhook id: updates point at it.
+    assert_eq!(h(0, "Orderhub-Webhook-Id"), Some(remote_order_id.clone()));
+    assert_eq!(h(0, "Orderhub-Path-Remoteid").as_deref(), Some("vendor-9"));
+    assert_eq!(h(1, "Orderhub-Path-Remoteorderid"), Some(remote_order_id));
+    assert_eq!(
+        h(0, "authorization"),
+        None,
+        "the bearer token is not stored"
+    );
+
+    // No token, no entry.
+    let unsigned = post(
+        &format!(
+            "{}/api/webhooks/talabat/acme-talabat/order/vendor-9",
+            hub.base
+        ),
+        reqwest::header::HeaderMap::new(),
+        order,
+    )
+    .await?;
+    assert_eq!(unsigned.status(), 401);
+    hub.stop().await
+}
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes() -> anyhow::Result<()> {
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        workspace().join("ingress/openapi.json"),
+    )?)?;
+    let mut documented = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    let mut served: Vec<(String, String)> = ingress::routes::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .chain(
+            ["/health", "/ready", "/metrics"]
+                .iter()
+                .map(|p| ("GET".to_owned(), p.to_string())),
+        )
+        .collect();
+    documented.sort();
+    served.sort();
+    assert_eq!(documented, served);
+
+    // And every documented route is really served: not a 404 or 405.
+    let hub = start(&hub_toml("", "")).await?;
+    let client = reqwest::Client::new();
+    for (method, path) in &documented {
+        let concrete = path
+            .replace("{provider}", "careem")
+            .replace("{account}", "acme-careem")
+            .replace("{remoteId}", "r1")
+            .replace("{remoteOrderId}", "o1")
+            .replace("{event}", "order-cancelled");
+        let concrete = if path.contains("talabat") {
+            concrete.replace("acme-careem", "acme-talabat")
+        } else if path.contains("justeat") {
+            concrete.replace("acme-careem", "acme-justeat")
+        } else {
+            concrete
+        };
+        let r = client
+            .request(method.parse()?, format!("{}{concrete}", hub.base))
+            .body("{}")
+            .timeout(STEP)
+            .send()
+            .await?;
+        assert!(
+            ![404, 405].contains(&r.status().as_u16()),
+            "{method} {concrete}: {}",
+            r.status()
+        );
+    }
+    let r = client
+        .post(format!("{}/api/webhooks/foodora/x", hub.base))
+        .body("{}")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 404);
+    hub.stop().await
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_provider_and_outcome() -> anyhow::Result<()> {
+    let hub = start(&hub_toml("", "")).await?;
+    let url = format!("{}/api/webhooks/careem/acme-careem", hub.base);
+    post(&url, signed(Provider::Careem, ORDER), ORDER).await?;
+    post(&url, signed(Provider::Careem, ORDER), ORDER).await?;
+    post(&url, reqwest::header::HeaderMap::new(), ORDER).await?;
+    let text = reqwest::get(format!("{}/metrics", hub.base))
+        .await?
+        .text()
+        .await?;
+    for line in [
+        "ingress_requests_total{provider=\"careem\",outcome=\"accepted\",reason=\"none\"} 1",
+        "ingress_requests_total{provider=\"careem\",outcome=\"duplicate\",reason=\"none\"} 1",
+        "ingress_requests_total{provider=\"careem\",outcome=\"unauthorized\",reason=\"missing_header\"} 1",
+        "ingress_publish_duration_seconds_count 2",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    hub.stop().await
+}
