@@ -1,0 +1,305 @@
+//! orderhub's transformer: every verified raw webhook becomes exactly one
+//! canonical order (DESIGN §4), whatever the provider.
+//!
+//! # Contract
+//! - Consumes the `WEBHOOKS` stream (`webhooks.raw.<provider>.<account>`)
+//!   through the durable pull consumer `transformer`, with the shared
+//!   worker loop ([`shared::worker`]).
+//! - Converts with the provider's adapter ([`adapters`]), maps the store to
+//!   the account's branch and items to its products, normalises the phone
+//!   ([`phone`]), and checks the order's rules, collecting every problem
+//!   ([`convert`]).
+//! - Publishes the order as JSON to `orders.<tenant>.<provider>` with
+//!   `Nats-Msg-Id: order:<webhook_id>`, `Content-Type: application/json` and
+//!   the hub headers copied forward (`Orderhub-*`, `traceparent`), awaits
+//!   JetStream's ack (a `duplicate` ack is success: the order was stored by
+//!   an earlier delivery), and only then lets the loop ack the raw message.
+//!   A transformer killed between the two is redelivered and its second
+//!   publish is dropped by the stream's duplicate window.
+//! - A payload that cannot be converted (does not parse, breaks an order
+//!   rule, names an unmapped product or branch where the tenant requires
+//!   mappings, an unknown account, an event that is no order event, a
+//!   notification whose order must be fetched) is permanent: dead-lettered
+//!   at once with every problem listed (`; `-separated, each with its field
+//!   path), never retried. A failed or timed-out publish is transient:
+//!   retried on the configured schedule (class `publish_failed`).
+//! - Metrics (prefix `transformer_`): the worker loop's received, acked,
+//!   retried and dead-lettered by provider and error type, plus
+//!   `orders_published` by provider and event, `conversion_errors` by
+//!   provider and error type and `conversion_duration_seconds` by provider.
+
+pub mod adapters;
+pub mod convert;
+pub mod phone;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use bytes::Bytes;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use shared::app::{StageError, StageSpec};
+use shared::config::{CommonArgs, HubConfig};
+use shared::headers;
+use shared::order::{Event, Order};
+use shared::worker::{Delivery, Failure, Handler, Outcome};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use convert::{ConvertError, convert};
+
+/// The stage: its consumer and the streams it reads and writes.
+pub const SPEC: StageSpec = StageSpec {
+    stage: "transformer",
+    stream: "WEBHOOKS",
+    durable: "transformer",
+    streams: &["WEBHOOKS", "ORDERS", "DLQ", "ADVISORIES"],
+};
+
+/// The headers of the raw webhook that travel on with its order.
+pub const FORWARDED_HEADERS: [&str; 8] = [
+    headers::WEBHOOK_ID,
+    headers::PROVIDER,
+    headers::ACCOUNT,
+    headers::TENANT,
+    headers::RECEIVED_AT,
+    headers::TRACEPARENT,
+    "tracestate",
+    headers::REPLAY_OF,
+];
+
+/// The `Nats-Msg-Id` of the order made from webhook `webhook_id`.
+pub fn order_msg_id(webhook_id: &str) -> String {
+    format!("order:{webhook_id}")
+}
+
+/// How the stage runs, beyond the common flags.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Handlers running at once in this process.
+    pub concurrency: usize,
+    /// How long a publish may wait for JetStream's ack before it is retried.
+    pub publish_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            concurrency: 64,
+            publish_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PublishedLabels {
+    provider: &'static str,
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    provider: &'static str,
+    error_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: &'static str,
+}
+
+/// The transformer's own metrics; each event is one method that logs and
+/// counts together.
+#[derive(Clone)]
+pub struct Metrics {
+    published: Family<PublishedLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    duration: Family<ProviderLabels, Histogram>,
+}
+
+impl Metrics {
+    /// Registers under `registry` (already prefixed `transformer_`).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Metrics {
+            published: Family::default(),
+            errors: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(shared::telemetry::duration_buckets())
+            }),
+        };
+        registry.register(
+            "orders_published",
+            "Canonical orders stored in ORDERS, by provider and event",
+            m.published.clone(),
+        );
+        registry.register(
+            "conversion_errors",
+            "Webhooks that could not become an order, by provider and error type",
+            m.errors.clone(),
+        );
+        registry.register(
+            "conversion_duration_seconds",
+            "Time to convert one webhook into a canonical order",
+            m.duration.clone(),
+        );
+        m
+    }
+
+    fn converted(&self, provider: &'static str, took: Duration) {
+        self.duration
+            .get_or_create(&ProviderLabels { provider })
+            .observe(took.as_secs_f64());
+    }
+
+    fn published(&self, order: &Order, subject: &str, duplicate: bool) {
+        info!(
+            event = event_name(order.event),
+            subject,
+            provider_order_id = %order.provider_order_id,
+            duplicate,
+            "order published"
+        );
+        self.published
+            .get_or_create(&PublishedLabels {
+                provider: order.provider.as_str(),
+                event: event_name(order.event),
+            })
+            .inc();
+    }
+
+    fn conversion_failed(&self, provider: &'static str, error: &ConvertError) {
+        warn!(error_type = error.class(), error = %error, "conversion failed");
+        self.errors
+            .get_or_create(&ErrorLabels {
+                provider,
+                error_type: error.class(),
+            })
+            .inc();
+    }
+}
+
+fn event_name(event: Event) -> &'static str {
+    match event {
+        Event::Created => "created",
+        Event::Updated => "updated",
+        Event::Cancelled => "cancelled",
+    }
+}
+
+/// The stage's handler: convert, publish, await the ack.
+pub struct Transformer {
+    hub: Arc<HubConfig>,
+    js: jetstream::Context,
+    metrics: Metrics,
+    publish_timeout: Duration,
+}
+
+impl Transformer {
+    pub fn new(
+        hub: Arc<HubConfig>,
+        js: jetstream::Context,
+        metrics: Metrics,
+        publish_timeout: Duration,
+    ) -> Self {
+        Transformer {
+            hub,
+            js,
+            metrics,
+            publish_timeout,
+        }
+    }
+
+    async fn publish(&self, delivery: &Delivery, order: &Order) -> Result<bool, String> {
+        let subject = shared::subjects::order(&order.tenant, order.provider);
+        let mut h = HeaderMap::new();
+        for name in FORWARDED_HEADERS {
+            if let Some(v) = delivery.headers.get(name) {
+                h.insert(name, v.as_str());
+            }
+        }
+        h.insert("Content-Type", "application/json");
+        h.insert("Nats-Msg-Id", order_msg_id(&order.webhook_id).as_str());
+        let body = serde_json::to_vec(order).map_err(|e| format!("cannot encode order: {e}"))?;
+        let publish = async {
+            let ack = self
+                .js
+                .publish_with_headers(subject.clone(), h, Bytes::from(body))
+                .await
+                .map_err(|e| format!("publish to {subject}: {e}"))?;
+            ack.await.map_err(|e| format!("no ack for {subject}: {e}"))
+        };
+        let ack = tokio::time::timeout(self.publish_timeout, publish)
+            .await
+            .map_err(|_| {
+                format!(
+                    "no ack for {subject} within {}",
+                    humanize(self.publish_timeout)
+                )
+            })??;
+        self.metrics.published(order, &subject, ack.duplicate);
+        Ok(ack.duplicate)
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+impl Handler for Transformer {
+    async fn handle(&self, delivery: &Delivery) -> Outcome {
+        let started = Instant::now();
+        let converted = convert(&self.hub, delivery);
+        let provider = delivery
+            .provider
+            .parse::<shared::Provider>()
+            .map(|p| p.as_str())
+            .unwrap_or("unknown");
+        self.metrics.converted(provider, started.elapsed());
+        let order = match converted {
+            Ok(order) => order,
+            Err(e) => {
+                self.metrics.conversion_failed(provider, &e);
+                return Outcome::DeadLetter(Failure::new(e.class(), e.to_string()));
+            }
+        };
+        match self.publish(delivery, &order).await {
+            Ok(_) => Outcome::Ack,
+            Err(message) => Outcome::Retry(Failure::new("publish_failed", message)),
+        }
+    }
+}
+
+/// Runs the transformer stage until `shutdown`: the shared stage runner
+/// with this crate's handler.
+pub async fn run(
+    args: &CommonArgs,
+    hub: HubConfig,
+    options: Options,
+    shutdown: CancellationToken,
+) -> Result<(), StageError> {
+    let hub = Arc::new(hub);
+    let handler_hub = hub.clone();
+    let publish_timeout = options.publish_timeout;
+    let concurrency = options.concurrency;
+    shared::app::run_stage(
+        args,
+        &hub,
+        &SPEC,
+        move |registry, js| {
+            Transformer::new(
+                handler_hub,
+                js.clone(),
+                Metrics::register(registry),
+                publish_timeout,
+            )
+        },
+        move |o| o.concurrency = concurrency,
+        shutdown,
+    )
+    .await
+}

@@ -1,0 +1,53 @@
+//! The transformer binary: flags, telemetry, then [`transformer::run`].
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use shared::config::{CommonArgs, HubConfig};
+
+/// Turns verified raw webhooks (WEBHOOKS) into canonical orders (ORDERS).
+#[derive(Debug, Parser)]
+#[command(name = "transformer", version)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+
+    /// Webhooks converted and published at once by this process
+    #[arg(long, env = "TRANSFORMER_CONCURRENCY", default_value_t = 64)]
+    concurrency: usize,
+
+    /// How long a publish to ORDERS may wait for JetStream's ack before the
+    /// webhook is retried
+    #[arg(long, env = "TRANSFORMER_PUBLISH_TIMEOUT_MS", default_value_t = 5000)]
+    publish_timeout_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    shared::telemetry::init_tracing(args.common.log_format);
+    let hub = match HubConfig::load(args.common.hub_config.as_deref()) {
+        Ok(hub) => hub,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.concurrency == 0 || args.publish_timeout_ms == 0 {
+        eprintln!("error: --concurrency and --publish-timeout-ms must be above 0");
+        return ExitCode::from(2);
+    }
+    let options = transformer::Options {
+        concurrency: args.concurrency,
+        publish_timeout: Duration::from_millis(args.publish_timeout_ms),
+    };
+    let shutdown = shared::app::shutdown_on_signals();
+    match transformer::run(&args.common, hub, options, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

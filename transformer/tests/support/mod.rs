@@ -1,0 +1,171 @@
+//! What the transformer's tests share: a hub config with one account per
+//! provider, and deliveries built the way the worker loop hands them over.
+
+#![allow(dead_code)]
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use shared::Provider;
+use shared::config::HubConfig;
+use shared::headers;
+use shared::worker::Delivery;
+
+/// One tenant (`acme`, lenient), one tenant that requires mappings
+/// (`strict`), and an account per provider for each.
+pub const HUB: &str = r#"
+[[tenant]]
+id = "acme"
+backend_url = "http://127.0.0.1:9/orders"
+
+[[tenant]]
+id = "strict"
+backend_url = "http://127.0.0.1:9/orders"
+require_product_mapping = true
+require_branch_mapping = true
+
+[[account]]
+id = "acme-careem"
+provider = "careem"
+tenant = "acme"
+secret_envs = ["S"]
+currency = "JOD"
+country = "JO"
+[account.branches]
+"991" = "amman-abdoun"
+[account.products]
+"burger-classic" = "prod_1001"
+"extra-cheese" = "prod_2001"
+"make-it-a-meal" = "prod_3001"
+"fries-large" = "prod_3101"
+"fattoush" = "prod_4001"
+"falafel-wrap" = "prod_4101"
+
+[[account]]
+id = "strict-careem"
+provider = "careem"
+tenant = "strict"
+secret_envs = ["S"]
+currency = "JOD"
+country = "JO"
+[account.branches]
+"991" = "amman-abdoun"
+[account.products]
+"burger-classic" = "prod_1001"
+
+[[account]]
+id = "acme-talabat"
+provider = "talabat"
+tenant = "acme"
+secret_envs = ["S"]
+country = "KW"
+[account.branches]
+"kw-salmiya-01" = "kuwait-salmiya"
+[account.products]
+"SHW-CHK-AR" = "prod_5001"
+"TOP-GARLIC" = "prod_5101"
+"SAL-FATT" = "prod_5002"
+"MANDI-CHK" = "prod_5003"
+
+[[account]]
+id = "acme-deliveroo"
+provider = "deliveroo"
+tenant = "acme"
+secret_envs = ["S"]
+country = "GB"
+[account.branches]
+"loc-lnd-shoreditch-01" = "london-shoreditch"
+"4163" = "dubai-jlt"
+[account.products]
+"WRAP-01" = "prod_6001"
+"MOD-GARLIC" = "prod_6101"
+"SIDE-07" = "prod_6002"
+
+[[account]]
+id = "acme-justeat"
+provider = "justeat"
+tenant = "acme"
+secret_envs = ["S"]
+currency = "GBP"
+country = "GB"
+[account.branches]
+"CG-MAN-NQ-01" = "manchester-nq"
+[account.products]
+"LKW-01" = "prod_7001"
+"MOD-CHILLI" = "prod_7101"
+"FB-02" = "prod_7002"
+
+[[account]]
+id = "acme-direct"
+provider = "direct"
+tenant = "acme"
+secret_envs = ["S"]
+country = "JO"
+
+[[account]]
+id = "acme-ubereats"
+provider = "ubereats"
+tenant = "acme"
+secret_envs = ["S"]
+
+[[account]]
+id = "acme-wolt"
+provider = "wolt"
+tenant = "acme"
+secret_envs = ["S"]
+"#;
+
+pub fn hub() -> HubConfig {
+    HubConfig::from_toml(HUB, "test", &|_| Some("whsec_dGVzdA==".to_owned())).expect("test hub")
+}
+
+/// A delivery of `payload` for `provider`'s account `account`, with the hub
+/// headers the ingress sets and `extra` headers.
+pub fn delivery(
+    provider: Provider,
+    account: &str,
+    webhook_id: &str,
+    payload: &[u8],
+    extra: &[(&str, &str)],
+) -> Delivery {
+    let tenant = if account.starts_with("strict") {
+        "strict"
+    } else {
+        "acme"
+    };
+    let mut h = HeaderMap::new();
+    h.insert(headers::WEBHOOK_ID, webhook_id);
+    h.insert(headers::PROVIDER, provider.as_str());
+    h.insert(headers::ACCOUNT, account);
+    h.insert(headers::TENANT, tenant);
+    h.insert(headers::RECEIVED_AT, "2024-06-14T18:00:00Z");
+    h.insert(
+        headers::TRACEPARENT,
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    );
+    for (k, v) in extra {
+        h.insert(*k, *v);
+    }
+    Delivery {
+        subject: shared::subjects::raw_webhook(provider, account),
+        headers: h,
+        payload: Bytes::copy_from_slice(payload),
+        stream: "WEBHOOKS".to_owned(),
+        stream_seq: 42,
+        delivered: 1,
+        is_last: false,
+        provider: provider.as_str().to_owned(),
+        tenant: Some(tenant.to_owned()),
+        webhook_id: Some(webhook_id.to_owned()),
+    }
+}
+
+/// The default (`acme-<provider>`) account's delivery.
+pub fn acme(provider: Provider, payload: &[u8]) -> Delivery {
+    delivery(
+        provider,
+        &format!("acme-{provider}"),
+        "wh-test",
+        payload,
+        &[],
+    )
+}
