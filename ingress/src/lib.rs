@@ -26,7 +26,10 @@ pub mod app;
 pub mod net;
 pub mod routes;
 pub mod server;
-pub mod verify;
+
+/// Provider signature schemes; they live in `shared` because the forwarder
+/// signs with Standard Webhooks too.
+pub use shared::verify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

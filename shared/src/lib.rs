@@ -9,6 +9,8 @@
 //!   over JetStream, and [`mover`], its safety net for workers that die on a
 //!   message's last delivery; [`dlq`] is the dead-letter entry format.
 //! - [`telemetry`] and [`ops`]: logs, metrics, `/health` `/ready` `/metrics`.
+//! - [`verify`]: every provider's signature scheme (verify and sign), used
+//!   by the ingress, and Standard Webhooks signing for the forwarder.
 //! - [`app`]: connect, set up streams, shut down on signals.
 
 pub mod app;
@@ -24,6 +26,7 @@ pub mod retry;
 pub mod streams;
 pub mod subjects;
 pub mod telemetry;
+pub mod verify;
 pub mod worker;
 
 pub use provider::Provider;

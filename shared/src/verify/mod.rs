@@ -21,7 +21,7 @@
 use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
-use shared::Provider;
+use crate::Provider;
 use warp::http::HeaderMap;
 
 mod common;

@@ -4,7 +4,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use proptest::prelude::*;
 use secrecy::SecretString;
-use shared::Provider;
+use crate::Provider;
 
 use super::testutil::*;
 use super::*;
