@@ -114,7 +114,9 @@ impl Input<'_> {
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConvertError> {
         let mut de = serde_json::Deserializer::from_slice(self.payload);
         let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
+            // `?` stands for a key the input ended inside of: drop it.
+            let full = e.path().to_string();
+            let path = full.trim_end_matches(".?").trim_end_matches('?');
             let inner = e.into_inner();
             ConvertError::Parse(if path == "." || path.is_empty() {
                 inner.to_string()

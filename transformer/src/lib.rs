@@ -303,3 +303,118 @@ pub async fn run(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HUB: &str = r#"
+[[tenant]]
+id = "acme"
+backend_url = "http://127.0.0.1:9/orders"
+
+[[account]]
+id = "acme-careem"
+provider = "careem"
+tenant = "acme"
+secret_envs = ["S"]
+currency = "JOD"
+"#;
+
+    fn delivery(body: &str) -> Delivery {
+        let mut h = HeaderMap::new();
+        h.insert(headers::WEBHOOK_ID, "wh-1");
+        h.insert(headers::PROVIDER, "careem");
+        h.insert(headers::ACCOUNT, "acme-careem");
+        h.insert(headers::TENANT, "acme");
+        h.insert(headers::RECEIVED_AT, "2025-05-01T18:30:00+03:00");
+        Delivery {
+            subject: "webhooks.raw.careem.acme-careem".into(),
+            headers: h,
+            payload: Bytes::from(body.to_owned()),
+            stream: "WEBHOOKS".into(),
+            stream_seq: 1,
+            delivered: 1,
+            published: std::time::SystemTime::UNIX_EPOCH,
+            is_last: false,
+            provider: "careem".into(),
+            tenant: Some("acme".into()),
+            webhook_id: Some("wh-1".into()),
+        }
+    }
+
+    /// A handler whose NATS server does not exist: conversion needs none,
+    /// and every publish times out.
+    async fn offline() -> (Transformer, Registry) {
+        let hub = HubConfig::from_toml(HUB, "test", &|_| Some("s".into())).unwrap();
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect("127.0.0.1:1")
+            .await
+            .unwrap();
+        let mut registry = shared::telemetry::registry("transformer");
+        let metrics = Metrics::register(&mut registry);
+        let t = Transformer::new(
+            Arc::new(hub),
+            jetstream::new(client),
+            metrics,
+            Duration::from_millis(200),
+        );
+        (t, registry)
+    }
+
+    #[tokio::test]
+    async fn a_payload_that_cannot_convert_is_dead_lettered_at_once() {
+        let (t, registry) = offline().await;
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(5),
+            t.handle(&delivery(r#"{"order_id":"1","items":[]"#)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::DeadLetter(Failure::new(
+                "invalid_payload",
+                "payload does not parse: EOF while parsing an object at line 1 column 26"
+            ))
+        );
+        let text = shared::telemetry::encode(&registry);
+        assert!(
+            text.contains(
+                "transformer_conversion_errors_total{provider=\"careem\",error_type=\"invalid_payload\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("transformer_conversion_duration_seconds_count{provider=\"careem\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_publish_without_an_ack_is_retried() {
+        let (t, registry) = offline().await;
+        let body = r#"{"order_id":"T1","items":[{"name":"Burger","price":10}],"total_amount":10}"#;
+        let outcome = tokio::time::timeout(Duration::from_secs(5), t.handle(&delivery(body)))
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Retry(Failure::new(
+                "publish_failed",
+                "no ack for orders.acme.careem within 200ms"
+            ))
+        );
+        let text = shared::telemetry::encode(&registry);
+        assert!(
+            !text.contains("transformer_orders_published_total{"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn order_ids_derive_from_the_webhook_id() {
+        assert_eq!(order_msg_id("0196885c-7e2a"), "order:0196885c-7e2a");
+    }
+}

@@ -152,6 +152,7 @@ pub fn delivery(
         stream: "WEBHOOKS".to_owned(),
         stream_seq: 42,
         delivered: 1,
+        published: std::time::SystemTime::UNIX_EPOCH,
         is_last: false,
         provider: provider.as_str().to_owned(),
         tenant: Some(tenant.to_owned()),
