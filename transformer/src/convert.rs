@@ -8,6 +8,11 @@
 //! (the adapter's own, the mappings', the order's rules) so that one dead
 //! letter lists every one of them.
 //!
+//! Problem paths name the canonical field for lines (`items[1].quantity`,
+//! `items[0].modifiers[2].unit_price`: the order check reports there too)
+//! and the provider's own field elsewhere (`price.grandTotal`,
+//! `localInfo.decimalDigits`), so each points at what to look at.
+//!
 //! Conversion is pure: no I/O, no clock (a missing provider timestamp falls
 //! back to the ingress's `Orderhub-Received-At`), so the same delivery
 //! always gives the same order; golden and property tests call it directly.
