@@ -76,6 +76,20 @@ impl Stage {
         Ok(tokio::time::timeout(STEP, get).await??)
     }
 
+    /// Waits until `/metrics` shows every line (counters are bumped just
+    /// after the ack they follow, so a test may look a moment early).
+    async fn metrics_show(&self, lines: &[&str]) -> anyhow::Result<String> {
+        let shown = eventually(STEP, "the metrics", || async {
+            let text = self.metrics().await.ok()?;
+            lines.iter().all(|l| text.contains(l)).then_some(text)
+        })
+        .await;
+        match shown {
+            Ok(text) => Ok(text),
+            Err(e) => anyhow::bail!("{e}: want {lines:?} in\n{}", self.metrics().await?),
+        }
+    }
+
     async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         tokio::time::timeout(STEP, self.task).await???;
@@ -168,14 +182,13 @@ async fn a_raw_webhook_becomes_exactly_one_canonical_order() -> anyhow::Result<(
     // Only the hub's headers travel on, not whatever else the raw message had.
     assert_eq!(header(m, "X-Test"), None);
 
-    let metrics = stage.metrics().await?;
-    for line in [
-        "transformer_orders_published_total{provider=\"careem\",event=\"created\"} 1",
-        "transformer_conversion_duration_seconds_count{provider=\"careem\"} 1",
-        "transformer_messages_acked_total{provider=\"careem\"} 1",
-    ] {
-        assert!(metrics.contains(line), "{line} not in\n{metrics}");
-    }
+    stage
+        .metrics_show(&[
+            "transformer_orders_published_total{provider=\"careem\",event=\"created\"} 1",
+            "transformer_conversion_duration_seconds_count{provider=\"careem\"} 1",
+            "transformer_messages_acked_total{provider=\"careem\"} 1",
+        ])
+        .await?;
     assert!(dead_letters(&js).await?.is_empty());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(stream_messages(&js, "ORDERS").await?.len(), 1);
@@ -224,13 +237,12 @@ async fn a_malformed_webhook_is_dead_lettered_once_with_every_problem() -> anyho
     assert_eq!(msg.subject.as_str(), "dlq.transformer.careem");
     assert_eq!(msg.payload.as_ref(), body.as_bytes());
 
-    let metrics = stage.metrics().await?;
-    for line in [
-        "transformer_conversion_errors_total{provider=\"careem\",error_type=\"invalid_payload\"} 1",
-        "transformer_messages_dead_lettered_total{provider=\"careem\",error_type=\"invalid_payload\"} 1",
-    ] {
-        assert!(metrics.contains(line), "{line} not in\n{metrics}");
-    }
+    let metrics = stage
+        .metrics_show(&[
+            "transformer_conversion_errors_total{provider=\"careem\",error_type=\"invalid_payload\"} 1",
+            "transformer_messages_dead_lettered_total{provider=\"careem\",error_type=\"invalid_payload\"} 1",
+        ])
+        .await?;
     assert!(
         !metrics.contains("transformer_messages_retried_total{"),
         "{metrics}"
@@ -303,15 +315,14 @@ async fn killed_after_publishing_before_acking_still_makes_one_order() -> anyhow
         (p == (0, 0)).then_some(())
     })
     .await?;
-    let metrics = stage.metrics().await?;
-    for line in [
-        // The stage saw the message once, published it (a duplicate), acked it.
-        "transformer_messages_received_total{provider=\"careem\"} 1",
-        "transformer_orders_published_total{provider=\"careem\",event=\"created\"} 1",
-        "transformer_messages_acked_total{provider=\"careem\"} 1",
-    ] {
-        assert!(metrics.contains(line), "{line} not in\n{metrics}");
-    }
+    // The stage saw the message once, published it (a duplicate), acked it.
+    stage
+        .metrics_show(&[
+            "transformer_messages_received_total{provider=\"careem\"} 1",
+            "transformer_orders_published_total{provider=\"careem\",event=\"created\"} 1",
+            "transformer_messages_acked_total{provider=\"careem\"} 1",
+        ])
+        .await?;
     let orders = stream_messages(&js, "ORDERS").await?;
     assert_eq!(orders.len(), 1);
     assert_eq!(stored(&orders[0])?, expected("wh-killed", seq));
