@@ -164,11 +164,13 @@ pub async fn run_stage<H: crate::worker::Handler>(
     }
     streams_ok.store(true, std::sync::atomic::Ordering::Relaxed);
 
+    let tenants: Vec<&str> = hub.tenants.iter().map(|t| t.id.as_str()).collect();
     let mut options = crate::worker::WorkerOptions::new(
         spec.stage,
         &defs,
         spec.stream,
         spec.durable,
+        &tenants,
         hub.retry.clone(),
     );
     options.manage = args.manage_streams;

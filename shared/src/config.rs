@@ -97,6 +97,44 @@ pub struct Tenant {
     pub require_product_mapping: bool,
     /// When true, an order for an unmapped store is a permanent error.
     pub require_branch_mapping: bool,
+    /// How long one POST to the backend may take.
+    pub request_timeout: Duration,
+    /// When the backend counts as down.
+    pub breaker: BreakerSettings,
+}
+
+/// A tenant's circuit breaker: after `failures` transient failures in a
+/// row the backend gets no request for `cooldown` (doubling after each
+/// failed probe, up to `max_cooldown`); then one probe decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    pub failures: u32,
+    pub cooldown: Duration,
+    pub max_cooldown: Duration,
+}
+
+/// Forwarder defaults (`[forwarder]`), which tenants may override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwarderSettings {
+    /// An order older than this (since the ingress accepted it) is
+    /// dead-lettered as stale instead of delivered, breaker or not.
+    pub max_order_age: Duration,
+    pub request_timeout: Duration,
+    pub breaker: BreakerSettings,
+}
+
+impl Default for ForwarderSettings {
+    fn default() -> Self {
+        ForwarderSettings {
+            max_order_age: Duration::from_secs(24 * 3600),
+            request_timeout: Duration::from_secs(10),
+            breaker: BreakerSettings {
+                failures: 5,
+                cooldown: Duration::from_secs(30),
+                max_cooldown: Duration::from_secs(300),
+            },
+        }
+    }
 }
 
 /// A provider account: one set of credentials a provider signs with.
@@ -208,6 +246,7 @@ pub struct HubConfig {
     pub retry: RetrySchedule,
     pub streams: StreamSettings,
     pub ingress: IngressSettings,
+    pub forwarder: ForwarderSettings,
 }
 
 impl HubConfig {
@@ -297,6 +336,22 @@ struct RawHub {
     streams: RawStreams,
     #[serde(default)]
     ingress: RawIngress,
+    #[serde(default)]
+    forwarder: RawForwarder,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForwarder {
+    #[serde(default, with = "humantime_serde")]
+    max_order_age: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    request_timeout: Option<Duration>,
+    breaker_failures: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    breaker_cooldown: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    breaker_max_cooldown: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -324,6 +379,13 @@ struct RawTenant {
     require_product_mapping: bool,
     #[serde(default)]
     require_branch_mapping: bool,
+    #[serde(default, with = "humantime_serde")]
+    request_timeout: Option<Duration>,
+    breaker_failures: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    breaker_cooldown: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    breaker_max_cooldown: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -465,6 +527,31 @@ impl RawHub {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<HubConfig, ConfigError> {
         let check = Check { origin };
+        let defaults = ForwarderSettings::default();
+        let forwarder = ForwarderSettings {
+            max_order_age: self
+                .forwarder
+                .max_order_age
+                .unwrap_or(defaults.max_order_age),
+            request_timeout: self
+                .forwarder
+                .request_timeout
+                .unwrap_or(defaults.request_timeout),
+            breaker: breaker_of(
+                &check,
+                "forwarder",
+                defaults.breaker,
+                self.forwarder.breaker_failures,
+                self.forwarder.breaker_cooldown,
+                self.forwarder.breaker_max_cooldown,
+            )?,
+        };
+        if forwarder.request_timeout.is_zero() {
+            return Err(check.err("forwarder.request_timeout", "must be above 0"));
+        }
+        if forwarder.max_order_age < Duration::from_secs(1) {
+            return Err(check.err("forwarder.max_order_age", "must be at least 1s"));
+        }
 
         let mut tenants = Vec::with_capacity(self.tenant.len());
         let mut tenant_ids = BTreeSet::new();
@@ -520,7 +607,21 @@ impl RawHub {
                     "the signing secret must be a Standard Webhooks secret (whsec_...)",
                 ));
             }
+            let request_timeout = t.request_timeout.unwrap_or(forwarder.request_timeout);
+            if request_timeout.is_zero() {
+                return Err(check.err(at("request_timeout"), "must be above 0"));
+            }
+            let breaker = breaker_of(
+                &check,
+                &format!("tenant[{i}]"),
+                forwarder.breaker,
+                t.breaker_failures,
+                t.breaker_cooldown,
+                t.breaker_max_cooldown,
+            )?;
             tenants.push(Tenant {
+                request_timeout,
+                breaker,
                 id: t.id,
                 backend_url: t.backend_url,
                 backend_key,
@@ -746,6 +847,7 @@ impl RawHub {
             accounts,
             retry,
             ingress,
+            forwarder,
             streams: StreamSettings {
                 replicas: self.streams.replicas,
                 storage: self.streams.storage,
@@ -754,6 +856,34 @@ impl RawHub {
             },
         })
     }
+}
+
+fn breaker_of(
+    check: &Check<'_>,
+    at: &str,
+    base: BreakerSettings,
+    failures: Option<u32>,
+    cooldown: Option<Duration>,
+    max_cooldown: Option<Duration>,
+) -> Result<BreakerSettings, ConfigError> {
+    let b = BreakerSettings {
+        failures: failures.unwrap_or(base.failures),
+        cooldown: cooldown.unwrap_or(base.cooldown),
+        max_cooldown: max_cooldown.unwrap_or(base.max_cooldown),
+    };
+    if b.failures == 0 {
+        return Err(check.err(format!("{at}.breaker_failures"), "must be at least 1"));
+    }
+    if b.cooldown.is_zero() {
+        return Err(check.err(format!("{at}.breaker_cooldown"), "must be above 0"));
+    }
+    if b.max_cooldown < b.cooldown {
+        return Err(check.err(
+            format!("{at}.breaker_max_cooldown"),
+            "must be at least breaker_cooldown",
+        ));
+    }
+    Ok(b)
 }
 
 fn check_rate(check: &Check<'_>, field: String, r: &RateLimit) -> Result<(), ConfigError> {
@@ -978,6 +1108,17 @@ max_deliver = 10
                     "currency = \"JOD\"\nrate_limit = { per_second = 0, burst = 5 }",
                 ),
                 "account[0].rate_limit: per_second and burst must be above 0",
+            ),
+            (
+                format!("{GOOD}\n[forwarder]\nbreaker_failures = 0\n"),
+                "forwarder.breaker_failures: must be at least 1",
+            ),
+            (
+                GOOD.replace(
+                    "backend_key_env",
+                    "breaker_cooldown = \"1m\"\nbreaker_max_cooldown = \"30s\"\nbackend_key_env",
+                ),
+                "tenant[0].breaker_max_cooldown: must be at least breaker_cooldown",
             ),
             (
                 format!("{GOOD}\n[ingress]\ntrusted_proxies = [\"10.0.0.300\"]\n"),

@@ -51,7 +51,8 @@ pub struct Mover {
     js: jetstream::Context,
     stage: String,
     source: StreamDef,
-    consumer: String,
+    /// The consumer, or per-tenant prefix, whose advisories this mover takes.
+    owner: String,
     failures: kv::Store,
     metrics: WorkerMetrics,
 }
@@ -68,7 +69,7 @@ impl Mover {
         js: jetstream::Context,
         stage: String,
         source: StreamDef,
-        consumer: String,
+        owner: String,
         failures: kv::Store,
         metrics: WorkerMetrics,
     ) -> Self {
@@ -76,7 +77,7 @@ impl Mover {
             js,
             stage,
             source,
-            consumer,
+            owner,
             failures,
             metrics,
         }
@@ -130,7 +131,12 @@ impl Mover {
     }
 
     async fn handle(&self, adv: &Advisory) -> Result<Handled, String> {
-        if adv.stream != self.source.name || adv.consumer != self.consumer {
+        let owned = adv.consumer == self.owner
+            || adv
+                .consumer
+                .strip_prefix(self.owner.as_str())
+                .is_some_and(|rest| rest.starts_with('-'));
+        if adv.stream != self.source.name || !owned {
             return Ok(Handled::Skipped("other consumer"));
         }
         let (class, message) = match adv.kind.as_str() {

@@ -29,7 +29,9 @@ pub struct ScheduleError {
 
 impl RetrySchedule {
     /// `delays[k]` is the wait before delivery k+2; the last one repeats.
-    /// `max_hint` bounds a `Retry-After` hint (default: the longest delay).
+    /// `max_hint` bounds a `Retry-After` hint (default: an hour, or the
+    /// longest delay if that is longer), so a backend cannot park an order
+    /// for a week.
     pub fn new(
         delays: Vec<Duration>,
         max_deliver: i64,
@@ -67,7 +69,7 @@ impl RetrySchedule {
             delays,
             max_deliver,
             jitter,
-            max_hint: max_hint.unwrap_or(longest),
+            max_hint: max_hint.unwrap_or(longest.max(Duration::from_secs(3600))),
         })
     }
 
@@ -179,6 +181,16 @@ mod tests {
         assert_eq!(s.delay_after(1, 0, Some(ms(200))), ms(200));
         assert_eq!(s.delay_after(1, 0, Some(ms(900))), ms(300));
         assert_eq!(s.delay_after(1, 0, Some(ms(1))), ms(10));
+    }
+
+    #[test]
+    fn hints_are_bounded_by_an_hour_unless_configured() {
+        let s = RetrySchedule::new(vec![ms(100)], 5, 0.0, None).unwrap();
+        assert_eq!(s.delay_after(1, 0, Some(ms(2000))), ms(2000));
+        assert_eq!(
+            s.delay_after(1, 0, Some(Duration::from_secs(7 * 86400))),
+            Duration::from_secs(3600)
+        );
     }
 
     #[test]

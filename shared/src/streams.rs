@@ -67,6 +67,22 @@ pub struct ConsumerDef {
     pub max_ack_pending: i64,
     /// Set for movers (-1: unlimited); work consumers take `[retry].max_deliver`.
     pub max_deliver: Option<i64>,
+    /// A template: one consumer per tenant, `<durable>-<tenant>` reading
+    /// `orders.<tenant>.>`, so tenants never wait behind each other.
+    #[serde(default)]
+    pub per_tenant: bool,
+}
+
+impl ConsumerDef {
+    /// This template's consumer for one tenant.
+    pub fn for_tenant(&self, tenant: &str) -> ConsumerDef {
+        ConsumerDef {
+            durable: format!("{}-{tenant}", self.durable),
+            filter_subjects: vec![crate::subjects::orders_of_tenant(tenant)],
+            per_tenant: false,
+            ..self.clone()
+        }
+    }
 }
 
 /// One key-value bucket.
@@ -456,7 +472,12 @@ mod tests {
         assert_eq!(names, want);
         for work in defs.consumers.iter().filter(|c| c.stream != "ADVISORIES") {
             let mover = defs.mover_of(work);
-            let advisories = crate::subjects::advisories_of(&work.stream, &work.durable);
+            let consumer = if work.per_tenant {
+                "*"
+            } else {
+                work.durable.as_str()
+            };
+            let advisories = crate::subjects::advisories_of(&work.stream, consumer);
             assert_eq!(mover.filter_subjects, advisories.to_vec());
             assert_eq!(mover.max_deliver, Some(-1));
             assert_eq!(
@@ -484,6 +505,12 @@ mod tests {
             [crate::subjects::ORDERS_ALL]
         );
         assert_eq!(defs.stream("DLQ").subjects, [crate::subjects::DLQ_ALL]);
+        let forwarder = defs.consumer("ORDERS", "forwarder");
+        assert!(forwarder.per_tenant);
+        let acme = forwarder.for_tenant("acme");
+        assert_eq!(acme.durable, "forwarder-acme");
+        assert_eq!(acme.filter_subjects, ["orders.acme.>"]);
+        assert_eq!(acme.ack_wait, forwarder.ack_wait);
     }
 
     #[test]

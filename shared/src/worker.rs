@@ -97,6 +97,8 @@ pub struct Delivery {
     pub stream_seq: u64,
     /// 1-based; counts NAK'd and timed-out deliveries too.
     pub delivered: i64,
+    /// When JetStream stored the message.
+    pub published: SystemTime,
     /// True when a retry would exceed `max_deliver`.
     pub is_last: bool,
     /// Provider token: the `Orderhub-Provider` header, else `unknown`.
@@ -122,12 +124,18 @@ pub struct WorkerOptions {
     /// `transformer`, `forwarder`: the `<stage>` of `dlq.<stage>.<provider>`.
     pub stage: String,
     pub source: StreamDef,
-    pub consumer: ConsumerDef,
+    /// The consumers to read: one, or one per tenant (the forwarder). Each
+    /// has its own loop and its own `concurrency` handlers, so one
+    /// consumer's slow or held messages never block another's.
+    pub consumers: Vec<ConsumerDef>,
+    /// The durable name (or per-tenant prefix) whose advisories the mover
+    /// takes: `transformer`, `forwarder` (for `forwarder-<tenant>`).
+    pub owner: String,
     pub mover: ConsumerDef,
     /// The bucket remembering failure history between deliveries.
     pub failures: BucketDef,
     pub retry: RetrySchedule,
-    /// Handlers running at once in this process.
+    /// Handlers running at once in this process, per consumer.
     pub concurrency: usize,
     /// How often a running handler tells JetStream it is still working.
     pub progress_interval: Duration,
@@ -140,7 +148,8 @@ pub struct WorkerOptions {
 }
 
 impl WorkerOptions {
-    /// The worker of consumer `stream`/`durable` in `defs`, with defaults
+    /// The worker of consumer `stream`/`durable` in `defs` (for a
+    /// per-tenant consumer, one per tenant in `tenants`), with defaults
     /// derived from the consumer: progress every third of `ack_wait`, 20 s
     /// grace, 5 s pulls, 64 handlers at once.
     pub fn new(
@@ -148,16 +157,23 @@ impl WorkerOptions {
         defs: &Definitions,
         stream: &str,
         durable: &str,
+        tenants: &[&str],
         retry: RetrySchedule,
     ) -> Self {
-        let consumer = defs.consumer(stream, durable).clone();
-        let progress_interval = consumer.ack_wait / 3;
+        let template = defs.consumer(stream, durable).clone();
+        let progress_interval = template.ack_wait / 3;
+        let consumers = if template.per_tenant {
+            tenants.iter().map(|t| template.for_tenant(t)).collect()
+        } else {
+            vec![template.clone()]
+        };
         WorkerOptions {
             stage: stage.into(),
             source: defs.stream(stream).clone(),
-            mover: defs.mover_of(&consumer).clone(),
+            mover: defs.mover_of(&template).clone(),
+            owner: template.durable.clone(),
             failures: defs.bucket(crate::streams::FAILURES_BUCKET).clone(),
-            consumer,
+            consumers,
             retry,
             concurrency: 64,
             progress_interval,
@@ -346,19 +362,23 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Runs the consumer loop and the advisory mover until `shutdown`.
+    /// Runs the consumer loops and the advisory mover until `shutdown`.
     /// Expects the streams to exist (see [`crate::app::ensure_streams`]).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let o = &self.options;
-        let consumer =
-            crate::streams::ensure_consumer(&self.js, &o.consumer, o.retry.max_deliver(), o.manage)
-                .await?;
+        let mut consumers = Vec::with_capacity(o.consumers.len());
+        for def in &o.consumers {
+            consumers.push(
+                crate::streams::ensure_consumer(&self.js, def, o.retry.max_deliver(), o.manage)
+                    .await?,
+            );
+        }
         let failures = crate::streams::ensure_bucket(&self.js, &o.failures, o.manage).await?;
         let mover = crate::mover::Mover::new(
             self.js.clone(),
             o.stage.clone(),
             o.source.clone(),
-            o.consumer.durable.clone(),
+            o.owner.clone(),
             failures.clone(),
             self.metrics.clone(),
         );
@@ -374,7 +394,22 @@ impl<H: Handler> Worker<H> {
             metrics: self.metrics.clone(),
             failures,
         });
-        consume(ctx, consumer, self.ready.clone(), shutdown).await;
+        let loops: Vec<_> = consumers
+            .into_iter()
+            .map(|c| {
+                tokio::spawn(consume(
+                    ctx.clone(),
+                    c,
+                    self.ready.clone(),
+                    shutdown.clone(),
+                ))
+            })
+            .collect();
+        for l in loops {
+            if let Err(e) = l.await {
+                warn!(error = %e, "consumer loop failed");
+            }
+        }
         if let Err(e) = mover_task.await {
             warn!(error = %e, "mover task failed");
         }
@@ -540,6 +575,7 @@ fn delivery_of(msg: &jetstream::Message, retry: &RetrySchedule) -> Option<Delive
         stream: info.stream.to_owned(),
         stream_seq: info.stream_sequence,
         delivered: info.delivered,
+        published: SystemTime::from(info.published),
         is_last: retry.is_last(info.delivered),
         provider,
         tenant: get(headers::TENANT),

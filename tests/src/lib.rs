@@ -365,3 +365,199 @@ pub async fn consumer_pending(
     let info = c.info().await?;
     Ok((info.num_pending, info.num_ack_pending))
 }
+
+/// One request the test backend received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub at: Instant,
+    pub method: String,
+    pub path: String,
+    pub headers: warp::http::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// How the test backend answers one request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// Wait this long before answering (a slow or hanging backend).
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn with_body(mut self, body: &str) -> Reply {
+        self.body = body.to_owned();
+        self
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn after(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+type Script = Box<dyn FnMut(&Recorded) -> Reply + Send>;
+
+/// A restaurant backend for the tests: records every request and answers
+/// as its script says; can go away (connections refused) and come back on
+/// the same port.
+pub struct TestBackend {
+    pub port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>,
+    script: std::sync::Arc<std::sync::Mutex<Script>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestBackend {
+    /// Answers 200 until told otherwise.
+    pub async fn start() -> anyhow::Result<TestBackend> {
+        let mut b = TestBackend {
+            port: 0,
+            requests: Default::default(),
+            script: std::sync::Arc::new(std::sync::Mutex::new(Box::new(|_: &Recorded| {
+                Reply::status(200)
+            }))),
+            stop: None,
+            task: None,
+        };
+        b.serve(0).await?;
+        Ok(b)
+    }
+
+    /// `http://127.0.0.1:<port>/api/v1/orders`
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1/orders", self.port)
+    }
+
+    /// Replaces how it answers.
+    pub fn script(&self, f: impl FnMut(&Recorded) -> Reply + Send + 'static) {
+        *self.script.lock().unwrap() = Box::new(f);
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    async fn serve(&mut self, port: u16) -> anyhow::Result<()> {
+        use warp::Filter;
+        let requests = self.requests.clone();
+        let script = self.script.clone();
+        let route = warp::method()
+            .and(warp::path::full())
+            .and(warp::header::headers_cloned())
+            .and(warp::body::bytes())
+            .then(
+                move |method: warp::http::Method,
+                      path: warp::path::FullPath,
+                      headers: warp::http::HeaderMap,
+                      body: bytes::Bytes| {
+                    let rec = Recorded {
+                        at: Instant::now(),
+                        method: method.to_string(),
+                        path: path.as_str().to_owned(),
+                        headers,
+                        body,
+                    };
+                    let reply = (script.lock().unwrap())(&rec);
+                    requests.lock().unwrap().push(rec);
+                    async move {
+                        tokio::time::sleep(reply.delay).await;
+                        let mut resp = warp::http::Response::builder().status(reply.status);
+                        for (k, v) in &reply.headers {
+                            resp = resp.header(k, v);
+                        }
+                        resp.body(reply.body).expect("valid test response")
+                    }
+                },
+            );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        self.port = listener.local_addr()?.port();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = warp::serve(route).incoming(listener).graceful(async move {
+            let _ = rx.await;
+        });
+        self.stop = Some(tx);
+        self.task = Some(tokio::spawn(server.run()));
+        Ok(())
+    }
+
+    /// Goes away: new connections are refused, open ones closed.
+    pub async fn down(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            // Graceful shutdown waits for requests in flight; a hanging one
+            // is cut.
+            if tokio::time::timeout(Duration::from_secs(2), t)
+                .await
+                .is_err()
+            {
+                tracing_abort_note();
+            }
+        }
+    }
+
+    /// Comes back on the same port.
+    pub async fn up(&mut self) -> anyhow::Result<()> {
+        let port = self.port;
+        self.serve(port).await
+    }
+}
+
+fn tracing_abort_note() {
+    eprintln!("test backend: a request was still in flight when it went down");
+}
+
+/// Publishes a canonical order as the transformer does (hub headers,
+/// `Nats-Msg-Id: order:<webhook_id>`) and returns its sequence.
+pub async fn publish_order(
+    js: &async_nats::jetstream::Context,
+    tenant: &str,
+    webhook_id: &str,
+    body: &str,
+) -> anyhow::Result<u64> {
+    use shared::headers;
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", format!("order:{webhook_id}").as_str());
+    h.insert(headers::WEBHOOK_ID, webhook_id);
+    h.insert(headers::PROVIDER, "careem");
+    h.insert(headers::TENANT, tenant);
+    h.insert(
+        headers::RECEIVED_AT,
+        shared::dlq::rfc3339(std::time::SystemTime::now()).as_str(),
+    );
+    h.insert("Content-Type", "application/json");
+    let subject = shared::subjects::order(tenant, shared::Provider::Careem);
+    let ack = tokio::time::timeout(
+        STEP,
+        js.publish_with_headers(subject, h, bytes::Bytes::from(body.to_owned())),
+    )
+    .await??
+    .await?;
+    Ok(ack.sequence)
+}

@@ -20,8 +20,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use secrecy::SecretString;
 use crate::Provider;
+use secrecy::SecretString;
 use warp::http::HeaderMap;
 
 mod common;

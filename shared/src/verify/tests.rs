@@ -1,10 +1,10 @@
 //! Properties every scheme shares, driven through the registry.
 
+use crate::Provider;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use proptest::prelude::*;
 use secrecy::SecretString;
-use crate::Provider;
 
 use super::testutil::*;
 use super::*;

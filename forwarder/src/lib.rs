@@ -1,0 +1,512 @@
+//! orderhub's forwarder: delivers each canonical order to its tenant's
+//! backend (DESIGN §3.4).
+//!
+//! Contract:
+//! - Consumes `ORDERS` through one durable consumer per tenant,
+//!   `forwarder-<tenant>` on `orders.<tenant>.>`, each with its own handlers,
+//!   so one tenant's outage never delays another's orders.
+//! - POSTs the canonical order, byte for byte as the transformer published
+//!   it, to the tenant's `backend_url` with `X-Auth`, `Idempotency-Key` (the
+//!   webhook id: the same on every retry, redelivery and DLQ replay), the
+//!   Standard Webhooks headers signed with the tenant's secret, a
+//!   `User-Agent`, the trace context, and a timeout; connections are reused.
+//! - 2xx and 409: ack. 408, 429 (its `Retry-After` honoured), 5xx, timeouts
+//!   and refused connections: retry on the JetStream schedule. Any other
+//!   4xx: dead-letter at once with the status and the first bytes of the
+//!   answer. Last delivery: dead-letter.
+//! - A circuit breaker per tenant. While it is open no request goes to that
+//!   backend and the tenant's orders wait: the ones in hand are held (kept
+//!   alive with in-progress acks, spending no delivery) and the rest stay in
+//!   the stream. Half-open, one probe decides; an order whose request failed
+//!   while the breaker is open (the one that opened it, a failed probe)
+//!   waits again inside the same delivery. So an outage spends at most the
+//!   deliveries of the failures that opened the breaker. An order older
+//!   than `max_order_age` is dead-lettered as stale, breaker or not.
+
+pub mod breaker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use secrecy::ExposeSecret;
+use shared::config::{HubConfig, Tenant};
+use shared::worker::{Delivery, Failure, Handler, Outcome};
+use tracing::{info, warn};
+
+use breaker::{Breaker, Verdict};
+
+/// How many bytes of a refusing backend's answer go into the dead letter.
+const BODY_SNIPPET: usize = 512;
+
+/// The `User-Agent` of every request.
+pub const USER_AGENT: &str = concat!("orderhub-forwarder/", env!("CARGO_PKG_VERSION"));
+
+/// What the stage is, for [`shared::app::run_stage`].
+pub const SPEC: shared::app::StageSpec = shared::app::StageSpec {
+    stage: "forwarder",
+    stream: shared::subjects::ORDERS_STREAM,
+    durable: "forwarder",
+    streams: &["ORDERS", "DLQ", "ADVISORIES"],
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantOutcome {
+    tenant: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabel {
+    tenant: String,
+}
+
+/// The forwarder's own metrics (`forwarder_` prefix); tenants are a
+/// configured, bounded set.
+#[derive(Clone)]
+struct Metrics {
+    requests: Family<TenantOutcome, Counter>,
+    latency: Family<TenantLabel, Histogram>,
+    breaker_state: Family<TenantLabel, Gauge>,
+    held: Family<TenantLabel, Gauge>,
+}
+
+impl Metrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new(shared::telemetry::duration_buckets())
+            }),
+            breaker_state: Family::default(),
+            held: Family::default(),
+        };
+        registry.register(
+            "backend_requests",
+            "Requests to tenant backends by outcome (success, conflict, transient, rejected)",
+            m.requests.clone(),
+        );
+        registry.register(
+            "backend_request_duration_seconds",
+            "Time for a backend to answer",
+            m.latency.clone(),
+        );
+        registry.register(
+            "breaker_state",
+            "Circuit breaker per tenant: 0 closed, 1 open, 2 half-open",
+            m.breaker_state.clone(),
+        );
+        registry.register(
+            "orders_held",
+            "Orders waiting for their tenant's breaker",
+            m.held.clone(),
+        );
+        m
+    }
+}
+
+/// How one request ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliverError {
+    /// Worth trying again later.
+    #[error("backend answered {status}: {snippet}")]
+    Status {
+        status: u16,
+        snippet: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("backend did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("backend unreachable: {0}")]
+    Connect(String),
+    #[error("request failed: {0}")]
+    Other(String),
+}
+
+impl DeliverError {
+    /// Permanent: a 4xx other than 408, 409 and 429.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, DeliverError::Status { status, .. }
+            if (400..500).contains(status) && ![408, 409, 429].contains(status))
+    }
+
+    /// Short stable class for metrics and the DLQ.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            DeliverError::Status { status: 429, .. } => "backend_429",
+            DeliverError::Status { status: 408, .. } => "backend_408",
+            DeliverError::Status { status, .. } if *status >= 500 => "backend_5xx",
+            DeliverError::Status { .. } => "backend_rejected",
+            DeliverError::Timeout(_) => "backend_timeout",
+            DeliverError::Connect(_) => "backend_unreachable",
+            DeliverError::Other(_) => "backend_error",
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DeliverError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+struct TenantState {
+    tenant: Tenant,
+    breaker: Breaker,
+}
+
+/// The forwarder's handler.
+pub struct Forwarder {
+    http: reqwest::Client,
+    tenants: HashMap<String, Arc<TenantState>>,
+    max_order_age: Duration,
+    metrics: Metrics,
+}
+
+impl Forwarder {
+    pub fn new(hub: &HubConfig, registry: &mut Registry) -> Self {
+        let metrics = Metrics::register(registry);
+        let tenants = hub
+            .tenants
+            .iter()
+            .map(|t| {
+                metrics
+                    .breaker_state
+                    .get_or_create(&TenantLabel {
+                        tenant: t.id.clone(),
+                    })
+                    .set(0);
+                (
+                    t.id.clone(),
+                    Arc::new(TenantState {
+                        tenant: t.clone(),
+                        breaker: Breaker::new(t.breaker),
+                    }),
+                )
+            })
+            .collect();
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .build()
+            .expect("the HTTP client's settings are valid");
+        Forwarder {
+            http,
+            tenants,
+            max_order_age: hub.forwarder.max_order_age,
+            metrics,
+        }
+    }
+
+    fn set_breaker_gauge(&self, t: &TenantState) {
+        self.metrics
+            .breaker_state
+            .get_or_create(&TenantLabel {
+                tenant: t.tenant.id.clone(),
+            })
+            .set(t.breaker.state().as_gauge());
+    }
+
+    /// One POST to the backend.
+    async fn post(
+        &self,
+        t: &Tenant,
+        d: &Delivery,
+        idempotency_key: &str,
+    ) -> Result<u16, DeliverError> {
+        let mut req = self
+            .http
+            .post(&t.backend_url)
+            .timeout(t.request_timeout)
+            .header("content-type", "application/json")
+            .header("idempotency-key", idempotency_key)
+            .header("orderhub-attempt", d.delivered.to_string());
+        if let Some(key) = &t.backend_key {
+            let mut v =
+                reqwest::header::HeaderValue::from_str(key.expose_secret()).map_err(|_| {
+                    DeliverError::Other("backend key is not a valid header value".into())
+                })?;
+            v.set_sensitive(true);
+            req = req.header("x-auth", v);
+        }
+        if let Some(tp) = d.header(shared::headers::TRACEPARENT) {
+            req = req.header("traceparent", tp);
+        }
+        if let Some(secret) = &t.signing_secret {
+            let signed = shared::verify::direct::sign(
+                &d.payload,
+                secret,
+                idempotency_key,
+                SystemTime::now(),
+            )
+            .map_err(|e| DeliverError::Other(format!("cannot sign: {e}")))?;
+            req = req.headers(signed);
+        }
+        let started = std::time::Instant::now();
+        let result = req.body(d.payload.clone()).send().await;
+        self.metrics
+            .latency
+            .get_or_create(&TenantLabel {
+                tenant: t.id.clone(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        let resp = result.map_err(|e| {
+            if e.is_timeout() {
+                DeliverError::Timeout(t.request_timeout)
+            } else if e.is_connect() {
+                DeliverError::Connect(without_url(&e))
+            } else {
+                DeliverError::Other(without_url(&e))
+            }
+        })?;
+        let status = resp.status().as_u16();
+        if resp.status().is_success() || status == 409 {
+            return Ok(status);
+        }
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body: Bytes = tokio::time::timeout(Duration::from_secs(2), resp.bytes())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        Err(DeliverError::Status {
+            status,
+            snippet: snippet(&body),
+            retry_after,
+        })
+    }
+}
+
+/// reqwest's errors name the URL, which may carry credentials in its query.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<backend>");
+    }
+    use std::error::Error as _;
+    if let Some(source) = e.source() {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+    }
+    text
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    if let Ok(secs) = v.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate_to_system_time(v.trim())?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+fn httpdate_to_system_time(v: &str) -> Option<SystemTime> {
+    // IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    if parts.len() != 6 || parts[5] != "GMT" {
+        return None;
+    }
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == parts[2])?
+        + 1;
+    let text = format!("{}-{:02}-{}T{}Z", parts[3], month, parts[1], parts[4]);
+    humantime::parse_rfc3339(&text).ok()
+}
+
+/// The first bytes of an answer, as one line of text.
+fn snippet(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(BODY_SNIPPET)];
+    String::from_utf8_lossy(cut)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+impl Handler for Forwarder {
+    async fn handle(&self, d: &Delivery) -> Outcome {
+        let Some(state) = d
+            .tenant
+            .as_deref()
+            .or_else(|| shared::subjects::token(&d.subject, 1))
+            .and_then(|t| self.tenants.get(t))
+            .cloned()
+        else {
+            return Outcome::DeadLetter(Failure::new(
+                "unknown_tenant",
+                format!("no tenant configured for {}", d.subject),
+            ));
+        };
+        let t = &state.tenant;
+        // The ingress's acceptance time is the order's age; failing that,
+        // when the order was stored.
+        let born = d
+            .header(shared::headers::RECEIVED_AT)
+            .and_then(|v| humantime::parse_rfc3339(v).ok())
+            .unwrap_or(d.published);
+        let age = SystemTime::now().duration_since(born).unwrap_or_default();
+        let stale = |age: Duration| {
+            Outcome::DeadLetter(Failure::new(
+                "stale",
+                format!(
+                    "order is {} old, beyond max_order_age {}",
+                    humantime::format_duration(Duration::from_secs(age.as_secs())),
+                    humantime::format_duration(self.max_order_age)
+                ),
+            ))
+        };
+        if age > self.max_order_age {
+            return stale(age);
+        }
+        let deadline = tokio::time::Instant::now() + (self.max_order_age - age);
+        let key = d
+            .webhook_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", d.stream, d.stream_seq));
+        let label = TenantLabel {
+            tenant: t.id.clone(),
+        };
+        loop {
+            let permit = match state.breaker.try_acquire() {
+                Ok(p) => p,
+                Err(_) => {
+                    self.metrics.held.get_or_create(&label).inc();
+                    self.set_breaker_gauge(&state);
+                    let p = state.breaker.acquire_until(deadline).await;
+                    self.metrics.held.get_or_create(&label).dec();
+                    match p {
+                        Some(p) => p,
+                        None => {
+                            return stale(
+                                SystemTime::now().duration_since(born).unwrap_or_default(),
+                            );
+                        }
+                    }
+                }
+            };
+            let result = self.post(t, d, &key).await;
+            let (verdict, outcome_label) = match &result {
+                Ok(409) => (Verdict::Up, "conflict"),
+                Ok(_) => (Verdict::Up, "success"),
+                Err(e) if e.is_permanent() => (Verdict::Up, "rejected"),
+                Err(_) => (Verdict::Down, "transient"),
+            };
+            let was = state.breaker.state();
+            permit.report(verdict);
+            let now = state.breaker.state();
+            if was != now {
+                info!(tenant = %t.id, from = ?was, to = ?now, "breaker changed");
+            }
+            self.set_breaker_gauge(&state);
+            self.metrics
+                .requests
+                .get_or_create(&TenantOutcome {
+                    tenant: t.id.clone(),
+                    outcome: outcome_label,
+                })
+                .inc();
+            return match result {
+                Ok(status) => {
+                    info!(tenant = %t.id, attempt = d.delivered, status, "delivered");
+                    Outcome::Ack
+                }
+                Err(e) if e.is_permanent() => {
+                    warn!(tenant = %t.id, attempt = d.delivered, error = %e, "backend refused the order");
+                    Outcome::DeadLetter(Failure::new(e.error_type(), e.to_string()))
+                }
+                // The backend is down (this failure opened the breaker, or
+                // was a failed probe): hold the order in this delivery until
+                // the breaker lets a request through again, so an outage
+                // spends no deliveries.
+                Err(e) if now != breaker::State::Closed => {
+                    warn!(tenant = %t.id, attempt = d.delivered, error = %e, "backend down; holding the order");
+                    continue;
+                }
+                Err(e) => Outcome::Retry(
+                    Failure::new(e.error_type(), e.to_string()).with_retry_after(e.retry_after()),
+                ),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified_as_the_contract_says() {
+        let s = |status| DeliverError::Status {
+            status,
+            snippet: String::new(),
+            retry_after: None,
+        };
+        for permanent in [400, 401, 403, 404, 410, 422] {
+            assert!(s(permanent).is_permanent(), "{permanent}");
+        }
+        for transient in [408, 429, 500, 502, 503, 504] {
+            assert!(!s(transient).is_permanent(), "{transient}");
+        }
+        assert!(!DeliverError::Timeout(Duration::from_secs(1)).is_permanent());
+        assert!(!DeliverError::Connect("refused".into()).is_permanent());
+        assert_eq!(s(503).error_type(), "backend_5xx");
+        assert_eq!(s(422).error_type(), "backend_rejected");
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        let later = SystemTime::now() + Duration::from_secs(120);
+        let text = humantime::format_rfc3339_seconds(later).to_string();
+        // 2026-11-28T06:50:00Z -> Sat, 28 Nov 2026 06:50:00 GMT
+        let (date, time) = text.trim_end_matches('Z').split_once('T').unwrap();
+        let ymd: Vec<&str> = date.split('-').collect();
+        let months = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let http = format!(
+            "Mon, {} {} {} {} GMT",
+            ymd[2],
+            months[ymd[1].parse::<usize>().unwrap() - 1],
+            ymd[0],
+            time
+        );
+        let d = parse_retry_after(&http).unwrap();
+        assert!(
+            d > Duration::from_secs(110) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn snippets_are_short_single_lines() {
+        let body = format!("error\r\n{}", "x".repeat(1000));
+        let s = snippet(body.as_bytes());
+        assert!(s.starts_with("error  x"));
+        assert_eq!(s.chars().count(), BODY_SNIPPET);
+    }
+}

@@ -1,0 +1,525 @@
+//! The forwarder against a real nats-server and an in-test backend that
+//! records requests and fails on command.
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream;
+use orderhub_tests::*;
+use secrecy::SecretString;
+use shared::verify::{Verifier, VerifyOptions};
+use tokio_util::sync::CancellationToken;
+
+const SIGNING_SECRET: &str = "whsec_dGVzdC1zaWduaW5nLXNlY3JldA==";
+
+fn hub_toml(backends: &[(&str, &str)], schedule: &[&str], max_deliver: i64, extra: &str) -> String {
+    let mut tenants = String::new();
+    for (id, url) in backends {
+        tenants.push_str(&format!(
+            "[[tenant]]\nid = \"{id}\"\nbackend_url = \"{url}\"\nbackend_key_env = \"BACKEND_KEY\"\nsigning_secret_env = \"SIGNING_SECRET\"\n\n"
+        ));
+    }
+    let schedule: Vec<String> = schedule.iter().map(|s| format!("{s:?}")).collect();
+    format!(
+        "{tenants}[[account]]\nid = \"acc\"\nprovider = \"careem\"\ntenant = \"{}\"\nsecret_envs = [\"S\"]\n\n[retry]\nschedule = [{}]\nmax_deliver = {max_deliver}\n\n{extra}\n",
+        backends[0].0,
+        schedule.join(", ")
+    )
+}
+
+fn env(name: &str) -> Option<String> {
+    Some(
+        match name {
+            "BACKEND_KEY" => "backend-key-1",
+            "SIGNING_SECRET" => SIGNING_SECRET,
+            _ => "s",
+        }
+        .to_owned(),
+    )
+}
+
+fn hub(toml: &str) -> shared::config::HubConfig {
+    shared::config::HubConfig::from_toml(toml, "test", &env).expect("valid test hub")
+}
+
+struct Stage {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), shared::app::StageError>>,
+    ops: String,
+}
+
+fn start_forwarder(nats_url: &str, hub: &shared::config::HubConfig) -> Stage {
+    let ops_port = free_port();
+    let args = common_args(nats_url, ops_port);
+    let hub = hub.clone();
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        shared::app::run_stage(
+            &args,
+            &hub,
+            &forwarder::SPEC,
+            |registry, _| forwarder::Forwarder::new(&hub, registry),
+            |o| {
+                o.concurrency = 8;
+                o.pull_expires = Duration::from_secs(1);
+                o.shutdown_grace = Duration::from_secs(2);
+            },
+            token,
+        )
+        .await
+    });
+    Stage {
+        shutdown,
+        task,
+        ops: format!("http://127.0.0.1:{ops_port}"),
+    }
+}
+
+impl Stage {
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(STEP, self.task).await???;
+        Ok(())
+    }
+
+    async fn metrics(&self) -> String {
+        match reqwest::get(format!("{}/metrics", self.ops)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+}
+
+async fn setup(
+    nats: &NatsServer,
+    hub: &shared::config::HubConfig,
+) -> anyhow::Result<jetstream::Context> {
+    let client = nats.client().await?;
+    setup_streams(&client, hub).await?;
+    Ok(jetstream::new(client))
+}
+
+fn order_body(n: u32) -> String {
+    format!(r#"{{"schema":"orderhub.order.v1","provider_order_id":"P-{n}","note":"مطعم"}}"#)
+}
+
+#[tokio::test]
+async fn each_order_is_posted_once_with_every_header_and_a_valid_signature() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let backend = TestBackend::start().await?;
+    let hub = hub(&hub_toml(&[("acme", &backend.url())], &["1s"], 5, ""));
+    let js = setup(&nats, &hub).await?;
+    let stage = start_forwarder(&nats.url(), &hub);
+
+    for n in 0..3 {
+        publish_order(&js, "acme", &format!("wh-{n}"), &order_body(n)).await?;
+    }
+    eventually(STEP, "three requests", || async {
+        (backend.requests().len() >= 3).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reqs = backend.requests();
+    assert_eq!(reqs.len(), 3, "one request per order");
+    let keys: BTreeSet<&str> = reqs
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap())
+        .collect();
+    assert_eq!(keys, BTreeSet::from(["wh-0", "wh-1", "wh-2"]));
+    for r in &reqs {
+        let n: u32 = r.header("idempotency-key").unwrap()[3..].parse()?;
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.path, "/api/v1/orders");
+        assert_eq!(
+            r.body.as_ref(),
+            order_body(n).as_bytes(),
+            "the body is the order as published"
+        );
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("x-auth"), Some("backend-key-1"));
+        assert_eq!(r.header("orderhub-attempt"), Some("1"));
+        assert!(
+            r.header("user-agent")
+                .unwrap()
+                .starts_with("orderhub-forwarder/")
+        );
+        assert_eq!(r.header("webhook-id"), r.header("idempotency-key"));
+        // The backend verifies the hub with any Standard Webhooks library.
+        let verified = shared::verify::direct::Direct.verify(
+            &r.headers,
+            &r.body,
+            &[SecretString::from(SIGNING_SECRET.to_owned())],
+            &VerifyOptions::default(),
+            SystemTime::now(),
+        );
+        assert!(verified.is_ok(), "{verified:?}");
+        let tampered = shared::verify::direct::Direct.verify(
+            &r.headers,
+            b"{}",
+            &[SecretString::from(SIGNING_SECRET.to_owned())],
+            &VerifyOptions::default(),
+            SystemTime::now(),
+        );
+        assert!(tampered.is_err());
+    }
+    assert_eq!(
+        consumer_pending(&js, "ORDERS", "forwarder-acme").await?,
+        (0, 0)
+    );
+    let metrics = stage.metrics().await;
+    assert!(
+        metrics.contains("forwarder_backend_requests_total{tenant=\"acme\",outcome=\"success\"} 3"),
+        "{metrics}"
+    );
+    stage.stop().await
+}
+
+#[tokio::test]
+async fn a_failing_backend_gets_the_same_key_on_the_schedule() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let backend = TestBackend::start().await?;
+    let mut calls = 0;
+    backend.script(move |_| {
+        calls += 1;
+        if calls <= 2 {
+            Reply::status(503)
+        } else {
+            Reply::status(201)
+        }
+    });
+    let hub = hub(&hub_toml(
+        &[("acme", &backend.url())],
+        &["300ms", "600ms"],
+        5,
+        "[forwarder]\nbreaker_failures = 10\n",
+    ));
+    let js = setup(&nats, &hub).await?;
+    let stage = start_forwarder(&nats.url(), &hub);
+    publish_order(&js, "acme", "wh-retry", &order_body(1)).await?;
+    eventually(STEP, "three attempts", || async {
+        (backend.requests().len() >= 3).then_some(())
+    })
+    .await?;
+    eventually(STEP, "acked", || async {
+        (consumer_pending(&js, "ORDERS", "forwarder-acme")
+            .await
+            .ok()?
+            == (0, 0))
+            .then_some(())
+    })
+    .await?;
+    let reqs = backend.requests();
+    assert_eq!(reqs.len(), 3);
+    let attempts: Vec<&str> = reqs
+        .iter()
+        .map(|r| r.header("orderhub-attempt").unwrap())
+        .collect();
+    assert_eq!(attempts, ["1", "2", "3"]);
+    assert!(
+        reqs.iter()
+            .all(|r| r.header("idempotency-key") == Some("wh-retry"))
+    );
+    for (k, want) in [300u64, 600].into_iter().enumerate() {
+        let gap = reqs[k + 1].at - reqs[k].at;
+        let want = Duration::from_millis(want);
+        assert!(
+            gap >= want && gap < want + Duration::from_millis(500),
+            "gap {k}: {gap:?}"
+        );
+    }
+    assert!(dead_letters(&js).await?.is_empty());
+    stage.stop().await
+}
+
+#[tokio::test]
+async fn a_poison_order_is_dead_lettered_while_the_others_flow() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let backend = TestBackend::start().await?;
+    backend.script(|r| {
+        if r.header("idempotency-key") == Some("wh-poison") {
+            Reply::status(500).with_body("NullReferenceException at OrderController")
+        } else {
+            Reply::status(200)
+        }
+    });
+    let hub = hub(&hub_toml(&[("acme", &backend.url())], &["200ms"], 3, ""));
+    let js = setup(&nats, &hub).await?;
+    let stage = start_forwarder(&nats.url(), &hub);
+    publish_order(&js, "acme", "wh-poison", &order_body(0)).await?;
+    for n in 1..=6 {
+        publish_order(&js, "acme", &format!("wh-{n}"), &order_body(n)).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (entry, msg) = eventually(STEP, "the poison order's dead letter", || async {
+        dead_letters(&js).await.ok()?.into_iter().next()
+    })
+    .await?;
+    eventually(STEP, "the others delivered", || async {
+        let ok = backend
+            .requests()
+            .iter()
+            .filter(|r| r.header("idempotency-key") != Some("wh-poison"))
+            .count();
+        (ok == 6).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(dead_letters(&js).await?.len(), 1);
+    assert_eq!(entry.webhook_id.as_deref(), Some("wh-poison"));
+    assert_eq!(entry.stage, "forwarder");
+    assert_eq!(entry.tenant.as_deref(), Some("acme"));
+    assert_eq!(entry.deliveries, 3);
+    assert_eq!(entry.error_class, "backend_5xx");
+    assert_eq!(
+        entry.error,
+        "deliveries exhausted after 3 attempts: backend answered 500: NullReferenceException at OrderController"
+    );
+    assert_eq!(msg.payload.as_ref(), order_body(0).as_bytes());
+    let poison_requests = backend
+        .requests()
+        .iter()
+        .filter(|r| r.header("idempotency-key") == Some("wh-poison"))
+        .count();
+    assert_eq!(poison_requests, 3);
+    let others: Vec<String> = backend
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("idempotency-key").map(str::to_owned))
+        .filter(|k| k != "wh-poison")
+        .collect();
+    assert_eq!(others.len(), 6, "each other order exactly once: {others:?}");
+    stage.stop().await
+}
+
+#[tokio::test]
+async fn a_400_is_dead_lettered_after_one_request() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let backend = TestBackend::start().await?;
+    backend.script(|_| Reply::status(400).with_body(r#"{"error":"unknown branch amman-abdoun"}"#));
+    let hub = hub(&hub_toml(&[("acme", &backend.url())], &["100ms"], 5, ""));
+    let js = setup(&nats, &hub).await?;
+    let stage = start_forwarder(&nats.url(), &hub);
+    publish_order(&js, "acme", "wh-400", &order_body(1)).await?;
+    let (entry, _) = eventually(STEP, "a dead letter", || async {
+        dead_letters(&js).await.ok()?.into_iter().next()
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(backend.requests().len(), 1);
+    assert_eq!(entry.deliveries, 1);
+    assert_eq!(entry.error_class, "backend_rejected");
+    assert_eq!(
+        entry.error,
+        r#"backend answered 400: {"error":"unknown branch amman-abdoun"}"#
+    );
+    stage.stop().await
+}
+
+#[tokio::test]
+async fn retry_after_on_a_429_is_honoured() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let backend = TestBackend::start().await?;
+    let mut calls = 0;
+    backend.script(move |_| {
+        calls += 1;
+        if calls == 1 {
+            Reply::status(429).with_header("retry-after", "2")
+        } else {
+            Reply::status(200)
+        }
+    });
+    let hub = hub(&hub_toml(&[("acme", &backend.url())], &["100ms"], 5, ""));
+    let js = setup(&nats, &hub).await?;
+    let stage = start_forwarder(&nats.url(), &hub);
+    publish_order(&js, "acme", "wh-429", &order_body(1)).await?;
+    eventually(STEP, "the second try", || async {
+        (backend.requests().len() >= 2).then_some(())
+    })
+    .await?;
+    let reqs = backend.requests();
+    let gap = reqs[1].at - reqs[0].at;
+    assert!(
+        gap >= Duration::from_secs(2),
+        "retried after {gap:?}, Retry-After said 2s"
+    );
+    stage.stop().await
+}
+
+#[tokio::test]
+async fn one_tenant_down_does_not_delay_another_and_spends_no_deliveries() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let mut down = TestBackend::start().await?;
+    let up = TestBackend::start().await?;
+    let hub = hub(&hub_toml(
+        &[("alpha", &down.url()), ("bravo", &up.url())],
+        &["100ms"],
+        3,
+        "[forwarder]\nbreaker_failures = 2\nbreaker_cooldown = \"300ms\"\nbreaker_max_cooldown = \"600ms\"\n",
+    ));
+    let js = setup(&nats, &hub).await?;
+    down.down().await;
+    let stage = start_forwarder(&nats.url(), &hub);
+
+    for n in 0..5 {
+        publish_order(&js, "alpha", &format!("a-{n}"), &order_body(n)).await?;
+    }
+    // Alpha's breaker opens...
+    eventually(STEP, "alpha's breaker open", || async {
+        let m = stage.metrics().await;
+        (m.contains("forwarder_breaker_state{tenant=\"alpha\"} 1")
+            || m.contains("forwarder_breaker_state{tenant=\"alpha\"} 2"))
+        .then_some(())
+    })
+    .await?;
+    // ...while bravo's orders go straight through.
+    for n in 0..5 {
+        publish_order(&js, "bravo", &format!("b-{n}"), &order_body(n)).await?;
+    }
+    eventually(Duration::from_secs(5), "bravo's orders", || async {
+        (up.requests().len() == 5).then_some(())
+    })
+    .await?;
+    // Alpha stays down far longer than 3 deliveries at 100 ms would last.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        dead_letters(&js).await?.is_empty(),
+        "an outage must not exhaust deliveries"
+    );
+    down.up().await?;
+    eventually(
+        Duration::from_secs(15),
+        "alpha's orders after it came back",
+        || async {
+            let keys: BTreeSet<String> = down
+                .requests()
+                .iter()
+                .filter_map(|r| r.header("idempotency-key").map(str::to_owned))
+                .collect();
+            (keys.len() == 5).then_some(())
+        },
+    )
+    .await?;
+    eventually(STEP, "everything acked", || async {
+        let a = consumer_pending(&js, "ORDERS", "forwarder-alpha")
+            .await
+            .ok()?;
+        let b = consumer_pending(&js, "ORDERS", "forwarder-bravo")
+            .await
+            .ok()?;
+        (a == (0, 0) && b == (0, 0)).then_some(())
+    })
+    .await?;
+    assert!(dead_letters(&js).await?.is_empty());
+    let m = stage.metrics().await;
+    assert!(
+        m.contains("forwarder_breaker_state{tenant=\"alpha\"} 0"),
+        "{m}"
+    );
+    stage.stop().await
+}
+
+#[tokio::test]
+async fn an_order_older_than_the_maximum_is_dead_lettered_as_stale() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let mut backend = TestBackend::start().await?;
+    backend.down().await;
+    let hub = hub(&hub_toml(
+        &[("acme", &backend.url())],
+        &["100ms"],
+        10,
+        "[forwarder]\nmax_order_age = \"2s\"\nbreaker_failures = 1\nbreaker_cooldown = \"300ms\"\n",
+    ));
+    let js = setup(&nats, &hub).await?;
+    let stage = start_forwarder(&nats.url(), &hub);
+    publish_order(&js, "acme", "wh-old", &order_body(1)).await?;
+    let (entry, _) = eventually(STEP, "a stale dead letter", || async {
+        dead_letters(&js).await.ok()?.into_iter().next()
+    })
+    .await?;
+    assert_eq!(entry.error_class, "stale");
+    assert!(entry.error.starts_with("order is "), "{}", entry.error);
+    assert!(
+        entry.error.ends_with("old, beyond max_order_age 2s"),
+        "{}",
+        entry.error
+    );
+    assert!(
+        entry.deliveries <= 2,
+        "held, not retried: {}",
+        entry.deliveries
+    );
+    stage.stop().await
+}
+
+#[tokio::test]
+async fn a_forwarder_killed_mid_request_still_delivers_with_the_same_key() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let backend = TestBackend::start().await?;
+    let mut calls = 0;
+    backend.script(move |_| {
+        calls += 1;
+        if calls == 1 {
+            Reply::status(200).after(Duration::from_secs(30))
+        } else {
+            Reply::status(200)
+        }
+    });
+    let toml = hub_toml(
+        &[("acme", &backend.url())],
+        &["100ms"],
+        5,
+        "[streams.consumers.forwarder]\nack_wait = \"2s\"\n",
+    );
+    let hub = hub(&toml);
+    let js = setup(&nats, &hub).await?;
+    let dir = tempfile::tempdir()?;
+    let hub_path = dir.path().join("hub.toml");
+    std::fs::write(&hub_path, &toml)?;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_forwarder"))
+        .env("NATS_URL", nats.url())
+        .env("HUB_CONFIG", &hub_path)
+        .env("OPS_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("BACKEND_KEY", "backend-key-1")
+        .env("SIGNING_SECRET", SIGNING_SECRET)
+        .env("S", "s")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    publish_order(&js, "acme", "wh-kill", &order_body(1)).await?;
+    eventually(STEP, "the request in flight", || async {
+        (!backend.requests().is_empty()).then_some(())
+    })
+    .await?;
+    child.start_kill()?;
+    child.wait().await?;
+
+    let stage = start_forwarder(&nats.url(), &hub);
+    eventually(STEP, "the order delivered by another forwarder", || async {
+        (backend.requests().len() >= 2).then_some(())
+    })
+    .await?;
+    eventually(STEP, "acked", || async {
+        (consumer_pending(&js, "ORDERS", "forwarder-acme")
+            .await
+            .ok()?
+            == (0, 0))
+            .then_some(())
+    })
+    .await?;
+    let keys: BTreeSet<String> = backend
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("idempotency-key").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["wh-kill".to_owned()]),
+        "a duplicate carries the same key"
+    );
+    assert!(dead_letters(&js).await?.is_empty());
+    stage.stop().await
+}
