@@ -371,3 +371,46 @@ fn provider_specific_consistency_is_checked() {
         )
     );
 }
+
+/// Not a refusal: the partner API's amounts split by name are added up, and
+/// one that does not add up is named by its part.
+#[test]
+fn partner_amounts_split_by_name_add_up() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/justeat/order-ready-for-preparation.json"
+    ))
+    .unwrap();
+    let event = [("Orderhub-Path-Event", "order-ready-for-preparation-async")];
+    let split = text
+        .replace(
+            "\"Tips\": 0,",
+            "\"Tips\": { \"Driver\": 1.00, \"Restaurant\": \"0.50\" },",
+        )
+        .replace("\"TotalPrice\": 27.47", "\"TotalPrice\": 28.97");
+    let d = delivery(
+        Provider::Justeat,
+        "acme-justeat",
+        "wh-1",
+        split.as_bytes(),
+        &event,
+    );
+    let order = transformer::convert(&hub(), &d).unwrap();
+    let totals = order.totals.unwrap();
+    assert_eq!((totals.tip, totals.total), (150, 2897));
+
+    let wrong = split.replace("\"0.50\"", "\"0.505\"");
+    let d = delivery(
+        Provider::Justeat,
+        "acme-justeat",
+        "wh-1",
+        wrong.as_bytes(),
+        &event,
+    );
+    assert_eq!(
+        refuse(&d).to_string(),
+        "invalid order: 2 problems: \
+         PriceBreakdown.Tips.Restaurant: amount \"0.505\" has more than 2 decimal places; \
+         totals.total: expected 2847 = subtotal + delivery_fee + service_fee + tip - discount (tax inclusive), got 2897"
+    );
+}

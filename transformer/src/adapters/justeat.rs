@@ -40,7 +40,8 @@
 //! `Items[]{Reference, Name, Quantity, UnitPrice, Items[]}` (sub-items per
 //! one unit of their parent), `PriceBreakdown{Items, Fees{name: amount},
 //! Taxes, Tips, Discount}` (a fee named like `Delivery` is the delivery
-//! fee), `TotalPrice`, `Payment.Lines[]{Type, Value, Paid}` (what is not
+//! fee; taxes, tips and discount may be one amount or split by name, and
+//! a negative discount counts as its size), `TotalPrice`, `Payment.Lines[]{Type, Value, Paid}` (what is not
 //! paid is due; no lines: paid). `Fulfilment.Method` `Delivery` or
 //! `Collection`; `PrepareFor` is `ready_by`; `CustomerDueDate` is scheduled
 //! when `CustomerDueAsap` is false. The branch comes from
@@ -556,11 +557,54 @@ struct PartnerPrice {
     #[serde(default)]
     fees: BTreeMap<String, Option<Decimal>>,
     #[serde(default)]
-    taxes: Option<Decimal>,
+    taxes: Option<Parts>,
     #[serde(default)]
-    tips: Option<Decimal>,
+    tips: Option<Parts>,
     #[serde(default)]
-    discount: Option<Decimal>,
+    discount: Option<Parts>,
+}
+
+/// An amount the partner API may give as one decimal or split by name
+/// (`{"Delivery": 0.5, "Restaurant": 1}`); split ones are added up.
+struct Parts(Vec<(String, Decimal)>);
+
+impl<'de> Deserialize<'de> for Parts {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        // The raw text keeps decimals exact whichever form it has.
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        let text = raw.get().trim_start();
+        if text.starts_with('{') {
+            let parts: BTreeMap<String, Option<Decimal>> =
+                serde_json::from_str(text).map_err(D::Error::custom)?;
+            Ok(Parts(
+                parts
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| (k, v)))
+                    .collect(),
+            ))
+        } else {
+            Decimal::from_json(text)
+                .map(|d| Parts(vec![(String::new(), d)]))
+                .map_err(D::Error::custom)
+        }
+    }
+}
+
+impl Parts {
+    fn minor(&self, money: Money, p: &mut Problems, path: &str) -> i64 {
+        self.0
+            .iter()
+            .map(|(name, d)| {
+                let at = if name.is_empty() {
+                    path.to_owned()
+                } else {
+                    format!("{path}.{name}")
+                };
+                money.amount(p, &at, d)
+            })
+            .sum()
+    }
 }
 
 #[derive(Deserialize)]
@@ -700,11 +744,12 @@ fn partner_order(input: &Input<'_>, p: &mut Problems) -> Result<Draft, ConvertEr
             }
         }
         totals.service_fee = totals.fees.iter().map(|f| f.amount).sum();
-        totals.tax = money.opt(p, "PriceBreakdown.Taxes", pb.taxes.as_ref());
-        totals.tip = money.opt(p, "PriceBreakdown.Tips", pb.tips.as_ref());
-        totals.discount = money
-            .opt(p, "PriceBreakdown.Discount", pb.discount.as_ref())
-            .abs();
+        let sum = |p: &mut Problems, path: &str, parts: Option<&Parts>| {
+            parts.map_or(0, |x| x.minor(money, p, path))
+        };
+        totals.tax = sum(p, "PriceBreakdown.Taxes", pb.taxes.as_ref());
+        totals.tip = sum(p, "PriceBreakdown.Tips", pb.tips.as_ref());
+        totals.discount = sum(p, "PriceBreakdown.Discount", pb.discount.as_ref()).abs();
         if totals.discount != 0 {
             totals.discounts.push(Discount {
                 name: "Discount".to_owned(),
