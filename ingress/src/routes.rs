@@ -187,7 +187,7 @@ pub fn webhooks(
                             Ok(b) => b,
                             Err(r) => {
                                 ingress.record_early(t.provider, &r);
-                                return answer(t.provider, &t.route, Err(r));
+                                return answer(t.provider, &t.route, Err(r), &Bytes::new());
                             }
                         };
                     let route = t.route.clone();
@@ -198,10 +198,10 @@ pub fn webhooks(
                             route: t.route,
                             headers,
                             peer: peer.map(|p| p.0),
-                            body,
+                            body: body.clone(),
                         })
                         .await;
-                    answer(t.provider, &route, result)
+                    answer(t.provider, &route, result, &body)
                 }
             },
         )
@@ -211,11 +211,35 @@ fn json(status: StatusCode, value: serde_json::Value) -> warp::reply::Response {
     warp::reply::with_status(warp::reply::json(&value), status).into_response()
 }
 
-/// The answer the provider expects.
+/// The id handed to the Delivery Hero POS middleware for a new order: the
+/// order's own `code` (the platform's order code), which the middleware puts
+/// into the status-update URL, so an update names its order the way the
+/// order itself does (`provider_order_id`). Without a usable code, the
+/// webhook id.
+fn talabat_remote_order_id(body: &[u8], webhook_id: Option<String>) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Code {
+        code: Option<String>,
+    }
+    serde_json::from_slice::<Code>(body)
+        .ok()
+        .and_then(|c| c.code)
+        .filter(|c| {
+            !c.is_empty()
+                && c.len() <= 128
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_~".contains(&b))
+        })
+        .or(webhook_id)
+}
+
+/// The answer the provider expects; `body` is the request's (for
+/// provider-dictated answers that echo a field of it).
 pub fn answer(
     provider: Provider,
     route: &Route,
     result: Result<Accepted, Rejection>,
+    body: &[u8],
 ) -> warp::reply::Response {
     match result {
         Ok(accepted) => {
@@ -232,7 +256,9 @@ pub fn answer(
                 // status-update URL, which ties updates to their order.
                 Route::TalabatOrder { .. } => json(
                     status,
-                    serde_json::json!({"remoteResponse": {"remoteOrderId": webhook_id}}),
+                    serde_json::json!({"remoteResponse": {
+                        "remoteOrderId": talabat_remote_order_id(body, webhook_id)
+                    }}),
                 ),
                 Route::TalabatStatus {
                     remote_order_id, ..
@@ -421,6 +447,27 @@ mod tests {
         assert_eq!(
             read_body(None, slow, 1000, Duration::from_millis(50)).await,
             Err(Rejection::BodyTimeout)
+        );
+    }
+
+    #[test]
+    fn talabat_remote_order_ids_are_the_order_code_when_usable() {
+        let id = Some("wh-1".to_owned());
+        assert_eq!(
+            talabat_remote_order_id(br#"{"code":"KW-1a_b"}"#, id.clone()).as_deref(),
+            Some("KW-1a_b")
+        );
+        assert_eq!(
+            talabat_remote_order_id(br#"{"code":"a/b"}"#, id.clone()).as_deref(),
+            Some("wh-1")
+        );
+        assert_eq!(
+            talabat_remote_order_id(br#"{"code":""}"#, id.clone()).as_deref(),
+            Some("wh-1")
+        );
+        assert_eq!(
+            talabat_remote_order_id(b"not json", id).as_deref(),
+            Some("wh-1")
         );
     }
 

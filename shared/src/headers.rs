@@ -12,6 +12,10 @@ pub const TENANT: &str = "Orderhub-Tenant";
 pub const RECEIVED_AT: &str = "Orderhub-Received-At";
 /// W3C trace context, carried from the ingress to the backend.
 pub const TRACEPARENT: &str = "traceparent";
+/// Prefix of the headers carrying URL path parameters a provider dictates
+/// (`Orderhub-Path-Remoteid`, `Orderhub-Path-Remoteorderid`,
+/// `Orderhub-Path-Event`), set by the ingress.
+pub const PATH_PREFIX: &str = "Orderhub-Path-";
 /// Set on a message republished by `dlq-inspector replay`.
 pub const REPLAY_OF: &str = "Orderhub-Replay-Of";
 

@@ -250,6 +250,10 @@ pub async fn publish_raw(
     h.insert(headers::PROVIDER, "careem");
     h.insert(headers::ACCOUNT, "acme-careem");
     h.insert(headers::TENANT, "acme");
+    h.insert(
+        headers::RECEIVED_AT,
+        shared::dlq::rfc3339(std::time::SystemTime::now()).as_str(),
+    );
     h.insert("Content-Type", "application/json");
     h.insert("X-Test", "kept");
     let subject = shared::subjects::raw_webhook(shared::Provider::Careem, "acme-careem");

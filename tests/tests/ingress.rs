@@ -402,8 +402,9 @@ async fn talabat_gets_its_own_routes_and_answers() -> anyhow::Result<()> {
     let msgs = stream_messages(&hub.js, "WEBHOOKS").await?;
     assert_eq!(msgs.len(), 2);
     let h = |i: usize, n: &str| msgs[i].headers.get(n).map(|v| v.as_str().to_owned());
-    // The id handed out is the order's webhook id: updates point at it.
-    assert_eq!(h(0, "Orderhub-Webhook-Id"), Some(remote_order_id.clone()));
+    // The id handed out is the order's code: updates name their order as
+    // the order names itself.
+    assert_eq!(remote_order_id, "KW-1");
     assert_eq!(h(0, "Orderhub-Path-Remoteid").as_deref(), Some("vendor-9"));
     assert_eq!(h(1, "Orderhub-Path-Remoteorderid"), Some(remote_order_id));
     assert_eq!(
