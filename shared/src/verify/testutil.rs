@@ -8,16 +8,16 @@ use warp::http::{HeaderMap, HeaderName, HeaderValue};
 /// The secret the research notes' fixture vectors were computed with.
 pub(crate) const FIXTURE_SECRET: &str = "test_webhook_secret_do_not_use";
 
-/// Copies of the provider fixtures (byte for byte; see testdata/.gitattributes)
+/// The provider fixtures (kept byte for byte; see tests/fixtures/.gitattributes)
 /// that the research notes give signature vectors for.
 pub(crate) const DELIVEROO_ORDER_CREATED: &[u8] =
-    include_bytes!("testdata/deliveroo-order-created.json");
+    include_bytes!("../../../tests/fixtures/deliveroo/order-created.json");
 pub(crate) const UBEREATS_ORDER_NOTIFICATION: &[u8] =
-    include_bytes!("testdata/ubereats-webhook-order-notification.json");
+    include_bytes!("../../../tests/fixtures/ubereats/webhook-order-notification.json");
 pub(crate) const WOLT_ORDER_CREATED: &[u8] =
-    include_bytes!("testdata/wolt-webhook-order-created.json");
+    include_bytes!("../../../tests/fixtures/wolt/webhook-order-created.json");
 pub(crate) const JUSTEAT_ORDER_CREATED: &[u8] =
-    include_bytes!("testdata/justeat-order-created.json");
+    include_bytes!("../../../tests/fixtures/justeat/order-created.json");
 
 pub(crate) fn secrets(values: &[&str]) -> Vec<SecretString> {
     values.iter().map(|v| SecretString::from(*v)).collect()
