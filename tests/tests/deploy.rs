@@ -80,3 +80,21 @@ fn the_overlay_renders_with_kubectl() {
         );
     }
 }
+
+#[test]
+fn the_readme_config_example_is_valid() {
+    let readme = read("README.md");
+    let start = readme.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = start + readme[start..].find("```").expect("its end");
+    let hub = shared::config::HubConfig::from_toml(&readme[start..end], "README.md", &|name| {
+        Some(if name.ends_with("SIGNING_SECRET") {
+            "whsec_c2VjcmV0".to_owned()
+        } else {
+            "secret".to_owned()
+        })
+    })
+    .expect("the README's example config is valid");
+    assert_eq!(hub.accounts[0].secrets.len(), 2);
+    assert_eq!(hub.tenants[0].breaker.failures, 5);
+    assert_eq!(hub.ingress.rate_limits["talabat"].per_second, 200);
+}
