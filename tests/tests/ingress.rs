@@ -510,3 +510,26 @@ async fn metrics_count_requests_by_provider_and_outcome() -> anyhow::Result<()> 
     }
     hub.stop().await
 }
+
+#[tokio::test]
+async fn a_client_that_trickles_its_headers_is_cut_off() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = start(&hub_toml("", "")).await?;
+    let addr = hub.base.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await?;
+    conn.write_all(b"POST /api/webhooks/careem/acme-careem HTTP/1.1\r\nHost: x\r\n")
+        .await?;
+    // Never finish the headers: the server (2 s header timeout here) must
+    // close the connection instead of holding it forever.
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "connection still open after 10 s");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    assert!(stream_messages(&hub.js, "WEBHOOKS").await?.is_empty());
+    hub.stop().await
+}

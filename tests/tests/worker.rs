@@ -526,3 +526,91 @@ async fn bad_config_stops_the_binary_naming_the_field() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_handler_longer_than_ack_wait_is_kept_alive_by_progress_acks() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    // ack_wait 1 s, a handler of 3.5 s: without in-progress acks JetStream
+    // would redeliver it three times while it runs.
+    let hub = hub_from(&worker_hub_toml(&["100ms"], 5, "1s"));
+    let client = nats.client().await?;
+    setup_streams(&client, &hub).await?;
+    let js = jetstream::new(client);
+    let log: Log = Arc::default();
+    let l = log.clone();
+    let worker = InProcessWorker::start(
+        &nats.url(),
+        &hub,
+        FnHandler(move |d: Delivery| {
+            record(&l, &d);
+            async {
+                tokio::time::sleep(Duration::from_millis(3500)).await;
+                Outcome::Ack
+            }
+        }),
+        4,
+    );
+    publish_raw(&js, "wh-long", "{}").await?;
+    eventually(STEP, "the long handler acked", || async {
+        let (p, ap) = consumer_pending(&js, "WEBHOOKS", "transformer")
+            .await
+            .ok()?;
+        (log.lock().unwrap().len() == 1 && p == 0 && ap == 0).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let deliveries: Vec<i64> = log.lock().unwrap().iter().map(|(_, d, _)| *d).collect();
+    assert_eq!(
+        deliveries,
+        [1],
+        "one delivery, never redelivered under the handler"
+    );
+    worker.stop().await
+}
+
+#[tokio::test]
+async fn on_a_work_queue_the_mover_also_removes_the_original() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let toml = format!(
+        "{}\n[streams.overrides.WEBHOOKS]\nretention = \"workqueue\"\n",
+        worker_hub_toml(&["100ms"], 2, "1s")
+    );
+    let hub = hub_from(&toml);
+    let dir = tempfile::tempdir()?;
+    let hub_path = dir.path().join("hub.toml");
+    std::fs::write(&hub_path, &toml)?;
+    let client = nats.client().await?;
+    setup_streams(&client, &hub).await?;
+    let js = jetstream::new(client);
+
+    let mut child = test_worker(&nats.url(), &hub_path, "hold-last").spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let seq = publish_raw(&js, "wh-wq", r#"{"order_id":"Q1"}"#).await?;
+    tokio::time::timeout(STEP, async {
+        while let Some(line) = lines.next_line().await? {
+            if line.starts_with("holding ") {
+                return anyhow::Ok(());
+            }
+        }
+        anyhow::bail!("test-worker exited before holding")
+    })
+    .await??;
+    child.start_kill()?;
+    child.wait().await?;
+    let worker =
+        InProcessWorker::start(&nats.url(), &hub, FnHandler(|_| async { Outcome::Ack }), 4);
+    let (entry, msg) = eventually(
+        Duration::from_secs(30),
+        "the mover's dead letter",
+        || async { dead_letters(&js).await.ok()?.into_iter().next() },
+    )
+    .await?;
+    assert_eq!((entry.seq, entry.moved_by), (seq, MovedBy::Mover));
+    assert_eq!(msg.payload.as_ref(), br#"{"order_id":"Q1"}"#);
+    eventually(STEP, "the original removed from the work queue", || async {
+        let mut s = js.get_stream("WEBHOOKS").await.ok()?;
+        (s.info().await.ok()?.state.messages == 0).then_some(())
+    })
+    .await?;
+    worker.stop().await
+}
