@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod stack;
+pub use stack::Stack;
+
 /// Every await in a test is bounded by this unless it says otherwise.
 pub const STEP: Duration = Duration::from_secs(20);
 

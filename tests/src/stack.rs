@@ -1,0 +1,175 @@
+//! The whole hub as separate processes, for end-to-end and soak tests: a
+//! nats-server, the `ingress`, `transformer` and `forwarder` binaries, and
+//! the in-test [`TestBackend`]. Each stage can be SIGKILLed and restarted.
+//!
+//! The binaries are the workspace's own, from the target directory these
+//! tests run from (`scripts/test` builds them before running the tests).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::{NatsServer, STEP, TestBackend, eventually, free_port};
+
+/// A stage binary of the workspace.
+pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    // Tests run from <target>/<profile>/deps/<test>; binaries live in
+    // <target>/<profile>/.
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test binary has no target dir")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build the binaries first (`cargo build --bins`, as scripts/test does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The processes of a running hub.
+pub struct Stack {
+    pub nats: NatsServer,
+    pub backend: TestBackend,
+    pub ingress_port: u16,
+    ops_ports: BTreeMap<&'static str, u16>,
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    children: BTreeMap<&'static str, tokio::process::Child>,
+}
+
+/// The stages, in start order.
+pub const STAGES: [&str; 3] = ["ingress", "transformer", "forwarder"];
+
+impl Stack {
+    /// Starts NATS, the backend and every stage with `hub_toml`, in which
+    /// `{{BACKEND_URL}}` is replaced by the test backend's URL; `env` holds
+    /// the secrets the config names.
+    pub async fn start(hub_toml: &str, env: &[(&str, &str)]) -> anyhow::Result<Stack> {
+        let nats = NatsServer::start()?;
+        let backend = TestBackend::start().await?;
+        let dir = tempfile::tempdir()?;
+        let hub_path = dir.path().join("hub.toml");
+        std::fs::write(
+            &hub_path,
+            hub_toml.replace("{{BACKEND_URL}}", &backend.url()),
+        )?;
+        let mut vars: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        vars.push(("NATS_URL".into(), nats.url()));
+        vars.push(("HUB_CONFIG".into(), hub_path.display().to_string()));
+        vars.push(("LOG_FORMAT".into(), "json".into()));
+        vars.push((
+            "RUST_LOG".into(),
+            std::env::var("STACK_LOG").unwrap_or_else(|_| "warn".into()),
+        ));
+        let mut stack = Stack {
+            nats,
+            backend,
+            ingress_port: free_port(),
+            ops_ports: STAGES.iter().map(|s| (*s, free_port())).collect(),
+            dir,
+            env: vars,
+            children: BTreeMap::new(),
+        };
+        for stage in STAGES {
+            stack.spawn(stage)?;
+        }
+        for stage in STAGES {
+            stack.wait_ready(stage).await?;
+        }
+        Ok(stack)
+    }
+
+    pub fn ingress_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ingress_port)
+    }
+
+    pub fn ops_url(&self, stage: &str) -> String {
+        format!("http://127.0.0.1:{}", self.ops_ports[stage])
+    }
+
+    /// Starts (or starts again) one stage.
+    pub fn spawn(&mut self, stage: &'static str) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{stage}.log")))?;
+        let mut cmd = tokio::process::Command::new(bin(stage)?);
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("OPS_ADDR", format!("127.0.0.1:{}", self.ops_ports[stage]))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        if stage == "ingress" {
+            cmd.env("LISTEN_ADDR", format!("127.0.0.1:{}", self.ingress_port));
+        }
+        let child = cmd.spawn().with_context(|| format!("spawn {stage}"))?;
+        self.children.insert(stage, child);
+        Ok(())
+    }
+
+    /// Waits until the stage's `/ready` answers 200.
+    pub async fn wait_ready(&self, stage: &str) -> anyhow::Result<()> {
+        let url = format!("{}/ready", self.ops_url(stage));
+        eventually(
+            Duration::from_secs(60),
+            &format!("{stage} ready"),
+            || async {
+                let r = reqwest::get(&url).await.ok()?;
+                (r.status() == 200).then_some(())
+            },
+        )
+        .await
+        .with_context(|| format!("{stage} log:\n{}", self.log(stage)))
+    }
+
+    /// SIGKILLs one stage.
+    pub async fn kill(&mut self, stage: &'static str) -> anyhow::Result<()> {
+        if let Some(mut c) = self.children.remove(stage) {
+            c.start_kill()?;
+            tokio::time::timeout(STEP, c.wait()).await??;
+        }
+        Ok(())
+    }
+
+    /// SIGTERMs one stage and waits for it to exit; returns its exit code.
+    pub async fn terminate(&mut self, stage: &'static str) -> anyhow::Result<Option<i32>> {
+        let Some(mut c) = self.children.remove(stage) else {
+            return Ok(None);
+        };
+        if let Some(pid) = c.id() {
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()?;
+        }
+        let status = tokio::time::timeout(Duration::from_secs(60), c.wait()).await??;
+        Ok(status.code())
+    }
+
+    /// What the stage wrote to stderr so far (its logs).
+    pub fn log(&self, stage: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{stage}.log"))).unwrap_or_default()
+    }
+
+    /// Stops every stage (SIGTERM), then NATS with the stack.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        for stage in STAGES.iter().rev() {
+            if let Some(code) = self.terminate(stage).await? {
+                if code != 0 {
+                    bail!("{stage} exited {code}:\n{}", self.log(stage));
+                }
+            }
+        }
+        Ok(())
+    }
+}

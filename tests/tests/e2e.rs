@@ -1,0 +1,229 @@
+//! The whole hub, every binary a separate process, against a real
+//! nats-server and the test backend: every fixture of every provider goes
+//! in signed at the ingress and comes out at the backend as its expected
+//! canonical order (or lands in the DLQ with its expected error), and
+//! nothing unsigned gets past the ingress.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream;
+use orderhub_tests::*;
+use secrecy::SecretString;
+use serde_json::Value;
+use shared::Provider;
+use shared::verify::{self, VerifyOptions};
+
+/// Every account of tests/fixtures/hub.toml signs with this (Standard
+/// Webhooks needs a whsec_ key; the HMAC schemes take any bytes).
+const SECRET: &str = "whsec_dGVzdA==";
+/// What the golden tests give as the ingress's acceptance time; an order
+/// whose payload has no time of its own carries it as placed_at.
+const GOLDEN_RECEIVED_AT: &str = "2024-06-14T18:00:00Z";
+
+fn hub_toml() -> String {
+    std::fs::read_to_string(workspace().join("tests/fixtures/hub.toml"))
+        .unwrap()
+        .replace("\"http://127.0.0.1:9/orders\"", "\"{{BACKEND_URL}}\"")
+}
+
+async fn start() -> anyhow::Result<Stack> {
+    Stack::start(&hub_toml(), &[("S", SECRET)]).await
+}
+
+struct Fixture {
+    provider: Provider,
+    body: Vec<u8>,
+    path_headers: BTreeMap<String, String>,
+    expected: Value,
+    name: String,
+}
+
+fn fixtures() -> Vec<Fixture> {
+    let mut out = Vec::new();
+    for provider in Provider::ALL {
+        let dir = workspace().join("tests/fixtures").join(provider.as_str());
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_str().unwrap();
+                n.ends_with(".json")
+                    && !n.ends_with(".expected.json")
+                    && !n.ends_with(".headers.json")
+            })
+            .collect();
+        paths.sort();
+        for p in paths {
+            let sibling = |suffix: &str| {
+                let stem = p.file_stem().unwrap().to_str().unwrap();
+                p.with_file_name(format!("{stem}.{suffix}.json"))
+            };
+            let read_json = |path: &Path| -> Option<Value> {
+                serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+            };
+            let path_headers = read_json(&sibling("headers"))
+                .map(|v| serde_json::from_value(v).unwrap())
+                .unwrap_or_default();
+            out.push(Fixture {
+                provider,
+                body: std::fs::read(&p).unwrap(),
+                path_headers,
+                expected: read_json(&sibling("expected"))
+                    .expect("every fixture has an expected file"),
+                name: format!("{provider}/{}", p.file_name().unwrap().to_str().unwrap()),
+            });
+        }
+    }
+    out
+}
+
+/// The request the provider would make for a fixture.
+fn request(stack: &Stack, f: &Fixture) -> reqwest::RequestBuilder {
+    let p = f.provider;
+    let base = format!("{}/api/webhooks/{p}/acme-{p}", stack.ingress_url());
+    let h = |k: &str| f.path_headers.get(k).cloned();
+    let client = reqwest::Client::new();
+    let req = match (
+        p,
+        h("Orderhub-Path-Remoteid"),
+        h("Orderhub-Path-Remoteorderid"),
+        h("Orderhub-Path-Event"),
+    ) {
+        (Provider::Talabat, Some(remote), Some(order), _) => client.put(format!(
+            "{base}/remoteId/{remote}/remoteOrder/{order}/posOrderStatus"
+        )),
+        (Provider::Talabat, Some(remote), None, _) => client.post(format!("{base}/order/{remote}")),
+        (Provider::Justeat, _, _, Some(event)) => client.post(format!("{base}/{event}")),
+        _ => client.post(base),
+    };
+    let signed = verify::verifier(p)
+        .sign(
+            &f.body,
+            &SecretString::from(SECRET.to_owned()),
+            &VerifyOptions::default(),
+            SystemTime::now(),
+        )
+        .expect("sign");
+    req.headers(signed)
+        .header("content-type", "application/json")
+        .body(f.body.clone())
+        .timeout(STEP)
+}
+
+/// The order without what differs between runs: the hub's ids, the stream
+/// position, and the acceptance time where the payload has no time.
+fn comparable(mut order: Value, expected: &Value) -> Value {
+    let o = order.as_object_mut().unwrap();
+    o.remove("webhook_id");
+    o.remove("raw");
+    if expected["placed_at"] == GOLDEN_RECEIVED_AT {
+        o.insert("placed_at".into(), GOLDEN_RECEIVED_AT.into());
+    }
+    order
+}
+
+#[tokio::test]
+async fn every_fixture_arrives_as_its_expected_order_or_dead_letter() -> anyhow::Result<()> {
+    let stack = start().await?;
+    let js = jetstream::new(stack.nats.client().await?);
+    let fixtures = fixtures();
+    assert!(
+        fixtures.len() >= 20,
+        "fixtures went missing: {}",
+        fixtures.len()
+    );
+
+    let mut want_orders = Vec::new();
+    let mut want_dead = Vec::new();
+    for f in &fixtures {
+        let r = request(&stack, f).send().await?;
+        assert_eq!(r.status(), 202, "{}: {}", f.name, r.text().await?);
+        if f.expected.get("error").is_some() {
+            want_dead.push((
+                f.expected["error"]["class"].as_str().unwrap().to_owned(),
+                f.expected["error"]["message"].as_str().unwrap().to_owned(),
+            ));
+        } else {
+            want_orders.push(comparable(f.expected.clone(), &f.expected));
+        }
+    }
+    eventually(
+        Duration::from_secs(60),
+        "every order at the backend",
+        || async { (stack.backend.requests().len() >= want_orders.len()).then_some(()) },
+    )
+    .await?;
+    eventually(
+        Duration::from_secs(30),
+        "every refused payload in the DLQ",
+        || async { (dead_letters(&js).await.ok()?.len() >= want_dead.len()).then_some(()) },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let received = stack.backend.requests();
+    assert_eq!(received.len(), want_orders.len(), "one request per order");
+    let mut unmatched = want_orders.clone();
+    for r in &received {
+        let order: Value = serde_json::from_slice(&r.body)?;
+        let key = r.header("idempotency-key").unwrap();
+        assert_eq!(order["webhook_id"], key, "the key is the webhook id");
+        let pos = unmatched
+            .iter()
+            .position(|want| comparable(order.clone(), want) == *want)
+            .ok_or_else(|| anyhow::anyhow!("unexpected order at the backend: {order:#}"))?;
+        unmatched.remove(pos);
+    }
+    assert!(unmatched.is_empty(), "never arrived: {unmatched:#?}");
+
+    let mut dead: Vec<(String, String)> = dead_letters(&js)
+        .await?
+        .into_iter()
+        .map(|(e, _)| {
+            assert_eq!(e.stage, "transformer");
+            assert_eq!(e.deliveries, 1, "refused payloads are never retried");
+            (e.error_class, e.error)
+        })
+        .collect();
+    dead.sort();
+    want_dead.sort();
+    assert_eq!(dead, want_dead);
+    stack.stop().await
+}
+
+#[tokio::test]
+async fn nothing_unsigned_gets_past_the_ingress() -> anyhow::Result<()> {
+    let stack = start().await?;
+    let js = jetstream::new(stack.nats.client().await?);
+    let fixtures = fixtures();
+    for f in &fixtures {
+        // Signed with another secret, and not signed at all.
+        let p = f.provider;
+        let wrong = verify::verifier(p)
+            .sign(
+                &f.body,
+                &SecretString::from("whsec_b3RoZXI=".to_owned()),
+                &VerifyOptions::default(),
+                SystemTime::now(),
+            )
+            .unwrap();
+        let url = format!("{}/api/webhooks/{p}/acme-{p}", stack.ingress_url());
+        for headers in [wrong, Default::default()] {
+            let r = reqwest::Client::new()
+                .post(&url)
+                .headers(headers)
+                .body(f.body.clone())
+                .timeout(STEP)
+                .send()
+                .await?;
+            assert_eq!(r.status(), 401, "{}", f.name);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(stream_messages(&js, "WEBHOOKS").await?.is_empty());
+    assert!(stream_messages(&js, "ORDERS").await?.is_empty());
+    assert!(stack.backend.requests().is_empty());
+    stack.stop().await
+}
