@@ -164,10 +164,10 @@ impl Stack {
     /// Stops every stage (SIGTERM), then NATS with the stack.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         for stage in STAGES.iter().rev() {
-            if let Some(code) = self.terminate(stage).await? {
-                if code != 0 {
-                    bail!("{stage} exited {code}:\n{}", self.log(stage));
-                }
+            if let Some(code) = self.terminate(stage).await?
+                && code != 0
+            {
+                bail!("{stage} exited {code}:\n{}", self.log(stage));
             }
         }
         Ok(())
