@@ -89,6 +89,12 @@ impl Stack {
         Ok(stack)
     }
 
+    /// The hub config the stages read at start (rewrite it, then restart
+    /// a stage to change its config).
+    pub fn hub_path(&self) -> PathBuf {
+        self.dir.path().join("hub.toml")
+    }
+
     pub fn ingress_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.ingress_port)
     }

@@ -227,3 +227,83 @@ async fn nothing_unsigned_gets_past_the_ingress() -> anyhow::Result<()> {
     assert!(stack.backend.requests().is_empty());
     stack.stop().await
 }
+
+#[tokio::test]
+async fn a_dead_letter_replays_through_todays_config_once_its_cause_is_fixed() -> anyhow::Result<()>
+{
+    let strict_account = "[account.products]\n\"burger-classic\" = \"prod_1001\"\n\n[[account]]\nid = \"acme-talabat\"";
+    let toml = hub_toml();
+    assert!(
+        toml.contains(strict_account),
+        "the strict account's mapping moved"
+    );
+    let mut stack = start().await?;
+    let js = jetstream::new(stack.nats.client().await?);
+
+    // The strict tenant requires every product mapped; fries are not.
+    let body = br#"{"order_id":"R-1","store_id":991,"created_at":"2025-05-02T12:05:41Z","customer":{"name":"Omar"},"items":[{"id":"burger-classic","name":"Burger","quantity":1,"price":"3.500"},{"id":"fries-large","name":"Fries","quantity":2,"price":"1.250"}],"total_amount":"6.000"}"#;
+    let signed = shared::verify::careem::sign(body, &SecretString::from(SECRET.to_owned()));
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/api/webhooks/careem/strict-careem",
+            stack.ingress_url()
+        ))
+        .headers(signed)
+        .body(&body[..])
+        .timeout(STEP)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    let (entry, _) = eventually(STEP, "the dead letter", || async {
+        dead_letters(&js).await.ok()?.into_iter().next()
+    })
+    .await?;
+    assert_eq!(entry.error_class, "unmapped_product");
+    assert!(stack.backend.requests().is_empty());
+    let dlq_id = stream_messages(&js, "DLQ").await?[0].sequence;
+
+    // The operator adds the mapping and restarts the transformer...
+    let fixed = toml.replace(
+        strict_account,
+        "[account.products]\n\"burger-classic\" = \"prod_1001\"\n\"fries-large\" = \"prod_3101\"\n\n[[account]]\nid = \"acme-talabat\"",
+    );
+    std::fs::write(
+        stack.hub_path(),
+        fixed.replace("{{BACKEND_URL}}", &stack.backend.url()),
+    )?;
+    stack.kill("transformer").await?;
+    stack.spawn("transformer")?;
+    stack.wait_ready("transformer").await?;
+    // ...and replays the dead letter with the operator's CLI.
+    let out = tokio::process::Command::new(orderhub_tests::stack::bin("dlq-inspector")?)
+        .args(["replay", &dlq_id.to_string()])
+        .env("NATS_URL", stack.nats.url())
+        .output()
+        .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let req = eventually(STEP, "the corrected order at the backend", || async {
+        stack.backend.requests().into_iter().next()
+    })
+    .await?;
+    let order: Value = serde_json::from_slice(&req.body)?;
+    assert_eq!(order["provider_order_id"], "R-1");
+    assert_eq!(order["tenant"], "strict");
+    assert_eq!(order["items"][1]["product_id"], "prod_3101");
+    assert_eq!(order["totals"]["total"], 6000);
+    // The webhook id, and so the backend's key, survived the replay.
+    assert_eq!(
+        Some(order["webhook_id"].as_str().unwrap()),
+        entry.webhook_id.as_deref()
+    );
+    assert_eq!(req.header("idempotency-key"), entry.webhook_id.as_deref());
+    assert!(
+        dead_letters(&js).await?.is_empty(),
+        "the replayed entry is gone"
+    );
+    stack.stop().await
+}
