@@ -21,7 +21,10 @@
 //!   `order:<webhook id>` and the backend its `Idempotency-Key`. It awaits
 //!   JetStream's ack and only then deletes the entry; if that delete fails,
 //!   replaying the entry again inside the duplicate window is deduplicated
-//!   by its `replay:<id>`. A transformer dead letter is a raw webhook on
+//!   by its `replay:<id>`; such a duplicate ack lets the entry go only if
+//!   the stored message is this entry's (same body and webhook id), not
+//!   another's that took the id (a recreated DLQ stream restarts its
+//!   sequences). A transformer dead letter is a raw webhook on
 //!   `webhooks.raw.…`: it goes through today's transformer with today's
 //!   config, so a fixed mapping fixes old orders. A forwarder dead letter is
 //!   the canonical order on `orders.…`, posted again by the forwarder.
@@ -67,6 +70,8 @@ pub enum Error {
     NotFound(u64),
     #[error("DLQ entry {id} cannot be replayed: {reason}")]
     NotReplayable { id: u64, reason: String },
+    #[error("DLQ entry {id} kept: {reason}")]
+    ReplayConflict { id: u64, reason: String },
     #[error("cannot {op}: {reason}")]
     Nats { op: String, reason: String },
     #[error("purge not confirmed: nothing deleted")]
@@ -423,6 +428,9 @@ pub async fn replay_one(
             op: op(),
             reason: format!("{reason}; the entry is kept"),
         })?;
+    if ack.duplicate {
+        check_earlier_replay(js, &ack, &msg, id, timeout).await?;
+    }
     let deleted = tokio::time::timeout(timeout, dlq.delete_message(id)).await;
     let delete_failed = |reason: String| Error::Nats {
         op: format!("delete entry {id} after its replay"),
@@ -445,6 +453,47 @@ pub async fn replay_one(
         seq: ack.sequence,
         duplicate: ack.duplicate,
     })
+}
+
+/// A duplicate ack means the stream already holds a message with
+/// `replay:<id>`: an earlier replay of this entry whose delete failed, or,
+/// if the DLQ stream was recreated (sequences start again), another
+/// entry's. Only the first lets the entry go.
+async fn check_earlier_replay(
+    js: &jetstream::Context,
+    ack: &jetstream::publish::PublishAck,
+    msg: &async_nats::jetstream::message::StreamMessage,
+    id: u64,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let conflict = |reason: String| Error::ReplayConflict { id, reason };
+    let earlier = async {
+        js.get_stream(&ack.stream)
+            .await
+            .map_err(|e| e.to_string())?
+            .get_raw_message(ack.sequence)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let earlier = tokio::time::timeout(timeout, earlier)
+        .await
+        .map_err(|_| {
+            conflict(format!(
+                "cannot read {} #{}: timed out",
+                ack.stream, ack.sequence
+            ))
+        })?
+        .map_err(|e| conflict(format!("cannot read {} #{}: {e}", ack.stream, ack.sequence)))?;
+    let webhook = |h: &HeaderMap| h.get(headers::WEBHOOK_ID).map(|v| v.as_str().to_owned());
+    if earlier.payload != msg.payload || webhook(&earlier.headers) != webhook(&msg.headers) {
+        return Err(conflict(format!(
+            "{} #{} already holds another message with id {} (was the DLQ stream recreated?)",
+            ack.stream,
+            ack.sequence,
+            replay_msg_id(id)
+        )));
+    }
+    Ok(())
 }
 
 fn progress_bar(console: &Console<'_>, len: usize, verb: &str) -> ProgressBar {
@@ -566,7 +615,7 @@ async fn replay(
                     )
                 })?;
             }
-            Err(err @ Error::NotReplayable { .. }) => {
+            Err(err @ (Error::NotReplayable { .. } | Error::ReplayConflict { .. })) => {
                 failed += 1;
                 pb.suspend(|| writeln!(console.err, "{err}"))?;
             }

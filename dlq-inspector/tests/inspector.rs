@@ -623,3 +623,56 @@ async fn bad_usage_exits_2_without_touching_nats() -> anyhow::Result<()> {
     assert_eq!(r.code, 1, "{r:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_replay_id_already_taken_deletes_only_a_true_earlier_replay() -> anyhow::Result<()> {
+    let (nats, js) = server_with_streams().await?;
+    let body = r#"{"provider_order_id":"P-7"}"#;
+    let l = letter("forwarder", "careem", Some("acme"), "backend_5xx", "503");
+    let webhook_id = l.webhook_id.clone().expect("webhook id");
+    let a = seed(&js, l.clone(), None, body).await?;
+    let b = seed(&js, l, None, body).await?;
+    let publish = |id: u64, body: &'static str| {
+        let js = js.clone();
+        let webhook_id = webhook_id.clone();
+        async move {
+            let mut h = HeaderMap::new();
+            h.insert("Nats-Msg-Id", format!("replay:{id}").as_str());
+            h.insert(shared::headers::WEBHOOK_ID, webhook_id.as_str());
+            tokio::time::timeout(
+                STEP,
+                js.publish_with_headers("orders.acme.careem", h, body.into()),
+            )
+            .await??
+            .await?;
+            anyhow::Ok(())
+        }
+    };
+    // An earlier replay of `a` was stored but its entry not deleted.
+    publish(a, body).await?;
+    // Something else took `b`'s replay id (a recreated DLQ stream).
+    publish(b, r#"{"provider_order_id":"OTHER"}"#).await?;
+
+    let r = inspector(&nats.url(), &["replay", &a.to_string()]).await?;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.stdout,
+        format!(
+            "replayed {a} -> orders.acme.careem (ORDERS #1, already there from an earlier replay)\n"
+        )
+    );
+    let r = inspector(&nats.url(), &["replay", &b.to_string()]).await?;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        format!(
+            "DLQ entry {b} kept: ORDERS #2 already holds another message with id replay:{b} \
+             (was the DLQ stream recreated?)\n\
+             replayed 0 of 1\n\
+             dlq-inspector: 1 of 1 entries were not replayed\n"
+        )
+    );
+    assert_eq!(dlq_ids(&js).await?, [b]);
+    assert_eq!(stream_messages(&js, "ORDERS").await?.len(), 2);
+    Ok(())
+}
