@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod fixtures;
 pub mod stack;
 pub use stack::Stack;
 

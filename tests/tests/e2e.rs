@@ -4,15 +4,12 @@
 //! canonical order (or lands in the DLQ with its expected error), and
 //! nothing unsigned gets past the ingress.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream;
 use orderhub_tests::*;
 use secrecy::SecretString;
 use serde_json::Value;
-use shared::Provider;
 use shared::verify::{self, VerifyOptions};
 
 /// Every account of tests/fixtures/hub.toml signs with this (Standard
@@ -32,86 +29,6 @@ async fn start() -> anyhow::Result<Stack> {
     Stack::start(&hub_toml(), &[("S", SECRET)]).await
 }
 
-struct Fixture {
-    provider: Provider,
-    body: Vec<u8>,
-    path_headers: BTreeMap<String, String>,
-    expected: Value,
-    name: String,
-}
-
-fn fixtures() -> Vec<Fixture> {
-    let mut out = Vec::new();
-    for provider in Provider::ALL {
-        let dir = workspace().join("tests/fixtures").join(provider.as_str());
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| {
-                let n = p.file_name().unwrap().to_str().unwrap();
-                n.ends_with(".json")
-                    && !n.ends_with(".expected.json")
-                    && !n.ends_with(".headers.json")
-            })
-            .collect();
-        paths.sort();
-        for p in paths {
-            let sibling = |suffix: &str| {
-                let stem = p.file_stem().unwrap().to_str().unwrap();
-                p.with_file_name(format!("{stem}.{suffix}.json"))
-            };
-            let read_json = |path: &Path| -> Option<Value> {
-                serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-            };
-            let path_headers = read_json(&sibling("headers"))
-                .map(|v| serde_json::from_value(v).unwrap())
-                .unwrap_or_default();
-            out.push(Fixture {
-                provider,
-                body: std::fs::read(&p).unwrap(),
-                path_headers,
-                expected: read_json(&sibling("expected"))
-                    .expect("every fixture has an expected file"),
-                name: format!("{provider}/{}", p.file_name().unwrap().to_str().unwrap()),
-            });
-        }
-    }
-    out
-}
-
-/// The request the provider would make for a fixture.
-fn request(stack: &Stack, f: &Fixture) -> reqwest::RequestBuilder {
-    let p = f.provider;
-    let base = format!("{}/api/webhooks/{p}/acme-{p}", stack.ingress_url());
-    let h = |k: &str| f.path_headers.get(k).cloned();
-    let client = reqwest::Client::new();
-    let req = match (
-        p,
-        h("Orderhub-Path-Remoteid"),
-        h("Orderhub-Path-Remoteorderid"),
-        h("Orderhub-Path-Event"),
-    ) {
-        (Provider::Talabat, Some(remote), Some(order), _) => client.put(format!(
-            "{base}/remoteId/{remote}/remoteOrder/{order}/posOrderStatus"
-        )),
-        (Provider::Talabat, Some(remote), None, _) => client.post(format!("{base}/order/{remote}")),
-        (Provider::Justeat, _, _, Some(event)) => client.post(format!("{base}/{event}")),
-        _ => client.post(base),
-    };
-    let signed = verify::verifier(p)
-        .sign(
-            &f.body,
-            &SecretString::from(SECRET.to_owned()),
-            &VerifyOptions::default(),
-            SystemTime::now(),
-        )
-        .expect("sign");
-    req.headers(signed)
-        .header("content-type", "application/json")
-        .body(f.body.clone())
-        .timeout(STEP)
-}
-
 /// The order without what differs between runs: the hub's ids, the stream
 /// position, and the acceptance time where the payload has no time.
 fn comparable(mut order: Value, expected: &Value) -> Value {
@@ -128,19 +45,26 @@ fn comparable(mut order: Value, expected: &Value) -> Value {
 async fn every_fixture_arrives_as_its_expected_order_or_dead_letter() -> anyhow::Result<()> {
     let stack = start().await?;
     let js = jetstream::new(stack.nats.client().await?);
-    let fixtures = fixtures();
+    let fixtures = fixtures::all();
     assert!(
         fixtures.len() >= 20,
         "fixtures went missing: {}",
         fixtures.len()
     );
+    let client = reqwest::Client::new();
+    let secret = SecretString::from(SECRET.to_owned());
 
     let mut want_orders = Vec::new();
     let mut want_dead = Vec::new();
     for f in &fixtures {
-        let r = request(&stack, f).send().await?;
+        let account = format!("acme-{}", f.provider);
+        let r = f
+            .request(&client, &stack.ingress_url(), &account, &secret)
+            .timeout(STEP)
+            .send()
+            .await?;
         assert_eq!(r.status(), 202, "{}: {}", f.name, r.text().await?);
-        if f.expected.get("error").is_some() {
+        if f.is_refused() {
             want_dead.push((
                 f.expected["error"]["class"].as_str().unwrap().to_owned(),
                 f.expected["error"]["message"].as_str().unwrap().to_owned(),
@@ -197,7 +121,7 @@ async fn every_fixture_arrives_as_its_expected_order_or_dead_letter() -> anyhow:
 async fn nothing_unsigned_gets_past_the_ingress() -> anyhow::Result<()> {
     let stack = start().await?;
     let js = jetstream::new(stack.nats.client().await?);
-    let fixtures = fixtures();
+    let fixtures = fixtures::all();
     for f in &fixtures {
         // Signed with another secret, and not signed at all.
         let p = f.provider;

@@ -1,0 +1,107 @@
+//! The provider fixtures under `tests/fixtures/<provider>/` and the request
+//! a provider would make for each: used by the end-to-end tests and by the
+//! `sample-traffic` command.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use secrecy::SecretString;
+use serde_json::Value;
+use shared::Provider;
+use shared::verify::{self, VerifyOptions};
+
+/// One payload with what the transformer must make of it.
+pub struct Fixture {
+    pub provider: Provider,
+    /// `<provider>/<file>`
+    pub name: String,
+    pub body: Vec<u8>,
+    /// `Orderhub-Path-*` values: the URL the provider calls.
+    pub path_headers: BTreeMap<String, String>,
+    /// The canonical order, or `{"error": {"class", "message"}}`.
+    pub expected: Value,
+}
+
+impl Fixture {
+    pub fn is_refused(&self) -> bool {
+        self.expected.get("error").is_some()
+    }
+
+    /// The provider's request to `ingress` for `account`, signed with `secret`.
+    pub fn request(
+        &self,
+        client: &reqwest::Client,
+        ingress: &str,
+        account: &str,
+        secret: &SecretString,
+    ) -> reqwest::RequestBuilder {
+        let p = self.provider;
+        let base = format!("{ingress}/api/webhooks/{p}/{account}");
+        let h = |k: &str| self.path_headers.get(k).cloned();
+        let req = match (
+            p,
+            h("Orderhub-Path-Remoteid"),
+            h("Orderhub-Path-Remoteorderid"),
+            h("Orderhub-Path-Event"),
+        ) {
+            (Provider::Talabat, Some(remote), Some(order), _) => client.put(format!(
+                "{base}/remoteId/{remote}/remoteOrder/{order}/posOrderStatus"
+            )),
+            (Provider::Talabat, Some(remote), None, _) => {
+                client.post(format!("{base}/order/{remote}"))
+            }
+            (Provider::Justeat, _, _, Some(event)) => client.post(format!("{base}/{event}")),
+            _ => client.post(base),
+        };
+        let signed = verify::verifier(p)
+            .sign(
+                &self.body,
+                secret,
+                &VerifyOptions::default(),
+                SystemTime::now(),
+            )
+            .expect("fixtures can be signed");
+        req.headers(signed)
+            .header("content-type", "application/json")
+            .body(self.body.clone())
+    }
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// Every fixture of every provider, in a stable order.
+pub fn all() -> Vec<Fixture> {
+    let root = crate::workspace().join("tests/fixtures");
+    let mut out = Vec::new();
+    for provider in Provider::ALL {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(root.join(provider.as_str()))
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        paths.retain(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            n.ends_with(".json") && !n.ends_with(".expected.json") && !n.ends_with(".headers.json")
+        });
+        paths.sort();
+        for p in paths {
+            let stem = p
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            let sibling = |suffix: &str| p.with_file_name(format!("{stem}.{suffix}.json"));
+            out.push(Fixture {
+                provider,
+                name: format!("{provider}/{stem}"),
+                body: std::fs::read(&p).expect("fixture readable"),
+                path_headers: read_json(&sibling("headers"))
+                    .and_then(|v| serde_json::from_value(v).ok())
+                    .unwrap_or_default(),
+                expected: read_json(&sibling("expected")).unwrap_or(Value::Null),
+            });
+        }
+    }
+    out
+}
