@@ -532,7 +532,8 @@ async fn replay(
     if stale > 0 {
         writeln!(
             console.err,
-            "note: {stale} forwarder entries hold orders received more than 24h ago; a forwarder with the default max_order_age dead-letters them again as stale"
+            "note: {stale} forwarder entries hold orders received more than {} ago; a forwarder with the default max_order_age dead-letters them again as stale",
+            humantime::format_duration(entry::default_max_order_age())
         )?;
     }
     if opts.dry_run {

@@ -201,7 +201,10 @@ pub fn show(
         field(
             out,
             "note",
-            "received more than 24h ago: a forwarder with the default max_order_age dead-letters a replay as stale",
+            &format!(
+                "received more than {} ago: a forwarder with the default max_order_age dead-letters a replay as stale",
+                humantime::format_duration(crate::entry::default_max_order_age())
+            ),
         )?;
     }
     writeln!(out, "\nerror:\n  {}", e.error())?;
