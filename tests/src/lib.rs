@@ -569,3 +569,92 @@ pub async fn publish_order(
     .await?;
     Ok(ack.sequence)
 }
+
+/// A 3-node JetStream cluster of the test's own, from `nats/cluster.conf`.
+pub struct NatsCluster {
+    ports: Vec<(u16, u16)>,
+    store: tempfile::TempDir,
+    children: Vec<Option<Child>>,
+}
+
+impl NatsCluster {
+    pub fn start() -> anyhow::Result<NatsCluster> {
+        let mut c = NatsCluster {
+            ports: (0..3).map(|_| (free_port(), free_port())).collect(),
+            store: tempfile::tempdir()?,
+            children: vec![None, None, None],
+        };
+        for i in 0..3 {
+            c.spawn(i)?;
+        }
+        Ok(c)
+    }
+
+    /// Every node's URL, comma separated (as `NATS_URL` takes them).
+    pub fn url(&self) -> String {
+        self.ports
+            .iter()
+            .map(|(client, _)| format!("nats://127.0.0.1:{client}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node index of a server name (`n1` is 0).
+    pub fn index_of(name: &str) -> Option<usize> {
+        name.strip_prefix('n')?
+            .parse::<usize>()
+            .ok()?
+            .checked_sub(1)
+    }
+
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let routes: Vec<String> = self
+            .ports
+            .iter()
+            .map(|(_, cluster)| format!("nats-route://127.0.0.1:{cluster}"))
+            .collect();
+        let log = self.store.path().join(format!("n{}.log", i + 1));
+        let child = Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(workspace().join("nats/cluster.conf"))
+            .arg("-sd")
+            .arg(self.store.path().join(format!("n{}", i + 1)))
+            .arg("-l")
+            .arg(&log)
+            .env("NODE_NAME", format!("n{}", i + 1))
+            .env("CLIENT_LISTEN", format!("127.0.0.1:{}", self.ports[i].0))
+            .env("CLUSTER_LISTEN", format!("127.0.0.1:{}", self.ports[i].1))
+            .env("ROUTE_1", &routes[0])
+            .env("ROUTE_2", &routes[1])
+            .env("ROUTE_3", &routes[2])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawn nats-server")?;
+        self.children[i] = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts node `i` again with its store.
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill(i);
+        self.spawn(i)
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            self.kill(i);
+        }
+    }
+}
