@@ -105,18 +105,6 @@ impl Entry {
         }
     }
 
-    /// A forwarder entry whose order is older than the forwarder's default
-    /// `max_order_age`: a replay would be dead-lettered again as stale
-    /// unless that tenant's limit is higher.
-    pub fn likely_stale(&self, now: SystemTime) -> bool {
-        let max = default_max_order_age();
-        self.stage() == "forwarder"
-            && self
-                .received_at
-                .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|age| age > max)
-    }
-
     pub fn age(&self, now: SystemTime) -> Duration {
         now.duration_since(self.stored_at).unwrap_or_default()
     }
@@ -146,11 +134,6 @@ impl Entry {
             "replayable": self.replayable().is_ok(),
         })
     }
-}
-
-/// The forwarder's default `max_order_age` (a tenant may set its own).
-pub fn default_max_order_age() -> Duration {
-    shared::config::ForwarderSettings::default().max_order_age
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
@@ -369,24 +352,6 @@ mod tests {
         assert_eq!(foreign.provider(), "wolt");
         assert_eq!(foreign.error_class(), "unreadable");
         assert!(foreign.replayable().is_err());
-    }
-
-    #[test]
-    fn a_forwarder_order_past_the_default_max_age_is_flagged() {
-        let l = letter();
-        let mut h = l.headers(None);
-        h.insert(headers::RECEIVED_AT, "2026-05-01T03:00:00.000Z");
-        let e = Entry::new(42, "dlq.forwarder.careem", &h, SystemTime::now());
-        let received = humantime::parse_rfc3339("2026-05-01T03:00:00Z").unwrap();
-        let max = default_max_order_age();
-        assert!(!e.likely_stale(received + max));
-        assert!(e.likely_stale(received + max + Duration::from_secs(1)));
-        let mut t = l.clone();
-        t.stage = "transformer".into();
-        let mut h = t.headers(None);
-        h.insert(headers::RECEIVED_AT, "2026-05-01T03:00:00.000Z");
-        let e = Entry::new(43, "dlq.transformer.careem", &h, SystemTime::now());
-        assert!(!e.likely_stale(received + max * 2));
     }
 
     #[test]

@@ -528,14 +528,6 @@ async fn replay(
             reason: format!("{why}; nothing was replayed"),
         });
     }
-    let stale = entries.iter().filter(|e| e.likely_stale(now)).count();
-    if stale > 0 {
-        writeln!(
-            console.err,
-            "note: {stale} forwarder entries hold orders received more than {} ago; a forwarder with the default max_order_age dead-letters them again as stale",
-            humantime::format_duration(entry::default_max_order_age())
-        )?;
-    }
     if opts.dry_run {
         if opts.json {
             for e in entries {

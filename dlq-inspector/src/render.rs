@@ -197,16 +197,6 @@ pub fn show(
         Ok(()) => field(out, "replayable", "yes")?,
         Err(why) => field(out, "replayable", &format!("no: {why}"))?,
     }
-    if e.likely_stale(now) {
-        field(
-            out,
-            "note",
-            &format!(
-                "received more than {} ago: a forwarder with the default max_order_age dead-letters a replay as stale",
-                humantime::format_duration(crate::entry::default_max_order_age())
-            ),
-        )?;
-    }
     writeln!(out, "\nerror:\n  {}", e.error())?;
     writeln!(out, "\nheaders (secrets redacted):")?;
     for (name, values) in shown_headers(&msg.headers) {

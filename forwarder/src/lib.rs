@@ -21,7 +21,8 @@
 //!   while the breaker is open (the one that opened it, a failed probe)
 //!   waits again inside the same delivery. So an outage spends at most the
 //!   deliveries of the failures that opened the breaker. An order older
-//!   than `max_order_age` is dead-lettered as stale, breaker or not.
+//!   than `max_order_age` is dead-lettered as stale, breaker or not; a
+//!   replayed order (`Orderhub-Replay-Of`) is as old as its replay.
 
 pub mod breaker;
 
@@ -358,11 +359,15 @@ impl Handler for Forwarder {
         };
         let t = &state.tenant;
         // The ingress's acceptance time is the order's age; failing that,
-        // when the order was stored.
-        let born = d
-            .header(shared::headers::RECEIVED_AT)
-            .and_then(|v| humantime::parse_rfc3339(v).ok())
-            .unwrap_or(d.published);
+        // when the order was stored. An operator's replay is a deliberate
+        // new attempt: its age counts from the replay.
+        let born = if d.header(shared::headers::REPLAY_OF).is_some() {
+            d.published
+        } else {
+            d.header(shared::headers::RECEIVED_AT)
+                .and_then(|v| humantime::parse_rfc3339(v).ok())
+                .unwrap_or(d.published)
+        };
         let age = SystemTime::now().duration_since(born).unwrap_or_default();
         let stale = |age: Duration| {
             Outcome::DeadLetter(Failure::new(

@@ -523,3 +523,54 @@ async fn a_forwarder_killed_mid_request_still_delivers_with_the_same_key() -> an
     assert!(dead_letters(&js).await?.is_empty());
     stage.stop().await
 }
+
+#[tokio::test]
+async fn a_replayed_order_is_as_old_as_its_replay() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let backend = TestBackend::start().await?;
+    let hub = hub(&hub_toml(
+        &[("acme", &backend.url())],
+        &["100ms"],
+        5,
+        "[forwarder]\nmax_order_age = \"1h\"\n",
+    ));
+    let js = setup(&nats, &hub).await?;
+    let stage = start_forwarder(&nats.url(), &hub);
+    let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 86400);
+    for (id, replay) in [("wh-old", false), ("wh-old-replayed", true)] {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", format!("order:{id}").as_str());
+        h.insert(shared::headers::WEBHOOK_ID, id);
+        h.insert(shared::headers::TENANT, "acme");
+        h.insert(shared::headers::PROVIDER, "careem");
+        h.insert(
+            shared::headers::RECEIVED_AT,
+            shared::dlq::rfc3339(two_days_ago).as_str(),
+        );
+        if replay {
+            h.insert(shared::headers::REPLAY_OF, "17");
+        }
+        js.publish_with_headers(
+            shared::subjects::order("acme", shared::Provider::Careem),
+            h,
+            order_body(1).into(),
+        )
+        .await?
+        .await?;
+    }
+    let (entry, _) = eventually(STEP, "the stale dead letter", || async {
+        dead_letters(&js).await.ok()?.into_iter().next()
+    })
+    .await?;
+    assert_eq!(entry.webhook_id.as_deref(), Some("wh-old"));
+    assert_eq!(entry.error_class, "stale");
+    eventually(STEP, "the replayed order delivered", || async {
+        (backend.requests().len() == 1).then_some(())
+    })
+    .await?;
+    assert_eq!(
+        backend.requests()[0].header("idempotency-key"),
+        Some("wh-old-replayed")
+    );
+    stage.stop().await
+}
