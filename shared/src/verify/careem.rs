@@ -6,10 +6,10 @@
 
 use std::time::SystemTime;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use warp::http::HeaderMap;
 
-use super::common::{self, hmac_sha256};
+use super::common;
 use super::{SignError, Verified, Verifier, VerifyError, VerifyOptions};
 
 /// The signature header.
@@ -50,10 +50,7 @@ impl Verifier for Careem {
 
 /// The headers Careem sends with `body`.
 pub fn sign(body: &[u8], secret: &SecretString) -> HeaderMap {
-    let tag = hmac_sha256(secret.expose_secret().as_bytes(), &[body]);
-    let mut headers = HeaderMap::new();
-    headers.insert(SIGNATURE_HEADER, common::own_header_value(hex::encode(tag)));
-    headers
+    common::sign_hex_body_hmac(SIGNATURE_HEADER, body, secret)
 }
 
 #[cfg(test)]

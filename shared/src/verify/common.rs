@@ -92,6 +92,19 @@ pub(crate) fn verify_hex_body_hmac(
     find_secret(secrets, |key| hmac_sha256_matches(key, &[body], &tag))
 }
 
+/// The header a hex HMAC-SHA256-of-the-body scheme sends (Careem, Uber
+/// Eats, Wolt): `header: <lowercase hex>`.
+pub(crate) fn sign_hex_body_hmac(
+    header: &'static str,
+    body: &[u8],
+    secret: &SecretString,
+) -> HeaderMap {
+    let tag = hmac_sha256(secret.expose_secret().as_bytes(), &[body]);
+    let mut headers = HeaderMap::new();
+    headers.insert(header, own_header_value(hex::encode(tag)));
+    headers
+}
+
 /// The index of the first secret for which `matches` holds.
 pub(crate) fn find_secret(
     secrets: &[SecretString],

@@ -8,11 +8,11 @@
 
 use std::time::SystemTime;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use warp::http::HeaderMap;
 
-use super::common::{self, hmac_sha256};
+use super::common;
 use super::{SignError, Verified, Verifier, VerifyError, VerifyOptions};
 
 /// The signature header Wolt documents.
@@ -71,10 +71,7 @@ impl Verifier for Wolt {
 
 /// The headers Wolt sends with `body` (the documented `WOLT-SIGNATURE`).
 pub fn sign(body: &[u8], secret: &SecretString) -> HeaderMap {
-    let tag = hmac_sha256(secret.expose_secret().as_bytes(), &[body]);
-    let mut headers = HeaderMap::new();
-    headers.insert(SIGNATURE_HEADER, common::own_header_value(hex::encode(tag)));
-    headers
+    common::sign_hex_body_hmac(SIGNATURE_HEADER, body, secret)
 }
 
 #[cfg(test)]
