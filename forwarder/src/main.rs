@@ -1,5 +1,5 @@
 use clap::Parser;
-use shared::config::{CommonArgs, HubConfig};
+use shared::config::CommonArgs;
 
 /// orderhub forwarder: delivers canonical orders to tenant backends.
 #[derive(Debug, Parser)]
@@ -15,13 +15,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    shared::telemetry::init_tracing(args.common.log_format);
-    let hub = match HubConfig::load(args.common.hub_config.as_deref()) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return std::process::ExitCode::from(2);
-        }
+    let hub = match shared::app::init(&args.common) {
+        Ok(hub) => hub,
+        Err(code) => return code,
     };
     let concurrency = args.concurrency.max(1);
     let result = shared::app::run_stage(
@@ -33,11 +29,5 @@ async fn main() -> std::process::ExitCode {
         shared::app::shutdown_on_signals(),
     )
     .await;
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    shared::app::exit_code(result)
 }

@@ -1,5 +1,5 @@
 use clap::Parser;
-use shared::config::{CommonArgs, HubConfig};
+use shared::config::CommonArgs;
 
 /// orderhub ingress: verifies provider webhooks and stores them in JetStream.
 #[derive(Debug, Parser)]
@@ -14,23 +14,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    shared::telemetry::init_tracing(args.common.log_format);
-    let hub = match HubConfig::load(args.common.hub_config.as_deref()) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return std::process::ExitCode::from(2);
-        }
+    let hub = match shared::app::init(&args.common) {
+        Ok(hub) => hub,
+        Err(code) => return code,
     };
     let shutdown = shared::app::shutdown_on_signals();
-    match ingress::start(&args.common, &args.ingress, hub, shutdown).await {
-        Ok(running) => {
-            let _ = running.task.await;
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let result = match ingress::start(&args.common, &args.ingress, hub, shutdown).await {
+        Ok(running) => running.task.await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    shared::app::exit_code(result)
 }

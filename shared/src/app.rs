@@ -185,3 +185,24 @@ pub async fn run_stage<H: crate::worker::Handler>(
     info!(stage = spec.stage, "stopped");
     Ok(())
 }
+
+/// What every binary's `main` does first: logging on, then the hub config,
+/// or the config error on stderr and exit code 2 (bad configuration).
+pub fn init(args: &CommonArgs) -> Result<crate::config::HubConfig, std::process::ExitCode> {
+    crate::telemetry::init_tracing(args.log_format);
+    crate::config::HubConfig::load(args.hub_config.as_deref()).map_err(|e| {
+        eprintln!("error: {e}");
+        std::process::ExitCode::from(2)
+    })
+}
+
+/// A binary's exit code: 0, or 1 with the error on stderr.
+pub fn exit_code<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

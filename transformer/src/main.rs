@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use shared::config::{CommonArgs, HubConfig};
+use shared::config::CommonArgs;
 
 /// Turns verified raw webhooks (WEBHOOKS) into canonical orders (ORDERS).
 #[derive(Debug, Parser)]
@@ -26,13 +26,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    shared::telemetry::init_tracing(args.common.log_format);
-    let hub = match HubConfig::load(args.common.hub_config.as_deref()) {
+    let hub = match shared::app::init(&args.common) {
         Ok(hub) => hub,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     if args.concurrency == 0 || args.publish_timeout_ms == 0 {
         eprintln!("error: --concurrency and --publish-timeout-ms must be above 0");
@@ -43,11 +39,5 @@ async fn main() -> ExitCode {
         publish_timeout: Duration::from_millis(args.publish_timeout_ms),
     };
     let shutdown = shared::app::shutdown_on_signals();
-    match transformer::run(&args.common, hub, options, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    shared::app::exit_code(transformer::run(&args.common, hub, options, shutdown).await)
 }

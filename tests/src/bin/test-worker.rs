@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use shared::app::{StageSpec, run_stage, shutdown_on_signals};
-use shared::config::{CommonArgs, HubConfig};
+use shared::config::CommonArgs;
 use shared::worker::{Delivery, Failure, Handler, Outcome};
 
 #[derive(Debug, Parser)]
@@ -66,13 +66,9 @@ impl Handler for Scripted {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    shared::telemetry::init_tracing(args.common.log_format);
-    let hub = match HubConfig::load(args.common.hub_config.as_deref()) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return std::process::ExitCode::from(2);
-        }
+    let hub = match shared::app::init(&args.common) {
+        Ok(hub) => hub,
+        Err(code) => return code,
     };
     let spec = StageSpec {
         stage: "transformer",
@@ -97,11 +93,5 @@ async fn main() -> std::process::ExitCode {
         shutdown_on_signals(),
     )
     .await;
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    shared::app::exit_code(result)
 }
