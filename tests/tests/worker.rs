@@ -470,6 +470,11 @@ async fn the_ops_server_reports_health_readiness_and_metrics() -> anyhow::Result
         assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
     }
     assert!(metrics.contains("transformer_handler_duration_seconds_bucket{"));
+    // Acks and terminations were confirmed by the server, not timed out.
+    assert!(
+        !metrics.contains("transformer_worker_errors_total{"),
+        "worker errors:\n{metrics}"
+    );
 
     nats.kill();
     let (status, body) = eventually(STEP, "/ready turns 503 without NATS", || async {
