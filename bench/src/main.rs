@@ -1,0 +1,94 @@
+//! `orderhub-bench`: load benchmarks of orderhub's stages, each against its
+//! own nats-server on 127.0.0.1 with a fresh store, next to a bare baseline
+//! measured in the same run. One subcommand per stage (`ingress` now;
+//! `forwarder` and `e2e` to come), plus the internal servers they start as
+//! separate processes (`baseline-server`).
+
+mod baseline;
+mod ingress_bench;
+mod load;
+mod nats;
+mod procs;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+/// Load benchmarks of orderhub's stages against real nats-server processes.
+#[derive(Debug, Parser)]
+#[command(name = "orderhub-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The ingress (signed 2 KiB webhooks over keep-alive connections)
+    /// against a bare warp+HMAC+JetStream baseline, alternating rounds
+    Ingress(ingress_bench::Args),
+    /// (internal) The bare baseline server the `ingress` benchmark measures
+    /// against: warp, POST /webhook, one HMAC, publish, await the ack, 202
+    BaselineServer(baseline::Args),
+}
+
+/// SIGINT or SIGTERM.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ingress(args) => {
+            // The load generator's runtime: one thread by default, like
+            // `wrk -t1`, so it takes no more of the two cores than it needs.
+            let rt = if args.client_threads <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(args.client_threads)
+                    .enable_all()
+                    .build()
+            };
+            rt.map_err(anyhow::Error::from).and_then(|rt| {
+                rt.block_on(async {
+                    // Interrupted: dropping the run kills its servers.
+                    tokio::select! {
+                        result = ingress_bench::run(args) => result,
+                        signal = interrupted() => {
+                            eprintln!("interrupted ({signal}): servers stopped");
+                            Ok(false)
+                        }
+                    }
+                })
+            })
+        }
+        // The same runtime as the ingress's `#[tokio::main]`: one worker
+        // per core.
+        Command::BaselineServer(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(baseline::serve(args))),
+    };
+    match result {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
