@@ -1,6 +1,9 @@
 use clap::Parser;
 use shared::config::CommonArgs;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// orderhub forwarder: delivers canonical orders to tenant backends.
 #[derive(Debug, Parser)]
 #[command(version)]

@@ -1,6 +1,9 @@
 use clap::Parser;
 use shared::config::CommonArgs;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// orderhub ingress: verifies provider webhooks and stores them in JetStream.
 #[derive(Debug, Parser)]
 #[command(version)]

@@ -6,6 +6,9 @@ use std::time::Duration;
 use clap::Parser;
 use shared::config::CommonArgs;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Turns verified raw webhooks (WEBHOOKS) into canonical orders (ORDERS).
 #[derive(Debug, Parser)]
 #[command(name = "transformer", version)]
