@@ -221,7 +221,7 @@ impl Run {
     }
 }
 
-fn thousands(x: f64) -> String {
+pub(crate) fn thousands(x: f64) -> String {
     let s = format!("{:.0}", x);
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -287,6 +287,8 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         max_requests: args.max_requests,
         request_timeout: Duration::from_secs(10),
         body_bytes: args.body_bytes,
+        pace: None,
+        record_accepts: false,
     };
     let mut runs: Vec<(usize, Run)> = Vec::new();
     for round in 1..=args.rounds {

@@ -41,6 +41,21 @@ pub struct Options {
     /// A request without an answer by then fails the run.
     pub request_timeout: Duration,
     pub body_bytes: usize,
+    /// Open-loop pacing: request `n` is not sent before `start + n / pace`
+    /// (requests per second over all connections); `None`: closed loop.
+    pub pace: Option<f64>,
+    /// Keep the moment each 202 arrived, by request number (for the
+    /// end-to-end latency to the backend).
+    pub record_accepts: bool,
+}
+
+/// A 202: the request's number (its body's counter), when the answer
+/// arrived, and whether it fell in the measured window.
+#[derive(Debug, Clone, Copy)]
+pub struct Accept {
+    pub n: u64,
+    pub at: Instant,
+    pub in_window: bool,
 }
 
 /// What one run measured.
@@ -58,6 +73,10 @@ pub struct Outcome {
     /// (every other process on the machine: another build would show
     /// here), `idle` and `steal` (taken by the hypervisor).
     pub cpu: Vec<(String, f64)>,
+    /// Every 202 of the run when `record_accepts` (warm-up and drain too).
+    pub accepts: Vec<Accept>,
+    /// When the measured window started.
+    pub window_start: Option<Instant>,
 }
 
 impl Outcome {
@@ -117,11 +136,15 @@ struct Shared {
     next: AtomicU64,
     max_requests: u64,
     request_timeout: Duration,
+    pace: Option<f64>,
+    record_accepts: bool,
+    started: tokio::time::Instant,
 }
 
 #[derive(Default)]
 struct TaskResult {
     latencies: Vec<Duration>,
+    accepts: Vec<Accept>,
     accepted: u64,
     failures: BTreeMap<String, u64>,
 }
@@ -181,6 +204,13 @@ async fn connection(shared: Arc<Shared>) -> TaskResult {
         if n >= shared.max_requests {
             break;
         }
+        if let Some(pace) = shared.pace {
+            let due = shared.started + Duration::from_secs_f64(n as f64 / pace);
+            tokio::time::sleep_until(due).await;
+            if shared.phase.load(Ordering::Relaxed) == STOP {
+                break;
+            }
+        }
         let body = shared.bodies.make(n);
         let signed = ingress::verify::careem::sign(&body, &target.secret);
         let mut req = Request::post(target.path.as_str())
@@ -200,6 +230,13 @@ async fn connection(shared: Arc<Shared>) -> TaskResult {
         match result {
             Ok(Ok(StatusCode::ACCEPTED)) => {
                 out.accepted += 1;
+                if shared.record_accepts {
+                    out.accepts.push(Accept {
+                        n,
+                        at: started + took,
+                        in_window,
+                    });
+                }
                 if in_window {
                     out.latencies.push(took);
                 }
@@ -235,6 +272,9 @@ pub async fn run<T>(
         next: AtomicU64::new(0),
         max_requests: opts.max_requests,
         request_timeout: opts.request_timeout,
+        pace: opts.pace,
+        record_accepts: opts.record_accepts,
+        started: tokio::time::Instant::now(),
     });
     let tasks: Vec<_> = (0..opts.connections)
         .map(|_| tokio::spawn(connection(shared.clone())))
@@ -279,6 +319,7 @@ pub async fn run<T>(
     cpu.push(("steal".to_owned(), machine[2]));
     let mut outcome = Outcome {
         window,
+        window_start: Some(started),
         cpu,
         ..Outcome::default()
     };
@@ -290,6 +331,7 @@ pub async fn run<T>(
             Ok(Ok(r)) => {
                 outcome.latencies.extend(r.latencies);
                 outcome.accepted += r.accepted;
+                outcome.accepts.extend(r.accepts);
                 for (k, v) in r.failures {
                     *outcome.failures.entry(k).or_default() += v;
                 }

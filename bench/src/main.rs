@@ -1,13 +1,16 @@
 //! `orderhub-bench`: load benchmarks of orderhub's stages, each against its
 //! own nats-server on 127.0.0.1 with a fresh store, next to a bare baseline
-//! measured in the same run. One subcommand per stage (`ingress` now;
-//! `forwarder` and `e2e` to come), plus the internal servers they start as
-//! separate processes (`baseline-server`).
+//! measured in the same run. One subcommand per stage (`ingress`,
+//! `forwarder`) and one for the whole pipeline (`e2e`), plus the internal
+//! servers they start as separate processes (`baseline-server`).
 
 mod baseline;
+mod e2e;
+mod forwarder_bench;
 mod ingress_bench;
 mod load;
 mod nats;
+mod pipeline;
 mod procs;
 mod stats;
 
@@ -26,6 +29,14 @@ enum Command {
     /// The ingress (signed 2 KiB webhooks over keep-alive connections)
     /// against a bare warp+HMAC+JetStream baseline, alternating rounds
     Ingress(ingress_bench::Args),
+    /// The release forwarder against a fast backend in the bench process:
+    /// orders/s to drain pre-loaded orders, and publish-to-backend latency
+    /// at a paced rate
+    Forwarder(forwarder_bench::Args),
+    /// The whole pipeline (ingress → transformer → forwarder → a fast
+    /// backend in the bench process): sustained webhooks/s, acceptance-to-
+    /// backend latency at full and paced load, RSS, consumer lag
+    E2e(e2e::Args),
     /// (internal) The bare baseline server the `ingress` benchmark measures
     /// against: warp, POST /webhook, one HMAC, publish, await the ack, 202
     BaselineServer(baseline::Args),
@@ -44,6 +55,33 @@ async fn interrupted() -> &'static str {
             "SIGINT"
         }
     }
+}
+
+/// The pipeline benchmarks' runtime: the load generator and the backend
+/// share it, so it gets two threads by default (it is charged as `bench`).
+fn two_threads(
+    run: impl std::future::Future<Output = anyhow::Result<bool>>,
+) -> anyhow::Result<bool> {
+    with_threads(2, run)
+}
+
+fn with_threads(
+    threads: usize,
+    run: impl std::future::Future<Output = anyhow::Result<bool>>,
+) -> anyhow::Result<bool> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        tokio::select! {
+            result = run => result,
+            signal = interrupted() => {
+                eprintln!("interrupted ({signal}): servers stopped");
+                Ok(false)
+            }
+        }
+    })
 }
 
 fn main() -> std::process::ExitCode {
@@ -74,6 +112,11 @@ fn main() -> std::process::ExitCode {
                     }
                 })
             })
+        }
+        Command::Forwarder(args) => two_threads(forwarder_bench::run(args)),
+        Command::E2e(args) => {
+            let threads = args.client_threads;
+            with_threads(threads, e2e::run(args))
         }
         // The same runtime as the ingress's `#[tokio::main]`: one worker
         // per core.
