@@ -106,7 +106,16 @@ impl Mover {
                 }
             };
             failures = 0;
-            while let Some(Ok(msg)) = batch.next().await {
+            loop {
+                // Advisories are rare: on shutdown, stop waiting for one. A
+                // late one goes unacked and comes back to another mover.
+                let msg = tokio::select! {
+                    next = batch.next() => match next {
+                        Some(Ok(m)) => m,
+                        _ => break,
+                    },
+                    _ = shutdown.cancelled() => break,
+                };
                 let result = match serde_json::from_slice::<Advisory>(&msg.payload) {
                     Ok(adv) => self.handle(&adv).await,
                     Err(e) => {
