@@ -435,3 +435,35 @@ pub fn key_value(s: &str) -> Result<(String, String), String> {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_order_number_in_a_raw_and_a_canonical_order() {
+        let raw = crate::load::Bodies::new(2048).make(42);
+        assert_eq!(order_number(&raw), Some(42));
+        let canonical = crate::forwarder_bench::Orders::new(2048).make(7, "bench-0");
+        assert_eq!(order_number(&canonical), Some(7));
+        assert!(serde_json::from_slice::<serde_json::Value>(&canonical).is_ok());
+        assert_eq!(order_number(br#"{"order_id":"X"}"#), None);
+    }
+
+    #[test]
+    fn lag_slope_and_flatness() {
+        let t0 = Instant::now();
+        let samples: Vec<LagSample> = (0..10)
+            .map(|i| LagSample {
+                at: t0 + Duration::from_secs(i),
+                lag: vec![100 * i, 5],
+            })
+            .collect();
+        let end = t0 + Duration::from_secs(10);
+        let growing = LagSummary::of(&samples, 0, t0, end).unwrap();
+        assert!((growing.slope - 100.0).abs() < 1e-6);
+        assert!(!growing.flat(1000.0));
+        let flat = LagSummary::of(&samples, 1, t0, end).unwrap();
+        assert!(flat.flat(1000.0));
+    }
+}
