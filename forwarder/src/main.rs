@@ -11,7 +11,7 @@ struct Args {
     #[command(flatten)]
     common: CommonArgs,
     /// Requests in flight per tenant in this process
-    #[arg(long, env = "FORWARDER_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, env = "FORWARDER_CONCURRENCY", default_value_t = 256)]
     concurrency: usize,
 }
 

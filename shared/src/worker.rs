@@ -151,7 +151,8 @@ impl WorkerOptions {
     /// The worker of consumer `stream`/`durable` in `defs` (for a
     /// per-tenant consumer, one per tenant in `tenants`), with defaults
     /// derived from the consumer: progress every third of `ack_wait`, 20 s
-    /// grace, 5 s pulls, 64 handlers at once.
+    /// grace, 5 s pulls, 256 handlers at once (BENCHMARKS.md: 64 could not
+    /// keep up with the ingress on two cores).
     pub fn new(
         stage: impl Into<String>,
         defs: &Definitions,
@@ -175,7 +176,7 @@ impl WorkerOptions {
             failures: defs.bucket(crate::streams::FAILURES_BUCKET).clone(),
             consumers,
             retry,
-            concurrency: 64,
+            concurrency: 256,
             progress_interval,
             shutdown_grace: Duration::from_secs(20),
             pull_expires: Duration::from_secs(5),

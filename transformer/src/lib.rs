@@ -90,7 +90,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            concurrency: 64,
+            concurrency: 256,
             publish_timeout: Duration::from_secs(5),
         }
     }

@@ -17,7 +17,7 @@ struct Args {
     common: CommonArgs,
 
     /// Webhooks converted and published at once by this process
-    #[arg(long, env = "TRANSFORMER_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, env = "TRANSFORMER_CONCURRENCY", default_value_t = 256)]
     concurrency: usize,
 
     /// How long a publish to ORDERS may wait for JetStream's ack before the
