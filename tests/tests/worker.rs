@@ -215,6 +215,33 @@ fn test_worker(nats_url: &str, hub_path: &std::path::Path, mode: &str) -> tokio:
     cmd
 }
 
+/// Publishes one webhook to a `test-worker` process that holds every
+/// message on its last delivery, and SIGKILLs the process while it holds
+/// this one. Returns the sequence and the worker's "holding" line.
+async fn killed_on_last_delivery(
+    nats: &NatsServer,
+    hub_path: &std::path::Path,
+    js: &jetstream::Context,
+    webhook_id: &str,
+    body: &str,
+) -> anyhow::Result<(u64, String)> {
+    let mut child = test_worker(&nats.url(), hub_path, "hold-last").spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let seq = publish_raw(js, webhook_id, body).await?;
+    let holding = tokio::time::timeout(STEP, async {
+        while let Some(line) = lines.next_line().await? {
+            if line.starts_with("holding ") {
+                return anyhow::Ok(line);
+            }
+        }
+        anyhow::bail!("test-worker exited before holding")
+    })
+    .await??;
+    child.start_kill()?;
+    child.wait().await?;
+    Ok((seq, holding))
+}
+
 #[tokio::test]
 async fn a_worker_killed_on_the_last_delivery_is_caught_by_the_mover() -> anyhow::Result<()> {
     let nats = NatsServer::start()?;
@@ -227,21 +254,9 @@ async fn a_worker_killed_on_the_last_delivery_is_caught_by_the_mover() -> anyhow
     setup_streams(&client, &hub).await?;
     let js = jetstream::new(client);
 
-    let mut child = test_worker(&nats.url(), &hub_path, "hold-last").spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let seq = publish_raw(&js, "wh-crash", r#"{"order_id":"C1"}"#).await?;
-    let holding = tokio::time::timeout(STEP, async {
-        while let Some(line) = lines.next_line().await? {
-            if line.starts_with("holding ") {
-                return anyhow::Ok(line);
-            }
-        }
-        anyhow::bail!("test-worker exited before holding")
-    })
-    .await??;
+    let (seq, holding) =
+        killed_on_last_delivery(&nats, &hub_path, &js, "wh-crash", r#"{"order_id":"C1"}"#).await?;
     assert_eq!(holding, format!("holding {seq} 3"));
-    child.start_kill()?;
-    child.wait().await?;
 
     // A fresh worker: its pull makes the server notice the exhausted
     // message (after ack_wait) and its mover dead-letters it. Its handler
@@ -588,20 +603,8 @@ async fn on_a_work_queue_the_mover_also_removes_the_original() -> anyhow::Result
     setup_streams(&client, &hub).await?;
     let js = jetstream::new(client);
 
-    let mut child = test_worker(&nats.url(), &hub_path, "hold-last").spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let seq = publish_raw(&js, "wh-wq", r#"{"order_id":"Q1"}"#).await?;
-    tokio::time::timeout(STEP, async {
-        while let Some(line) = lines.next_line().await? {
-            if line.starts_with("holding ") {
-                return anyhow::Ok(());
-            }
-        }
-        anyhow::bail!("test-worker exited before holding")
-    })
-    .await??;
-    child.start_kill()?;
-    child.wait().await?;
+    let (seq, _) =
+        killed_on_last_delivery(&nats, &hub_path, &js, "wh-wq", r#"{"order_id":"Q1"}"#).await?;
     let worker =
         InProcessWorker::start(&nats.url(), &hub, FnHandler(|_| async { Outcome::Ack }), 4);
     let (entry, msg) = eventually(
