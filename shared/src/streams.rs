@@ -434,11 +434,29 @@ pub async fn ensure_bucket(
     manage: bool,
 ) -> Result<kv::Store, SetupError> {
     let what = format!("bucket {}", def.name);
-    if !manage {
-        return js
-            .get_key_value(&def.name)
+    if let Ok(store) = js.get_key_value(&def.name).await {
+        if !manage {
+            return Ok(store);
+        }
+        // Leave an unchanged bucket alone: an update of a replicated
+        // bucket's stream costs a cluster round of its own.
+        let current = js
+            .get_stream(format!("KV_{}", def.name))
             .await
-            .map_err(|_| SetupError::Missing(format!("KV_{}", def.name)));
+            .map_err(|e| SetupError::nats(&what, e))?
+            .info()
+            .await
+            .map_err(|e| SetupError::nats(&what, e))?
+            .config
+            .clone();
+        if current.max_age == def.max_age
+            && current.num_replicas == def.replicas
+            && current.storage == storage(&def.storage)
+        {
+            return Ok(store);
+        }
+    } else if !manage {
+        return Err(SetupError::Missing(format!("KV_{}", def.name)));
     }
     js.create_or_update_key_value(kv::Config {
         bucket: def.name.clone(),

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, kv};
+use backon::Retryable;
 use bytes::Bytes;
 use futures::StreamExt;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -367,14 +368,35 @@ impl<H: Handler> Worker<H> {
     /// Expects the streams to exist (see [`crate::app::ensure_streams`]).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let o = &self.options;
-        let mut consumers = Vec::with_capacity(o.consumers.len());
-        for def in &o.consumers {
-            consumers.push(
-                crate::streams::ensure_consumer(&self.js, def, o.retry.max_deliver(), o.manage)
-                    .await?,
-            );
-        }
-        let failures = crate::streams::ensure_bucket(&self.js, &o.failures, o.manage).await?;
+        // Setting up consumers takes a round of the JetStream cluster each;
+        // a busy or failing-over cluster times out now and then: retry,
+        // unless the definition itself conflicts.
+        let setup = || async {
+            let mut consumers = Vec::with_capacity(o.consumers.len());
+            for def in &o.consumers {
+                consumers.push(
+                    crate::streams::ensure_consumer(&self.js, def, o.retry.max_deliver(), o.manage)
+                        .await?,
+                );
+            }
+            // Set up with the streams (crate::app::ensure_streams): only opened here.
+            let failures = crate::streams::ensure_bucket(&self.js, &o.failures, false).await?;
+            let mover_consumer =
+                crate::streams::ensure_consumer(&self.js, &o.mover, -1, o.manage).await?;
+            Ok::<_, crate::streams::SetupError>((consumers, failures, mover_consumer))
+        };
+        let (consumers, failures, mover_consumer) = setup
+            .retry(
+                backon::ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_max_times(30),
+            )
+            .when(|e: &crate::streams::SetupError| !e.is_permanent())
+            .notify(|e, after| {
+                warn!(error = %e, retry_in_ms = after.as_millis() as u64, "consumer setup failed")
+            })
+            .await?;
         let mover = crate::mover::Mover::new(
             self.js.clone(),
             o.stage.clone(),
@@ -383,8 +405,6 @@ impl<H: Handler> Worker<H> {
             failures.clone(),
             self.metrics.clone(),
         );
-        let mover_consumer =
-            crate::streams::ensure_consumer(&self.js, &o.mover, -1, o.manage).await?;
         let mover_task = tokio::spawn(mover.run(mover_consumer, shutdown.clone()));
 
         let ctx = Arc::new(Ctx {
