@@ -22,13 +22,20 @@ fn record(log: &Log, d: &Delivery) {
         .push((d.stream_seq, d.delivered, Instant::now()));
 }
 
-#[tokio::test]
-async fn retries_follow_the_schedule() -> anyhow::Result<()> {
+/// A nats-server of the test's own with the streams of `toml` set up.
+async fn started(
+    toml: &str,
+) -> anyhow::Result<(NatsServer, shared::config::HubConfig, jetstream::Context)> {
     let nats = NatsServer::start()?;
-    let hub = hub_from(&worker_hub_toml(&["300ms", "600ms", "900ms"], 6, "30s"));
+    let hub = hub_from(toml);
     let client = nats.client().await?;
     setup_streams(&client, &hub).await?;
-    let js = jetstream::new(client);
+    Ok((nats, hub, jetstream::new(client)))
+}
+
+#[tokio::test]
+async fn retries_follow_the_schedule() -> anyhow::Result<()> {
+    let (nats, hub, js) = started(&worker_hub_toml(&["300ms", "600ms", "900ms"], 6, "30s")).await?;
 
     let log: Log = Arc::default();
     let l = log.clone();
@@ -80,11 +87,7 @@ async fn retries_follow_the_schedule() -> anyhow::Result<()> {
 #[tokio::test]
 async fn exhausted_deliveries_leave_exactly_one_dead_letter_with_every_field() -> anyhow::Result<()>
 {
-    let nats = NatsServer::start()?;
-    let hub = hub_from(&worker_hub_toml(&["150ms"], 3, "30s"));
-    let client = nats.client().await?;
-    setup_streams(&client, &hub).await?;
-    let js = jetstream::new(client);
+    let (nats, hub, js) = started(&worker_hub_toml(&["150ms"], 3, "30s")).await?;
 
     let log: Log = Arc::default();
     let l = log.clone();
@@ -151,11 +154,7 @@ async fn exhausted_deliveries_leave_exactly_one_dead_letter_with_every_field() -
 
 #[tokio::test]
 async fn a_permanent_error_dead_letters_on_the_first_delivery() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let hub = hub_from(&worker_hub_toml(&["100ms"], 5, "30s"));
-    let client = nats.client().await?;
-    setup_streams(&client, &hub).await?;
-    let js = jetstream::new(client);
+    let (nats, hub, js) = started(&worker_hub_toml(&["100ms"], 5, "30s")).await?;
 
     let log: Log = Arc::default();
     let l = log.clone();
@@ -302,11 +301,7 @@ async fn a_worker_killed_on_the_last_delivery_is_caught_by_the_mover() -> anyhow
 
 #[tokio::test]
 async fn two_workers_on_one_consumer_handle_every_message_once() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let hub = hub_from(&worker_hub_toml(&["1s"], 5, "30s"));
-    let client = nats.client().await?;
-    setup_streams(&client, &hub).await?;
-    let js = jetstream::new(client);
+    let (nats, hub, js) = started(&worker_hub_toml(&["1s"], 5, "30s")).await?;
 
     let seen: Arc<Mutex<Vec<(u8, u64)>>> = Arc::default();
     let make = |id: u8| {
@@ -429,11 +424,7 @@ async fn sigterm_with_messages_in_flight_loses_none() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn the_ops_server_reports_health_readiness_and_metrics() -> anyhow::Result<()> {
-    let mut nats = NatsServer::start()?;
-    let hub = hub_from(&worker_hub_toml(&["100ms"], 2, "30s"));
-    let client = nats.client().await?;
-    setup_streams(&client, &hub).await?;
-    let js = jetstream::new(client);
+    let (mut nats, hub, js) = started(&worker_hub_toml(&["100ms"], 2, "30s")).await?;
 
     let worker = InProcessWorker::start(
         &nats.url(),
@@ -549,13 +540,9 @@ async fn bad_config_stops_the_binary_naming_the_field() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_handler_longer_than_ack_wait_is_kept_alive_by_progress_acks() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
     // ack_wait 1 s, a handler of 3.5 s: without in-progress acks JetStream
     // would redeliver it three times while it runs.
-    let hub = hub_from(&worker_hub_toml(&["100ms"], 5, "1s"));
-    let client = nats.client().await?;
-    setup_streams(&client, &hub).await?;
-    let js = jetstream::new(client);
+    let (nats, hub, js) = started(&worker_hub_toml(&["100ms"], 5, "1s")).await?;
     let log: Log = Arc::default();
     let l = log.clone();
     let worker = InProcessWorker::start(
