@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_nats::jetstream;
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use warp::Filter;
 use warp::http::StatusCode;
 
@@ -80,10 +80,10 @@ impl State {
     fn headers(&self, body: &[u8]) -> async_nats::HeaderMap {
         let mut h = async_nats::HeaderMap::new();
         if self.msg_id {
-            let digest = hex::encode(&Sha256::digest(body)[..16]);
+            let digest = xxhash_rust::xxh3::xxh3_128(body);
             h.insert(
                 "Nats-Msg-Id",
-                format!("careem:bench-careem:{digest}").as_str(),
+                format!("careem:bench-careem:{digest:032x}").as_str(),
             );
         }
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
@@ -97,8 +97,10 @@ impl State {
             h.insert("Orderhub-Account", "bench-careem");
             h.insert("Orderhub-Tenant", "bench");
             h.insert("Orderhub-Received-At", "2026-11-28T06:00:00.000Z");
-            h.insert("traceparent", format!("00-{n:032x}-{n:016x}-01").as_str());
             h.insert("Content-Type", "application/json");
+        }
+        if self.traceparent {
+            h.insert("traceparent", format!("00-{n:032x}-{n:016x}-01").as_str());
         }
         h
     }

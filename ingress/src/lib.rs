@@ -117,7 +117,7 @@ pub async fn start(
     let mut registry = shared::telemetry::registry("ingress");
     let ingress = Arc::new(app::Ingress::new(
         Arc::new(hub),
-        js,
+        client.clone(),
         webhooks,
         &mut registry,
     ));

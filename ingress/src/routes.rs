@@ -207,8 +207,30 @@ pub fn webhooks(
         )
 }
 
-fn json(status: StatusCode, value: serde_json::Value) -> warp::reply::Response {
-    warp::reply::with_status(warp::reply::json(&value), status).into_response()
+fn json(status: StatusCode, value: &impl serde::Serialize) -> warp::reply::Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+/// `{"webhookId": ..., "status": ...}`: the generic answer.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookAnswer<'a> {
+    webhook_id: Option<&'a str>,
+    status: &'static str,
+}
+
+/// `{"remoteResponse": {"remoteOrderId": ...}}`: the Delivery Hero POS
+/// middleware's answer.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RemoteAnswer<'a> {
+    remote_response: RemoteResponse<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RemoteResponse<'a> {
+    remote_order_id: Option<&'a str>,
 }
 
 /// The id handed to the Delivery Hero POS middleware for a new order: the
@@ -243,32 +265,35 @@ pub fn answer(
 ) -> warp::reply::Response {
     match result {
         Ok(accepted) => {
-            let (status, webhook_id, label) = match &accepted {
+            let (status, webhook_id, label) = match accepted {
                 Accepted::New { webhook_id } => {
-                    (StatusCode::ACCEPTED, Some(webhook_id.clone()), "accepted")
+                    (StatusCode::ACCEPTED, Some(webhook_id), "accepted")
                 }
-                Accepted::Duplicate { webhook_id } => {
-                    (StatusCode::OK, webhook_id.clone(), "duplicate")
-                }
+                Accepted::Duplicate { webhook_id } => (StatusCode::OK, webhook_id, "duplicate"),
             };
+            fn remote(id: Option<&str>) -> RemoteAnswer<'_> {
+                RemoteAnswer {
+                    remote_response: RemoteResponse {
+                        remote_order_id: id,
+                    },
+                }
+            }
             match route {
                 // The POS middleware keeps this id and sends it back in the
                 // status-update URL, which ties updates to their order.
                 Route::TalabatOrder { .. } => json(
                     status,
-                    serde_json::json!({"remoteResponse": {
-                        "remoteOrderId": talabat_remote_order_id(body, webhook_id)
-                    }}),
+                    &remote(talabat_remote_order_id(body, webhook_id).as_deref()),
                 ),
                 Route::TalabatStatus {
                     remote_order_id, ..
-                } => json(
-                    status,
-                    serde_json::json!({"remoteResponse": {"remoteOrderId": remote_order_id}}),
-                ),
+                } => json(status, &remote(Some(remote_order_id))),
                 Route::Generic | Route::JustEatEvent { .. } => json(
                     status,
-                    serde_json::json!({"webhookId": webhook_id, "status": label}),
+                    &WebhookAnswer {
+                        webhook_id: webhook_id.as_deref(),
+                        status: label,
+                    },
                 ),
             }
         }
@@ -292,7 +317,7 @@ fn reject(provider: Provider, r: &Rejection) -> warp::reply::Response {
             serde_json::json!({"error": "unavailable: nothing was accepted, retry later"})
         }
     };
-    let mut resp = json(status, body);
+    let mut resp = json(status, &body);
     let retry_after = match r {
         Rejection::RateLimited { retry_after } => {
             Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
@@ -342,7 +367,7 @@ pub async fn recover(
         .canonical_reason()
         .unwrap_or("error")
         .to_ascii_lowercase();
-    Ok(json(status, serde_json::json!({"error": text})))
+    Ok(json(status, &serde_json::json!({"error": text})))
 }
 
 /// The method of a route template, for the OpenAPI check.

@@ -122,6 +122,27 @@ impl NatsServer {
         self.spawn()
     }
 
+    /// SIGSTOPs the server: connections stay open and what clients send
+    /// waits in the socket buffers, but nothing is answered until
+    /// [`NatsServer::resume`].
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// SIGCONTs a paused server.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let pid = self.child.as_ref().context("server not running")?.id();
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {sig} {pid}: {status}");
+        Ok(())
+    }
+
     pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
         Ok(tokio::time::timeout(STEP, async_nats::connect(self.url())).await??)
     }

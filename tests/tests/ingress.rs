@@ -363,6 +363,57 @@ async fn without_jetstream_the_answer_is_503_and_it_recovers() -> anyhow::Result
     hub.stop().await
 }
 
+/// Connected but unanswered (the server is frozen): the PubAck wait times
+/// out, the answer is 503, and the publish that was already on the wire is
+/// stored once the server thaws, so the provider's retry is a 200 duplicate
+/// rather than a second copy.
+#[tokio::test]
+async fn without_an_ack_in_time_the_answer_is_503_and_the_retry_a_duplicate() -> anyhow::Result<()>
+{
+    let hub = start(&hub_toml("", "[ingress]\npublish_timeout = \"1s\"\n")).await?;
+    let url = format!("{}/api/webhooks/careem/acme-careem", hub.base);
+    let body: &'static [u8] = br#"{"order_id":"FROZEN"}"#;
+
+    hub.nats.pause()?;
+    let started = std::time::Instant::now();
+    let r = post(&url, signed(Provider::Careem, body), body).await;
+    let waited = started.elapsed();
+    hub.nats.resume()?;
+    let r = r?;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(
+        json_of(r).await?,
+        serde_json::json!({"error": "unavailable: nothing was accepted, retry later"})
+    );
+    assert!(
+        waited >= Duration::from_secs(1),
+        "answered after {waited:?}"
+    );
+
+    let r = eventually(STEP, "a 2xx for the retry", || async {
+        let r = post(&url, signed(Provider::Careem, body), body)
+            .await
+            .ok()?;
+        r.status().is_success().then_some(r)
+    })
+    .await?;
+    assert_eq!(r.status(), 200);
+    let answer = json_of(r).await?;
+    assert_eq!(answer["status"], "duplicate");
+    let msgs = stream_messages(&hub.js, "WEBHOOKS").await?;
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].payload.as_ref(), body);
+    assert_eq!(
+        msgs[0]
+            .headers
+            .get("Orderhub-Webhook-Id")
+            .map(|v| v.as_str()),
+        answer["webhookId"].as_str()
+    );
+    hub.stop().await
+}
+
 #[tokio::test]
 async fn talabat_gets_its_own_routes_and_answers() -> anyhow::Result<()> {
     let hub = start(&hub_toml("", "")).await?;
