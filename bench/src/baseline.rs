@@ -45,9 +45,10 @@ pub struct Args {
     /// Add the ingress's `Orderhub-*` and content-type message headers
     #[arg(long)]
     pub hub_headers: bool,
-    /// Add a `traceparent` message header as the ingress does
-    #[arg(long)]
-    pub traceparent: bool,
+    /// Add a `traceparent` message header as the ingress does, this
+    /// percentage of them marked sampled
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub traceparent: Option<u8>,
 }
 
 struct State {
@@ -56,7 +57,7 @@ struct State {
     subject: String,
     msg_id: bool,
     hub_headers: bool,
-    traceparent: bool,
+    traceparent: Option<u8>,
     seq: AtomicU64,
 }
 
@@ -99,8 +100,16 @@ impl State {
             h.insert("Orderhub-Received-At", "2026-11-28T06:00:00.000Z");
             h.insert("Content-Type", "application/json");
         }
-        if self.traceparent {
-            h.insert("traceparent", format!("00-{n:032x}-{n:016x}-01").as_str());
+        if let Some(percent) = self.traceparent {
+            let flags = if n % 100 < u64::from(percent) {
+                "01"
+            } else {
+                "00"
+            };
+            h.insert(
+                "traceparent",
+                format!("00-{n:032x}-{n:016x}-{flags}").as_str(),
+            );
         }
         h
     }
@@ -113,7 +122,7 @@ impl State {
             );
         }
         let subject = self.subject.clone();
-        let publish = if self.msg_id || self.hub_headers || self.traceparent {
+        let publish = if self.msg_id || self.hub_headers || self.traceparent.is_some() {
             let h = self.headers(&body);
             self.js.publish_with_headers(subject, h, body).await
         } else {

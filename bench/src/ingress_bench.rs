@@ -28,8 +28,9 @@ const STEP: Duration = Duration::from_secs(20);
 /// The hub config the ingress runs with: one careem account. The provider
 /// rate limit is lifted: the default (5000/s, burst 10000) would answer 429
 /// far below this machine's ceiling, and the benchmark measures the path,
-/// not the limiter's setting.
-fn hub_toml() -> String {
+/// not the limiter's setting. `trace_sample_percent` is the ingress's
+/// setting of that name (100 is its default).
+fn hub_toml(trace_sample_percent: u8) -> String {
     format!(
         r#"[[tenant]]
 id = "bench"
@@ -41,6 +42,9 @@ provider = "careem"
 tenant = "bench"
 secret_envs = ["{SECRET_ENV}"]
 default = true
+
+[ingress]
+trace_sample_percent = {trace_sample_percent}
 
 [ingress.rate_limits]
 careem = {{ per_second = 1000000000, burst = 1000000000 }}
@@ -129,6 +133,10 @@ pub struct Args {
     /// during each window into this directory
     #[arg(long)]
     pub perf_dir: Option<PathBuf>,
+    /// The ingress's `trace_sample_percent`, and the share of sampled
+    /// `traceparent`s baseline-hub sends (100 is the ingress's default)
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub trace_sample_percent: u8,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -418,7 +426,7 @@ async fn run_one(
         .context("connecting to nats-server")??;
     let js = jetstream::new(client.clone());
     let hub_path = dir.path().join("hub.toml");
-    std::fs::write(&hub_path, hub_toml())?;
+    std::fs::write(&hub_path, hub_toml(args.trace_sample_percent))?;
     let port = nats::free_port()?;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let log = dir.path().join("server.log");
@@ -440,9 +448,11 @@ async fn run_one(
         }
         Kind::Baseline | Kind::BaselineMsgid | Kind::BaselineHeaders | Kind::BaselineHub => {
             // The same WEBHOOKS definition the ingress applies for itself.
-            let hub = shared::config::HubConfig::from_toml(&hub_toml(), "bench", &|_| {
-                Some(SECRET.to_owned())
-            })?;
+            let hub = shared::config::HubConfig::from_toml(
+                &hub_toml(args.trace_sample_percent),
+                "bench",
+                &|_| Some(SECRET.to_owned()),
+            )?;
             let defs = shared::streams::Definitions::load(&hub.streams);
             tokio::time::timeout(
                 STEP,
@@ -465,7 +475,7 @@ async fn run_one(
                 c.arg("--hub-headers");
             }
             if kind == Kind::BaselineHub {
-                c.arg("--traceparent");
+                c.args(["--traceparent", &args.trace_sample_percent.to_string()]);
             }
             (c, "/webhook".to_owned())
         }

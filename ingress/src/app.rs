@@ -488,7 +488,14 @@ impl Ingress {
         event_id: Option<&str>,
     ) -> Result<Accepted, Rejection> {
         let webhook_id = uuid_string(uuid::Uuid::now_v7());
-        let h = message_headers(req, account, event_id, &webhook_id, SystemTime::now());
+        let h = message_headers(
+            req,
+            account,
+            event_id,
+            &webhook_id,
+            SystemTime::now(),
+            self.hub.ingress.trace_sample_percent,
+        );
         // While disconnected the client would only buffer the publish and
         // the answer would be a 503 after the timeout anyway: say so now.
         if self.publisher.client().connection_state() != async_nats::connection::State::Connected {
@@ -581,6 +588,7 @@ fn message_headers(
     event_id: Option<&str>,
     webhook_id: &str,
     received: SystemTime,
+    trace_sample_percent: u8,
 ) -> async_nats::HeaderMap {
     use async_nats::{HeaderName, HeaderValue};
     // Static names and owned values: no copy of either per header.
@@ -600,7 +608,7 @@ fn message_headers(
     );
     h.insert(
         name(headers::TRACEPARENT),
-        HeaderValue::from(traceparent(&req.headers)),
+        HeaderValue::from(traceparent(&req.headers, trace_sample_percent)),
     );
     for (n, value) in req.route.params() {
         h.insert(name(n), value);
@@ -662,10 +670,14 @@ fn uuid_string(id: uuid::Uuid) -> String {
 
 /// The incoming W3C `traceparent` if well-formed, else a new trace.
 ///
-/// A new trace is marked sampled (`-01`): orderhub records no spans itself,
-/// but the restaurant's backend receives this context with the order and a
-/// parent-based sampler there should record it.
-fn traceparent(h: &HeaderMap) -> String {
+/// A new trace is marked sampled (`-01`) with probability `sample_percent`
+/// (decided from the trace id, so the same for everyone who sees it).
+/// orderhub records no spans itself, but the restaurant's backend receives
+/// this context with the order, and a parent-based sampler there (the
+/// OpenTelemetry default) records only sampled ones. The cost of sampled:
+/// nats-server parses every header of a message whose `traceparent` is
+/// sampled, for its own message tracing (BENCHMARKS.md).
+fn traceparent(h: &HeaderMap, sample_percent: u8) -> String {
     if let Some(v) = h.get("traceparent").and_then(|v| v.to_str().ok()) {
         let mut parts = v.split('-');
         fn hex(s: Option<&str>, n: usize) -> Option<&str> {
@@ -685,13 +697,15 @@ fn traceparent(h: &HeaderMap) -> String {
     // Version-4 UUIDs are 122 random bits from a thread-local generator;
     // the fixed version and variant bits keep both ids non-zero (the span id
     // is the half with the variant bits).
+    let trace = uuid::Uuid::new_v4();
+    let sampled = trace.as_u128() % 100 < u128::from(sample_percent);
     let mut buf = uuid::Uuid::encode_buffer();
     let mut tp = String::with_capacity(55);
     tp.push_str("00-");
-    tp.push_str(uuid::Uuid::new_v4().simple().encode_lower(&mut buf));
+    tp.push_str(trace.simple().encode_lower(&mut buf));
     tp.push('-');
     tp.push_str(&uuid::Uuid::new_v4().simple().encode_lower(&mut buf)[16..]);
-    tp.push_str("-01");
+    tp.push_str(if sampled { "-01" } else { "-00" });
     tp
 }
 
@@ -804,11 +818,27 @@ mod tests {
         let mut h = HeaderMap::new();
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         h.insert("traceparent", tp.parse().unwrap());
-        assert_eq!(traceparent(&h), tp);
-        h.insert("traceparent", "garbage".parse().unwrap());
-        let made = traceparent(&h);
-        assert_eq!(made.len(), 55);
-        assert!(made.starts_with("00-") && made.ends_with("-01"));
+        assert_eq!(traceparent(&h, 0), tp);
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        h.insert("traceparent", unsampled.parse().unwrap());
+        assert_eq!(traceparent(&h, 100), unsampled);
+        for bad in [
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            h.insert("traceparent", bad.parse().unwrap());
+            let made = traceparent(&h, 100);
+            assert_eq!(made.len(), 55, "{bad} -> {made}");
+            assert!(made.starts_with("00-") && made.ends_with("-01"), "{made}");
+            assert_ne!(&made[3..35], "00000000000000000000000000000000");
+            assert!(traceparent(&h, 0).ends_with("-00"));
+        }
+        let sampled = (0..1000)
+            .filter(|_| traceparent(&h, 30).ends_with("-01"))
+            .count();
+        assert!((200..400).contains(&sampled), "{sampled} of 1000 at 30%");
     }
 
     #[test]

@@ -186,6 +186,9 @@ pub struct IngressSettings {
     pub publish_timeout: Duration,
     /// Per provider name, or `default` for the others.
     pub rate_limits: BTreeMap<String, RateLimit>,
+    /// Share (0–100) of the traces the ingress starts that it marks sampled
+    /// in `traceparent`. A request's own valid `traceparent` keeps its flag.
+    pub trace_sample_percent: u8,
 }
 
 impl Default for IngressSettings {
@@ -195,6 +198,7 @@ impl Default for IngressSettings {
             trusted_proxies: Vec::new(),
             publish_timeout: Duration::from_secs(5),
             rate_limits: BTreeMap::new(),
+            trace_sample_percent: 100,
         }
     }
 }
@@ -364,6 +368,7 @@ struct RawIngress {
     publish_timeout: Option<Duration>,
     #[serde(default)]
     rate_limits: BTreeMap<String, RateLimit>,
+    trace_sample_percent: Option<u8>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -841,6 +846,12 @@ impl RawHub {
             check_rate(&check, format!("ingress.rate_limits.{name}"), r)?;
         }
         ingress.rate_limits = self.ingress.rate_limits;
+        if let Some(p) = self.ingress.trace_sample_percent {
+            if p > 100 {
+                return Err(check.err("ingress.trace_sample_percent", "must be 0 to 100"));
+            }
+            ingress.trace_sample_percent = p;
+        }
 
         Ok(HubConfig {
             tenants,
@@ -1129,6 +1140,10 @@ max_deliver = 10
                 "ingress.rate_limits.carem: not a provider name or default",
             ),
             (
+                format!("{GOOD}\n[ingress]\ntrace_sample_percent = 101\n"),
+                "ingress.trace_sample_percent: must be 0 to 100",
+            ),
+            (
                 format!("{GOOD}\n[streams.overrides.ORDRES]\nmax_age = \"1d\"\n"),
                 "streams.overrides.ORDRES: unknown stream (known: WEBHOOKS, ORDERS, DLQ, ADVISORIES)",
             ),
@@ -1136,6 +1151,13 @@ max_deliver = 10
         for (text, want) in cases {
             assert_eq!(err_of(&text), format!("hub config hub.toml: {want}"));
         }
+    }
+
+    #[test]
+    fn trace_sampling_defaults_to_every_trace() {
+        assert_eq!(load(GOOD).unwrap().ingress.trace_sample_percent, 100);
+        let hub = load(&format!("{GOOD}\n[ingress]\ntrace_sample_percent = 0\n")).unwrap();
+        assert_eq!(hub.ingress.trace_sample_percent, 0);
     }
 
     #[test]
