@@ -176,6 +176,43 @@ async fn an_accepted_webhook_is_stored_byte_for_byte_once() -> anyhow::Result<()
     assert_eq!(r.status(), 202);
     let msgs = stream_messages(&hub.js, "WEBHOOKS").await?;
     assert_eq!(msgs[1].subject.as_str(), "webhooks.raw.careem.acme-careem");
+    // Without a traceparent of its own it gets a new trace, sampled by default.
+    let tp = msgs[1].headers.get("traceparent").unwrap().as_str();
+    assert!(
+        tp.len() == 55 && tp.starts_with("00-") && tp.ends_with("-01"),
+        "{tp}"
+    );
+    hub.stop().await
+}
+
+#[tokio::test]
+async fn new_traces_follow_the_sampling_setting_and_a_providers_own_is_kept() -> anyhow::Result<()>
+{
+    let hub = start(&hub_toml("", "[ingress]\ntrace_sample_percent = 0\n")).await?;
+    let url = format!("{}/api/webhooks/careem/acme-careem", hub.base);
+    let own = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut headers = signed(Provider::Careem, ORDER);
+    headers.insert("traceparent", own.parse()?);
+    assert_eq!(post(&url, headers, ORDER).await?.status(), 202);
+    let body: &'static [u8] = br#"{"order_id":"UNTRACED"}"#;
+    assert_eq!(
+        post(&url, signed(Provider::Careem, body), body)
+            .await?
+            .status(),
+        202
+    );
+    let msgs = stream_messages(&hub.js, "WEBHOOKS").await?;
+    let tps: Vec<&str> = msgs
+        .iter()
+        .map(|m| m.headers.get("traceparent").unwrap().as_str())
+        .collect();
+    assert_eq!(tps[0], own);
+    assert!(
+        tps[1].starts_with("00-") && tps[1].ends_with("-00"),
+        "{}",
+        tps[1]
+    );
+    assert_ne!(&tps[1][3..35], &own[3..35]);
     hub.stop().await
 }
 
