@@ -249,7 +249,7 @@ impl ProviderMetrics {
     }
 }
 
-/// What the ingress keeps per provider, indexed by `Provider as usize`.
+/// What the ingress keeps per provider, indexed by `Provider::index`.
 struct ProviderState {
     limit: DefaultDirectRateLimiter,
     /// By account id.
@@ -283,8 +283,7 @@ pub const DEFAULT_PROVIDER_LIMIT: RateLimit = RateLimit {
 /// Shared state of the ingress.
 pub struct Ingress {
     hub: Arc<HubConfig>,
-    /// Publishes raw webhooks; its request timeout is the publish timeout,
-    /// so the PubAck wait needs no timer of its own.
+    /// Publishes raw webhooks, with `publish_timeout` as its ack timeout.
     publisher: jetstream::Context,
     webhooks: jetstream::stream::Stream,
     providers: Vec<ProviderState>,
@@ -312,9 +311,7 @@ impl Ingress {
             .unwrap_or(DEFAULT_PROVIDER_LIMIT);
         let providers = Provider::ALL
             .into_iter()
-            .enumerate()
-            .map(|(i, p)| {
-                debug_assert_eq!(i, p as usize);
+            .map(|p| {
                 let r = limits.get(p.as_str()).copied().unwrap_or(default_limit);
                 ProviderState {
                     limit: limiter(r),
@@ -375,7 +372,7 @@ impl Ingress {
     pub async fn accept(&self, req: Incoming) -> Result<Accepted, Rejection> {
         let started = Instant::now();
         let provider = req.provider;
-        let p = &self.providers[provider as usize];
+        let p = &self.providers[provider.index()];
         p.metrics.body_bytes.observe(req.body.len() as f64);
         let account_id = req.account.as_deref().or(p.default_account.as_deref());
         let result = self.check_and_publish(&req, p, account_id).await;
@@ -503,38 +500,28 @@ impl Ingress {
             return Err(Rejection::Unavailable("not connected to NATS".to_owned()));
         }
         let started = Instant::now();
-        // Handing the message to the client normally completes at once (the
-        // timer below is then never armed); it waits only when the client's
-        // queue or its in-flight ack limit is full. The PubAck wait is bounded
-        // by the publisher context's own timeout, the same `publish_timeout`.
-        let sent = tokio::time::timeout(
-            self.publish_timeout,
+        // One deadline for handing the message to the client (which waits
+        // only when async-nats' in-flight ack limit or queue is full) and
+        // for the PubAck. The context's own ack timer has the same length
+        // and so never fires first.
+        let publish = async {
             self.publisher
-                .publish_with_headers(state.subject.clone(), h, req.body.clone()),
-        )
-        .await;
-        let acked = match sent {
-            Ok(Ok(ack)) => ack.await,
-            Ok(Err(e)) => Err(e),
+                .publish_with_headers(state.subject.clone(), h, req.body.clone())
+                .await?
+                .await
+        };
+        let ack = match tokio::time::timeout(self.publish_timeout, publish).await {
+            Ok(Ok(ack)) => ack,
+            Ok(Err(e)) => {
+                self.publishing.store(false, Ordering::Relaxed);
+                return Err(Rejection::Unavailable(e.to_string()));
+            }
             Err(_) => {
                 self.publishing.store(false, Ordering::Relaxed);
                 return Err(Rejection::Unavailable(format!(
-                    "client queue full for {:?}",
+                    "no ack within {:?}",
                     self.publish_timeout
                 )));
-            }
-        };
-        let ack = match acked {
-            Ok(ack) => ack,
-            Err(e) => {
-                self.publishing.store(false, Ordering::Relaxed);
-                return Err(Rejection::Unavailable(
-                    if e.kind() == async_nats::jetstream::context::PublishErrorKind::TimedOut {
-                        format!("no ack within {:?}", self.publish_timeout)
-                    } else {
-                        e.to_string()
-                    },
-                ));
             }
         };
         self.publishing.store(true, Ordering::Relaxed);

@@ -35,6 +35,12 @@ impl Provider {
         Provider::Direct,
     ];
 
+    /// This provider's place in [`Provider::ALL`], for tables indexed by
+    /// provider.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The lowercase name used in URLs, subjects, config files and metric labels.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -48,6 +54,16 @@ impl Provider {
         }
     }
 }
+
+// `Provider::index` is the discriminant: `ALL` must list the variants in
+// declaration order, or tables indexed by provider would mix them up.
+const _: () = {
+    let mut i = 0;
+    while i < Provider::ALL.len() {
+        assert!(Provider::ALL[i] as usize == i, "Provider::ALL out of order");
+        i += 1;
+    }
+};
 
 impl fmt::Display for Provider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
