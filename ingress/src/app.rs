@@ -33,7 +33,7 @@ use shared::config::{Account, HubConfig, RateLimit};
 use shared::headers;
 use tracing::{info, warn};
 use warp::http::{HeaderMap, StatusCode};
-use xxhash_rust::xxh3::{Xxh3, xxh3_128};
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::net::{NetSet, client_ip};
 use crate::verify::{self, JwtAlgorithm, VerifyOptions};
@@ -617,20 +617,15 @@ fn message_headers(
 /// sending them. XXH3 costs ~0.1 µs on a 2 KiB body where SHA-256 cost
 /// ~1.5 µs (BENCHMARKS.md).
 pub fn message_id(req: &Incoming, account: &str, event_id: Option<&str>) -> String {
-    let mut params = req.route.params().peekable();
-    let digest = if params.peek().is_none() {
-        xxh3_128(&req.body)
-    } else {
-        let mut hash = Xxh3::new();
-        for (name, value) in params {
-            hash.update(name.as_bytes());
-            hash.update(&[0]);
-            hash.update(value.as_bytes());
-            hash.update(&[0]);
-        }
-        hash.update(&req.body);
-        hash.digest128()
-    };
+    let mut hash = Xxh3::new();
+    for (name, value) in req.route.params() {
+        hash.update(name.as_bytes());
+        hash.update(&[0]);
+        hash.update(value.as_bytes());
+        hash.update(&[0]);
+    }
+    hash.update(&req.body);
+    let digest = hash.digest128();
     let mut hex = [0u8; 32];
     hex::encode_to_slice(digest.to_be_bytes(), &mut hex).expect("32 hex digits for 16 bytes");
     let hex = std::str::from_utf8(&hex).expect("hex is ascii");
