@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::StreamExt;
 use orderhub_tests::*;
 use shared::config::HubConfig;
-use shared::order::{Event, Order};
+use canonical::order::{Event, Order};
 use shared::worker::{Delivery, Handler, Outcome};
 use tokio_util::sync::CancellationToken;
 

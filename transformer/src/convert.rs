@@ -25,8 +25,8 @@ use serde::de::{self, DeserializeOwned, Deserializer};
 use shared::Provider;
 use shared::config::{Account, HubConfig, Tenant};
 use shared::headers;
-use shared::money::{Currency, Decimal, MoneyError};
-use shared::order::{
+use canonical::money::{Currency, Decimal, MoneyError};
+use canonical::order::{
     Customer, Event, FieldError, Item, MAX_QUANTITY, Order, ProblemKind, Raw, SchemaV1,
     ValidationErrors,
 };

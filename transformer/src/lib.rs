@@ -46,7 +46,7 @@ use prometheus_client::registry::Registry;
 use shared::app::{StageError, StageSpec};
 use shared::config::{CommonArgs, HubConfig};
 use shared::headers;
-use shared::order::{Event, Order};
+use canonical::order::{Event, Order};
 use shared::worker::{Delivery, Failure, Handler, Outcome};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};

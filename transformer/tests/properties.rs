@@ -6,7 +6,7 @@ mod support;
 
 use proptest::prelude::*;
 use shared::Provider;
-use shared::order::Item;
+use canonical::order::Item;
 
 /// A line as generated: minor units, quantity, modifiers below.
 #[derive(Debug, Clone)]

@@ -27,8 +27,8 @@
 //! cancellation contract.
 
 use serde::Deserialize;
-use shared::money::Decimal;
-use shared::order::{
+use canonical::money::Decimal;
+use canonical::order::{
     Address, Courier, Event, Fulfilment, FulfilmentType, Item, Payment, PaymentMethod, Totals,
 };
 
@@ -212,7 +212,7 @@ impl Adapter for Careem {
             Some(other) => {
                 p.push(
                     "type",
-                    shared::order::ProblemKind::OutOfRange,
+                    canonical::order::ProblemKind::OutOfRange,
                     format!("{:?} is not delivery or pickup", convert::excerpt(other)),
                 );
                 FulfilmentType::Delivery

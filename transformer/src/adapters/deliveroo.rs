@@ -31,8 +31,8 @@
 //! whether to add cutlery (`ADD CUTLERY` / `NO CUTLERY ...`).
 
 use serde::Deserialize;
-use shared::money::Currency;
-use shared::order::{
+use canonical::money::Currency;
+use canonical::order::{
     Address, Courier, Discount, Event, Fee, Fulfilment, FulfilmentType, Item, OrderState, Payment,
     PaymentMethod, ProblemKind, Status, Totals,
 };

@@ -11,8 +11,8 @@
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use shared::money::Currency;
-use shared::order::{Customer, Event, Fulfilment, Item, Payment, SchemaV1, Status, Totals};
+use canonical::money::Currency;
+use canonical::order::{Customer, Event, Fulfilment, Item, Payment, SchemaV1, Status, Totals};
 use time::OffsetDateTime;
 
 use super::Adapter;

@@ -51,8 +51,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use shared::money::Decimal;
-use shared::order::{
+use canonical::money::Decimal;
+use canonical::order::{
     Address, Courier, Discount, Event, Fee, Fulfilment, FulfilmentType, Item, OrderState, Payment,
     PaymentMethod, ProblemKind, Status, Totals,
 };

@@ -17,8 +17,8 @@
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use shared::Provider;
-use shared::money::Decimal;
-use shared::order::{Event, OrderState, Totals};
+use canonical::money::Decimal;
+use canonical::order::{Event, OrderState, Totals};
 
 use crate::convert::{ConvertError, Draft, Input, Problems};
 

@@ -43,8 +43,8 @@
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use shared::money::{Currency, Decimal, empty_as_none};
-use shared::order::{
+use canonical::money::{Currency, Decimal, empty_as_none};
+use canonical::order::{
     Address, Courier, Discount, Event, Fee, Fulfilment, FulfilmentType, Funder, Item, Order,
     OrderState, Payment, PaymentMethod, ProblemKind, Status, Totals,
 };

@@ -12,11 +12,11 @@
 //!   order's [`Currency`] (3.250 JOD is `3250`), never a float. See
 //!   [`crate::money`] for turning provider amounts into minor units.
 //! - The JSON Schema generated from these types is committed at
-//!   `shared/schema/order.v1.schema.json`; a test fails when it drifts. It
+//!   `canonical/schema/order.v1.schema.json`; a test fails when it drifts. It
 //!   describes orders as the hub writes them: every property is present
 //!   (`null` where absent), money is `integer`, enums are closed sets.
-//!   After changing a type: `UPDATE_SCHEMA=1 cargo test -p shared schema`,
-//!   then commit the file. `shared/schema/order.v1.example.json` is a complete
+//!   After changing a type: `UPDATE_SCHEMA=1 cargo test -p canonical schema`,
+//!   then commit the file. `canonical/schema/order.v1.example.json` is a complete
 //!   example that a test deserializes, validates and compares.
 //!
 //! # Events without an order body
@@ -983,7 +983,7 @@ mod tests {
     }
 
     /// The committed schema is what the types generate. To update it after a
-    /// change to the types: `UPDATE_SCHEMA=1 cargo test -p shared schema`.
+    /// change to the types: `UPDATE_SCHEMA=1 cargo test -p canonical schema`.
     #[test]
     fn schema_file_matches_the_type() {
         let generated = generated_schema();
@@ -999,7 +999,7 @@ mod tests {
         // Compared as values: key order depends on serde_json's features.
         assert!(
             committed == generated,
-            "{} differs from the Order type: run `UPDATE_SCHEMA=1 cargo test -p shared schema` \
+            "{} differs from the Order type: run `UPDATE_SCHEMA=1 cargo test -p canonical schema` \
              and commit the file",
             path.display()
         );

@@ -441,7 +441,7 @@ pub fn format_minor_units(minor: i64, exponent: u8) -> String {
 /// the text (`2.50` and `2.5` differ); compare minor units instead.
 ///
 /// ```
-/// use shared::money::{Currency, Decimal};
+/// use canonical::money::{Currency, Decimal};
 ///
 /// #[derive(serde::Deserialize)]
 /// struct Line { price: Decimal }
@@ -537,10 +537,10 @@ impl<'de> Deserialize<'de> for Decimal {
 /// missing field are `None`; anything else must be a decimal.
 ///
 /// ```
-/// # use shared::money::Decimal;
+/// # use canonical::money::Decimal;
 /// #[derive(serde::Deserialize)]
 /// struct Price {
-///     #[serde(default, deserialize_with = "shared::money::empty_as_none")]
+///     #[serde(default, deserialize_with = "canonical::money::empty_as_none")]
 ///     rider_tip: Option<Decimal>,
 /// }
 /// let p: Price = serde_json::from_str(r#"{"rider_tip": ""}"#).unwrap();
