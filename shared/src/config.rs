@@ -12,14 +12,17 @@
 //! example secrets read from the environment) is used, so a local stack runs
 //! with no file at all.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use canonical::money::Currency;
+use ipnet::IpNet;
+use secrecy::SecretString;
 use serde::Deserialize;
+use url::Url;
 
 use crate::provider::Provider;
 use crate::retry::RetrySchedule;
@@ -87,11 +90,13 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Tenant {
     pub id: String,
-    pub backend_url: String,
+    pub backend_url: Url,
     /// Sent as `X-Auth`.
     pub backend_key: Option<SecretString>,
-    /// Standard Webhooks secret the backend verifies (`whsec_...`).
-    pub signing_secret: Option<SecretString>,
+    /// Standard Webhooks secrets (`whsec_...`) the hub signs deliveries
+    /// with, each checked at start: every one signs, so a backend verifying
+    /// with any of them accepts (rotation). Empty: deliveries are unsigned.
+    pub signing_secrets: Vec<SecretString>,
     /// When true, an item without a product mapping is a permanent error
     /// instead of `product_id: null`.
     pub require_product_mapping: bool,
@@ -103,18 +108,42 @@ pub struct Tenant {
     pub breaker: BreakerSettings,
 }
 
-/// A tenant's circuit breaker: after `failures` transient failures in a
-/// row the backend gets no request for `cooldown` (doubling after each
-/// failed probe, up to `max_cooldown`); then one probe decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A tenant's circuit breaker. It opens when the backend fails a share of
+/// requests (`failure_rate` of at least `min_requests` over the last
+/// `window`) or is unreachable `failures` times in a row (refused
+/// connections, timeouts). Open, the backend gets no request for `cooldown`
+/// (doubling after each failed half-open round, up to `max_cooldown`); then
+/// `probes` requests decide: it closes when the share of them that failed
+/// stays below `failure_rate`.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerSettings {
     pub failures: u32,
+    /// Above 0, at most 1.
+    pub failure_rate: f64,
+    pub min_requests: u32,
+    pub window: Duration,
+    pub probes: u32,
     pub cooldown: Duration,
     pub max_cooldown: Duration,
 }
 
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            failures: 5,
+            // The old service's threshold.
+            failure_rate: 0.5,
+            min_requests: 20,
+            window: Duration::from_secs(10),
+            probes: 5,
+            cooldown: Duration::from_secs(30),
+            max_cooldown: Duration::from_secs(300),
+        }
+    }
+}
+
 /// Forwarder defaults (`[forwarder]`), which tenants may override.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ForwarderSettings {
     /// An order older than this (since the ingress accepted it) is
     /// dead-lettered as stale instead of delivered, breaker or not.
@@ -128,11 +157,7 @@ impl Default for ForwarderSettings {
         ForwarderSettings {
             max_order_age: Duration::from_secs(24 * 3600),
             request_timeout: Duration::from_secs(10),
-            breaker: BreakerSettings {
-                failures: 5,
-                cooldown: Duration::from_secs(30),
-                max_cooldown: Duration::from_secs(300),
-            },
+            breaker: BreakerSettings::default(),
         }
     }
 }
@@ -145,10 +170,10 @@ pub struct Account {
     pub tenant: String,
     /// Any of these may sign (rotation). Never logged.
     pub secrets: Vec<SecretString>,
-    /// CIDRs allowed to call; empty means any.
-    pub allowed_ips: Vec<String>,
+    /// Networks allowed to call; empty means any.
+    pub allowed_ips: Vec<IpNet>,
     /// For providers whose payloads carry no currency.
-    pub currency: Option<String>,
+    pub currency: Option<Currency>,
     /// Provider store id -> internal branch id.
     pub branches: BTreeMap<String, String>,
     /// Provider item or modifier id (PLU) -> internal product id.
@@ -160,7 +185,7 @@ pub struct Account {
     pub country: Option<String>,
     /// JWT algorithm pinned for token-signing providers (Talabat):
     /// `HS256` (default), `HS384` or `HS512`.
-    pub jwt_algorithm: Option<String>,
+    pub jwt_algorithm: JwtAlgorithm,
     /// Accepted clock difference for providers that sign a timestamp.
     pub timestamp_tolerance: Option<Duration>,
     /// Requests per second for this account (on top of the provider's limit).
@@ -175,17 +200,74 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// `[ingress.rate_limits]`: a provider's own limit, else `default`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    pub default: Option<RateLimit>,
+    pub providers: BTreeMap<Provider, RateLimit>,
+}
+
+impl RateLimits {
+    /// The limit that applies to `provider`, if any is configured.
+    pub fn for_provider(&self, provider: Provider) -> Option<RateLimit> {
+        self.providers.get(&provider).copied().or(self.default)
+    }
+}
+
+/// The JWT algorithm an account pins (Talabat); tokens signed with any other
+/// are refused, `none` above all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum JwtAlgorithm {
+    #[default]
+    Hs256,
+    Hs384,
+    Hs512,
+}
+
+impl JwtAlgorithm {
+    /// The JOSE name, as in a token's `alg` and in configuration.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JwtAlgorithm::Hs256 => "HS256",
+            JwtAlgorithm::Hs384 => "HS384",
+            JwtAlgorithm::Hs512 => "HS512",
+        }
+    }
+}
+
+impl std::fmt::Display for JwtAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JwtAlgorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "HS256" => Ok(JwtAlgorithm::Hs256),
+            "HS384" => Ok(JwtAlgorithm::Hs384),
+            "HS512" => Ok(JwtAlgorithm::Hs512),
+            other => Err(format!("{other:?} is not HS256, HS384 or HS512")),
+        }
+    }
+}
+
 /// Ingress settings that live in the hub file (flags hold the addresses).
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngressSettings {
     /// Largest accepted body; larger gets 413 before it is read.
     pub max_body_bytes: u64,
-    /// Peers whose `X-Forwarded-For` is believed (CIDRs).
-    pub trusted_proxies: Vec<String>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
     /// How long a webhook may wait for JetStream's ack before the answer is 503.
     pub publish_timeout: Duration,
-    /// Per provider name, or `default` for the others.
-    pub rate_limits: BTreeMap<String, RateLimit>,
+    /// Per provider, and a default for the others.
+    pub rate_limits: RateLimits,
+    /// Per client address: requests refused before their signature
+    /// verified (401, 413, 408). Over it, the address gets 429 unverified.
+    pub unauthenticated_rate_limit: RateLimit,
     /// Share (0–100) of the traces the ingress starts that it marks sampled
     /// in `traceparent`. A request's own valid `traceparent` keeps its flag.
     pub trace_sample_percent: u8,
@@ -197,7 +279,11 @@ impl Default for IngressSettings {
             max_body_bytes: 1024 * 1024,
             trusted_proxies: Vec::new(),
             publish_timeout: Duration::from_secs(5),
-            rate_limits: BTreeMap::new(),
+            rate_limits: RateLimits::default(),
+            unauthenticated_rate_limit: RateLimit {
+                per_second: 20,
+                burst: 200,
+            },
             trace_sample_percent: 100,
         }
     }
@@ -306,9 +392,9 @@ impl HubConfig {
         serde_json::json!({
             "tenants": self.tenants.iter().map(|t| serde_json::json!({
                 "id": t.id,
-                "backend_url": t.backend_url,
+                "backend_url": redact_url(&t.backend_url),
                 "backend_key": t.backend_key.as_ref().map(|_| "[redacted]"),
-                "signing_secret": t.signing_secret.as_ref().map(|_| "[redacted]"),
+                "signing_secrets": t.signing_secrets.len(),
             })).collect::<Vec<_>>(),
             "accounts": self.accounts.iter().map(|a| serde_json::json!({
                 "id": a.id,
@@ -352,6 +438,11 @@ struct RawForwarder {
     #[serde(default, with = "humantime_serde")]
     request_timeout: Option<Duration>,
     breaker_failures: Option<u32>,
+    breaker_failure_rate: Option<f64>,
+    breaker_min_requests: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    breaker_window: Option<Duration>,
+    breaker_probes: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     breaker_cooldown: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
@@ -368,6 +459,7 @@ struct RawIngress {
     publish_timeout: Option<Duration>,
     #[serde(default)]
     rate_limits: BTreeMap<String, RateLimit>,
+    unauthenticated_rate_limit: Option<RateLimit>,
     trace_sample_percent: Option<u8>,
 }
 
@@ -380,6 +472,11 @@ struct RawTenant {
     backend_key_file: Option<PathBuf>,
     signing_secret_env: Option<String>,
     signing_secret_file: Option<PathBuf>,
+    /// More signing secrets, for rotation: every one signs each delivery.
+    #[serde(default)]
+    signing_secret_envs: Vec<String>,
+    #[serde(default)]
+    signing_secret_files: Vec<PathBuf>,
     #[serde(default)]
     require_product_mapping: bool,
     #[serde(default)]
@@ -387,6 +484,11 @@ struct RawTenant {
     #[serde(default, with = "humantime_serde")]
     request_timeout: Option<Duration>,
     breaker_failures: Option<u32>,
+    breaker_failure_rate: Option<f64>,
+    breaker_min_requests: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    breaker_window: Option<Duration>,
+    breaker_probes: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     breaker_cooldown: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
@@ -526,373 +628,452 @@ fn check_storage(
 }
 
 impl RawHub {
+    /// Turns what the file says into the types the stages use, section by
+    /// section; the first bad value stops it, named by its field.
     fn validate(
         self,
         origin: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<HubConfig, ConfigError> {
         let check = Check { origin };
-        let defaults = ForwarderSettings::default();
-        let forwarder = ForwarderSettings {
-            max_order_age: self
-                .forwarder
-                .max_order_age
-                .unwrap_or(defaults.max_order_age),
-            request_timeout: self
-                .forwarder
-                .request_timeout
-                .unwrap_or(defaults.request_timeout),
-            breaker: breaker_of(
-                &check,
-                "forwarder",
-                defaults.breaker,
-                self.forwarder.breaker_failures,
-                self.forwarder.breaker_cooldown,
-                self.forwarder.breaker_max_cooldown,
-            )?,
-        };
-        if forwarder.request_timeout.is_zero() {
-            return Err(check.err("forwarder.request_timeout", "must be above 0"));
-        }
-        if forwarder.max_order_age < Duration::from_secs(1) {
-            return Err(check.err("forwarder.max_order_age", "must be at least 1s"));
-        }
-
-        let mut tenants = Vec::with_capacity(self.tenant.len());
-        let mut tenant_ids = BTreeSet::new();
-        for (i, t) in self.tenant.into_iter().enumerate() {
-            let at = |f: &str| format!("tenant[{i}].{f}");
-            check.token(at("id"), &t.id)?;
-            if !tenant_ids.insert(t.id.clone()) {
-                return Err(check.err(at("id"), format!("duplicate tenant id {:?}", t.id)));
-            }
-            match reqwest_like_url_ok(&t.backend_url) {
-                Ok(()) => {}
-                Err(msg) => return Err(check.err(at("backend_url"), msg)),
-            }
-            if t.backend_key_env.is_some() && t.backend_key_file.is_some() {
-                return Err(check.err(
-                    at("backend_key_env"),
-                    "set backend_key_env or backend_key_file, not both",
-                ));
-            }
-            if t.signing_secret_env.is_some() && t.signing_secret_file.is_some() {
-                return Err(check.err(
-                    at("signing_secret_env"),
-                    "set signing_secret_env or signing_secret_file, not both",
-                ));
-            }
-            let backend_key = read_secret(
-                &check,
-                at(if t.backend_key_file.is_some() {
-                    "backend_key_file"
-                } else {
-                    "backend_key_env"
-                }),
-                t.backend_key_env.as_deref(),
-                t.backend_key_file.as_deref(),
-                env,
-            )?;
-            let signing_secret = read_secret(
-                &check,
-                at(if t.signing_secret_file.is_some() {
-                    "signing_secret_file"
-                } else {
-                    "signing_secret_env"
-                }),
-                t.signing_secret_env.as_deref(),
-                t.signing_secret_file.as_deref(),
-                env,
-            )?;
-            if let Some(s) = &signing_secret
-                && !s.expose_secret().starts_with("whsec_")
-            {
-                return Err(check.err(
-                    at("signing_secret_env"),
-                    "the signing secret must be a Standard Webhooks secret (whsec_...)",
-                ));
-            }
-            let request_timeout = t.request_timeout.unwrap_or(forwarder.request_timeout);
-            if request_timeout.is_zero() {
-                return Err(check.err(at("request_timeout"), "must be above 0"));
-            }
-            let breaker = breaker_of(
-                &check,
-                &format!("tenant[{i}]"),
-                forwarder.breaker,
-                t.breaker_failures,
-                t.breaker_cooldown,
-                t.breaker_max_cooldown,
-            )?;
-            tenants.push(Tenant {
-                request_timeout,
-                breaker,
-                id: t.id,
-                backend_url: t.backend_url,
-                backend_key,
-                signing_secret,
-                require_product_mapping: t.require_product_mapping,
-                require_branch_mapping: t.require_branch_mapping,
-            });
-        }
-
-        let mut accounts = Vec::with_capacity(self.account.len());
-        let mut account_keys = BTreeSet::new();
-        let mut defaults = BTreeSet::new();
-        for (i, a) in self.account.into_iter().enumerate() {
-            let at = |f: &str| format!("account[{i}].{f}");
-            check.token(at("id"), &a.id)?;
-            let provider = Provider::from_str(&a.provider)
-                .map_err(|e| check.err(at("provider"), e.to_string()))?;
-            if !tenant_ids.contains(&a.tenant) {
-                return Err(check.err(at("tenant"), format!("unknown tenant {:?}", a.tenant)));
-            }
-            if !account_keys.insert((provider, a.id.clone())) {
-                return Err(check.err(
-                    at("id"),
-                    format!("duplicate account {:?} for provider {provider}", a.id),
-                ));
-            }
-            if a.default && !defaults.insert(provider) {
-                return Err(check.err(
-                    at("default"),
-                    format!("provider {provider} already has a default account"),
-                ));
-            }
-            if a.secret_envs.is_empty() && a.secret_files.is_empty() {
-                return Err(check.err(
-                    at("secret_envs"),
-                    "an account needs at least one secret (secret_envs or secret_files)",
-                ));
-            }
-            let mut secrets = Vec::new();
-            for (k, name) in a.secret_envs.iter().enumerate() {
-                if let Some(s) = read_secret(
-                    &check,
-                    at(&format!("secret_envs[{k}]")),
-                    Some(name),
-                    None,
-                    env,
-                )? {
-                    secrets.push(s);
-                }
-            }
-            for (k, path) in a.secret_files.iter().enumerate() {
-                if let Some(s) = read_secret(
-                    &check,
-                    at(&format!("secret_files[{k}]")),
-                    None,
-                    Some(path),
-                    env,
-                )? {
-                    secrets.push(s);
-                }
-            }
-            for (k, cidr) in a.allowed_ips.iter().enumerate() {
-                if parse_cidr(cidr).is_none() {
-                    return Err(check.err(
-                        at(&format!("allowed_ips[{k}]")),
-                        format!("{cidr:?} is not an IP address or CIDR"),
-                    ));
-                }
-            }
-            if let Some(c) = &a.currency
-                && !(c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()))
-            {
-                return Err(check.err(
-                    at("currency"),
-                    format!("{c:?} is not an ISO 4217 code (three capital letters)"),
-                ));
-            }
-            if let Some(c) = &a.country
-                && !(c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
-            {
-                return Err(check.err(
-                    at("country"),
-                    format!("{c:?} is not an ISO 3166-1 alpha-2 code (two capital letters)"),
-                ));
-            }
-            if let Some(alg) = &a.jwt_algorithm
-                && !matches!(alg.as_str(), "HS256" | "HS384" | "HS512")
-            {
-                return Err(check.err(
-                    at("jwt_algorithm"),
-                    format!("{alg:?} is not HS256, HS384 or HS512"),
-                ));
-            }
-            if let Some(r) = &a.rate_limit {
-                check_rate(&check, at("rate_limit"), r)?;
-            }
-            accounts.push(Account {
-                id: a.id,
-                provider,
-                tenant: a.tenant,
-                secrets,
-                allowed_ips: a.allowed_ips,
-                currency: a.currency,
-                branches: a.branches,
-                products: a.products,
-                default: a.default,
-                country: a.country,
-                jwt_algorithm: a.jwt_algorithm,
-                timestamp_tolerance: a.timestamp_tolerance,
-                rate_limit: a.rate_limit,
-            });
-        }
-
-        let mut delays = Vec::with_capacity(self.retry.schedule.len());
-        for (k, s) in self.retry.schedule.iter().enumerate() {
-            let d = humantime::parse_duration(s)
-                .map_err(|e| check.err(format!("retry.schedule[{k}]"), format!("{s:?}: {e}")))?;
-            delays.push(d);
-        }
-        let retry = RetrySchedule::new(
-            delays,
-            self.retry.max_deliver,
-            self.retry.jitter,
-            self.retry.max_hint,
-        )
-        .map_err(|e| check.err(format!("retry.{}", e.field), e.message))?;
-
-        check_storage(&check, "streams.storage", &self.streams.storage)?;
-        for (name, o) in &self.streams.overrides {
-            if !crate::streams::STREAM_NAMES.contains(&name.as_str()) {
-                return Err(check.err(
-                    format!("streams.overrides.{name}"),
-                    format!(
-                        "unknown stream (known: {})",
-                        crate::streams::STREAM_NAMES.join(", ")
-                    ),
-                ));
-            }
-            check_storage(
-                &check,
-                &format!("streams.overrides.{name}.storage"),
-                &o.storage,
-            )?;
-            if let Some(r) = &o.retention
-                && !matches!(r.as_str(), "limits" | "workqueue" | "interest")
-            {
-                return Err(check.err(
-                    format!("streams.overrides.{name}.retention"),
-                    format!("{r:?} is not limits, workqueue or interest"),
-                ));
-            }
-        }
-        for (name, c) in &self.streams.consumers {
-            if !crate::streams::CONSUMER_NAMES.contains(&name.as_str()) {
-                return Err(check.err(
-                    format!("streams.consumers.{name}"),
-                    format!(
-                        "unknown consumer (known: {})",
-                        crate::streams::CONSUMER_NAMES.join(", ")
-                    ),
-                ));
-            }
-            if c.ack_wait.is_some_and(|d| d < Duration::from_secs(1)) {
-                return Err(check.err(
-                    format!("streams.consumers.{name}.ack_wait"),
-                    "must be at least 1s",
-                ));
-            }
-            if c.max_ack_pending.is_some_and(|m| m < 1) {
-                return Err(check.err(
-                    format!("streams.consumers.{name}.max_ack_pending"),
-                    "must be at least 1",
-                ));
-            }
-        }
-        for (field, r) in std::iter::once(("streams.replicas".to_owned(), self.streams.replicas))
-            .chain(
-                self.streams
-                    .overrides
-                    .iter()
-                    .map(|(n, o)| (format!("streams.overrides.{n}.replicas"), o.replicas)),
-            )
-        {
-            if let Some(r) = r
-                && !(1..=5).contains(&r)
-            {
-                return Err(check.err(field, format!("{r} replicas: JetStream allows 1 to 5")));
-            }
-        }
-
-        let mut ingress = IngressSettings::default();
-        if let Some(m) = self.ingress.max_body_bytes {
-            if m == 0 {
-                return Err(check.err("ingress.max_body_bytes", "must be above 0"));
-            }
-            ingress.max_body_bytes = m;
-        }
-        for (k, cidr) in self.ingress.trusted_proxies.iter().enumerate() {
-            if parse_cidr(cidr).is_none() {
-                return Err(check.err(
-                    format!("ingress.trusted_proxies[{k}]"),
-                    format!("{cidr:?} is not an IP address or CIDR"),
-                ));
-            }
-        }
-        ingress.trusted_proxies = self.ingress.trusted_proxies;
-        if let Some(t) = self.ingress.publish_timeout {
-            ingress.publish_timeout = t;
-        }
-        for (name, r) in &self.ingress.rate_limits {
-            if name != "default" && Provider::from_str(name).is_err() {
-                return Err(check.err(
-                    format!("ingress.rate_limits.{name}"),
-                    "not a provider name or default",
-                ));
-            }
-            check_rate(&check, format!("ingress.rate_limits.{name}"), r)?;
-        }
-        ingress.rate_limits = self.ingress.rate_limits;
-        if let Some(p) = self.ingress.trace_sample_percent {
-            if p > 100 {
-                return Err(check.err("ingress.trace_sample_percent", "must be 0 to 100"));
-            }
-            ingress.trace_sample_percent = p;
-        }
-
+        let forwarder = forwarder_section(&check, self.forwarder)?;
+        let tenants = tenant_section(&check, self.tenant, &forwarder, env)?;
+        let accounts = account_section(&check, self.account, &tenants, env)?;
+        let retry = retry_section(&check, self.retry)?;
+        let streams = stream_section(&check, self.streams)?;
+        let ingress = ingress_section(&check, self.ingress)?;
         Ok(HubConfig {
             tenants,
             accounts,
             retry,
             ingress,
             forwarder,
-            streams: StreamSettings {
-                replicas: self.streams.replicas,
-                storage: self.streams.storage,
-                overrides: self.streams.overrides,
-                consumers: self.streams.consumers,
-            },
+            streams,
         })
     }
+}
+
+fn forwarder_section(
+    check: &Check<'_>,
+    raw: RawForwarder,
+) -> Result<ForwarderSettings, ConfigError> {
+    let defaults = ForwarderSettings::default();
+    let forwarder = ForwarderSettings {
+        max_order_age: raw.max_order_age.unwrap_or(defaults.max_order_age),
+        request_timeout: raw.request_timeout.unwrap_or(defaults.request_timeout),
+        breaker: breaker_of(
+            check,
+            "forwarder",
+            defaults.breaker,
+            RawBreaker {
+                failures: raw.breaker_failures,
+                failure_rate: raw.breaker_failure_rate,
+                min_requests: raw.breaker_min_requests,
+                window: raw.breaker_window,
+                probes: raw.breaker_probes,
+                cooldown: raw.breaker_cooldown,
+                max_cooldown: raw.breaker_max_cooldown,
+            },
+        )?,
+    };
+    if forwarder.request_timeout.is_zero() {
+        return Err(check.err("forwarder.request_timeout", "must be above 0"));
+    }
+    if forwarder.max_order_age < Duration::from_secs(1) {
+        return Err(check.err("forwarder.max_order_age", "must be at least 1s"));
+    }
+    Ok(forwarder)
+}
+
+fn tenant_section(
+    check: &Check<'_>,
+    raw: Vec<RawTenant>,
+    forwarder: &ForwarderSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Tenant>, ConfigError> {
+    let mut tenants: Vec<Tenant> = Vec::with_capacity(raw.len());
+    for (i, t) in raw.into_iter().enumerate() {
+        check.token(format!("tenant[{i}].id"), &t.id)?;
+        if tenants.iter().any(|seen| seen.id == t.id) {
+            return Err(check.err(
+                format!("tenant[{i}].id"),
+                format!("duplicate tenant id {:?}", t.id),
+            ));
+        }
+        // From here on a field is named by the tenant's id, which is what an
+        // operator searches the file for.
+        let at = |f: &str| format!("tenant {}.{f}", t.id);
+        let backend_url = http_url(&t.backend_url).map_err(|m| check.err(at("backend_url"), m))?;
+        if t.backend_key_env.is_some() && t.backend_key_file.is_some() {
+            return Err(check.err(
+                at("backend_key_env"),
+                "set backend_key_env or backend_key_file, not both",
+            ));
+        }
+        let backend_key = read_secret(
+            check,
+            at(if t.backend_key_file.is_some() {
+                "backend_key_file"
+            } else {
+                "backend_key_env"
+            }),
+            t.backend_key_env.as_deref(),
+            t.backend_key_file.as_deref(),
+            env,
+        )?;
+        if t.signing_secret_env.is_some() && t.signing_secret_file.is_some() {
+            return Err(check.err(
+                at("signing_secret_env"),
+                "set signing_secret_env or signing_secret_file, not both",
+            ));
+        }
+        let sources = (t.signing_secret_env.iter())
+            .map(|n| (at("signing_secret_env"), SecretSource::Env(n)))
+            .chain(
+                t.signing_secret_file
+                    .iter()
+                    .map(|f| (at("signing_secret_file"), SecretSource::File(f))),
+            )
+            .chain(t.signing_secret_envs.iter().enumerate().map(|(k, n)| {
+                (
+                    at(&format!("signing_secret_envs[{k}]")),
+                    SecretSource::Env(n),
+                )
+            }))
+            .chain(t.signing_secret_files.iter().enumerate().map(|(k, f)| {
+                (
+                    at(&format!("signing_secret_files[{k}]")),
+                    SecretSource::File(f),
+                )
+            }));
+        let signing_secrets = secret_list(check, sources, env)?;
+        for (field, secret) in &signing_secrets {
+            if crate::secret::standard_webhooks_key(secret).is_none() {
+                return Err(check.err(
+                    field.clone(),
+                    "the signing secret must be a Standard Webhooks secret (whsec_ and base64)",
+                ));
+            }
+        }
+        let request_timeout = t.request_timeout.unwrap_or(forwarder.request_timeout);
+        if request_timeout.is_zero() {
+            return Err(check.err(at("request_timeout"), "must be above 0"));
+        }
+        let breaker = breaker_of(
+            check,
+            &format!("tenant {}", t.id),
+            forwarder.breaker,
+            RawBreaker {
+                failures: t.breaker_failures,
+                failure_rate: t.breaker_failure_rate,
+                min_requests: t.breaker_min_requests,
+                window: t.breaker_window,
+                probes: t.breaker_probes,
+                cooldown: t.breaker_cooldown,
+                max_cooldown: t.breaker_max_cooldown,
+            },
+        )?;
+        tenants.push(Tenant {
+            request_timeout,
+            breaker,
+            id: t.id,
+            backend_url,
+            backend_key,
+            signing_secrets: signing_secrets.into_iter().map(|(_, s)| s).collect(),
+            require_product_mapping: t.require_product_mapping,
+            require_branch_mapping: t.require_branch_mapping,
+        });
+    }
+    Ok(tenants)
+}
+
+fn account_section(
+    check: &Check<'_>,
+    raw: Vec<RawAccount>,
+    tenants: &[Tenant],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Account>, ConfigError> {
+    let mut accounts: Vec<Account> = Vec::with_capacity(raw.len());
+    for (i, a) in raw.into_iter().enumerate() {
+        check.token(format!("account[{i}].id"), &a.id)?;
+        let at = |f: &str| format!("account {}.{f}", a.id);
+        let provider = Provider::from_str(&a.provider)
+            .map_err(|e| check.err(at("provider"), e.to_string()))?;
+        if !tenants.iter().any(|t| t.id == a.tenant) {
+            return Err(check.err(at("tenant"), format!("unknown tenant {:?}", a.tenant)));
+        }
+        if accounts
+            .iter()
+            .any(|seen| seen.provider == provider && seen.id == a.id)
+        {
+            return Err(check.err(
+                format!("account[{i}].id"),
+                format!("duplicate account {:?} for provider {provider}", a.id),
+            ));
+        }
+        if a.default
+            && let Some(other) = accounts
+                .iter()
+                .find(|s| s.provider == provider && s.default)
+        {
+            return Err(check.err(
+                at("default"),
+                format!(
+                    "provider {provider} already has a default account ({})",
+                    other.id
+                ),
+            ));
+        }
+        if a.secret_envs.is_empty() && a.secret_files.is_empty() {
+            return Err(check.err(
+                at("secret_envs"),
+                "an account needs at least one secret (secret_envs or secret_files)",
+            ));
+        }
+        let sources = (a.secret_envs.iter().enumerate())
+            .map(|(k, n)| (at(&format!("secret_envs[{k}]")), SecretSource::Env(n)))
+            .chain(
+                a.secret_files
+                    .iter()
+                    .enumerate()
+                    .map(|(k, f)| (at(&format!("secret_files[{k}]")), SecretSource::File(f))),
+            );
+        let secrets = secret_list(check, sources, env)?;
+        // A `direct` channel signs with Standard Webhooks: a secret that is
+        // not one would start fine and refuse every webhook.
+        if provider == Provider::Direct {
+            for (field, secret) in &secrets {
+                if crate::secret::standard_webhooks_key(secret).is_none() {
+                    return Err(check.err(
+                        field.clone(),
+                        "a direct account's secret must be a Standard Webhooks secret (whsec_ and base64)",
+                    ));
+                }
+            }
+        }
+        let mut allowed_ips = Vec::with_capacity(a.allowed_ips.len());
+        for (k, cidr) in a.allowed_ips.iter().enumerate() {
+            allowed_ips
+                .push(ip_net(cidr).map_err(|m| check.err(at(&format!("allowed_ips[{k}]")), m))?);
+        }
+        let currency = match &a.currency {
+            None => None,
+            Some(c) => Some(Currency::from_code(c).map_err(|e| {
+                check.err(
+                    at("currency"),
+                    format!("{c:?} is not an ISO 4217 currency: {e}"),
+                )
+            })?),
+        };
+        if let Some(c) = &a.country
+            && !(c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return Err(check.err(
+                at("country"),
+                format!("{c:?} is not an ISO 3166-1 alpha-2 code (two capital letters)"),
+            ));
+        }
+        let jwt_algorithm = match &a.jwt_algorithm {
+            None => JwtAlgorithm::default(),
+            Some(s) => s
+                .parse()
+                .map_err(|e: String| check.err(at("jwt_algorithm"), e))?,
+        };
+        if let Some(r) = &a.rate_limit {
+            check_rate(check, at("rate_limit"), r)?;
+        }
+        accounts.push(Account {
+            id: a.id,
+            provider,
+            tenant: a.tenant,
+            secrets: secrets.into_iter().map(|(_, s)| s).collect(),
+            allowed_ips,
+            currency,
+            branches: a.branches,
+            products: a.products,
+            default: a.default,
+            country: a.country,
+            jwt_algorithm,
+            timestamp_tolerance: a.timestamp_tolerance,
+            rate_limit: a.rate_limit,
+        });
+    }
+    Ok(accounts)
+}
+
+fn retry_section(check: &Check<'_>, raw: RawRetry) -> Result<RetrySchedule, ConfigError> {
+    let mut delays = Vec::with_capacity(raw.schedule.len());
+    for (k, s) in raw.schedule.iter().enumerate() {
+        let d = humantime::parse_duration(s)
+            .map_err(|e| check.err(format!("retry.schedule[{k}]"), format!("{s:?}: {e}")))?;
+        delays.push(d);
+    }
+    RetrySchedule::new(delays, raw.max_deliver, raw.jitter, raw.max_hint)
+        .map_err(|e| check.err(format!("retry.{}", e.field), e.message))
+}
+
+fn stream_section(check: &Check<'_>, raw: RawStreams) -> Result<StreamSettings, ConfigError> {
+    check_storage(check, "streams.storage", &raw.storage)?;
+    for (name, o) in &raw.overrides {
+        if !crate::streams::STREAM_NAMES.contains(&name.as_str()) {
+            return Err(check.err(
+                format!("streams.overrides.{name}"),
+                format!(
+                    "unknown stream (known: {})",
+                    crate::streams::STREAM_NAMES.join(", ")
+                ),
+            ));
+        }
+        check_storage(
+            check,
+            &format!("streams.overrides.{name}.storage"),
+            &o.storage,
+        )?;
+        if let Some(r) = &o.retention
+            && !matches!(r.as_str(), "limits" | "workqueue" | "interest")
+        {
+            return Err(check.err(
+                format!("streams.overrides.{name}.retention"),
+                format!("{r:?} is not limits, workqueue or interest"),
+            ));
+        }
+    }
+    for (name, c) in &raw.consumers {
+        if !crate::streams::CONSUMER_NAMES.contains(&name.as_str()) {
+            return Err(check.err(
+                format!("streams.consumers.{name}"),
+                format!(
+                    "unknown consumer (known: {})",
+                    crate::streams::CONSUMER_NAMES.join(", ")
+                ),
+            ));
+        }
+        if c.ack_wait.is_some_and(|d| d < Duration::from_secs(1)) {
+            return Err(check.err(
+                format!("streams.consumers.{name}.ack_wait"),
+                "must be at least 1s",
+            ));
+        }
+        if c.max_ack_pending.is_some_and(|m| m < 1) {
+            return Err(check.err(
+                format!("streams.consumers.{name}.max_ack_pending"),
+                "must be at least 1",
+            ));
+        }
+    }
+    let replicas = std::iter::once(("streams.replicas".to_owned(), raw.replicas)).chain(
+        raw.overrides
+            .iter()
+            .map(|(n, o)| (format!("streams.overrides.{n}.replicas"), o.replicas)),
+    );
+    for (field, r) in replicas {
+        if let Some(r) = r
+            && !(1..=5).contains(&r)
+        {
+            return Err(check.err(field, format!("{r} replicas: JetStream allows 1 to 5")));
+        }
+    }
+    Ok(StreamSettings {
+        replicas: raw.replicas,
+        storage: raw.storage,
+        overrides: raw.overrides,
+        consumers: raw.consumers,
+    })
+}
+
+fn ingress_section(check: &Check<'_>, raw: RawIngress) -> Result<IngressSettings, ConfigError> {
+    let mut ingress = IngressSettings::default();
+    if let Some(m) = raw.max_body_bytes {
+        if m == 0 {
+            return Err(check.err("ingress.max_body_bytes", "must be above 0"));
+        }
+        ingress.max_body_bytes = m;
+    }
+    for (k, cidr) in raw.trusted_proxies.iter().enumerate() {
+        ingress
+            .trusted_proxies
+            .push(ip_net(cidr).map_err(|m| check.err(format!("ingress.trusted_proxies[{k}]"), m))?);
+    }
+    if let Some(t) = raw.publish_timeout {
+        if t.is_zero() {
+            return Err(check.err("ingress.publish_timeout", "must be above 0"));
+        }
+        ingress.publish_timeout = t;
+    }
+    for (name, r) in &raw.rate_limits {
+        let field = format!("ingress.rate_limits.{name}");
+        check_rate(check, field.clone(), r)?;
+        if name == "default" {
+            ingress.rate_limits.default = Some(*r);
+        } else {
+            let p = Provider::from_str(name)
+                .map_err(|_| check.err(field, "not a provider name or default"))?;
+            ingress.rate_limits.providers.insert(p, *r);
+        }
+    }
+    if let Some(r) = raw.unauthenticated_rate_limit {
+        check_rate(check, "ingress.unauthenticated_rate_limit".into(), &r)?;
+        ingress.unauthenticated_rate_limit = r;
+    }
+    if let Some(p) = raw.trace_sample_percent {
+        if p > 100 {
+            return Err(check.err("ingress.trace_sample_percent", "must be 0 to 100"));
+        }
+        ingress.trace_sample_percent = p;
+    }
+    Ok(ingress)
+}
+
+/// The `breaker_*` keys of `[forwarder]` or of one tenant, as written.
+struct RawBreaker {
+    failures: Option<u32>,
+    failure_rate: Option<f64>,
+    min_requests: Option<u32>,
+    window: Option<Duration>,
+    probes: Option<u32>,
+    cooldown: Option<Duration>,
+    max_cooldown: Option<Duration>,
 }
 
 fn breaker_of(
     check: &Check<'_>,
     at: &str,
     base: BreakerSettings,
-    failures: Option<u32>,
-    cooldown: Option<Duration>,
-    max_cooldown: Option<Duration>,
+    raw: RawBreaker,
 ) -> Result<BreakerSettings, ConfigError> {
     let b = BreakerSettings {
-        failures: failures.unwrap_or(base.failures),
-        cooldown: cooldown.unwrap_or(base.cooldown),
-        max_cooldown: max_cooldown.unwrap_or(base.max_cooldown),
+        failures: raw.failures.unwrap_or(base.failures),
+        failure_rate: raw.failure_rate.unwrap_or(base.failure_rate),
+        min_requests: raw.min_requests.unwrap_or(base.min_requests),
+        window: raw.window.unwrap_or(base.window),
+        probes: raw.probes.unwrap_or(base.probes),
+        cooldown: raw.cooldown.unwrap_or(base.cooldown),
+        max_cooldown: raw.max_cooldown.unwrap_or(base.max_cooldown),
     };
+    let field = |f: &str| format!("{at}.breaker_{f}");
     if b.failures == 0 {
-        return Err(check.err(format!("{at}.breaker_failures"), "must be at least 1"));
+        return Err(check.err(field("failures"), "must be at least 1"));
+    }
+    // Written so that NaN fails too.
+    if !(b.failure_rate > 0.0 && b.failure_rate <= 1.0) {
+        return Err(check.err(field("failure_rate"), "must be above 0 and at most 1"));
+    }
+    if b.min_requests == 0 {
+        return Err(check.err(field("min_requests"), "must be at least 1"));
+    }
+    // The window is kept in ten buckets; below 100 ms they would be too
+    // short to count anything.
+    if b.window < Duration::from_millis(100) {
+        return Err(check.err(field("window"), "must be at least 100ms"));
+    }
+    if b.probes == 0 {
+        return Err(check.err(field("probes"), "must be at least 1"));
     }
     if b.cooldown.is_zero() {
-        return Err(check.err(format!("{at}.breaker_cooldown"), "must be above 0"));
+        return Err(check.err(field("cooldown"), "must be above 0"));
     }
     if b.max_cooldown < b.cooldown {
-        return Err(check.err(
-            format!("{at}.breaker_max_cooldown"),
-            "must be at least breaker_cooldown",
-        ));
+        return Err(check.err(field("max_cooldown"), "must be at least breaker_cooldown"));
     }
     Ok(b)
 }
@@ -904,37 +1085,94 @@ fn check_rate(check: &Check<'_>, field: String, r: &RateLimit) -> Result<(), Con
     Ok(())
 }
 
-/// The backend URL must be absolute http(s); anything else fails at start
-/// rather than on the first order.
-fn reqwest_like_url_ok(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if host.is_empty() {
-        return Err(format!("{url:?} has no host"));
-    }
-    Ok(())
+/// Where one secret comes from, with the field that names it in errors.
+enum SecretSource<'a> {
+    Env(&'a str),
+    File(&'a Path),
 }
 
-/// Parses `10.0.0.0/8`, `2001:db8::/32` or a bare address (a /32 or /128).
-pub fn parse_cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
-    let (addr, len) = match s.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (s, None),
+/// Reads every listed secret; the first missing one is an error naming its
+/// field.
+fn secret_list<'a>(
+    check: &Check<'_>,
+    sources: impl IntoIterator<Item = (String, SecretSource<'a>)>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, SecretString)>, ConfigError> {
+    let mut secrets = Vec::new();
+    for (field, source) in sources {
+        let secret = match source {
+            SecretSource::Env(name) => read_secret(check, field.clone(), Some(name), None, env)?,
+            SecretSource::File(path) => read_secret(check, field.clone(), None, Some(path), env)?,
+        };
+        if let Some(s) = secret {
+            secrets.push((field, s));
+        }
+    }
+    Ok(secrets)
+}
+
+/// An absolute `http`/`https` URL with a host; anything else fails at start
+/// rather than on the first order.
+fn http_url(text: &str) -> Result<Url, String> {
+    let url =
+        Url::parse(text).map_err(|e| format!("{:?} is not a URL: {e}", redact_url_text(text)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "{} is not an http:// or https:// URL",
+            redact_url(&url)
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{} has no host", redact_url(&url)));
+    }
+    Ok(url)
+}
+
+/// A URL as it may be logged: scheme, host, port and path; no userinfo,
+/// query or fragment, which may carry credentials.
+pub fn redact_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
+/// [`redact_url`] for text that did not parse: everything after a `?` or
+/// `#` and before an `@` is dropped.
+fn redact_url_text(text: &str) -> String {
+    let text = text.split(['?', '#']).next().unwrap_or_default();
+    match (text.find("://"), text.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}{}", &text[..s + 3], &text[at + 1..]),
+        _ => text.to_owned(),
+    }
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32` or a bare address (one host), written
+/// exactly so: no spaces, no address bits beyond the prefix (`10.0.0.1/8`
+/// is refused rather than guessed at).
+pub fn ip_net(text: &str) -> Result<IpNet, String> {
+    let net = match text.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => match text.parse::<IpAddr>() {
+            Ok(addr) => IpNet::from(addr),
+            Err(_) => return Err(format!("{text:?} is not an IP address or CIDR")),
+        },
     };
-    let ip: std::net::IpAddr = addr.trim().parse().ok()?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let len = match len {
-        Some(l) => l.trim().parse::<u8>().ok().filter(|l| *l <= max)?,
-        None => max,
-    };
-    Some((ip, len))
+    if net.trunc() != net {
+        return Err(format!(
+            "{text:?} has address bits beyond its prefix; write {}",
+            net.trunc()
+        ));
+    }
+    Ok(net)
 }
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     fn env_with(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
@@ -1048,7 +1286,7 @@ max_deliver = 10
         .to_string();
         assert_eq!(
             e,
-            "hub config hub.toml: account[0].secret_envs[1]: environment variable ACME_CAREEM_SECRET_NEXT is not set or empty"
+            "hub config hub.toml: account acme-careem.secret_envs[1]: environment variable ACME_CAREEM_SECRET_NEXT is not set or empty"
         );
     }
 
@@ -1057,7 +1295,7 @@ max_deliver = 10
         let e = err_of(&GOOD.replace("provider = \"careem\"", "provider = \"carem\""));
         assert_eq!(
             e,
-            "hub config hub.toml: account[0].provider: unknown provider \"carem\" (known: careem, talabat, deliveroo, ubereats, wolt, justeat, direct)"
+            "hub config hub.toml: account acme-careem.provider: unknown provider \"carem\" (known: careem, talabat, deliveroo, ubereats, wolt, justeat, direct)"
         );
     }
 
@@ -1077,15 +1315,15 @@ max_deliver = 10
         let cases = [
             (
                 GOOD.replace("tenant = \"acme\"", "tenant = \"acne\""),
-                "account[0].tenant: unknown tenant \"acne\"",
+                "account acme-careem.tenant: unknown tenant \"acne\"",
             ),
             (
                 GOOD.replace("\"10.0.0.0/8\"", "\"10.0.0.0/33\""),
-                "account[0].allowed_ips[0]: \"10.0.0.0/33\" is not an IP address or CIDR",
+                "account acme-careem.allowed_ips[0]: \"10.0.0.0/33\" is not an IP address or CIDR",
             ),
             (
                 GOOD.replace("currency = \"JOD\"", "currency = \"jod\""),
-                "account[0].currency: \"jod\" is not an ISO 4217 code (three capital letters)",
+                "account acme-careem.currency: \"jod\" is not an ISO 4217 currency: currency code \"jod\" is not three upper-case letters",
             ),
             (
                 GOOD.replace("max_deliver = 10", "max_deliver = 0"),
@@ -1093,7 +1331,7 @@ max_deliver = 10
             ),
             (
                 GOOD.replace("http://127.0.0.1:3001", "ftp://x"),
-                "tenant[0].backend_url: \"ftp://x/api/v1/orders\" is not an http:// or https:// URL",
+                "tenant acme.backend_url: ftp://x/api/v1/orders is not an http:// or https:// URL",
             ),
             (
                 format!("{GOOD}\n[streams]\nreplicas = 7\n"),
@@ -1104,21 +1342,21 @@ max_deliver = 10
                     "currency = \"JOD\"",
                     "currency = \"JOD\"\ncountry = \"jordan\"",
                 ),
-                "account[0].country: \"jordan\" is not an ISO 3166-1 alpha-2 code (two capital letters)",
+                "account acme-careem.country: \"jordan\" is not an ISO 3166-1 alpha-2 code (two capital letters)",
             ),
             (
                 GOOD.replace(
                     "currency = \"JOD\"",
                     "currency = \"JOD\"\njwt_algorithm = \"none\"",
                 ),
-                "account[0].jwt_algorithm: \"none\" is not HS256, HS384 or HS512",
+                "account acme-careem.jwt_algorithm: \"none\" is not HS256, HS384 or HS512",
             ),
             (
                 GOOD.replace(
                     "currency = \"JOD\"",
                     "currency = \"JOD\"\nrate_limit = { per_second = 0, burst = 5 }",
                 ),
-                "account[0].rate_limit: per_second and burst must be above 0",
+                "account acme-careem.rate_limit: per_second and burst must be above 0",
             ),
             (
                 format!("{GOOD}\n[forwarder]\nbreaker_failures = 0\n"),
@@ -1129,7 +1367,37 @@ max_deliver = 10
                     "backend_key_env",
                     "breaker_cooldown = \"1m\"\nbreaker_max_cooldown = \"30s\"\nbackend_key_env",
                 ),
-                "tenant[0].breaker_max_cooldown: must be at least breaker_cooldown",
+                "tenant acme.breaker_max_cooldown: must be at least breaker_cooldown",
+            ),
+            (
+                GOOD.replace(
+                    "backend_key_env",
+                    "breaker_failure_rate = 0.0\nbackend_key_env",
+                ),
+                "tenant acme.breaker_failure_rate: must be above 0 and at most 1",
+            ),
+            (
+                format!("{GOOD}\n[forwarder]\nbreaker_failure_rate = 1.5\n"),
+                "forwarder.breaker_failure_rate: must be above 0 and at most 1",
+            ),
+            (
+                format!("{GOOD}\n[forwarder]\nbreaker_failure_rate = nan\n"),
+                "forwarder.breaker_failure_rate: must be above 0 and at most 1",
+            ),
+            (
+                format!("{GOOD}\n[forwarder]\nbreaker_min_requests = 0\n"),
+                "forwarder.breaker_min_requests: must be at least 1",
+            ),
+            (
+                GOOD.replace(
+                    "backend_key_env",
+                    "breaker_window = \"50ms\"\nbackend_key_env",
+                ),
+                "tenant acme.breaker_window: must be at least 100ms",
+            ),
+            (
+                format!("{GOOD}\n[forwarder]\nbreaker_probes = 0\n"),
+                "forwarder.breaker_probes: must be at least 1",
             ),
             (
                 format!("{GOOD}\n[ingress]\ntrusted_proxies = [\"10.0.0.300\"]\n"),
@@ -1143,6 +1411,45 @@ max_deliver = 10
                 format!("{GOOD}\n[ingress]\ntrace_sample_percent = 101\n"),
                 "ingress.trace_sample_percent: must be 0 to 100",
             ),
+            // Each of these used to load and then misbehave at run time.
+            (
+                GOOD.replace("\"10.0.0.0/8\"", "\"10.0.0.0 /8\""),
+                "account acme-careem.allowed_ips[0]: \"10.0.0.0 /8\" is not an IP address or CIDR",
+            ),
+            (
+                GOOD.replace("\"10.0.0.0/8\"", "\"10.0.0.1/8\""),
+                "account acme-careem.allowed_ips[0]: \"10.0.0.1/8\" has address bits beyond its prefix; write 10.0.0.0/8",
+            ),
+            (
+                GOOD.replace("currency = \"JOD\"", "currency = \"JDO\""),
+                "account acme-careem.currency: \"JDO\" is not an ISO 4217 currency: unknown currency code \"JDO\"",
+            ),
+            (
+                format!("{GOOD}\n[ingress]\ntrusted_proxies = [\" 10.0.0.1\"]\n"),
+                "ingress.trusted_proxies[0]: \" 10.0.0.1\" is not an IP address or CIDR",
+            ),
+            (
+                GOOD.replace(
+                    "http://127.0.0.1:3001/api/v1/orders",
+                    "https://user:pw@/orders?key=k",
+                ),
+                "tenant acme.backend_url: \"https:///orders\" is not a URL: empty host",
+            ),
+            (
+                GOOD.replace("provider = \"careem\"", "provider = \"direct\""),
+                "account acme-careem.secret_envs[0]: a direct account's secret must be a Standard Webhooks secret (whsec_ and base64)",
+            ),
+            (
+                GOOD.replace(
+                    "signing_secret_env = \"ACME_SIGNING_SECRET\"",
+                    "signing_secret_envs = [\"ACME_SIGNING_SECRET\", \"ACME_CAREEM_SECRET\"]",
+                ),
+                "tenant acme.signing_secret_envs[1]: the signing secret must be a Standard Webhooks secret (whsec_ and base64)",
+            ),
+            (
+                format!("{GOOD}\n[ingress]\npublish_timeout = \"0s\"\n"),
+                "ingress.publish_timeout: must be above 0",
+            ),
             (
                 format!("{GOOD}\n[streams.overrides.ORDRES]\nmax_age = \"1d\"\n"),
                 "streams.overrides.ORDRES: unknown stream (known: WEBHOOKS, ORDERS, DLQ, ADVISORIES)",
@@ -1150,6 +1457,101 @@ max_deliver = 10
         ];
         for (text, want) in cases {
             assert_eq!(err_of(&text), format!("hub config hub.toml: {want}"));
+        }
+    }
+
+    #[test]
+    fn breaker_keys_default_then_forwarder_then_tenant() {
+        let hub = load(GOOD).unwrap();
+        assert_eq!(hub.tenants[0].breaker, BreakerSettings::default());
+        assert_eq!(hub.tenants[0].breaker.failure_rate, 0.5);
+        let text = format!(
+            "{}\n[forwarder]\nbreaker_failure_rate = 0.8\nbreaker_window = \"30s\"\nbreaker_probes = 3\n",
+            GOOD.replace(
+                "backend_key_env",
+                "breaker_min_requests = 50\nbreaker_failure_rate = 0.25\nbackend_key_env"
+            )
+        );
+        let hub = load(&text).unwrap();
+        assert_eq!(hub.forwarder.breaker.failure_rate, 0.8);
+        assert_eq!(
+            hub.tenants[0].breaker,
+            BreakerSettings {
+                failure_rate: 0.25,
+                min_requests: 50,
+                window: Duration::from_secs(30),
+                probes: 3,
+                ..BreakerSettings::default()
+            }
+        );
+    }
+
+    #[test]
+    fn values_arrive_as_types() {
+        let hub = load(&format!(
+            "{GOOD}\n[ingress]\ntrusted_proxies = [\"10.1.0.0/16\", \"2001:db8::7\"]\n[ingress.rate_limits]\ndefault = {{ per_second = 9, burst = 9 }}\ntalabat = {{ per_second = 2, burst = 4 }}\n"
+        ))
+        .unwrap();
+        let acc = &hub.accounts[0];
+        assert_eq!(
+            acc.allowed_ips,
+            [
+                "10.0.0.0/8".parse::<IpNet>().unwrap(),
+                "192.0.2.7/32".parse().unwrap()
+            ]
+        );
+        assert_eq!(acc.currency, Some(Currency::from_code("JOD").unwrap()));
+        assert_eq!(acc.jwt_algorithm, JwtAlgorithm::Hs256);
+        assert_eq!(
+            hub.ingress.trusted_proxies,
+            [
+                "10.1.0.0/16".parse::<IpNet>().unwrap(),
+                "2001:db8::7/128".parse().unwrap()
+            ]
+        );
+        let limits = &hub.ingress.rate_limits;
+        let rate = |per_second, burst| Some(RateLimit { per_second, burst });
+        assert_eq!(limits.for_provider(Provider::Talabat), rate(2, 4));
+        assert_eq!(limits.for_provider(Provider::Careem), rate(9, 9));
+        assert_eq!(
+            hub.tenants[0].backend_url.as_str(),
+            "http://127.0.0.1:3001/api/v1/orders"
+        );
+    }
+
+    #[test]
+    fn a_tenant_signs_with_every_signing_secret() {
+        let text = GOOD.replace(
+            "signing_secret_env = \"ACME_SIGNING_SECRET\"",
+            "signing_secret_env = \"ACME_SIGNING_SECRET\"\nsigning_secret_envs = [\"NEXT_SIGNING_SECRET\"]",
+        );
+        let env = |name: &str| match name {
+            "NEXT_SIGNING_SECRET" => Some("whsec_bmV4dA==".to_owned()),
+            other => env_with(ENV)(other),
+        };
+        let hub = HubConfig::from_toml(&text, "hub.toml", &env).unwrap();
+        let secrets: Vec<&str> = hub.tenants[0]
+            .signing_secrets
+            .iter()
+            .map(|s| s.expose_secret())
+            .collect();
+        assert_eq!(secrets, ["whsec_c2VjcmV0", "whsec_bmV4dA=="]);
+    }
+
+    #[test]
+    fn the_summary_shows_no_url_credentials_or_query() {
+        let hub = load(&GOOD.replace(
+            "http://127.0.0.1:3001/api/v1/orders",
+            "https://user:pw@orders.example/api?key=k#f",
+        ))
+        .unwrap();
+        let summary = hub.summary().to_string();
+        assert!(
+            summary.contains("\"https://orders.example/api\""),
+            "{summary}"
+        );
+        for leak in ["user", "pw", "key=k"] {
+            assert!(!summary.contains(leak), "summary shows {leak}: {summary}");
         }
     }
 
@@ -1177,7 +1579,7 @@ max_deliver = 10
         let missing = text.replace("careem.secret", "nope.secret");
         let e = err_of(&missing);
         assert!(
-            e.contains("account[0].secret_files[0]: cannot read secret file"),
+            e.contains("account acme-careem.secret_files[0]: cannot read secret file"),
             "{e}"
         );
     }

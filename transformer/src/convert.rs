@@ -20,16 +20,16 @@
 use std::collections::BTreeSet;
 
 use async_nats::HeaderMap;
-use serde::Deserialize;
-use serde::de::{self, DeserializeOwned, Deserializer};
-use shared::Provider;
-use shared::config::{Account, HubConfig, Tenant};
-use shared::headers;
 use canonical::money::{Currency, Decimal, MoneyError};
 use canonical::order::{
     Customer, Event, FieldError, Item, MAX_QUANTITY, Order, ProblemKind, Raw, SchemaV1,
     ValidationErrors,
 };
+use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer};
+use shared::Provider;
+use shared::config::{Account, HubConfig, Tenant};
+use shared::headers;
 use shared::worker::Delivery;
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, PrimitiveDateTime};
@@ -165,8 +165,8 @@ impl Input<'_> {
     /// The account's configured currency, for providers whose payloads
     /// carry none; a problem at `currency` when it is unset or unknown.
     pub fn account_currency(&self, problems: &mut Problems) -> Option<Currency> {
-        match &self.account.currency {
-            Some(code) => currency(problems, "currency", code),
+        match self.account.currency {
+            Some(c) => Some(c),
             None => {
                 problems.push(
                     "currency",

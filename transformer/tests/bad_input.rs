@@ -93,14 +93,13 @@ fn an_unknown_currency_is_refused() {
             "invalid order: 1 problem: currency: unknown currency code \"XYZ\"".into()
         )
     );
-    // A currency the account configures must exist too.
+    // A currency the account configures must exist too: the config loader
+    // refuses it at start, before any order could dead-letter for it.
     let toml = support::HUB.replace("currency = \"JOD\"\ncountry = \"JO\"\n[account.branches]\n\"991\" = \"amman-abdoun\"\n[account.products]\n\"burger-classic\" = \"prod_1001\"\n\"extra", "currency = \"ABC\"\ncountry = \"JO\"\n[account.branches]\n\"991\" = \"amman-abdoun\"\n[account.products]\n\"burger-classic\" = \"prod_1001\"\n\"extra");
-    let hub = shared::config::HubConfig::from_toml(&toml, "test", &|_| Some("x".into())).unwrap();
-    let body = r#"{"order_id":"T1","items":[{"name":"Burger","price":10}],"total_amount":10}"#;
-    let e = transformer::convert(&hub, &acme(Provider::Careem, body.as_bytes())).unwrap_err();
+    let e = shared::config::HubConfig::from_toml(&toml, "test", &|_| Some("x".into())).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "invalid order: 1 problem: currency: unknown currency code \"ABC\""
+        "hub config test: account acme-careem.currency: \"ABC\" is not an ISO 4217 currency: unknown currency code \"ABC\""
     );
 }
 

@@ -4,9 +4,9 @@
 
 mod support;
 
+use canonical::order::Item;
 use proptest::prelude::*;
 use shared::Provider;
-use canonical::order::Item;
 
 /// A line as generated: minor units, quantity, modifiers below.
 #[derive(Debug, Clone)]

@@ -26,11 +26,11 @@
 //! only with it. Only creations are known: the old service had no update or
 //! cancellation contract.
 
-use serde::Deserialize;
 use canonical::money::Decimal;
 use canonical::order::{
     Address, Courier, Event, Fulfilment, FulfilmentType, Item, Payment, PaymentMethod, Totals,
 };
+use serde::Deserialize;
 
 use super::{Adapter, Coord, Id, coords, tax_inclusive};
 use crate::convert::{

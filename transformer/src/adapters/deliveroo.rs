@@ -30,12 +30,12 @@
 //! delivery's `deliver_by`, else `prepare_for`. `cutlery_notes` says
 //! whether to add cutlery (`ADD CUTLERY` / `NO CUTLERY ...`).
 
-use serde::Deserialize;
 use canonical::money::Currency;
 use canonical::order::{
     Address, Courier, Discount, Event, Fee, Fulfilment, FulfilmentType, Item, OrderState, Payment,
     PaymentMethod, ProblemKind, Status, Totals,
 };
+use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::{Adapter, Coord, coords, event_of, state_of};

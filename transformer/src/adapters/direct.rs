@@ -9,10 +9,10 @@
 //! the account like any provider's. Then the order's rules apply as for
 //! every provider.
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use canonical::money::Currency;
 use canonical::order::{Customer, Event, Fulfilment, Item, Payment, SchemaV1, Status, Totals};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use time::OffsetDateTime;
 
 use super::Adapter;

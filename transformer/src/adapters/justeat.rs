@@ -49,13 +49,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use canonical::money::Decimal;
 use canonical::order::{
     Address, Courier, Discount, Event, Fee, Fulfilment, FulfilmentType, Item, OrderState, Payment,
     PaymentMethod, ProblemKind, Status, Totals,
 };
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use super::{Adapter, Coord, Id, coords, tax_inclusive};
 use crate::convert::{

@@ -14,11 +14,11 @@
 //! `tests/fixtures/<provider>/` with the expected canonical output beside
 //! each payload.
 
+use canonical::money::Decimal;
+use canonical::order::{Event, OrderState, Totals};
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use shared::Provider;
-use canonical::money::Decimal;
-use canonical::order::{Event, OrderState, Totals};
 
 use crate::convert::{ConvertError, Draft, Input, Problems};
 

@@ -41,13 +41,13 @@
 //! A product's `variation` (size) is appended to its name in parentheses
 //! when it differs from the name. `selectedChoices` are read like toppings.
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use canonical::money::{Currency, Decimal, empty_as_none};
 use canonical::order::{
     Address, Courier, Discount, Event, Fee, Fulfilment, FulfilmentType, Funder, Item, Order,
     OrderState, Payment, PaymentMethod, ProblemKind, Status, Totals,
 };
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use super::{Adapter, Coord, Id, coords, event_of, tax_inclusive};
 use crate::convert::{
