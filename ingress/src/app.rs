@@ -1,18 +1,23 @@
-//! The request path: provider rate → account → verify → allow-list →
-//! account rate → publish → answer. No database, no parsing of the body
-//! beyond what a verifier needs for an event id.
+//! The request path: client budget → body → account → verify → allow-list
+//! → provider rate → account rate → publish → answer. No database, no
+//! parsing of the body beyond what a verifier needs for an event id.
 //!
 //! The order of checks is deliberate:
-//! - the body limit (in the routes) and the provider's rate limit come
-//!   first, before any work on the request;
+//! - the client address's budget for unauthenticated work ([`clients`])
+//!   comes first, before the body is read; every refusal before the
+//!   signature verified (401, 413, 408) is charged to it;
+//! - the body limit (in the routes) before any work on the body;
 //! - an unknown account is verified against a dummy secret, so it costs the
 //!   same as a bad signature and answers the same 401 (no enumeration);
-//! - the allow-list and the account's own rate limit apply only after the
-//!   signature verified, so neither 403 nor 429 tells an unsigned caller
+//! - the allow-list and the provider's and account's rate limits apply only
+//!   after the signature verified: unsigned traffic cannot use up a
+//!   provider's quota, and neither 403 nor 429 tells an unsigned caller
 //!   whether an account exists.
+//!
+//! [`clients`]: crate::clients
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +30,7 @@ use governor::{DefaultDirectRateLimiter, Quota};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use secrecy::SecretString;
@@ -35,8 +41,9 @@ use tracing::{info, warn};
 use warp::http::{HeaderMap, StatusCode};
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::clients::{ChargeOutcome, ClientLimits};
 use crate::net::{NetSet, client_ip};
-use crate::verify::{self, JwtAlgorithm, VerifyOptions};
+use crate::verify::{self, VerifyOptions};
 
 /// A webhook request as the routes hand it over.
 #[derive(Debug)]
@@ -46,7 +53,8 @@ pub struct Incoming {
     pub account: Option<String>,
     pub route: Route,
     pub headers: HeaderMap,
-    pub peer: Option<SocketAddr>,
+    /// The client's address ([`Ingress::client_ip`]).
+    pub client: Option<IpAddr>,
     pub body: Bytes,
 }
 
@@ -104,6 +112,9 @@ pub enum Rejection {
     },
     RateLimited {
         retry_after: Duration,
+        /// Whose limit: `client` (the address's budget for refusals),
+        /// `provider` or `account`.
+        limit: &'static str,
     },
     BodyTimeout,
     /// JetStream did not ack: nothing was accepted.
@@ -134,13 +145,24 @@ impl Rejection {
         }
     }
 
-    /// The `reason` label: the verifier's error type for a 401.
+    /// The `reason` label: the verifier's error type for a 401, whose
+    /// limit for a 429.
     pub fn reason(&self) -> &'static str {
         match self {
             Rejection::Unauthorized(r) => r,
+            Rejection::RateLimited { limit, .. } => limit,
             Rejection::Unavailable(_) => "publish_failed",
             _ => "none",
         }
+    }
+
+    /// Refused before the signature verified, so charged to the client
+    /// address's budget for unauthenticated work.
+    fn is_unauthenticated(&self) -> bool {
+        matches!(
+            self,
+            Rejection::Unauthorized(_) | Rejection::TooLarge { .. } | Rejection::BodyTimeout
+        )
     }
 }
 
@@ -176,6 +198,8 @@ struct Metrics {
     body_bytes: Family<ProviderLabels, Histogram>,
     duration: Family<ProviderLabels, Histogram>,
     publish_duration: Histogram,
+    client_addresses: Gauge,
+    client_limit_overflows: Counter,
 }
 
 impl Metrics {
@@ -191,6 +215,8 @@ impl Metrics {
                 Histogram::new(shared::telemetry::duration_buckets())
             }),
             publish_duration: Histogram::new(shared::telemetry::duration_buckets()),
+            client_addresses: Gauge::default(),
+            client_limit_overflows: Counter::default(),
         };
         registry.register(
             "requests",
@@ -211,6 +237,16 @@ impl Metrics {
             "publish_duration_seconds",
             "Time from the JetStream publish to its ack",
             m.publish_duration.clone(),
+        );
+        registry.register(
+            "client_addresses",
+            "Client addresses tracked by the budget for unauthenticated work (at the last sweep)",
+            m.client_addresses.clone(),
+        );
+        registry.register(
+            "client_limit_overflows",
+            "Refusals not charged to their address because the budget tracked too many addresses",
+            m.client_limit_overflows.clone(),
         );
         m
     }
@@ -288,6 +324,7 @@ pub struct Ingress {
     webhooks: jetstream::stream::Stream,
     providers: Vec<ProviderState>,
     trusted: NetSet,
+    clients: ClientLimits,
     clock: DefaultClock,
     dummy_secrets: Vec<SecretString>,
     publish_timeout: Duration,
@@ -305,14 +342,10 @@ impl Ingress {
     ) -> Self {
         let metrics = Metrics::register(registry);
         let limits = &hub.ingress.rate_limits;
-        let default_limit = limits
-            .get("default")
-            .copied()
-            .unwrap_or(DEFAULT_PROVIDER_LIMIT);
         let providers = Provider::ALL
             .into_iter()
             .map(|p| {
-                let r = limits.get(p.as_str()).copied().unwrap_or(default_limit);
+                let r = limits.for_provider(p).unwrap_or(DEFAULT_PROVIDER_LIMIT);
                 ProviderState {
                     limit: limiter(r),
                     accounts: hub
@@ -330,6 +363,7 @@ impl Ingress {
         let publish_timeout = hub.ingress.publish_timeout;
         Ingress {
             trusted: NetSet::new(&hub.ingress.trusted_proxies),
+            clients: ClientLimits::new(hub.ingress.unauthenticated_rate_limit),
             providers,
             clock: DefaultClock::default(),
             // Unknown accounts are checked against this, so they take as
@@ -353,9 +387,45 @@ impl Ingress {
         self.hub.ingress.max_body_bytes
     }
 
+    /// The client's address: the peer, or behind a trusted proxy the
+    /// forwarded address ([`client_ip`]).
+    pub fn client_ip(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        client_ip(peer, headers, &self.trusted)
+    }
+
+    /// Refuses an address that spent its budget for unauthenticated work,
+    /// before its body is read.
+    pub fn check_client(&self, client: Option<IpAddr>) -> Result<(), Rejection> {
+        match client.map(|ip| self.clients.check(ip)) {
+            Some(Err(retry_after)) => Err(Rejection::RateLimited {
+                retry_after,
+                limit: "client",
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Charges a refusal before verification to the client's budget.
+    fn charge_client(&self, client: Option<IpAddr>, rejection: &Rejection) {
+        if let Some(ip) = client
+            && rejection.is_unauthenticated()
+            && self.clients.charge(ip) == ChargeOutcome::Overflow
+        {
+            self.metrics.client_limit_overflows.inc();
+        }
+    }
+
+    /// Forgets client addresses whose budget is full again (bounded
+    /// memory); the ingress runs it every few seconds.
+    pub fn sweep_clients(&self) {
+        let tracked = self.clients.sweep();
+        self.metrics.client_addresses.set(tracked as i64);
+    }
+
     /// Records a request refused before it reached [`Ingress::accept`]
-    /// (body too large or too slow).
-    pub fn record_early(&self, provider: Provider, rejection: &Rejection) {
+    /// (client over its budget, body too large or too slow).
+    pub fn record_early(&self, provider: Provider, client: Option<IpAddr>, rejection: &Rejection) {
+        self.charge_client(client, rejection);
         self.metrics
             .request(provider, rejection.outcome(), rejection.reason())
             .inc();
@@ -376,6 +446,9 @@ impl Ingress {
         p.metrics.body_bytes.observe(req.body.len() as f64);
         let account_id = req.account.as_deref().or(p.default_account.as_deref());
         let result = self.check_and_publish(&req, p, account_id).await;
+        if let Err(r) = &result {
+            self.charge_client(req.client, r);
+        }
         let (outcome, reason, status) = match &result {
             Ok(Accepted::New { .. }) => ("accepted", "none", 202),
             Ok(Accepted::Duplicate { .. }) => ("duplicate", "none", 200),
@@ -433,8 +506,6 @@ impl Ingress {
         account_id: Option<&str>,
     ) -> Result<Accepted, Rejection> {
         let provider = req.provider;
-        self.check_rate(&p.limit)?;
-
         let now = SystemTime::now();
         let verifier = verify::verifier(provider);
         let Some(state) = account_id.and_then(|id| p.accounts.get(id)) else {
@@ -458,22 +529,27 @@ impl Ingress {
                 Rejection::Unauthorized(e.error_type())
             })?;
 
-        if !state.allowed.is_empty() {
-            let ip = client_ip(req.peer, &req.headers, &self.trusted);
-            if !ip.is_some_and(|ip| state.allowed.contains(ip)) {
-                return Err(Rejection::Forbidden);
-            }
+        if !state.allowed.is_empty() && !req.client.is_some_and(|ip| state.allowed.contains(ip)) {
+            return Err(Rejection::Forbidden);
         }
+        // Only verified requests draw on the provider's and the account's
+        // quotas: unsigned junk must not make real webhooks answer 429.
+        self.check_rate(&p.limit, "provider")?;
         if let Some(limit) = &state.limit {
-            self.check_rate(limit)?;
+            self.check_rate(limit, "account")?;
         }
         self.publish(req, account, state, verified.event_id.as_deref())
             .await
     }
 
-    fn check_rate(&self, limit: &DefaultDirectRateLimiter) -> Result<(), Rejection> {
+    fn check_rate(
+        &self,
+        limit: &DefaultDirectRateLimiter,
+        which: &'static str,
+    ) -> Result<(), Rejection> {
         limit.check().map_err(|not_until| Rejection::RateLimited {
             retry_after: not_until.wait_time_from(self.clock.now()),
+            limit: which,
         })
     }
 
@@ -553,11 +629,7 @@ fn account_state(index: usize, a: &Account) -> AccountState {
         subject: shared::subjects::raw_webhook(a.provider, &a.id).into(),
         allowed: NetSet::new(&a.allowed_ips),
         options: VerifyOptions {
-            jwt_algorithm: a
-                .jwt_algorithm
-                .as_deref()
-                .and_then(|s| s.parse::<JwtAlgorithm>().ok())
-                .unwrap_or(defaults.jwt_algorithm),
+            jwt_algorithm: a.jwt_algorithm,
             timestamp_tolerance: a
                 .timestamp_tolerance
                 .unwrap_or(defaults.timestamp_tolerance),
@@ -729,7 +801,7 @@ mod tests {
             account: None,
             route,
             headers: HeaderMap::new(),
-            peer: None,
+            client: None,
             body: Bytes::from_static(body.as_bytes()),
         }
     }

@@ -16,13 +16,19 @@
 //!   after JetStream acked. A duplicate within the stream's window answers
 //!   200 with the first webhook id. No ack (NATS down, timeout, stream
 //!   full): 503, nothing accepted, and `/ready` false until a publish works.
-//! - Limits: body size before reading (413), slow headers and bodies (cut /
-//!   408), per-provider and per-account rate limits (429 + `Retry-After`),
-//!   per-account IP allow-lists honouring `X-Forwarded-For` only from
-//!   trusted proxies (403).
+//! - Limits: body size before reading (413, after reading and discarding a
+//!   bounded amount of the body so a client that writes it all before
+//!   reading sees the answer), slow headers and bodies (cut / 408), a
+//!   per-client-address budget for requests refused before verification,
+//!   per-provider and per-account rate limits drawn only by verified
+//!   requests (429 + `Retry-After`), per-account IP allow-lists honouring
+//!   `X-Forwarded-For` only from trusted proxies (403).
+//! - The webhook port serves only the webhook routes; `/health`, `/ready`
+//!   and `/metrics` are on the ops address alone.
 //! - Stateless: no database; any number of replicas behind a load balancer.
 
 pub mod app;
+pub mod clients;
 pub mod net;
 pub mod routes;
 pub mod server;
@@ -124,20 +130,19 @@ pub async fn start(
     readiness.add_condition("publishing", ingress.publishing.clone());
     let registry = Arc::new(registry);
 
-    let (ops_addr, _ops_task) = shared::ops::serve(
-        common.ops_addr,
-        registry.clone(),
-        readiness.clone(),
-        shutdown.clone(),
+    let (ops_addr, _ops_task) =
+        shared::ops::serve(common.ops_addr, registry, readiness, shutdown.clone())
+            .await
+            .map_err(|source| IngressError::Listen {
+                addr: common.ops_addr,
+                source,
+            })?;
+    // The webhook port is the internet-facing one: no ops routes on it.
+    let routes = routes::webhooks(
+        ingress.clone(),
+        Duration::from_millis(args.body_read_timeout_ms),
     )
-    .await
-    .map_err(|source| IngressError::Listen {
-        addr: common.ops_addr,
-        source,
-    })?;
-    let routes = routes::webhooks(ingress, Duration::from_millis(args.body_read_timeout_ms))
-        .or(shared::ops::routes(registry, readiness))
-        .recover(routes::recover);
+    .recover(routes::recover);
     let (listener, addr) =
         server::bind(args.listen_addr)
             .await
@@ -146,6 +151,7 @@ pub async fn start(
                 source,
             })?;
     info!(%addr, %ops_addr, "ingress listening");
+    tokio::spawn(sweep_clients(ingress, shutdown.clone()));
     let header_timeout = Duration::from_millis(args.header_read_timeout_ms);
     let drain = Duration::from_millis(args.shutdown_drain_ms);
     let task = tokio::spawn(async move {
@@ -167,4 +173,18 @@ pub async fn start(
         ops_addr,
         task,
     })
+}
+
+/// How often the client budgets forget addresses that recovered.
+const CLIENT_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+async fn sweep_clients(ingress: Arc<app::Ingress>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(CLIENT_SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => ingress.sweep_clients(),
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }

@@ -11,22 +11,16 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 use warp::http::HeaderMap;
 
-/// Parses `10.0.0.0/8`, `::1/128` or a bare address (a host network).
-pub fn parse_net(s: &str) -> Option<IpNet> {
-    let s = s.trim();
-    s.parse::<IpNet>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
-}
-
 /// A set of networks.
 #[derive(Debug, Clone, Default)]
 pub struct NetSet(Vec<IpNet>);
 
 impl NetSet {
-    /// The networks of `cidrs`; the config loader already refused bad ones.
-    pub fn new(cidrs: &[String]) -> Self {
-        NetSet(cidrs.iter().filter_map(|c| parse_net(c)).collect())
+    /// The networks as the config loader parsed them, IPv4-mapped IPv6
+    /// ones (`::ffff:10.0.0.0/104`) as their IPv4 network, since addresses
+    /// are compared in that form.
+    pub fn new(nets: &[IpNet]) -> Self {
+        NetSet(nets.iter().map(|n| canonical_net(*n)).collect())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -36,6 +30,20 @@ impl NetSet {
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.0.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// An IPv4-mapped IPv6 network with a prefix covering the mapping (/96 or
+/// longer) is that IPv4 network; any other network is itself.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        other => other,
     }
 }
 
@@ -87,6 +95,14 @@ mod tests {
         Some(SocketAddr::new(s.parse().unwrap(), 40000))
     }
 
+    fn nets(list: &[&str]) -> NetSet {
+        let parsed: Vec<IpNet> = list
+            .iter()
+            .map(|s| shared::config::ip_net(s).unwrap())
+            .collect();
+        NetSet::new(&parsed)
+    }
+
     fn xff(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", v.parse().unwrap());
@@ -95,7 +111,7 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let trusted = NetSet::new(&["10.0.0.0/8".into()]);
+        let trusted = nets(&["10.0.0.0/8"]);
         // Straight from the internet: the header is the client's own claim.
         assert_eq!(
             client_ip(peer("203.0.113.9"), &xff("198.51.100.1"), &trusted),
@@ -124,10 +140,11 @@ mod tests {
 
     #[test]
     fn sets_match_v4_v6_and_mapped_addresses() {
-        let set = NetSet::new(&[
-            "192.0.2.0/24".into(),
-            "2001:db8::/32".into(),
-            "198.51.100.7".into(),
+        let set = nets(&[
+            "192.0.2.0/24",
+            "2001:db8::/32",
+            "198.51.100.7",
+            "::ffff:203.0.113.0/120",
         ]);
         assert!(set.contains("192.0.2.200".parse().unwrap()));
         assert!(set.contains("::ffff:192.0.2.1".parse().unwrap()));
@@ -135,5 +152,9 @@ mod tests {
         assert!(set.contains("198.51.100.7".parse().unwrap()));
         assert!(!set.contains("198.51.100.8".parse().unwrap()));
         assert!(!set.contains("192.0.3.1".parse().unwrap()));
+        // A mapped network matches plain IPv4 clients, as they are compared.
+        assert!(set.contains("203.0.113.5".parse().unwrap()));
+        assert!(set.contains("::ffff:203.0.113.5".parse().unwrap()));
+        assert!(!set.contains("203.0.114.5".parse().unwrap()));
     }
 }

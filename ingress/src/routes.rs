@@ -1,8 +1,15 @@
 //! The HTTP surface (DESIGN §3.1): warp filters that extract a request into
 //! an [`Incoming`], one function that turns the result into the provider's
 //! expected answer, and one mapping of rejections to statuses.
+//!
+//! A body the ingress refuses (413, or any answer given before the body was
+//! read) is read and thrown away first, up to a bound: a client that writes
+//! its whole request before reading would otherwise see a reset or a broken
+//! pipe instead of the answer (closing a socket with unread data sends a
+//! TCP reset, which can destroy the answer on its way).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,11 +127,20 @@ fn target() -> impl Filter<Extract = (Target,), Error = warp::Rejection> + Clone
     )
 }
 
-/// Reads the body, refusing one over `max` bytes before reading it (by its
-/// `Content-Length`) or as soon as it grows past `max` (chunked), and one
-/// that trickles in slower than `timeout`.
+/// A refused body is read and thrown away up to this many times
+/// `max_body_bytes` (within the body timeout) before the answer; a larger
+/// one is not worth the bandwidth, and its client gets the connection
+/// closed unread.
+const DRAIN_FACTOR: u64 = 4;
+
+/// Reads the body, refusing one over `max` bytes by its `Content-Length` or
+/// as soon as it grows past `max` (chunked), and one that trickles in
+/// slower than `timeout`. A body over `max` is not kept: unless `drain` is
+/// false (the client waits for `100 Continue`, so has not sent it), up to
+/// [`DRAIN_FACTOR`] × `max` of it is read and dropped before the 413.
 async fn read_body<S, B>(
     declared: Option<u64>,
+    drain: bool,
     stream: S,
     max: u64,
     timeout: Duration,
@@ -133,16 +149,31 @@ where
     S: futures::Stream<Item = Result<B, warp::Error>> + Send,
     B: warp::Buf,
 {
-    if declared.is_some_and(|n| n > max) {
+    enum Read {
+        Whole(Bytes),
+        /// Over the limit after this many bytes.
+        Over(u64),
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let drain_cap = if drain {
+        max.saturating_mul(DRAIN_FACTOR)
+    } else {
+        0
+    };
+    futures::pin_mut!(stream);
+    if let Some(n) = declared.filter(|n| *n > max) {
+        if n <= drain_cap {
+            discard(stream, n, deadline).await;
+        }
         return Err(Rejection::TooLarge { limit: max });
     }
     let read = async {
         let mut buf = BytesMut::with_capacity(declared.unwrap_or(4096).min(max) as usize);
-        futures::pin_mut!(stream);
         while let Some(chunk) = stream.next().await {
             let mut chunk = chunk.map_err(|_| Rejection::BodyTimeout)?;
-            if (buf.len() + chunk.remaining()) as u64 > max {
-                return Err(Rejection::TooLarge { limit: max });
+            let total = (buf.len() + chunk.remaining()) as u64;
+            if total > max {
+                return Ok(Read::Over(total));
             }
             while chunk.has_remaining() {
                 let part = chunk.chunk();
@@ -151,11 +182,46 @@ where
                 chunk.advance(n);
             }
         }
-        Ok(buf.freeze())
+        Ok(Read::Whole(buf.freeze()))
     };
-    tokio::time::timeout(timeout, read)
-        .await
-        .unwrap_or(Err(Rejection::BodyTimeout))
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(Read::Whole(body))) => Ok(body),
+        Ok(Ok(Read::Over(read))) => {
+            discard(stream, drain_cap.saturating_sub(read), deadline).await;
+            Err(Rejection::TooLarge { limit: max })
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Rejection::BodyTimeout),
+    }
+}
+
+/// Reads and drops up to `left` more bytes of a body, until it ends or
+/// `deadline`. With `left` 0 the body is not touched (no `100 Continue`).
+async fn discard<S, B>(mut stream: Pin<&mut S>, mut left: u64, deadline: tokio::time::Instant)
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: warp::Buf,
+{
+    if left == 0 {
+        return;
+    }
+    let drain = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            let n = chunk.remaining() as u64;
+            if n > left {
+                return;
+            }
+            left -= n;
+        }
+    };
+    let _ = tokio::time::timeout_at(deadline, drain).await;
+}
+
+/// Whether the client waits for `100 Continue` before sending its body.
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(warp::http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// The webhook routes with their handler.
@@ -180,16 +246,27 @@ pub fn webhooks(
                   body| {
                 let ingress = ingress.clone();
                 async move {
-                    let body =
-                        match read_body(declared, body, ingress.max_body_bytes(), body_timeout)
-                            .await
-                        {
-                            Ok(b) => b,
-                            Err(r) => {
-                                ingress.record_early(t.provider, &r);
-                                return answer(t.provider, &t.route, Err(r), &Bytes::new());
-                            }
-                        };
+                    let client = ingress.client_ip(peer.map(|p| p.0), &headers);
+                    let max = ingress.max_body_bytes();
+                    let drain = !expects_continue(&headers);
+                    if let Err(r) = ingress.check_client(client) {
+                        // Refused unread; drain what a client may already
+                        // be writing, so it reads the 429.
+                        if drain && declared.is_none_or(|n| n <= max) {
+                            let deadline = tokio::time::Instant::now() + body_timeout;
+                            futures::pin_mut!(body);
+                            discard(body, declared.unwrap_or(max), deadline).await;
+                        }
+                        ingress.record_early(t.provider, client, &r);
+                        return answer(t.provider, &t.route, Err(r), &Bytes::new());
+                    }
+                    let body = match read_body(declared, drain, body, max, body_timeout).await {
+                        Ok(b) => b,
+                        Err(r) => {
+                            ingress.record_early(t.provider, client, &r);
+                            return answer(t.provider, &t.route, Err(r), &Bytes::new());
+                        }
+                    };
                     let route = t.route.clone();
                     let result = ingress
                         .accept(Incoming {
@@ -197,7 +274,7 @@ pub fn webhooks(
                             account: t.account,
                             route: t.route,
                             headers,
-                            peer: peer.map(|p| p.0),
+                            client,
                             body: body.clone(),
                         })
                         .await;
@@ -319,7 +396,7 @@ fn reject(provider: Provider, r: &Rejection) -> warp::reply::Response {
     };
     let mut resp = json(status, &body);
     let retry_after = match r {
-        Rejection::RateLimited { retry_after } => {
+        Rejection::RateLimited { retry_after, .. } => {
             Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
         }
         Rejection::Unavailable(_) => Some(1),
@@ -454,15 +531,18 @@ mod tests {
         };
         let t = Duration::from_secs(1);
         assert_eq!(
-            read_body(Some(1001), chunks(0), 1000, t).await,
+            read_body(Some(1001), true, chunks(0), 1000, t).await,
             Err(Rejection::TooLarge { limit: 1000 })
         );
         assert_eq!(
-            read_body(None, chunks(11), 1000, t).await,
+            read_body(None, true, chunks(11), 1000, t).await,
             Err(Rejection::TooLarge { limit: 1000 })
         );
         assert_eq!(
-            read_body(None, chunks(10), 1000, t).await.unwrap().len(),
+            read_body(None, true, chunks(10), 1000, t)
+                .await
+                .unwrap()
+                .len(),
             1000
         );
         let slow = futures::stream::once(async {
@@ -470,9 +550,50 @@ mod tests {
             Ok::<_, warp::Error>(Bytes::from_static(b"x"))
         });
         assert_eq!(
-            read_body(None, slow, 1000, Duration::from_millis(50)).await,
+            read_body(None, true, slow, 1000, Duration::from_millis(50)).await,
             Err(Rejection::BodyTimeout)
         );
+    }
+
+    #[tokio::test]
+    async fn refused_bodies_are_drained_up_to_a_bound() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Counts the 100-byte chunks the reader took.
+        let taken = Arc::new(AtomicUsize::new(0));
+        let chunks = |n: usize| {
+            let taken = taken.clone();
+            taken.store(0, Ordering::Relaxed);
+            futures::stream::iter((0..n).map(move |_| {
+                taken.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, warp::Error>(Bytes::from_static(&[b'x'; 100]))
+            }))
+        };
+        let t = Duration::from_secs(1);
+        let too_large = Err(Rejection::TooLarge { limit: 1000 });
+        // Declared 2000 of a 1000 limit: all of it read, then the 413.
+        assert_eq!(
+            read_body(Some(2000), true, chunks(20), 1000, t).await,
+            too_large
+        );
+        assert_eq!(taken.load(Ordering::Relaxed), 20);
+        // Declared over 4 × the limit: not worth reading.
+        assert_eq!(
+            read_body(Some(4100), true, chunks(41), 1000, t).await,
+            too_large
+        );
+        assert_eq!(taken.load(Ordering::Relaxed), 0);
+        // The client waits for 100 Continue: nothing read.
+        assert_eq!(
+            read_body(Some(2000), false, chunks(20), 1000, t).await,
+            too_large
+        );
+        assert_eq!(taken.load(Ordering::Relaxed), 0);
+        // Chunked: read to its end when that is within 4 × the limit...
+        assert_eq!(read_body(None, true, chunks(35), 1000, t).await, too_large);
+        assert_eq!(taken.load(Ordering::Relaxed), 35);
+        // ...and no further than that otherwise.
+        assert_eq!(read_body(None, true, chunks(100), 1000, t).await, too_large);
+        assert_eq!(taken.load(Ordering::Relaxed), 41);
     }
 
     #[test]
@@ -515,6 +636,7 @@ mod tests {
             Provider::Careem,
             &Rejection::RateLimited {
                 retry_after: Duration::from_millis(1500),
+                limit: "account",
             },
         );
         assert_eq!(r.status(), 429);

@@ -45,6 +45,8 @@ struct Hub {
     nats: NatsServer,
     js: jetstream::Context,
     base: String,
+    /// The ops server (`/health`, `/ready`, `/metrics`).
+    ops: String,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -70,6 +72,7 @@ async fn start(toml: &str) -> anyhow::Result<Hub> {
         nats,
         js,
         base: format!("http://{}", running.addr),
+        ops: format!("http://{}", running.ops_addr),
         shutdown,
         task: running.task,
     })
@@ -370,7 +373,7 @@ async fn without_jetstream_the_answer_is_503_and_it_recovers() -> anyhow::Result
     let r = post(&url, signed(Provider::Careem, body), body).await?;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
-    let ready = reqwest::get(format!("{}/ready", hub.base)).await?;
+    let ready = reqwest::get(format!("{}/ready", hub.ops)).await?;
     assert_eq!(ready.status(), 503);
 
     hub.nats.restart()?;
@@ -393,7 +396,7 @@ async fn without_jetstream_the_answer_is_503_and_it_recovers() -> anyhow::Result
     let bodies: Vec<&[u8]> = msgs.iter().map(|m| m.payload.as_ref()).collect();
     assert_eq!(bodies, [ORDER, body]);
     eventually(STEP, "/ready back to 200", || async {
-        let r = reqwest::get(format!("{}/ready", hub.base)).await.ok()?;
+        let r = reqwest::get(format!("{}/ready", hub.ops)).await.ok()?;
         (r.status() == 200).then_some(())
     })
     .await?;
@@ -529,11 +532,6 @@ async fn the_openapi_document_matches_the_routes() -> anyhow::Result<()> {
     let mut served: Vec<(String, String)> = ingress::routes::ROUTES
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
-        .chain(
-            ["/health", "/ready", "/metrics"]
-                .iter()
-                .map(|p| ("GET".to_owned(), p.to_string())),
-        )
         .collect();
     documented.sort();
     served.sort();
@@ -584,7 +582,7 @@ async fn metrics_count_requests_by_provider_and_outcome() -> anyhow::Result<()> 
     post(&url, signed(Provider::Careem, ORDER), ORDER).await?;
     post(&url, signed(Provider::Careem, ORDER), ORDER).await?;
     post(&url, reqwest::header::HeaderMap::new(), ORDER).await?;
-    let text = reqwest::get(format!("{}/metrics", hub.base))
+    let text = reqwest::get(format!("{}/metrics", hub.ops))
         .await?
         .text()
         .await?;
@@ -619,5 +617,171 @@ async fn a_client_that_trickles_its_headers_is_cut_off() -> anyhow::Result<()> {
         "closed after {waited:?}"
     );
     assert!(stream_messages(&hub.js, "WEBHOOKS").await?.is_empty());
+    hub.stop().await
+}
+
+#[tokio::test]
+async fn ops_endpoints_are_served_only_on_the_ops_address() -> anyhow::Result<()> {
+    let hub = start(&hub_toml("", "")).await?;
+    let client = reqwest::Client::new();
+    for path in ["/health", "/ready", "/metrics"] {
+        let r = client
+            .get(format!("{}{path}", hub.base))
+            .timeout(STEP)
+            .send()
+            .await?;
+        assert_eq!(r.status(), 404, "{path} on the webhook port");
+    }
+    for path in ["/health", "/ready", "/metrics"] {
+        eventually(STEP, &format!("{path} on the ops port"), || async {
+            let r = client
+                .get(format!("{}{path}", hub.ops))
+                .timeout(STEP)
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await?;
+    }
+    hub.stop().await
+}
+
+/// Writes `head` and then all of `body` before reading anything, as some
+/// provider clients do, and returns the whole answer. An error here (a
+/// broken pipe or a reset) is what such a client saw when the ingress
+/// answered 413 without reading the body.
+async fn write_all_then_read(addr: &str, head: &str, body: &[u8]) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::time::timeout(STEP, tokio::net::TcpStream::connect(addr)).await??;
+    tokio::time::timeout(STEP, async {
+        conn.write_all(head.as_bytes()).await?;
+        conn.write_all(body).await?;
+        conn.flush().await
+    })
+    .await??;
+    let mut answer = Vec::new();
+    tokio::time::timeout(STEP, conn.read_to_end(&mut answer)).await??;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test]
+async fn a_client_that_writes_an_oversized_body_before_reading_gets_the_413() -> anyhow::Result<()>
+{
+    // Big enough that the body does not fit in loopback socket buffers
+    // (up to 4 MiB of send buffer here): the client is still writing when
+    // the answer comes, as it would be over a real network.
+    const MAX: usize = 2 * 1024 * 1024;
+    let hub = start(&hub_toml(
+        "",
+        &format!("[ingress]\nmax_body_bytes = {MAX}\n"),
+    ))
+    .await?;
+    let addr = hub.base.trim_start_matches("http://").to_owned();
+    let path = "/api/webhooks/careem/acme-careem";
+    let body = vec![b'x'; 3 * MAX];
+
+    // Announced by Content-Length.
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let answer = write_all_then_read(&addr, &head, &body).await?;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(
+        answer.ends_with(&format!(
+            r#"{{"error":"payload too large","limit_bytes":{MAX}}}"#
+        )),
+        "{answer}"
+    );
+
+    // Chunked: the body grows past the limit on the way.
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    let mut chunked = Vec::new();
+    for part in body.chunks(16 * 1024) {
+        chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        chunked.extend_from_slice(part);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let answer = write_all_then_read(&addr, &head, &chunked).await?;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(stream_messages(&hub.js, "WEBHOOKS").await?.is_empty());
+    hub.stop().await
+}
+
+/// Issue: junk sent to a provider's URL drew on the provider's quota, so
+/// its real webhooks answered 429. Now only verified requests draw on it,
+/// and the junk is limited per client address (here the forwarded one,
+/// behind a trusted proxy).
+#[tokio::test]
+async fn an_unsigned_flood_does_not_use_up_a_providers_quota() -> anyhow::Result<()> {
+    const BURST: usize = 5;
+    let hub = start(&hub_toml(
+        "",
+        &format!(
+            "[ingress]\ntrusted_proxies = [\"127.0.0.1\"]\n\
+             unauthenticated_rate_limit = {{ per_second = 1, burst = {BURST} }}\n\
+             rate_limits = {{ talabat = {{ per_second = 1, burst = 10 }} }}\n"
+        ),
+    ))
+    .await?;
+    let url = format!(
+        "{}/api/webhooks/talabat/acme-talabat/order/vendor-9",
+        hub.base
+    );
+    let from = |ip: &str| {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("x-forwarded-for", ip.parse().unwrap());
+        h
+    };
+    let started = std::time::Instant::now();
+    let mut flood = Vec::new();
+    let mut signed_statuses = Vec::new();
+    for round in 0..10 {
+        // The flood: unsigned requests from one address.
+        for _ in 0..20 {
+            let r = post(&url, from("198.51.100.66"), ORDER).await?;
+            let retry_after = r.headers().get("retry-after").cloned();
+            flood.push((r.status().as_u16(), retry_after));
+        }
+        // The provider, from its own address: all ten fit its burst of ten.
+        let body: &'static [u8] = Box::leak(
+            format!("{{\"code\":\"KW-{round}\"}}")
+                .into_bytes()
+                .into_boxed_slice(),
+        );
+        let mut headers = signed(Provider::Talabat, body);
+        headers.extend(from("192.0.2.10"));
+        signed_statuses.push(post(&url, headers, body).await?.status().as_u16());
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(signed_statuses, [202; 10]);
+    assert_eq!(stream_messages(&hub.js, "WEBHOOKS").await?.len(), 10);
+
+    // The flood got its burst of 401s, then 429s with Retry-After (Talabat
+    // takes 429 as it is), and no more 401s than the budget refilled.
+    assert!(flood[..BURST].iter().all(|(s, _)| *s == 401), "{flood:?}");
+    let refused_401 = flood.iter().filter(|(s, _)| *s == 401).count();
+    let limited: Vec<_> = flood.iter().filter(|(s, _)| *s == 429).collect();
+    assert_eq!(refused_401 + limited.len(), flood.len(), "{flood:?}");
+    assert!(
+        refused_401 <= BURST + elapsed.as_secs() as usize + 1,
+        "{refused_401} 401s in {elapsed:?}"
+    );
+    assert!(limited.iter().all(|(_, retry)| retry.is_some()));
+
+    // Rate-limited answers are counted by whose limit it was.
+    let text = reqwest::get(format!("{}/metrics", hub.ops))
+        .await?
+        .text()
+        .await?;
+    let line = format!(
+        "ingress_requests_total{{provider=\"talabat\",outcome=\"rate_limited\",reason=\"client\"}} {}",
+        limited.len()
+    );
+    assert!(text.contains(&line), "missing {line:?} in\n{text}");
     hub.stop().await
 }
