@@ -5,7 +5,7 @@
 //! one address never draws on it, whatever its rate; an address that spent
 //! its budget gets 429 for everything, before its body is read or any
 //! signature checked, until the budget refills. Provider and account quotas
-//! are drawn only after a signature verified (see `app.rs`), so junk from
+//! are drawn only after a signature verified (see `pipeline.rs`), so junk from
 //! one address cannot make a provider's real webhooks answer 429.
 //!
 //! The budget is a GCRA token bucket per key (`per_second` sustained,

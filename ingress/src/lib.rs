@@ -27,7 +27,7 @@
 //!   and `/metrics` are on the ops address alone.
 //! - Stateless: no database; any number of replicas behind a load balancer.
 
-pub mod app;
+pub mod pipeline;
 pub mod clients;
 pub mod net;
 pub mod routes;
@@ -121,7 +121,7 @@ pub async fn start(
         .condition("streams")
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let mut registry = shared::telemetry::registry("ingress");
-    let ingress = Arc::new(app::Ingress::new(
+    let ingress = Arc::new(pipeline::Ingress::new(
         Arc::new(hub),
         client.clone(),
         webhooks,
@@ -178,7 +178,7 @@ pub async fn start(
 /// How often the client budgets forget addresses that recovered.
 const CLIENT_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
-async fn sweep_clients(ingress: Arc<app::Ingress>, shutdown: CancellationToken) {
+async fn sweep_clients(ingress: Arc<pipeline::Ingress>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(CLIENT_SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

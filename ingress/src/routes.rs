@@ -19,7 +19,7 @@ use shared::Provider;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::{Filter, Reply};
 
-use crate::app::{Accepted, Incoming, Ingress, Rejection, Route};
+use crate::pipeline::{Accepted, Incoming, Ingress, Rejection, Route};
 
 /// The peer address of the connection, put on each request by the server.
 #[derive(Debug, Clone, Copy)]
