@@ -14,11 +14,16 @@
 //!   and refused connections: retry on the JetStream schedule. Any other
 //!   4xx: dead-letter at once with the status and the first bytes of the
 //!   answer. Last delivery: dead-letter.
-//! - A circuit breaker per tenant. While it is open no request goes to that
-//!   backend and the tenant's orders wait: the ones in hand are held (kept
-//!   alive with in-progress acks, spending no delivery) and the rest stay in
-//!   the stream. Half-open, one probe decides; an order whose request failed
-//!   while the breaker is open (the one that opened it, a failed probe)
+//! - A circuit breaker per tenant ([`breaker`]): it opens when the share of
+//!   failed requests over a sliding window reaches `breaker_failure_rate`,
+//!   or when `breaker_failures` requests in a row found the backend
+//!   unreachable. A backend failing a share of requests below the rate
+//!   keeps getting orders, and its failures retry on the schedule. While
+//!   the breaker is open no request goes to that backend and the tenant's
+//!   orders wait: the ones in hand are held (kept alive with in-progress
+//!   acks, spending no delivery) and the rest stay in the stream. Half-open,
+//!   `breaker_probes` requests decide; an order whose request failed while
+//!   the breaker is not closed (the one that opened it, a failed probe)
 //!   waits again inside the same delivery. So an outage spends at most the
 //!   deliveries of the failures that opened the breaker. An order older
 //!   than `max_order_age` is dead-lettered as stale, breaker or not; a
@@ -42,7 +47,7 @@ use shared::config::{HubConfig, Tenant};
 use shared::worker::{Delivery, Failure, Handler, Outcome};
 use tracing::{info, warn};
 
-use breaker::{Breaker, Verdict};
+use breaker::{Breaker, Change, Reason, Verdict};
 
 /// How many bytes of a refusing backend's answer go into the dead letter.
 const BODY_SNIPPET: usize = 512;
@@ -69,6 +74,12 @@ struct TenantLabel {
     tenant: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantReason {
+    tenant: String,
+    reason: &'static str,
+}
+
 /// The forwarder's own metrics (`forwarder_` prefix); tenants are a
 /// configured, bounded set.
 #[derive(Clone)]
@@ -76,6 +87,7 @@ struct Metrics {
     requests: Family<TenantOutcome, Counter>,
     latency: Family<TenantLabel, Histogram>,
     breaker_state: Family<TenantLabel, Gauge>,
+    breaker_opens: Family<TenantReason, Counter>,
     held: Family<TenantLabel, Gauge>,
 }
 
@@ -87,6 +99,7 @@ impl Metrics {
                 Histogram::new(shared::telemetry::duration_buckets())
             }),
             breaker_state: Family::default(),
+            breaker_opens: Family::default(),
             held: Family::default(),
         };
         registry.register(
@@ -103,6 +116,11 @@ impl Metrics {
             "breaker_state",
             "Circuit breaker per tenant: 0 closed, 1 open, 2 half-open",
             m.breaker_state.clone(),
+        );
+        registry.register(
+            "breaker_opens",
+            "Times a tenant's breaker opened, by reason (failure_rate, consecutive_failures, probes_failed)",
+            m.breaker_opens.clone(),
         );
         registry.register(
             "orders_held",
@@ -151,6 +169,18 @@ impl DeliverError {
         }
     }
 
+    /// What the result says about the backend, for its breaker.
+    fn verdict(&self) -> Verdict {
+        match self {
+            // It answered: it is up, if refusing this order.
+            _ if self.is_permanent() => Verdict::Success,
+            DeliverError::Status { .. } => Verdict::Failed,
+            DeliverError::Timeout(_) | DeliverError::Connect(_) | DeliverError::Other(_) => {
+                Verdict::Unreachable
+            }
+        }
+    }
+
     fn retry_after(&self) -> Option<Duration> {
         match self {
             DeliverError::Status { retry_after, .. } => *retry_after,
@@ -185,6 +215,16 @@ impl Forwarder {
                         tenant: t.id.clone(),
                     })
                     .set(0);
+                for reason in Reason::ALL {
+                    // Every series from the start, at 0.
+                    metrics
+                        .breaker_opens
+                        .get_or_create(&TenantReason {
+                            tenant: t.id.clone(),
+                            reason: reason.as_label(),
+                        })
+                        .inc_by(0);
+                }
                 (
                     t.id.clone(),
                     Arc::new(TenantState {
@@ -410,17 +450,26 @@ impl Handler for Forwarder {
             };
             let result = self.post(t, d, &key).await;
             let (verdict, outcome_label) = match &result {
-                Ok(409) => (Verdict::Up, "conflict"),
-                Ok(_) => (Verdict::Up, "success"),
-                Err(e) if e.is_permanent() => (Verdict::Up, "rejected"),
-                Err(_) => (Verdict::Down, "transient"),
+                Ok(409) => (Verdict::Success, "conflict"),
+                Ok(_) => (Verdict::Success, "success"),
+                Err(e) if e.is_permanent() => (e.verdict(), "rejected"),
+                Err(e) => (e.verdict(), "transient"),
             };
-            let was = state.breaker.state();
-            permit.report(verdict);
-            let now = state.breaker.state();
-            if was != now {
-                info!(tenant = %t.id, from = ?was, to = ?now, "breaker changed");
+            match permit.report(verdict) {
+                Some(Change::Opened(reason)) => {
+                    warn!(tenant = %t.id, reason = reason.as_label(), "breaker opened; holding the tenant's orders");
+                    self.metrics
+                        .breaker_opens
+                        .get_or_create(&TenantReason {
+                            tenant: t.id.clone(),
+                            reason: reason.as_label(),
+                        })
+                        .inc();
+                }
+                Some(Change::Closed) => info!(tenant = %t.id, "breaker closed"),
+                None => {}
             }
+            let now = state.breaker.state();
             self.set_breaker_gauge(&state);
             self.metrics
                 .requests

@@ -271,7 +271,7 @@ async fn a_poison_order_is_dead_lettered_while_the_others_flow() -> anyhow::Resu
     assert_eq!(entry.stage, "forwarder");
     assert_eq!(entry.tenant.as_deref(), Some("acme"));
     assert_eq!(entry.deliveries, 3);
-    assert_eq!(entry.error_class, "backend_5xx");
+    assert_eq!(entry.error_class.as_str(), "backend_5xx");
     assert_eq!(
         entry.error,
         "deliveries exhausted after 3 attempts: backend answered 500: NullReferenceException at OrderController"
@@ -309,7 +309,7 @@ async fn a_400_is_dead_lettered_after_one_request() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(backend.requests().len(), 1);
     assert_eq!(entry.deliveries, 1);
-    assert_eq!(entry.error_class, "backend_rejected");
+    assert_eq!(entry.error_class.as_str(), "backend_rejected");
     assert_eq!(
         entry.error,
         r#"backend answered 400: {"error":"unknown branch amman-abdoun"}"#
@@ -413,10 +413,152 @@ async fn one_tenant_down_does_not_delay_another_and_spends_no_deliveries() -> an
     .await?;
     assert!(dead_letters(&js).await?.is_empty());
     let m = stage.metrics().await;
+    for want in [
+        "forwarder_breaker_state{tenant=\"alpha\"} 0",
+        // Opened once by the refused connections, then only by failed
+        // probes; never by the rate (5 orders are under min_requests).
+        "forwarder_breaker_opens_total{tenant=\"alpha\",reason=\"consecutive_failures\"} 1",
+        "forwarder_breaker_opens_total{tenant=\"alpha\",reason=\"failure_rate\"} 0",
+        "forwarder_breaker_opens_total{tenant=\"bravo\",reason=\"consecutive_failures\"} 0",
+    ] {
+        assert!(m.contains(want), "{want}\n{m}");
+    }
+    stage.stop().await
+}
+
+/// Whether the backend of the flaky tests answers 503 to the `n`th request
+/// (from 0) for `key`: 40% of them, decided by a fixed-seed hash so that
+/// each order's sequence of answers is the same in every run, whatever
+/// order the requests come in.
+fn flaky_503(key: &str, n: u32) -> bool {
+    fn mix(mut z: u64) -> u64 {
+        // splitmix64
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let mut h = 0x0dde_4b0b_u64;
+    for b in key.bytes() {
+        h = mix(h ^ u64::from(b));
+    }
+    mix(h ^ u64::from(n)) % 100 < 40
+}
+
+#[tokio::test]
+async fn a_backend_failing_40_percent_at_random_keeps_getting_every_order() -> anyhow::Result<()> {
+    const ORDERS: u32 = 300;
+    let nats = NatsServer::start()?;
+    let backend = TestBackend::start().await?;
+    let mut seen = std::collections::HashMap::<String, u32>::new();
+    backend.script(move |r| {
+        let key = r.header("idempotency-key").unwrap_or_default().to_owned();
+        let n = seen.entry(key.clone()).or_default();
+        let fail = flaky_503(&key, *n);
+        *n += 1;
+        Reply::status(if fail { 503 } else { 200 })
+    });
+    // What the script will do: requests per order until its first 200.
+    let keys: Vec<String> = (0..ORDERS).map(|n| format!("wh-{n}")).collect();
+    let tries = |k: &str| (0..).find(|&n| !flaky_503(k, n)).unwrap() + 1;
+    let expected: u32 = keys.iter().map(|k| tries(k)).sum();
+    let worst = keys.iter().map(|k| tries(k)).max().unwrap();
+    let failed = expected - ORDERS;
+    // The seed's share is near 40%: below the default 50%, and not so
+    // close to it that the test is about luck.
     assert!(
-        m.contains("forwarder_breaker_state{tenant=\"alpha\"} 0"),
-        "{m}"
+        (f64::from(failed) / f64::from(expected) - 0.4).abs() < 0.03,
+        "{failed} of {expected}"
     );
+    assert!(worst < 20, "an order fails {worst} times in a row");
+    // Default breaker settings; deliveries enough for the worst order.
+    let hub = hub(&hub_toml(&[("acme", &backend.url())], &["100ms"], 20, ""));
+    let js = setup(&nats, &hub).await?;
+    let stage = start_forwarder(&nats.url(), &hub);
+    for k in &keys {
+        publish_order(&js, "acme", k, &order_body(0)).await?;
+    }
+    eventually(Duration::from_secs(60), "every order acked", || async {
+        (consumer_pending(&js, "ORDERS", "forwarder-acme")
+            .await
+            .ok()?
+            == (0, 0))
+            .then_some(())
+    })
+    .await?;
+    let reqs = backend.requests();
+    assert_eq!(
+        reqs.len() as u32,
+        expected,
+        "each order retried until its first 200, no more"
+    );
+    let delivered: BTreeSet<&str> = reqs
+        .iter()
+        .filter_map(|r| r.header("idempotency-key"))
+        .collect();
+    assert_eq!(delivered.len() as u32, ORDERS);
+    assert!(dead_letters(&js).await?.is_empty());
+    let m = stage.metrics().await;
+    for want in [
+        "forwarder_breaker_state{tenant=\"acme\"} 0".to_owned(),
+        "forwarder_breaker_opens_total{tenant=\"acme\",reason=\"failure_rate\"} 0".to_owned(),
+        "forwarder_breaker_opens_total{tenant=\"acme\",reason=\"consecutive_failures\"} 0"
+            .to_owned(),
+        format!("forwarder_backend_requests_total{{tenant=\"acme\",outcome=\"success\"}} {ORDERS}"),
+        format!(
+            "forwarder_backend_requests_total{{tenant=\"acme\",outcome=\"transient\"}} {failed}"
+        ),
+    ] {
+        assert!(m.contains(&want), "{want}\n{m}");
+    }
+    stage.stop().await
+}
+
+#[tokio::test]
+async fn a_backend_answering_only_503_opens_the_breaker_on_the_rate() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let backend = TestBackend::start().await?;
+    backend.script(|_| Reply::status(503));
+    let hub = hub(&hub_toml(
+        &[("acme", &backend.url())],
+        &["100ms"],
+        8,
+        "[forwarder]\nbreaker_window = \"1s\"\nbreaker_cooldown = \"300ms\"\nbreaker_max_cooldown = \"600ms\"\n",
+    ));
+    let js = setup(&nats, &hub).await?;
+    let stage = start_forwarder(&nats.url(), &hub);
+    for n in 0..30 {
+        publish_order(&js, "acme", &format!("wh-{n}"), &order_body(n)).await?;
+    }
+    eventually(STEP, "the breaker open on the rate", || async {
+        let m = stage.metrics().await;
+        m.contains("forwarder_breaker_opens_total{tenant=\"acme\",reason=\"failure_rate\"} 1")
+            .then_some(())
+    })
+    .await?;
+    // Held: 2 s at one delivery per 100 ms would exhaust the 8
+    // deliveries; held orders spend none.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(dead_letters(&js).await?.is_empty());
+    backend.script(|_| Reply::status(200));
+    eventually(Duration::from_secs(15), "every order acked", || async {
+        (consumer_pending(&js, "ORDERS", "forwarder-acme")
+            .await
+            .ok()?
+            == (0, 0))
+            .then_some(())
+    })
+    .await?;
+    assert!(dead_letters(&js).await?.is_empty());
+    let m = stage.metrics().await;
+    for want in [
+        "forwarder_breaker_state{tenant=\"acme\"} 0",
+        "forwarder_breaker_opens_total{tenant=\"acme\",reason=\"failure_rate\"} 1",
+        "forwarder_breaker_opens_total{tenant=\"acme\",reason=\"consecutive_failures\"} 0",
+        "forwarder_backend_requests_total{tenant=\"acme\",outcome=\"success\"} 30",
+    ] {
+        assert!(m.contains(want), "{want}\n{m}");
+    }
     stage.stop().await
 }
 
@@ -438,7 +580,7 @@ async fn an_order_older_than_the_maximum_is_dead_lettered_as_stale() -> anyhow::
         dead_letters(&js).await.ok()?.into_iter().next()
     })
     .await?;
-    assert_eq!(entry.error_class, "stale");
+    assert_eq!(entry.error_class.as_str(), "stale");
     assert!(entry.error.starts_with("order is "), "{}", entry.error);
     assert!(
         entry.error.ends_with("old, beyond max_order_age 2s"),
@@ -563,7 +705,7 @@ async fn a_replayed_order_is_as_old_as_its_replay() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(entry.webhook_id.as_deref(), Some("wh-old"));
-    assert_eq!(entry.error_class, "stale");
+    assert_eq!(entry.error_class.as_str(), "stale");
     eventually(STEP, "the replayed order delivered", || async {
         (backend.requests().len() == 1).then_some(())
     })
