@@ -10,6 +10,12 @@
 //!   from the moment the bench hands it to the JetStream client to the
 //!   moment the backend has read its body.
 //!
+//! - **flaky** (`--fail-percent P`): a drain like the first, against a
+//!   backend answering 503 to P% of the requests at random, retried on a
+//!   100 ms schedule; delivered orders/s (the 200s) next to the healthy
+//!   drain of the same round, and how often the tenants' breakers opened
+//!   (issue 11: a backend failing a share of requests keeps delivering).
+//!
 //! Every order must reach the backend; duplicates are counted.
 
 use std::time::{Duration, Instant};
@@ -58,11 +64,19 @@ pub struct Args {
     /// Before each run, wait up to this many seconds for a quiet machine
     #[arg(long, default_value_t = 120)]
     pub quiet_wait: u64,
+    /// Also drain against a backend answering 503 to this share (%) of the
+    /// requests at random, and compare with the healthy drain
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=99))]
+    pub fail_percent: u8,
+    /// Skip the paced runs (drains only)
+    #[arg(long)]
+    pub no_paced: bool,
 }
 
 /// The hub config: `tenants` tenants `bench-<i>`, each with its own path on
 /// the backend, a backend key and a signing secret (so each request is
-/// signed, as in production).
+/// signed, as in production). A failed request is retried after 100 ms
+/// (only a flaky backend's are), up to 100 deliveries; breakers as default.
 fn hub_toml(tenants: usize, backend: &str) -> String {
     let mut s = String::new();
     for i in 0..tenants {
@@ -73,6 +87,7 @@ fn hub_toml(tenants: usize, backend: &str) -> String {
     s.push_str(
         "[[account]]\nid = \"bench-careem\"\nprovider = \"careem\"\ntenant = \"bench-0\"\nsecret_envs = [\"BENCH_CAREEM_SECRET\"]\ndefault = true\n",
     );
+    s.push_str("\n[retry]\nschedule = [\"100ms\"]\nmax_deliver = 100\n");
     s
 }
 
@@ -184,13 +199,18 @@ struct Setup {
     ops: std::net::SocketAddr,
 }
 
-async fn setup(tenants: usize, cap: usize, extra: &[(String, String)]) -> anyhow::Result<Setup> {
+async fn setup(
+    tenants: usize,
+    cap: usize,
+    extra: &[(String, String)],
+    fail_percent: u8,
+) -> anyhow::Result<Setup> {
     let nats = NatsServer::start()?;
     let client = tokio::time::timeout(STEP, async_nats::connect(nats.url()))
         .await
         .context("connecting to nats-server")??;
     let js = jetstream::new(client);
-    let backend = Backend::start(cap).await?;
+    let backend = Backend::start_flaky(cap, fail_percent).await?;
     let dir = tempfile::Builder::new()
         .prefix("orderhub-bench-fwd-")
         .tempdir()?;
@@ -241,8 +261,14 @@ struct Drain {
     rss: f64,
 }
 
-async fn drain(args: &Args, tenants: usize, orders: &Orders) -> anyhow::Result<Drain> {
-    let s = setup(tenants, args.orders as usize * 2, &args.env).await?;
+/// A drain against a backend answering 503 to `fail_percent`% (0: healthy).
+async fn drain(
+    args: &Args,
+    tenants: usize,
+    orders: &Orders,
+    fail_percent: u8,
+) -> anyhow::Result<Drain> {
+    let s = setup(tenants, args.orders as usize * 2, &args.env, fail_percent).await?;
     publish(&s.js, orders, tenants, 0..args.orders, None).await?;
     procs::wait_quiet(args.max_other, Duration::from_secs(args.quiet_wait)).await;
     let bin = pipeline::stage_bin("forwarder")?;
@@ -265,14 +291,33 @@ async fn drain(args: &Args, tenants: usize, orders: &Orders) -> anyhow::Result<D
     let t0 = *first.values().min().expect("some");
     let t1 = *first.values().max().expect("some");
     let rate = args.orders as f64 / (t1 - t0).as_secs_f64();
+    let name = if fail_percent > 0 { "flaky" } else { "drain" };
     println!(
-        "  drain  tenants {tenants}: {} orders in {:.2} s = {} orders/s (first arrival {:.0} ms after spawn); duplicates {dups}, unknown {}; forwarder RSS {rss:.0} MiB",
+        "  {name}  tenants {tenants}: {} orders in {:.2} s = {} orders/s (first arrival {:.0} ms after spawn); duplicates {dups}, unknown {}; forwarder RSS {rss:.0} MiB",
         args.orders,
         (t1 - t0).as_secs_f64(),
         crate::ingress_bench::thousands(rate),
         (t0 - spawned).as_secs_f64() * 1e3,
         s.backend.unknown(),
     );
+    if fail_percent > 0 {
+        let failed = s.backend.failed();
+        let opens = breaker_opens(&metrics_text(s.ops).await);
+        println!(
+            "         answered 503 {failed} times ({:.1}% of {} requests); breakers opened: {}",
+            failed as f64 * 100.0 / (failed + s.backend.count()) as f64,
+            failed + s.backend.count(),
+            if opens.is_empty() {
+                "never".to_owned()
+            } else {
+                opens
+                    .iter()
+                    .map(|(r, n)| format!("{r} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+    }
     println!(
         "         CPU-s from spawn to the last order: {}",
         pipeline::show_cpu(&cpu, args.orders)
@@ -294,7 +339,7 @@ struct Paced {
 async fn paced(args: &Args, tenants: usize, rate: f64, orders: &Orders) -> anyhow::Result<Paced> {
     let warm = 2.0;
     let total = ((warm + args.seconds as f64) * rate) as u64;
-    let s = setup(tenants, total as usize * 2, &args.env).await?;
+    let s = setup(tenants, total as usize * 2, &args.env, 0).await?;
     let bin = pipeline::stage_bin("forwarder")?;
     let mut fwd = pipeline::spawn_stage(&bin, s.dir.path(), "forwarder", &s.env)?;
     pipeline::wait_ready(&mut fwd, s.ops).await?;
@@ -381,9 +426,50 @@ async fn paced(args: &Args, tenants: usize, rate: f64, orders: &Orders) -> anyho
     })
 }
 
+/// `GET /metrics` of a stage's ops address (empty if it does not answer).
+async fn metrics_text(ops: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(ops).await.ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        Some(String::from_utf8_lossy(&buf).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// `forwarder_breaker_opens_total` summed over the tenants, by reason;
+/// reasons that never happened are left out.
+fn breaker_opens(metrics: &str) -> Vec<(String, u64)> {
+    let mut by = std::collections::BTreeMap::<String, u64>::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("forwarder_breaker_opens_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let reason = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("reason=\""))
+            .map(|r| r.trim_end_matches('"').to_owned())
+            .unwrap_or_default();
+        let n = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+        *by.entry(reason).or_default() += n;
+    }
+    by.into_iter().filter(|(_, n)| *n > 0).collect()
+}
+
 /// Tenants, drain orders/s, paced p50 and p99 ms, forwarder CPU µs/order
-/// and RSS MiB of the drain.
-type Row = (usize, f64, f64, f64, f64, f64);
+/// and RSS MiB of the drain, flaky drain orders/s.
+type Row = (usize, f64, f64, f64, f64, f64, f64);
 
 pub async fn run(args: Args) -> anyhow::Result<bool> {
     if args.tenants.is_empty() || args.rounds == 0 || args.orders == 0 {
@@ -393,6 +479,12 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     pipeline::stage_bin("forwarder")?;
     println!("machine: {}", procs::machine());
     println!("nats-server: {}", nats::server_version());
+    if args.fail_percent > 0 {
+        println!(
+            "flaky: a drain against a backend answering 503 to {}% of requests at random",
+            args.fail_percent
+        );
+    }
     println!(
         "forwarder: {} pre-loaded {} B orders per drain; paced {} s at {} ; env {:?}",
         args.orders,
@@ -409,11 +501,25 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     for round in 1..=args.rounds {
         for &tenants in &args.tenants {
             println!("round {round}/{}, {tenants} tenant(s)", args.rounds);
-            let d = drain(&args, tenants, &orders).await?;
-            let rate = args.paced_rate.unwrap_or(d.rate * args.paced_share);
-            let p = paced(&args, tenants, rate, &orders).await?;
+            let d = drain(&args, tenants, &orders, 0).await?;
+            let flaky = if args.fail_percent > 0 {
+                let f = drain(&args, tenants, &orders, args.fail_percent).await?;
+                println!("         flaky / healthy: {:.2}", f.rate / d.rate);
+                f.rate
+            } else {
+                f64::NAN
+            };
+            let p = if args.no_paced {
+                Paced {
+                    p50: f64::NAN,
+                    p99: f64::NAN,
+                }
+            } else {
+                let rate = args.paced_rate.unwrap_or(d.rate * args.paced_share);
+                paced(&args, tenants, rate, &orders).await?
+            };
             let fwd_us = pipeline::cpu_of(&d.cpu, "forwarder") * 1e6 / args.orders as f64;
-            results.push((tenants, d.rate, p.p50, p.p99, fwd_us, d.rss));
+            results.push((tenants, d.rate, p.p50, p.p99, fwd_us, d.rss, flaky));
         }
     }
     println!();
@@ -436,6 +542,14 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             of(&|r| r.4).show(1),
             of(&|r| r.5).show(0),
         );
+        if args.fail_percent > 0 {
+            println!(
+                "tenants {tenants}: flaky ({}% 503) {} orders/s; flaky / healthy {}",
+                args.fail_percent,
+                of(&|r| r.6).show(0),
+                of(&|r| r.6 / r.1).show(2),
+            );
+        }
     }
     Ok(true)
 }

@@ -41,6 +41,10 @@ struct Received {
     arrivals: Mutex<Vec<(u64, Instant)>>,
     count: AtomicU64,
     unknown: AtomicU64,
+    /// Requests answered 503 on purpose (a flaky backend).
+    failed: AtomicU64,
+    /// Dice thrown so far, the flaky backend's random sequence.
+    draws: AtomicU64,
     cap: usize,
 }
 
@@ -56,10 +60,18 @@ pub struct Backend {
 impl Backend {
     /// Serves on a free 127.0.0.1 port; keeps at most `cap` arrivals.
     pub async fn start(cap: usize) -> anyhow::Result<Backend> {
+        Self::start_flaky(cap, 0).await
+    }
+
+    /// Like [`Backend::start`], but answers 503 to `fail_percent`% of the
+    /// requests at random (a fixed seed); only the 200s count as arrivals.
+    pub async fn start_flaky(cap: usize, fail_percent: u8) -> anyhow::Result<Backend> {
         let received = Arc::new(Received {
             arrivals: Mutex::new(Vec::with_capacity(cap.min(4_000_000))),
             count: AtomicU64::new(0),
             unknown: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            draws: AtomicU64::new(0),
             cap,
         });
         let r = received.clone();
@@ -67,6 +79,13 @@ impl Backend {
             .and(warp::body::bytes())
             .map(move |body: Bytes| {
                 let now = Instant::now();
+                if fail_percent > 0
+                    && splitmix64(r.draws.fetch_add(1, Ordering::Relaxed)) % 100
+                        < u64::from(fail_percent)
+                {
+                    r.failed.fetch_add(1, Ordering::Relaxed);
+                    return warp::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
                 match order_number(&body) {
                     Some(n) => {
                         let mut a = r.arrivals.lock().expect("not poisoned");
@@ -80,7 +99,7 @@ impl Backend {
                         r.unknown.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                warp::reply()
+                warp::http::StatusCode::OK
             });
         let port = nats::free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -106,6 +125,11 @@ impl Backend {
     /// Orders received so far (duplicates included).
     pub fn count(&self) -> u64 {
         self.received.count.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered 503 on purpose.
+    pub fn failed(&self) -> u64 {
+        self.received.failed.load(Ordering::Relaxed)
     }
 
     /// Requests whose body held no order number.
@@ -146,6 +170,14 @@ impl Drop for Backend {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A well-mixed 64-bit value of `x` (splitmix64): the flaky backend's dice.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// The CPU seconds of some processes and of the machine, to charge a window.
