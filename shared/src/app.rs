@@ -1,10 +1,8 @@
 //! What every binary does at start and stop: connect to NATS, set up the
 //! streams it uses, turn SIGTERM/SIGINT into a cancellation token.
 
-use std::time::Duration;
-
 use async_nats::jetstream;
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -14,6 +12,7 @@ use crate::streams::{self, Applied, Definitions, SetupError};
 /// Connects with the stage's name (visible in the server's connection
 /// list); reconnects forever after the first connection. The first
 /// connection is retried too, so a binary started before NATS waits for it.
+/// Both wait [`crate::backoff::reconnect_delay`] between attempts.
 pub async fn connect(args: &CommonArgs, name: &str) -> Result<async_nats::Client, String> {
     let urls: Vec<async_nats::ServerAddr> = args
         .nats_url
@@ -24,6 +23,7 @@ pub async fn connect(args: &CommonArgs, name: &str) -> Result<async_nats::Client
         .name(name)
         .retry_on_initial_connect()
         .max_reconnects(None)
+        .reconnect_delay_callback(crate::backoff::reconnect_delay)
         .event_callback(|event| async move {
             match event {
                 async_nats::Event::Disconnected => warn!("nats disconnected"),
@@ -43,8 +43,10 @@ pub async fn connect(args: &CommonArgs, name: &str) -> Result<async_nats::Client
         .map_err(|e| format!("cannot connect to NATS: {e}"))
 }
 
-/// Applies the named streams and the failure bucket, retrying while NATS is
-/// unreachable; fails at once on a definition that conflicts with the server.
+/// Applies the named streams and the failure bucket, retrying on the
+/// infrastructure backoff while NATS is unreachable (for about five minutes:
+/// the ingress calls it before it listens for shutdown); fails at once on a
+/// definition that conflicts with the server.
 pub async fn ensure_streams(
     js: &jetstream::Context,
     defs: &Definitions,
@@ -62,12 +64,7 @@ pub async fn ensure_streams(
         Ok(())
     };
     attempt
-        .retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(5))
-                .with_max_times(60),
-        )
+        .retry(crate::backoff::infra().with_max_times(60))
         .when(|e: &SetupError| !e.is_permanent())
         .notify(|e, after| warn!(error = %e, retry_in_ms = after.as_millis() as u64, "stream setup failed"))
         .await

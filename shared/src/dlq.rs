@@ -2,15 +2,14 @@
 //! plus the `Orderhub-Dlq-*` fields of DESIGN §2, published to
 //! `dlq.<stage>.<provider>` with `Nats-Msg-Id: dlq:<stream>:<seq>` so that a
 //! worker and the advisory mover dead-lettering the same message store it
-//! once. Also the failure history kept in the `FAILURES` bucket while a
-//! message is being retried, which gives an entry its first failure time.
+//! once. An entry's first failure time comes from the failure history
+//! ([`crate::failure_history`]).
 
 use std::time::{Duration, SystemTime};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use crate::headers;
 use crate::subjects;
@@ -182,73 +181,6 @@ pub async fn publish(
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("dead-letter publish failed: {0}")]
 pub struct PublishError(pub String);
-
-/// What the `FAILURES` bucket remembers about a message being retried.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FailureRecord {
-    #[serde(with = "humantime_serde")]
-    pub first_failure: SystemTime,
-    #[serde(with = "humantime_serde")]
-    pub last_failure: SystemTime,
-    pub deliveries: i64,
-    pub error_class: String,
-    pub error: String,
-}
-
-/// The bucket key for a message: `<stream>.<seq>`.
-pub fn failure_key(stream: &str, seq: u64) -> String {
-    format!("{stream}.{seq}")
-}
-
-/// Records a failed delivery, keeping the first failure time; returns the
-/// updated record. Best effort: a bucket error loses history, not the message.
-pub async fn record_failure(
-    bucket: &kv::Store,
-    stream: &str,
-    seq: u64,
-    deliveries: i64,
-    error_class: &str,
-    error: &str,
-) -> FailureRecord {
-    let now = SystemTime::now();
-    let key = failure_key(stream, seq);
-    let first = load_failure(bucket, stream, seq)
-        .await
-        .map(|r| r.first_failure)
-        .unwrap_or(now);
-    let record = FailureRecord {
-        first_failure: first,
-        last_failure: now,
-        deliveries,
-        error_class: error_class.to_owned(),
-        error: truncate(error, MAX_ERROR_LEN).to_owned(),
-    };
-    if let Ok(bytes) = serde_json::to_vec(&record)
-        && let Err(e) = bucket.put(&key, bytes.into()).await
-    {
-        tracing::warn!(key, error = %e, "cannot record failure history");
-    }
-    record
-}
-
-/// The failure history of a message, if any.
-pub async fn load_failure(bucket: &kv::Store, stream: &str, seq: u64) -> Option<FailureRecord> {
-    match bucket.get(failure_key(stream, seq)).await {
-        Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!(stream, seq, error = %e, "cannot read failure history");
-            None
-        }
-    }
-}
-
-/// Forgets the history once the message is done (acked or dead-lettered).
-pub async fn forget_failure(bucket: &kv::Store, stream: &str, seq: u64) {
-    if let Err(e) = bucket.purge(failure_key(stream, seq)).await {
-        tracing::debug!(stream, seq, error = %e, "cannot purge failure history");
-    }
-}
 
 /// RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(t: SystemTime) -> String {

@@ -6,20 +6,25 @@
 //! - [`subjects`] and [`streams`]: every subject and stream name, and the
 //!   stream/consumer definitions of `nats/streams.toml`, applied at start.
 //! - [`worker`]: the consume → handle → ack / retry later / dead-letter loop
-//!   over JetStream, and [`mover`], its safety net for workers that die on a
-//!   message's last delivery; [`dlq`] is the dead-letter entry format.
+//!   over JetStream, and [`dead_letter_mover`], its safety net for workers
+//!   that die on a message's last delivery; [`dlq`] is the dead-letter entry
+//!   format, [`failure_history`] what is remembered between deliveries.
 //! - [`telemetry`] and [`ops`]: logs, metrics, `/health` `/ready` `/metrics`.
 //! - [`verify`]: every provider's signature scheme (verify and sign), used
 //!   by the ingress, and Standard Webhooks signing for the forwarder.
-//! - [`app`]: connect, set up streams, shut down on signals.
+//! - [`app`]: connect, set up streams, shut down on signals; [`backoff`]:
+//!   the one backoff for infrastructure retries.
 
 pub mod app;
+pub mod backoff;
 pub mod config;
+pub mod dead_letter_mover;
 pub mod dlq;
+pub mod failure_history;
 pub mod headers;
 pub mod money;
-pub mod mover;
 pub mod ops;
+pub mod pull;
 pub mod order;
 pub mod provider;
 pub mod retry;

@@ -3,11 +3,12 @@
 //!
 //! The schedule is a list (`["1m", "5m", ...]`, the last step repeating), not
 //! a geometric series, because operators think in such steps and the old
-//! service used them. It is a [`backon::BackoffBuilder`], so the same schedule
-//! drives in-process retries (e.g. republishing a dead letter) and the
-//! JetStream NAK delays. Jitter is derived from the message's identity rather
-//! than a random source: a burst of failures still spreads out, and a test
-//! can predict every delay.
+//! service used them. It is the one source of redelivery delays: the workers
+//! NAK with [`RetrySchedule::delay_after`], and nothing retries a message
+//! in-process (infrastructure retries, such as connecting or a failed pull,
+//! use [`crate::backoff`]). Jitter is derived from the message's identity
+//! rather than a random source: a burst of failures still spreads out, and a
+//! test can predict every delay.
 
 use std::time::Duration;
 
@@ -108,8 +109,8 @@ impl RetrySchedule {
         }
     }
 
-    /// The whole schedule as a backon backoff without jitter (one entry per
-    /// retry, `max_deliver - 1` in all).
+    /// The whole schedule without jitter, one entry per retry
+    /// (`max_deliver - 1` in all).
     pub fn backoff(&self) -> ScheduleBackoff {
         ScheduleBackoff {
             delays: self.delays.clone(),

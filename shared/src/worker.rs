@@ -15,14 +15,24 @@
 //!   or, on its last delivery, the advisory mover takes it.
 //! - Success is acked with a confirmed (double) ack, so a stage that
 //!   published downstream before acking is effectively-once together with
-//!   the downstream `Nats-Msg-Id`.
+//!   the downstream `Nats-Msg-Id`. The handler's slot is released as soon as
+//!   its verdict is in, before the ack (or NAK, or dead letter) is
+//!   confirmed: an ack whose confirmation fails is counted
+//!   (`worker_errors{error_type="ack_failed"}`) and the message comes back
+//!   after `ack_wait`, so delivery stays at-least-once, as before.
+//! - One pull stays open per consumer ([`crate::pull`]), asking for exactly
+//!   as many messages as there are free slots.
 //! - While a handler runs, the worker sends in-progress acks so a long
 //!   handler is not redelivered under it.
-//! - Shutdown: no new pulls; the open pull is read to its end and handled;
-//!   in-flight handlers get `shutdown_grace` to finish; whatever is still
-//!   running then is NAK'd for immediate redelivery elsewhere.
+//! - Shutdown: no new pulls; the pull's inbox is closed at once (an idle
+//!   worker stops without waiting for its request to expire) and the
+//!   messages that had already arrived are handled; in-flight handlers get
+//!   `shutdown_grace` to finish; whatever is still running then is NAK'd for
+//!   immediate redelivery elsewhere.
+//! - Infrastructure failures (consumer setup, a failed pull) are retried on
+//!   [`crate::backoff`]; message redeliveries follow only the schedule.
 //! - Each worker also runs the advisory mover for its consumer
-//!   ([`crate::mover`]), the safety net for a worker that dies on a
+//!   ([`crate::dead_letter_mover`]), the safety net for a worker that dies on a
 //!   message's last delivery.
 
 use std::future::Future;
@@ -34,27 +44,30 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, kv};
 use backon::Retryable;
 use bytes::Bytes;
-use futures::StreamExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::dlq::{self, DeadLetter, MovedBy};
+use crate::failure::FailureClass;
+use crate::failure_history;
 use crate::headers;
+use crate::pull::{OpenPull, PullError};
 use crate::retry::RetrySchedule;
 use crate::streams::{BucketDef, ConsumerDef, Definitions, StreamDef};
 
-/// What went wrong in a handler: a short stable class for metrics and the
-/// DLQ, and a human text (never a secret or a whole payload).
+/// What went wrong in a handler: its class from the one vocabulary
+/// ([`FailureClass`]: metrics, logs, the DLQ) and a human text (never a
+/// secret or a whole payload).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    pub class: &'static str,
+    pub class: FailureClass,
     pub message: String,
     /// A `Retry-After` hint; the schedule's delay is raised to it, within
     /// the configured bound.
@@ -62,7 +75,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub fn new(class: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(class: FailureClass, message: impl Into<String>) -> Self {
         Failure {
             class,
             message: message.into(),
@@ -194,7 +207,7 @@ struct ProviderLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     provider: String,
-    error_type: String,
+    error_type: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -264,7 +277,33 @@ impl WorkerMetrics {
             "Handlers running now",
             m.in_flight.clone(),
         );
+        m.start_at_zero();
         m
+    }
+
+    /// Creates at 0 every series whose labels are known before the first
+    /// message, so an alert on `rate()` works from the first scrape: per
+    /// provider, the received and acked counts, the worker's own errors and
+    /// the dead-letter mover's classes. A handler's own failure classes
+    /// appear with their first use.
+    fn start_at_zero(&self) {
+        for provider in crate::Provider::ALL.map(crate::Provider::as_str) {
+            let p = || ProviderLabels {
+                provider: provider.to_owned(),
+            };
+            let _ = self.received.get_or_create(&p());
+            let _ = self.acked.get_or_create(&p());
+            let e = |class: &FailureClass| ErrorLabels {
+                provider: provider.to_owned(),
+                error_type: class.as_str(),
+            };
+            for class in FailureClass::WORKER {
+                let _ = self.errors.get_or_create(&e(class));
+            }
+            for class in FailureClass::MOVER {
+                let _ = self.dead_lettered.get_or_create(&e(class));
+            }
+        }
     }
 
     fn received(&self, d: &Delivery) {
@@ -287,7 +326,7 @@ impl WorkerMetrics {
 
     fn retried(&self, d: &Delivery, f: &Failure, delay: Duration) {
         warn!(
-            error_type = f.class,
+            error_type = f.class.as_str(),
             error = %f.message,
             delivered = d.delivered,
             retry_in_ms = delay.as_millis() as u64,
@@ -296,14 +335,20 @@ impl WorkerMetrics {
         self.retried
             .get_or_create(&ErrorLabels {
                 provider: d.provider.clone(),
-                error_type: f.class.to_owned(),
+                error_type: f.class.as_str(),
             })
             .inc();
     }
 
-    pub(crate) fn dead_lettered(&self, provider: &str, class: &str, error: &str, by: MovedBy) {
+    pub(crate) fn dead_lettered(
+        &self,
+        provider: &str,
+        class: FailureClass,
+        error: &str,
+        by: MovedBy,
+    ) {
         warn!(
-            error_type = class,
+            error_type = class.as_str(),
             error,
             moved_by = by.as_str(),
             "dead-lettered"
@@ -311,17 +356,17 @@ impl WorkerMetrics {
         self.dead_lettered
             .get_or_create(&ErrorLabels {
                 provider: provider.to_owned(),
-                error_type: class.to_owned(),
+                error_type: class.as_str(),
             })
             .inc();
     }
 
-    fn error(&self, provider: &str, class: &'static str, error: &str) {
-        warn!(error_type = class, error, "worker error");
+    fn error(&self, provider: &str, class: FailureClass, error: &str) {
+        warn!(error_type = class.as_str(), error, "worker error");
         self.errors
             .get_or_create(&ErrorLabels {
                 provider: provider.to_owned(),
-                error_type: class.to_owned(),
+                error_type: class.as_str(),
             })
             .inc();
     }
@@ -365,7 +410,9 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Runs the consumer loops and the advisory mover until `shutdown`.
-    /// Expects the streams to exist (see [`crate::app::ensure_streams`]).
+    /// Expects the streams to exist (see [`crate::app::ensure_streams`]);
+    /// retries setting up its consumers on the infrastructure backoff until
+    /// they are set up or `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let o = &self.options;
         // Setting up consumers takes a round of the JetStream cluster each;
@@ -385,19 +432,17 @@ impl<H: Handler> Worker<H> {
                 crate::streams::ensure_consumer(&self.js, &o.mover, -1, o.manage).await?;
             Ok::<_, crate::streams::SetupError>((consumers, failures, mover_consumer))
         };
-        let (consumers, failures, mover_consumer) = setup
-            .retry(
-                backon::ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(200))
-                    .with_max_delay(Duration::from_secs(5))
-                    .with_max_times(30),
-            )
+        let setup = setup
+            .retry(crate::backoff::infra())
             .when(|e: &crate::streams::SetupError| !e.is_permanent())
             .notify(|e, after| {
                 warn!(error = %e, retry_in_ms = after.as_millis() as u64, "consumer setup failed")
-            })
-            .await?;
-        let mover = crate::mover::Mover::new(
+            });
+        let (consumers, failures, mover_consumer) = tokio::select! {
+            r = setup => r?,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        let mover = crate::dead_letter_mover::Mover::new(
             self.js.clone(),
             o.stage.clone(),
             o.source.clone(),
@@ -454,72 +499,87 @@ async fn consume<H: Handler>(
     shutdown: CancellationToken,
 ) {
     let o = &ctx.options;
-    let permits = Arc::new(Semaphore::new(o.concurrency));
+    let slots = Slots {
+        permits: Arc::new(Semaphore::new(o.concurrency)),
+        freed: Arc::new(Notify::new()),
+    };
     let hard_stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let mut pull_failures: u32 = 0;
+    let mut pauses = crate::backoff::pauses();
+    let mut pull: Option<OpenPull> = None;
 
-    'pulls: while !shutdown.is_cancelled() {
-        let first = tokio::select! {
-            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
-            _ = shutdown.cancelled() => break 'pulls,
+    while !shutdown.is_cancelled() {
+        while tasks.try_join_next().is_some() {}
+        let next = match pull.as_mut() {
+            None => match OpenPull::open(
+                &ctx.client,
+                &ctx.js,
+                consumer.clone(),
+                o.concurrency,
+                o.pull_expires,
+            )
+            .await
+            {
+                Ok(p) => {
+                    pull = Some(p);
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
+            Some(p) => match p.top_up(slots.permits.available_permits()).await {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    ready.store(true, Ordering::Relaxed);
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => break,
+                        // A slot came free: ask for more.
+                        _ = slots.freed.notified() => continue,
+                        next = p.next() => next,
+                    }
+                }
+            },
         };
-        let want = 1 + permits.available_permits();
-        let batch = consumer
-            .batch()
-            .max_messages(want)
-            .expires(o.pull_expires)
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(b) => {
-                pull_failures = 0;
-                ready.store(true, Ordering::Relaxed);
-                b
+        match next {
+            Ok(Some(msg)) => {
+                pauses = crate::backoff::pauses();
+                start(&mut tasks, &ctx, msg, &slots, &hard_stop);
             }
+            // A request expired or ended: ask again.
+            Ok(None) => pauses = crate::backoff::pauses(),
+            // The requests are gone with a reconnect; ask again at once.
+            Err(e @ PullError::Silent(_)) => debug!(error = %e, "pull restarted"),
             Err(e) => {
                 ready.store(false, Ordering::Relaxed);
-                pull_failures = pull_failures.saturating_add(1);
-                let pause = Duration::from_millis(100 * 2u64.pow(pull_failures.min(6)));
-                warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "pull request failed");
-                drop(first);
+                if matches!(e, PullError::Closed) {
+                    pull = None;
+                }
+                let pause = pauses.next().unwrap_or(crate::backoff::MAX_DELAY);
+                warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "pull failed");
                 tokio::select! {
-                    _ = tokio::time::sleep(pause) => continue 'pulls,
-                    _ = shutdown.cancelled() => break 'pulls,
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.cancelled() => break,
                 }
             }
-        };
-        let mut first = Some(first);
-        // Read this pull to its end even during shutdown: its messages are
-        // already ours, and dropping them would leave them stuck until
-        // ack_wait.
-        while let Some(next) = batch.next().await {
-            let msg = match next {
-                Ok(m) => m,
-                Err(e) => {
-                    debug!(error = %e, "pull ended");
-                    break;
-                }
-            };
-            let permit = match first.take() {
-                Some(p) => p,
-                None => permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore never closed"),
-            };
-            let ctx = ctx.clone();
-            let hard_stop = hard_stop.clone();
-            tasks.spawn(async move {
-                process(&ctx, msg, hard_stop).await;
-                drop(permit);
-            });
-            while tasks.try_join_next().is_some() {}
         }
     }
 
     ready.store(false, Ordering::Relaxed);
+    // Messages that already arrived are ours: handle them rather than let
+    // them wait out ack_wait. An idle worker has none and goes on at once.
+    if let Some(p) = pull.take() {
+        let left = p.close().await;
+        if !left.is_empty() {
+            info!(
+                count = left.len(),
+                "shutdown: handling messages already received"
+            );
+        }
+        for msg in left {
+            start(&mut tasks, &ctx, msg, &slots, &hard_stop);
+        }
+    }
+    while tasks.try_join_next().is_some() {}
     let in_flight = tasks.len();
     if in_flight > 0 {
         info!(in_flight, "shutdown: waiting for in-flight handlers");
@@ -537,8 +597,65 @@ async fn consume<H: Handler>(
     }
 }
 
+/// The handler slots of one consumer loop; the loop is told when one frees.
+struct Slots {
+    permits: Arc<Semaphore>,
+    freed: Arc<Notify>,
+}
+
+/// A handler slot, held while the handler runs.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.freed.notify_one();
+    }
+}
+
+/// Starts handling `msg` in a slot. The pull asks only for free slots, so
+/// one is normally free; after a restarted pull the server may send a few
+/// more, which wait here for a slot.
+fn start<H: Handler>(
+    tasks: &mut tokio::task::JoinSet<()>,
+    ctx: &Arc<Ctx<H>>,
+    msg: jetstream::Message,
+    slots: &Slots,
+    hard_stop: &CancellationToken,
+) {
+    let ready = slots.permits.clone().try_acquire_owned().ok();
+    let permits = slots.permits.clone();
+    let freed = slots.freed.clone();
+    let ctx = ctx.clone();
+    let hard_stop = hard_stop.clone();
+    tasks.spawn(async move {
+        let permit = match ready {
+            Some(p) => p,
+            None => tokio::select! {
+                p = permits.acquire_owned() => p.expect("semaphore never closed"),
+                _ = hard_stop.cancelled() => {
+                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    return;
+                }
+            },
+        };
+        let slot = Slot {
+            _permit: permit,
+            freed,
+        };
+        process(&ctx, msg, slot, hard_stop).await;
+    });
+}
+
 /// Handles one delivery end to end; never panics on a bad message.
-async fn process<H: Handler>(ctx: &Ctx<H>, msg: jetstream::Message, hard_stop: CancellationToken) {
+async fn process<H: Handler>(
+    ctx: &Ctx<H>,
+    msg: jetstream::Message,
+    slot: Slot,
+    hard_stop: CancellationToken,
+) {
     let o = &ctx.options;
     let Some(delivery) = delivery_of(&msg, &o.retry) else {
         warn!(subject = %msg.subject, "message without JetStream metadata; ignored");
@@ -561,6 +678,11 @@ async fn process<H: Handler>(ctx: &Ctx<H>, msg: jetstream::Message, hard_stop: C
             _ = hard_stop.cancelled() => None,
         };
         ctx.metrics.in_flight.dec();
+        // The handler is done: its slot takes the next message while this
+        // one's outcome is settled with the server (acks, NAKs and dead
+        // letters still awaiting their confirmation are bounded by the
+        // consumer's max_ack_pending, not by the slots).
+        drop(slot);
         let Some(outcome) = outcome else {
             // Shutdown took too long: give it back for immediate redelivery.
             let _ = msg.ack_with(AckKind::Nak(None)).await;
@@ -639,17 +761,19 @@ async fn settle<H: Handler>(
                 Ok(()) => ctx.metrics.acked(d),
                 // The message comes back after ack_wait; downstream dedup
                 // (Nats-Msg-Id, Idempotency-Key) absorbs the second run.
-                Err(e) => ctx.metrics.error(&d.provider, "ack_failed", &e),
+                Err(e) => ctx.metrics.error(&d.provider, FailureClass::AckFailed, &e),
             }
             if d.delivered > 1 {
-                dlq::forget_failure(&ctx.failures, &d.stream, d.stream_seq).await;
+                failure_history::forget(&ctx.failures, &d.stream, d.stream_seq).await;
             }
         }
-        Outcome::Retry(f) if !d.is_last => {
+        // A permanent class is dead-lettered at once, whatever the handler
+        // asked: retrying cannot help it, and days of retries hide it.
+        Outcome::Retry(f) if !d.is_last && !f.class.is_permanent() => {
             let delay = o
                 .retry
                 .delay_after(d.delivered, d.stream_seq, f.retry_after);
-            dlq::record_failure(
+            failure_history::record(
                 &ctx.failures,
                 &d.stream,
                 d.stream_seq,
@@ -661,17 +785,20 @@ async fn settle<H: Handler>(
             ctx.metrics.retried(d, &f, delay);
             if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
                 // Without the NAK the message still comes back after ack_wait.
-                ctx.metrics.error(&d.provider, "nak_failed", &e.to_string());
+                ctx.metrics
+                    .error(&d.provider, FailureClass::NakFailed, &e.to_string());
             }
         }
-        Outcome::Retry(f) => {
+        Outcome::Retry(f) if !f.class.is_permanent() => {
             let message = format!(
                 "deliveries exhausted after {} attempts: {}",
                 d.delivered, f.message
             );
             dead_letter(ctx, msg, d, f.class, &message).await;
         }
-        Outcome::DeadLetter(f) => dead_letter(ctx, msg, d, f.class, &f.message).await,
+        Outcome::Retry(f) | Outcome::DeadLetter(f) => {
+            dead_letter(ctx, msg, d, f.class, &f.message).await
+        }
     }
 }
 
@@ -679,13 +806,13 @@ async fn dead_letter<H: Handler>(
     ctx: &Ctx<H>,
     msg: &jetstream::Message,
     d: &Delivery,
-    class: &str,
+    class: FailureClass,
     message: &str,
 ) {
     let o = &ctx.options;
     let now = SystemTime::now();
     let history = if d.delivered > 1 {
-        dlq::load_failure(&ctx.failures, &d.stream, d.stream_seq).await
+        failure_history::load(&ctx.failures, &d.stream, d.stream_seq).await
     } else {
         None
     };
@@ -700,15 +827,18 @@ async fn dead_letter<H: Handler>(
         deliveries: d.delivered,
         first_failure: history.map(|h| h.first_failure).unwrap_or(now),
         last_failure: now,
-        error_class: class.to_owned(),
+        error_class: class,
         error: message.to_owned(),
         moved_by: MovedBy::Worker,
     };
     if let Err(e) = dlq::publish(&ctx.js, &entry, Some(&d.headers), d.payload.clone()).await {
         // Not stored: keep the message in the retry cycle. On its last
         // delivery the NAK exhausts it and the mover dead-letters it.
-        ctx.metrics
-            .error(&d.provider, "dead_letter_publish_failed", &e.to_string());
+        ctx.metrics.error(
+            &d.provider,
+            FailureClass::DeadLetterPublishFailed,
+            &e.to_string(),
+        );
         let delay = o.retry.delay_after(d.delivered, d.stream_seq, None);
         let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
         return;
@@ -717,10 +847,10 @@ async fn dead_letter<H: Handler>(
     if let Err(e) = ack_confirmed(&ctx.client, msg, reason).await {
         // Stored in the DLQ but not terminated: a redelivery dead-letters it
         // again under the same Nats-Msg-Id, which the DLQ drops.
-        ctx.metrics.error(&d.provider, "term_failed", &e);
+        ctx.metrics.error(&d.provider, FailureClass::TermFailed, &e);
     }
     if d.delivered > 1 {
-        dlq::forget_failure(&ctx.failures, &d.stream, d.stream_seq).await;
+        failure_history::forget(&ctx.failures, &d.stream, d.stream_seq).await;
     }
     ctx.metrics
         .dead_lettered(&d.provider, class, message, MovedBy::Worker);

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_nats::jetstream;
 use orderhub_tests::*;
 use shared::dlq::MovedBy;
+use shared::failure::FailureClass;
 use shared::worker::{Delivery, Failure, Outcome};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -46,7 +47,10 @@ async fn retries_follow_the_schedule() -> anyhow::Result<()> {
             record(&l, &d);
             async move {
                 if d.delivered <= 3 {
-                    Outcome::Retry(Failure::new("backend_down", format!("try {}", d.delivered)))
+                    Outcome::Retry(Failure::new(
+                        FailureClass::BackendUnreachable,
+                        format!("try {}", d.delivered),
+                    ))
                 } else {
                     Outcome::Ack
                 }
@@ -96,7 +100,12 @@ async fn exhausted_deliveries_leave_exactly_one_dead_letter_with_every_field() -
         &hub,
         FnHandler(move |d: Delivery| {
             record(&l, &d);
-            async { Outcome::Retry(Failure::new("backend_5xx", "backend answered 503")) }
+            async {
+                Outcome::Retry(Failure::new(
+                    FailureClass::Backend5xx,
+                    "backend answered 503",
+                ))
+            }
         }),
         4,
     );
@@ -121,7 +130,7 @@ async fn exhausted_deliveries_leave_exactly_one_dead_letter_with_every_field() -
     assert_eq!(entry.provider, "careem");
     assert_eq!(entry.tenant.as_deref(), Some("acme"));
     assert_eq!(entry.deliveries, 3);
-    assert_eq!(entry.error_class, "backend_5xx");
+    assert_eq!(entry.error_class.as_str(), "backend_5xx");
     assert_eq!(
         entry.error,
         "deliveries exhausted after 3 attempts: backend answered 503"
@@ -165,7 +174,7 @@ async fn a_permanent_error_dead_letters_on_the_first_delivery() -> anyhow::Resul
             record(&l, &d);
             async {
                 Outcome::DeadLetter(Failure::new(
-                    "invalid_payload",
+                    FailureClass::InvalidPayload,
                     "items: must not be empty; total_amount: missing",
                 ))
             }
@@ -184,7 +193,7 @@ async fn a_permanent_error_dead_letters_on_the_first_delivery() -> anyhow::Resul
         "a permanent error is never retried"
     );
     assert_eq!(entry.deliveries, 1);
-    assert_eq!(entry.error_class, "invalid_payload");
+    assert_eq!(entry.error_class.as_str(), "invalid_payload");
     assert_eq!(
         entry.error,
         "items: must not be empty; total_amount: missing"
@@ -280,10 +289,10 @@ async fn a_worker_killed_on_the_last_delivery_is_caught_by_the_mover() -> anyhow
     assert_eq!(entry.moved_by, MovedBy::Mover);
     assert_eq!(entry.seq, seq);
     assert_eq!(entry.deliveries, 3);
-    assert_eq!(entry.error_class, "deliveries_exhausted");
+    assert_eq!(entry.error_class.as_str(), "deliveries_exhausted");
     assert_eq!(
         entry.error,
-        "no worker finished the last of 3 deliveries (it crashed, hung or was stopped); last error (test_failure): scripted failure"
+        "no worker finished the last of 3 deliveries (it crashed, hung or was stopped); last error (backend_error): scripted failure"
     );
     assert_eq!(entry.webhook_id.as_deref(), Some("wh-crash"));
     assert_eq!(entry.tenant.as_deref(), Some("acme"));
@@ -423,6 +432,68 @@ async fn sigterm_with_messages_in_flight_loses_none() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn an_idle_worker_stops_at_once_on_sigterm_and_its_pull_takes_nothing() -> anyhow::Result<()>
+{
+    let nats = NatsServer::start()?;
+    let toml = worker_hub_toml(&["1s"], 5, "30s");
+    let hub = hub_from(&toml);
+    let dir = tempfile::tempdir()?;
+    let hub_path = dir.path().join("hub.toml");
+    std::fs::write(&hub_path, &toml)?;
+    let client = nats.client().await?;
+    setup_streams(&client, &hub).await?;
+    let js = jetstream::new(client);
+
+    // Its pull request waits a minute for messages; stopping must not.
+    let mut cmd = test_worker(&nats.url(), &hub_path, "ok");
+    cmd.args(["--pull-expires-ms", "60000"]);
+    let mut child = cmd.spawn()?;
+    eventually(STEP, "the worker's pull is waiting", || async {
+        let stream = js.get_stream("WEBHOOKS").await.ok()?;
+        let mut consumer = stream
+            .get_consumer::<jetstream::consumer::pull::Config>("transformer")
+            .await
+            .ok()?;
+        (consumer.info().await.ok()?.num_waiting > 0).then_some(())
+    })
+    .await?;
+    let pid = child.id().expect("running") as i32;
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .map_err(|_| anyhow::anyhow!("still running 10 s after SIGTERM"))??;
+    assert!(status.success(), "SIGTERM exit: {status}");
+
+    // The server dropped the stopped worker's waiting request with its
+    // inbox: a message published now goes to the next worker, not to the
+    // dead request (where it would wait out the 30 s ack_wait).
+    let seen: Arc<Mutex<Vec<(u64, i64)>>> = Arc::default();
+    let s = seen.clone();
+    let worker = InProcessWorker::start(
+        &nats.url(),
+        &hub,
+        FnHandler(move |d: Delivery| {
+            s.lock().unwrap().push((d.stream_seq, d.delivered));
+            async { Outcome::Ack }
+        }),
+        4,
+    );
+    let seq = publish_raw(&js, "wh-after-stop", "{}").await?;
+    eventually(STEP, "the next worker handled it", || async {
+        let (p, ap) = consumer_pending(&js, "WEBHOOKS", "transformer")
+            .await
+            .ok()?;
+        (!seen.lock().unwrap().is_empty() && p == 0 && ap == 0).then_some(())
+    })
+    .await?;
+    assert_eq!(*seen.lock().unwrap(), [(seq, 1)]);
+    worker.stop().await
+}
+
+#[tokio::test]
 async fn the_ops_server_reports_health_readiness_and_metrics() -> anyhow::Result<()> {
     let (mut nats, hub, js) = started(&worker_hub_toml(&["100ms"], 2, "30s")).await?;
 
@@ -431,7 +502,7 @@ async fn the_ops_server_reports_health_readiness_and_metrics() -> anyhow::Result
         &hub,
         FnHandler(|d: Delivery| async move {
             if d.payload.as_ref() == b"bad" {
-                Outcome::DeadLetter(Failure::new("invalid_payload", "not json"))
+                Outcome::DeadLetter(Failure::new(FailureClass::InvalidPayload, "not json"))
             } else {
                 Outcome::Ack
             }
@@ -459,6 +530,19 @@ async fn the_ops_server_reports_health_readiness_and_metrics() -> anyhow::Result
     })
     .await?;
     assert_eq!(get("/health").await.map(|r| r.0), Some(200));
+    // Before the first message, the series alerts take a rate() of exist
+    // at 0: per provider, the worker's own errors and the mover's classes.
+    let (_, before) = get("/metrics")
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no /metrics"))?;
+    for line in [
+        "transformer_messages_received_total{provider=\"careem\"} 0",
+        "transformer_messages_acked_total{provider=\"wolt\"} 0",
+        "transformer_worker_errors_total{provider=\"careem\",error_type=\"ack_failed\"} 0",
+        "transformer_messages_dead_lettered_total{provider=\"talabat\",error_type=\"deliveries_exhausted\"} 0",
+    ] {
+        assert!(before.contains(line), "missing {line:?} in\n{before}");
+    }
 
     publish_raw(&js, "wh-ok", "{}").await?;
     publish_raw(&js, "wh-bad", "bad").await?;
@@ -477,9 +561,14 @@ async fn the_ops_server_reports_health_readiness_and_metrics() -> anyhow::Result
     }
     assert!(metrics.contains("transformer_handler_duration_seconds_bucket{"));
     // Acks and terminations were confirmed by the server, not timed out.
+    let errors: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("transformer_worker_errors_total{"))
+        .collect();
+    assert_eq!(errors.len(), 4 * shared::Provider::ALL.len());
     assert!(
-        !metrics.contains("transformer_worker_errors_total{"),
-        "worker errors:\n{metrics}"
+        errors.iter().all(|l| l.ends_with(" 0")),
+        "worker errors: {errors:#?}"
     );
 
     nats.kill();
@@ -511,12 +600,12 @@ async fn bad_config_stops_the_binary_naming_the_field() -> anyhow::Result<()> {
         (
             good.clone(),
             vec!["TEST_CAREEM_SECRET"],
-            "account[0].secret_envs[0]: environment variable TEST_CAREEM_SECRET is not set or empty",
+            "account acme-careem.secret_envs[0]: environment variable TEST_CAREEM_SECRET is not set or empty",
         ),
         (
             good.replace("provider = \"careem\"", "provider = \"kareem\""),
             vec![],
-            "account[0].provider: unknown provider \"kareem\"",
+            "account acme-careem.provider: unknown provider \"kareem\"",
         ),
     ];
     for (i, (toml, unset, want)) in cases.into_iter().enumerate() {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use shared::app::{StageSpec, run_stage, shutdown_on_signals};
 use shared::config::CommonArgs;
+use shared::failure::FailureClass;
 use shared::worker::{Delivery, Failure, Handler, Outcome};
 
 #[derive(Debug, Parser)]
@@ -23,6 +24,9 @@ struct Args {
     handle_ms: u64,
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// How long one pull request waits for messages
+    #[arg(long, default_value_t = 1000)]
+    pull_expires_ms: u64,
 }
 
 struct Scripted {
@@ -40,18 +44,23 @@ impl Handler for Scripted {
     async fn handle(&self, d: &Delivery) -> Outcome {
         let outcome = match self.mode.as_str() {
             "ok" => Outcome::Ack,
-            "fail" => Outcome::Retry(Failure::new("test_failure", "scripted failure")),
+            "fail" => Outcome::Retry(Failure::new(FailureClass::BackendError, "scripted failure")),
             "hold-last" if d.is_last => {
                 say(format!("holding {} {}", d.stream_seq, d.delivered));
                 std::future::pending::<()>().await;
                 unreachable!()
             }
-            "hold-last" => Outcome::Retry(Failure::new("test_failure", "scripted failure")),
+            "hold-last" => {
+                Outcome::Retry(Failure::new(FailureClass::BackendError, "scripted failure"))
+            }
             "slow" => {
                 tokio::time::sleep(self.handle).await;
                 Outcome::Ack
             }
-            other => Outcome::DeadLetter(Failure::new("bad_mode", format!("unknown mode {other}"))),
+            other => Outcome::DeadLetter(Failure::new(
+                FailureClass::InvalidPayload,
+                format!("unknown mode {other}"),
+            )),
         };
         let label = match &outcome {
             Outcome::Ack => "ack",
@@ -81,6 +90,7 @@ async fn main() -> std::process::ExitCode {
         handle: Duration::from_millis(args.handle_ms),
     };
     let concurrency = args.concurrency;
+    let pull_expires = Duration::from_millis(args.pull_expires_ms);
     let result = run_stage(
         &args.common,
         &hub,
@@ -88,7 +98,7 @@ async fn main() -> std::process::ExitCode {
         |_, _| handler,
         |o| {
             o.concurrency = concurrency;
-            o.pull_expires = Duration::from_secs(1);
+            o.pull_expires = pull_expires;
         },
         shutdown_on_signals(),
     )

@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::dlq::{self, DeadLetter, MovedBy};
+use crate::failure::FailureClass;
+use crate::failure_history;
 use crate::headers;
 use crate::streams::StreamDef;
 use crate::worker::WorkerMetrics;
@@ -84,8 +86,11 @@ impl Mover {
     }
 
     /// Reads advisories until `shutdown`; one at a time (they are rare).
+    /// A failed pull pauses on the infrastructure backoff; an advisory that
+    /// could not be handled comes back after the same backoff's delay for
+    /// its delivery count.
     pub async fn run(self, advisories: PullConsumer, shutdown: CancellationToken) {
-        let mut failures: u32 = 0;
+        let mut pauses = crate::backoff::pauses();
         while !shutdown.is_cancelled() {
             let batch = advisories
                 .batch()
@@ -96,16 +101,15 @@ impl Mover {
             let mut batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
-                    failures = failures.saturating_add(1);
-                    let pause = Duration::from_millis(200 * 2u64.pow(failures.min(5)));
-                    debug!(error = %e, "mover pull failed");
+                    let pause = pauses.next().unwrap_or(crate::backoff::MAX_DELAY);
+                    debug!(error = %e, retry_in_ms = pause.as_millis() as u64, "mover pull failed");
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => continue,
                         _ = shutdown.cancelled() => break,
                     }
                 }
             };
-            failures = 0;
+            pauses = crate::backoff::pauses();
             loop {
                 // Advisories are rare: on shutdown, stop waiting for one. A
                 // late one goes unacked and comes back to another mover.
@@ -129,9 +133,9 @@ impl Mover {
                         let _ = msg.double_ack().await;
                     }
                     Err(e) => {
-                        warn!(error = %e, "advisory not handled; retrying later");
                         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-                        let delay = Duration::from_secs(1 << delivered.clamp(1, 5));
+                        let delay = crate::backoff::delay(usize::try_from(delivered).unwrap_or(1));
+                        warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "advisory not handled; retrying later");
                         let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
                     }
                 }
@@ -150,13 +154,14 @@ impl Mover {
         }
         let (class, message) = match adv.kind.as_str() {
             MAX_DELIVER_TYPE => {
-                let history = dlq::load_failure(&self.failures, &adv.stream, adv.stream_seq).await;
+                let history =
+                    failure_history::load(&self.failures, &adv.stream, adv.stream_seq).await;
                 let last = history
                     .as_ref()
                     .map(|h| format!("; last error ({}): {}", h.error_class, h.error))
                     .unwrap_or_default();
                 (
-                    "deliveries_exhausted".to_owned(),
+                    FailureClass::DeliveriesExhausted,
                     format!(
                         "no worker finished the last of {} deliveries (it crashed, hung or was stopped){last}",
                         adv.deliveries
@@ -168,7 +173,7 @@ impl Mover {
                     return Ok(Handled::Skipped("already dead-lettered"));
                 }
                 other => (
-                    "terminated".to_owned(),
+                    FailureClass::Terminated,
                     format!(
                         "terminated without a dead letter (reason: {})",
                         other.unwrap_or("none")
@@ -177,18 +182,23 @@ impl Mover {
             },
             _ => return Ok(Handled::Skipped("other advisory")),
         };
-        self.move_to_dlq(adv, &class, &message).await?;
+        self.move_to_dlq(adv, class, &message).await?;
         Ok(Handled::Moved)
     }
 
-    async fn move_to_dlq(&self, adv: &Advisory, class: &str, message: &str) -> Result<(), String> {
+    async fn move_to_dlq(
+        &self,
+        adv: &Advisory,
+        class: FailureClass,
+        message: &str,
+    ) -> Result<(), String> {
         let stream = self
             .js
             .get_stream(&adv.stream)
             .await
             .map_err(|e| format!("stream {}: {e}", adv.stream))?;
         let now = SystemTime::now();
-        let history = dlq::load_failure(&self.failures, &adv.stream, adv.stream_seq).await;
+        let history = failure_history::load(&self.failures, &adv.stream, adv.stream_seq).await;
         let original = match stream.get_raw_message(adv.stream_seq).await {
             Ok(m) => Some(m),
             Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => None,
@@ -230,7 +240,7 @@ impl Mover {
             deliveries: adv.deliveries,
             first_failure: history.as_ref().map(|h| h.first_failure).unwrap_or(now),
             last_failure: now,
-            error_class: class.to_owned(),
+            error_class: class,
             error,
             moved_by: MovedBy::Mover,
         };
@@ -243,7 +253,7 @@ impl Mover {
                 .await
                 .map_err(|e| format!("delete {}#{}: {e}", adv.stream, adv.stream_seq))?;
         }
-        dlq::forget_failure(&self.failures, &adv.stream, adv.stream_seq).await;
+        failure_history::forget(&self.failures, &adv.stream, adv.stream_seq).await;
         info!(stream = %adv.stream, seq = adv.stream_seq, "mover dead-lettered an exhausted message");
         self.metrics
             .dead_lettered(&provider, class, &entry.error, MovedBy::Mover);
