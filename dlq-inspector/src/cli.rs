@@ -4,12 +4,14 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
+use shared::failure::FailureClass;
 
 const EXAMPLES: &str = "\
 Examples:
   dlq-inspector list                                   newest first, as a table
   dlq-inspector list --tenant acme --since 2h          one tenant, the last two hours
-  dlq-inspector list --stage forwarder --error 503 --json | jq .webhook_id
+  dlq-inspector list --stage forwarder --error backend_5xx --json | jq .webhook_id
+  dlq-inspector list --text \"unknown branch\"         entries whose error text says so
   dlq-inspector show 42                                every field, headers (secrets redacted), body
   dlq-inspector replay 42 43                           republish to the original subjects
   dlq-inspector replay --stage transformer --provider careem --dry-run
@@ -171,9 +173,13 @@ pub struct Filter {
     /// or an RFC 3339 time (`2026-05-01T03:00:00Z`)
     #[arg(long, value_parser = parse_since)]
     pub since: Option<Since>,
-    /// Only entries whose error class or text contains this (any case)
+    /// Only entries of this failure class (the README's operator section
+    /// lists them: backend_5xx, unmapped_product, stale, ...)
+    #[arg(long, value_parser = failure_class)]
+    pub error: Option<FailureClass>,
+    /// Only entries whose error text contains this (any case)
     #[arg(long)]
-    pub error: Option<String>,
+    pub text: Option<String>,
 }
 
 impl Filter {
@@ -183,6 +189,7 @@ impl Filter {
             && self.stage.is_none()
             && self.since.is_none()
             && self.error.is_none()
+            && self.text.is_none()
     }
 
     /// The DLQ subject the server can filter on (`dlq.<stage>.<provider>`,
@@ -278,4 +285,10 @@ mod tests {
         assert!(token(">").is_err());
         assert_eq!(token("acme"), Ok("acme".to_owned()));
     }
+}
+
+/// A class of the failure vocabulary; anything else is refused with the list.
+fn failure_class(s: &str) -> Result<FailureClass, String> {
+    s.parse()
+        .map_err(|e: shared::failure::UnknownFailureClass| e.to_string())
 }

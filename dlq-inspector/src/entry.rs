@@ -76,9 +76,9 @@ impl Entry {
         self.letter.as_ref().ok().map(|l| l.deliveries)
     }
 
-    pub fn error_class(&self) -> &str {
+    pub fn error_class(&self) -> &'static str {
         match &self.letter {
-            Ok(l) => &l.error_class,
+            Ok(l) => l.error_class.as_str(),
             Err(_) => "unreadable",
         }
     }
@@ -149,11 +149,13 @@ pub fn matches(filter: &Filter, since: Option<SystemTime>, e: &Entry) -> bool {
         && eq(&filter.provider, Some(e.provider()))
         && eq(&filter.tenant, e.tenant())
         && since.is_none_or(|s| e.stored_at >= s)
-        && filter.error.as_deref().is_none_or(|needle| {
-            let needle = needle.to_lowercase();
-            e.error_class().to_lowercase().contains(&needle)
-                || e.error().to_lowercase().contains(&needle)
-        })
+        && filter
+            .error
+            .is_none_or(|class| e.letter.as_ref().is_ok_and(|l| l.error_class == class))
+        && filter
+            .text
+            .as_deref()
+            .is_none_or(|needle| e.error().to_lowercase().contains(&needle.to_lowercase()))
 }
 
 /// Every entry `filter` selects, oldest first, streamed by one ordered
@@ -271,6 +273,8 @@ pub async fn by_ids(dlq: &Stream, ids: &[u64], timeout: Duration) -> Result<Vec<
 
 #[cfg(test)]
 mod tests {
+    use shared::failure::FailureClass;
+
     use super::*;
     use crate::cli::Since;
     use shared::dlq::MovedBy;
@@ -288,7 +292,7 @@ mod tests {
             deliveries: 10,
             first_failure: t,
             last_failure: t,
-            error_class: "backend_5xx".into(),
+            error_class: FailureClass::Backend5xx,
             error: "backend answered 503: Service Unavailable".into(),
             moved_by: MovedBy::Worker,
         }
@@ -312,11 +316,12 @@ mod tests {
             tenant: Some("acme".into()),
             stage: Some("forwarder".into()),
             provider: Some("careem".into()),
-            error: Some("SERVICE unavail".into()),
+            error: Some(FailureClass::Backend5xx),
+            text: Some("SERVICE unavail".into()),
             since: Some(Since::Ago(Duration::ZERO)),
         }));
         assert!(f(Filter {
-            error: Some("5xx".into()),
+            text: Some("503".into()),
             ..Filter::default()
         }));
         assert!(!f(Filter {
@@ -324,7 +329,11 @@ mod tests {
             ..Filter::default()
         }));
         assert!(!f(Filter {
-            error: Some("timeout".into()),
+            error: Some(FailureClass::BackendTimeout),
+            ..Filter::default()
+        }));
+        assert!(!f(Filter {
+            text: Some("timeout".into()),
             ..Filter::default()
         }));
         assert!(!matches(

@@ -256,7 +256,7 @@ pub async fn execute(cli: Cli, console: &mut Console<'_>) -> Result<(), Error> {
 fn require_selection(verb: &str, ids: &[u64], filter: &Filter, all: bool) -> Result<(), Error> {
     if ids.is_empty() && filter.is_empty() && !all {
         return Err(Error::Usage(format!(
-            "{verb} needs entry ids, a filter (--provider --tenant --stage --since --error) or --all"
+            "{verb} needs entry ids, a filter (--provider --tenant --stage --since --error --text) or --all"
         )));
     }
     Ok(())

@@ -188,7 +188,7 @@ pub fn show(
             field(out, "deliveries", &l.deliveries.to_string())?;
             field(out, "first failure", &rfc3339(l.first_failure))?;
             field(out, "last failure", &rfc3339(l.last_failure))?;
-            field(out, "error class", &l.error_class)?;
+            field(out, "error class", l.error_class.as_str())?;
             field(out, "moved by", l.moved_by.as_str())?;
         }
         Err(why) => field(out, "unreadable", why)?,

@@ -33,7 +33,7 @@ async fn four(js: &async_nats::jetstream::Context) -> anyhow::Result<[u64; 4]> {
                 "forwarder",
                 "talabat",
                 Some("globex"),
-                "backend_4xx",
+                "backend_rejected",
                 "backend answered 422: unknown branch",
             ),
             None,
@@ -93,8 +93,14 @@ async fn list_filters_each_way_newest_first() -> anyhow::Result<()> {
         ids(&["--stage", "forwarder", "--tenant", "acme"]).await?,
         [a]
     );
-    assert_eq!(ids(&["--error", "422"]).await?, [b]);
-    assert_eq!(ids(&["--error", "UNMAPPED"]).await?, [c]);
+    assert_eq!(ids(&["--error", "backend_rejected"]).await?, [b]);
+    assert_eq!(ids(&["--error", "unmapped_product"]).await?, [c]);
+    assert_eq!(ids(&["--text", "422"]).await?, [b]);
+    assert_eq!(ids(&["--text", "UNKNOWN BRANCH"]).await?, [b]);
+    assert_eq!(
+        ids(&["--error", "backend_rejected", "--text", "503"]).await?,
+        Vec::<u64>::new()
+    );
     assert_eq!(ids(&["--limit", "2"]).await?, [d, c]);
     assert_eq!(ids(&["--since", "1h"]).await?, [d, c, b, a]);
     assert_eq!(ids(&["--provider", "wolt"]).await?, Vec::<u64>::new());
@@ -194,7 +200,7 @@ async fn json_lines_parse_with_the_contract_fields() -> anyhow::Result<()> {
             "by_stage": {"forwarder": 2, "transformer": 2},
             "by_provider": {"careem": 2, "deliveroo": 1, "talabat": 1},
             "by_tenant": {"acme": 2, "globex": 1, "-": 1},
-            "by_error_class": {"backend_5xx": 1, "backend_4xx": 1, "unmapped_product": 1, "invalid_payload": 1},
+            "by_error_class": {"backend_5xx": 1, "backend_rejected": 1, "unmapped_product": 1, "invalid_payload": 1},
         })
     );
     let r = inspector(&nats.url(), &["stats", "--tenant", "acme"]).await?;
@@ -579,7 +585,7 @@ async fn bad_usage_exits_2_without_touching_nats() -> anyhow::Result<()> {
     let r = inspector(&url, &["replay"]).await?;
     assert_eq!(
         r.stderr,
-        "dlq-inspector: replay needs entry ids, a filter (--provider --tenant --stage --since --error) or --all\n"
+        "dlq-inspector: replay needs entry ids, a filter (--provider --tenant --stage --since --error --text) or --all\n"
     );
 
     let r = inspector(&url, &["--help"]).await?;

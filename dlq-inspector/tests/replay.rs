@@ -12,56 +12,6 @@ use common::*;
 use orderhub_tests::*;
 use shared::config::HubConfig;
 use shared::headers;
-use tokio_util::sync::CancellationToken;
-
-/// A stage running in this process.
-struct Stage {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), shared::app::StageError>>,
-}
-
-impl Stage {
-    fn forwarder(nats_url: &str, hub: &HubConfig) -> Stage {
-        let args = common_args(nats_url, free_port());
-        let hub = hub.clone();
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move {
-            shared::app::run_stage(
-                &args,
-                &hub,
-                &forwarder::SPEC,
-                |registry, _| forwarder::Forwarder::new(&hub, registry),
-                |o| {
-                    o.concurrency = 4;
-                    o.pull_expires = Duration::from_secs(1);
-                    o.shutdown_grace = Duration::from_secs(2);
-                },
-                token,
-            )
-            .await
-        });
-        Stage { shutdown, task }
-    }
-
-    fn transformer(nats_url: &str, hub: &HubConfig) -> Stage {
-        let args = common_args(nats_url, free_port());
-        let (hub, shutdown) = (hub.clone(), CancellationToken::new());
-        let token = shutdown.clone();
-        let options = transformer::Options {
-            concurrency: 4,
-            publish_timeout: Duration::from_secs(5),
-        };
-        let task = tokio::spawn(async move { transformer::run(&args, hub, options, token).await });
-        Stage { shutdown, task }
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        tokio::time::timeout(STEP, self.task).await???;
-        Ok(())
-    }
-}
 
 fn header<'a>(m: &'a jetstream::message::StreamMessage, name: &str) -> Option<&'a str> {
     m.headers.get(name).map(|v| v.as_str())
@@ -96,7 +46,7 @@ breaker_failures = 10
     let client = nats.client().await?;
     setup_streams(&client, &hub).await?;
     let js = jetstream::new(client);
-    let stage = Stage::forwarder(&nats.url(), &hub);
+    let stage = InProcessStage::forwarder(&nats.url(), &hub, 4);
 
     let body =
         r#"{"schema":"orderhub.order.v1","webhook_id":"wh-replay","provider_order_id":"P-9"}"#;
@@ -108,7 +58,7 @@ breaker_failures = 10
     assert_eq!(entry.stage, "forwarder");
     assert_eq!(entry.seq, order_seq);
     assert_eq!(entry.deliveries, 2);
-    assert_eq!(entry.error_class, "backend_5xx");
+    assert_eq!(entry.error_class.as_str(), "backend_5xx");
     assert_eq!(backend.requests().len(), 2);
     let id = dlq_ids(&js).await?[0];
 
@@ -212,7 +162,7 @@ async fn a_transformer_dead_letter_replayed_after_the_mapping_fix_becomes_the_ri
     let client = nats.client().await?;
     setup_streams(&client, &broken).await?;
     let js = jetstream::new(client);
-    let stage = Stage::transformer(&nats.url(), &broken);
+    let stage = InProcessStage::transformer(&nats.url(), &broken);
     let raw_seq = publish_raw(&js, "wh-map", ORDER).await?;
 
     let (entry, _) = eventually(STEP, "the dead letter", || async {
@@ -221,14 +171,14 @@ async fn a_transformer_dead_letter_replayed_after_the_mapping_fix_becomes_the_ri
     .await?;
     assert_eq!(entry.stage, "transformer");
     assert_eq!(entry.seq, raw_seq);
-    assert_eq!(entry.error_class, "unmapped_product");
+    assert_eq!(entry.error_class.as_str(), "unmapped_product");
     assert!(stream_messages(&js, "ORDERS").await?.is_empty());
     let id = dlq_ids(&js).await?[0];
     stage.stop().await?;
 
     // The mapping is fixed and the transformer restarted with it.
     let fixed = mapping_hub(r#""burger-classic" = "prod_1001""#);
-    let stage = Stage::transformer(&nats.url(), &fixed);
+    let stage = InProcessStage::transformer(&nats.url(), &fixed);
     let r = inspector(
         &nats.url(),
         &[

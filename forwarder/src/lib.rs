@@ -44,6 +44,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use secrecy::ExposeSecret;
 use shared::config::{HubConfig, Tenant};
+use shared::failure::FailureClass;
 use shared::worker::{Delivery, Failure, Handler, Outcome};
 use tracing::{info, warn};
 
@@ -156,16 +157,16 @@ impl DeliverError {
             if (400..500).contains(status) && ![408, 409, 429].contains(status))
     }
 
-    /// Short stable class for metrics and the DLQ.
-    pub fn error_type(&self) -> &'static str {
+    /// Its class in the failure vocabulary (metrics, logs, the DLQ).
+    pub fn class(&self) -> FailureClass {
         match self {
-            DeliverError::Status { status: 429, .. } => "backend_429",
-            DeliverError::Status { status: 408, .. } => "backend_408",
-            DeliverError::Status { status, .. } if *status >= 500 => "backend_5xx",
-            DeliverError::Status { .. } => "backend_rejected",
-            DeliverError::Timeout(_) => "backend_timeout",
-            DeliverError::Connect(_) => "backend_unreachable",
-            DeliverError::Other(_) => "backend_error",
+            DeliverError::Status { status: 429, .. } => FailureClass::Backend429,
+            DeliverError::Status { status: 408, .. } => FailureClass::Backend408,
+            DeliverError::Status { status, .. } if *status >= 500 => FailureClass::Backend5xx,
+            DeliverError::Status { .. } => FailureClass::BackendRejected,
+            DeliverError::Timeout(_) => FailureClass::BackendTimeout,
+            DeliverError::Connect(_) => FailureClass::BackendUnreachable,
+            DeliverError::Other(_) => FailureClass::BackendError,
         }
     }
 
@@ -268,7 +269,7 @@ impl Forwarder {
     ) -> Result<u16, DeliverError> {
         let mut req = self
             .http
-            .post(&t.backend_url)
+            .post(t.backend_url.clone())
             .timeout(t.request_timeout)
             .header("content-type", "application/json")
             .header("idempotency-key", idempotency_key)
@@ -284,10 +285,10 @@ impl Forwarder {
         if let Some(tp) = d.header(shared::headers::TRACEPARENT) {
             req = req.header("traceparent", tp);
         }
-        if let Some(secret) = &t.signing_secret {
-            let signed = shared::verify::direct::sign(
+        if !t.signing_secrets.is_empty() {
+            let signed = shared::verify::direct::sign_all(
                 &d.payload,
-                secret,
+                &t.signing_secrets,
                 idempotency_key,
                 SystemTime::now(),
             )
@@ -393,7 +394,7 @@ impl Handler for Forwarder {
             .cloned()
         else {
             return Outcome::DeadLetter(Failure::new(
-                "unknown_tenant",
+                FailureClass::UnknownTenant,
                 format!("no tenant configured for {}", d.subject),
             ));
         };
@@ -411,7 +412,7 @@ impl Handler for Forwarder {
         let age = SystemTime::now().duration_since(born).unwrap_or_default();
         let stale = |age: Duration| {
             Outcome::DeadLetter(Failure::new(
-                "stale",
+                FailureClass::Stale,
                 format!(
                     "order is {} old, beyond max_order_age {}",
                     humantime::format_duration(Duration::from_secs(age.as_secs())),
@@ -485,7 +486,7 @@ impl Handler for Forwarder {
                 }
                 Err(e) if e.is_permanent() => {
                     warn!(tenant = %t.id, attempt = d.delivered, error = %e, "backend refused the order");
-                    Outcome::DeadLetter(Failure::new(e.error_type(), e.to_string()))
+                    Outcome::DeadLetter(Failure::new(e.class(), e.to_string()))
                 }
                 // The backend is down (this failure opened the breaker, or
                 // was a failed probe): hold the order in this delivery until
@@ -496,7 +497,7 @@ impl Handler for Forwarder {
                     continue;
                 }
                 Err(e) => Outcome::Retry(
-                    Failure::new(e.error_type(), e.to_string()).with_retry_after(e.retry_after()),
+                    Failure::new(e.class(), e.to_string()).with_retry_after(e.retry_after()),
                 ),
             };
         }
@@ -522,8 +523,8 @@ mod tests {
         }
         assert!(!DeliverError::Timeout(Duration::from_secs(1)).is_permanent());
         assert!(!DeliverError::Connect("refused".into()).is_permanent());
-        assert_eq!(s(503).error_type(), "backend_5xx");
-        assert_eq!(s(422).error_type(), "backend_rejected");
+        assert_eq!(s(503).class(), FailureClass::Backend5xx);
+        assert_eq!(s(422).class(), FailureClass::BackendRejected);
     }
 
     #[test]

@@ -9,7 +9,6 @@ use async_nats::jetstream;
 use orderhub_tests::*;
 use secrecy::SecretString;
 use shared::verify::{Verifier, VerifyOptions};
-use tokio_util::sync::CancellationToken;
 
 const SIGNING_SECRET: &str = "whsec_dGVzdC1zaWduaW5nLXNlY3JldA==";
 
@@ -43,55 +42,6 @@ fn hub(toml: &str) -> shared::config::HubConfig {
     shared::config::HubConfig::from_toml(toml, "test", &env).expect("valid test hub")
 }
 
-struct Stage {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), shared::app::StageError>>,
-    ops: String,
-}
-
-fn start_forwarder(nats_url: &str, hub: &shared::config::HubConfig) -> Stage {
-    let ops_port = free_port();
-    let args = common_args(nats_url, ops_port);
-    let hub = hub.clone();
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let task = tokio::spawn(async move {
-        shared::app::run_stage(
-            &args,
-            &hub,
-            &forwarder::SPEC,
-            |registry, _| forwarder::Forwarder::new(&hub, registry),
-            |o| {
-                o.concurrency = 8;
-                o.pull_expires = Duration::from_secs(1);
-                o.shutdown_grace = Duration::from_secs(2);
-            },
-            token,
-        )
-        .await
-    });
-    Stage {
-        shutdown,
-        task,
-        ops: format!("http://127.0.0.1:{ops_port}"),
-    }
-}
-
-impl Stage {
-    async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        tokio::time::timeout(STEP, self.task).await???;
-        Ok(())
-    }
-
-    async fn metrics(&self) -> String {
-        match reqwest::get(format!("{}/metrics", self.ops)).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
-    }
-}
-
 async fn setup(
     nats: &NatsServer,
     hub: &shared::config::HubConfig,
@@ -111,7 +61,7 @@ async fn each_order_is_posted_once_with_every_header_and_a_valid_signature() -> 
     let backend = TestBackend::start().await?;
     let hub = hub(&hub_toml(&[("acme", &backend.url())], &["1s"], 5, ""));
     let js = setup(&nats, &hub).await?;
-    let stage = start_forwarder(&nats.url(), &hub);
+    let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
 
     for n in 0..3 {
         publish_order(&js, "acme", &format!("wh-{n}"), &order_body(n)).await?;
@@ -196,7 +146,7 @@ async fn a_failing_backend_gets_the_same_key_on_the_schedule() -> anyhow::Result
         "[forwarder]\nbreaker_failures = 10\n",
     ));
     let js = setup(&nats, &hub).await?;
-    let stage = start_forwarder(&nats.url(), &hub);
+    let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
     publish_order(&js, "acme", "wh-retry", &order_body(1)).await?;
     eventually(STEP, "three attempts", || async {
         (backend.requests().len() >= 3).then_some(())
@@ -246,7 +196,7 @@ async fn a_poison_order_is_dead_lettered_while_the_others_flow() -> anyhow::Resu
     });
     let hub = hub(&hub_toml(&[("acme", &backend.url())], &["200ms"], 3, ""));
     let js = setup(&nats, &hub).await?;
-    let stage = start_forwarder(&nats.url(), &hub);
+    let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
     publish_order(&js, "acme", "wh-poison", &order_body(0)).await?;
     for n in 1..=6 {
         publish_order(&js, "acme", &format!("wh-{n}"), &order_body(n)).await?;
@@ -300,7 +250,7 @@ async fn a_400_is_dead_lettered_after_one_request() -> anyhow::Result<()> {
     backend.script(|_| Reply::status(400).with_body(r#"{"error":"unknown branch amman-abdoun"}"#));
     let hub = hub(&hub_toml(&[("acme", &backend.url())], &["100ms"], 5, ""));
     let js = setup(&nats, &hub).await?;
-    let stage = start_forwarder(&nats.url(), &hub);
+    let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
     publish_order(&js, "acme", "wh-400", &order_body(1)).await?;
     let (entry, _) = eventually(STEP, "a dead letter", || async {
         dead_letters(&js).await.ok()?.into_iter().next()
@@ -332,7 +282,7 @@ async fn retry_after_on_a_429_is_honoured() -> anyhow::Result<()> {
     });
     let hub = hub(&hub_toml(&[("acme", &backend.url())], &["100ms"], 5, ""));
     let js = setup(&nats, &hub).await?;
-    let stage = start_forwarder(&nats.url(), &hub);
+    let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
     publish_order(&js, "acme", "wh-429", &order_body(1)).await?;
     eventually(STEP, "the second try", || async {
         (backend.requests().len() >= 2).then_some(())
@@ -360,7 +310,7 @@ async fn one_tenant_down_does_not_delay_another_and_spends_no_deliveries() -> an
     ));
     let js = setup(&nats, &hub).await?;
     down.down().await;
-    let stage = start_forwarder(&nats.url(), &hub);
+    let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
 
     for n in 0..5 {
         publish_order(&js, "alpha", &format!("a-{n}"), &order_body(n)).await?;
@@ -474,7 +424,7 @@ async fn a_backend_failing_40_percent_at_random_keeps_getting_every_order() -> a
     // Default breaker settings; deliveries enough for the worst order.
     let hub = hub(&hub_toml(&[("acme", &backend.url())], &["100ms"], 20, ""));
     let js = setup(&nats, &hub).await?;
-    let stage = start_forwarder(&nats.url(), &hub);
+    let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
     for k in &keys {
         publish_order(&js, "acme", k, &order_body(0)).await?;
     }
@@ -526,7 +476,7 @@ async fn a_backend_answering_only_503_opens_the_breaker_on_the_rate() -> anyhow:
         "[forwarder]\nbreaker_window = \"1s\"\nbreaker_cooldown = \"300ms\"\nbreaker_max_cooldown = \"600ms\"\n",
     ));
     let js = setup(&nats, &hub).await?;
-    let stage = start_forwarder(&nats.url(), &hub);
+    let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
     for n in 0..30 {
         publish_order(&js, "acme", &format!("wh-{n}"), &order_body(n)).await?;
     }
@@ -574,7 +524,7 @@ async fn an_order_older_than_the_maximum_is_dead_lettered_as_stale() -> anyhow::
         "[forwarder]\nmax_order_age = \"2s\"\nbreaker_failures = 1\nbreaker_cooldown = \"300ms\"\n",
     ));
     let js = setup(&nats, &hub).await?;
-    let stage = start_forwarder(&nats.url(), &hub);
+    let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
     publish_order(&js, "acme", "wh-old", &order_body(1)).await?;
     let (entry, _) = eventually(STEP, "a stale dead letter", || async {
         dead_letters(&js).await.ok()?.into_iter().next()
@@ -639,7 +589,7 @@ async fn a_forwarder_killed_mid_request_still_delivers_with_the_same_key() -> an
     child.start_kill()?;
     child.wait().await?;
 
-    let stage = start_forwarder(&nats.url(), &hub);
+    let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
     eventually(STEP, "the order delivered by another forwarder", || async {
         (backend.requests().len() >= 2).then_some(())
     })
@@ -677,7 +627,7 @@ async fn a_replayed_order_is_as_old_as_its_replay() -> anyhow::Result<()> {
         "[forwarder]\nmax_order_age = \"1h\"\n",
     ));
     let js = setup(&nats, &hub).await?;
-    let stage = start_forwarder(&nats.url(), &hub);
+    let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
     let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 86400);
     for (id, replay) in [("wh-old", false), ("wh-old-replayed", true)] {
         let mut h = async_nats::HeaderMap::new();

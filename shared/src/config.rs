@@ -323,6 +323,9 @@ pub struct StreamOverride {
     #[serde(default, with = "humantime_serde")]
     pub duplicate_window: Option<Duration>,
     pub max_bytes: Option<i64>,
+    /// Largest message the stream stores, in bytes (-1: the server's
+    /// `max_payload`); larger ones are dead-lettered as `message_too_large`.
+    pub max_msg_size: Option<i32>,
     pub replicas: Option<usize>,
     pub storage: Option<String>,
     pub retention: Option<String>,
@@ -929,6 +932,12 @@ fn stream_section(check: &Check<'_>, raw: RawStreams) -> Result<StreamSettings, 
             &format!("streams.overrides.{name}.storage"),
             &o.storage,
         )?;
+        if o.max_msg_size.is_some_and(|m| m == 0 || m < -1) {
+            return Err(check.err(
+                format!("streams.overrides.{name}.max_msg_size"),
+                "must be -1 (the server's max_payload) or at least 1",
+            ));
+        }
         if let Some(r) = &o.retention
             && !matches!(r.as_str(), "limits" | "workqueue" | "interest")
         {

@@ -11,6 +11,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use bytes::Bytes;
 
+use crate::failure::FailureClass;
 use crate::headers;
 use crate::subjects;
 
@@ -49,7 +50,7 @@ pub struct DeadLetter {
     pub deliveries: i64,
     pub first_failure: SystemTime,
     pub last_failure: SystemTime,
-    pub error_class: String,
+    pub error_class: FailureClass,
     pub error: String,
     pub moved_by: MovedBy,
 }
@@ -108,10 +109,7 @@ impl DeadLetter {
             headers::dlq::LAST_FAILURE,
             rfc3339(self.last_failure).as_str(),
         );
-        out.insert(
-            headers::dlq::ERROR_CLASS,
-            one_line(&self.error_class).as_str(),
-        );
+        out.insert(headers::dlq::ERROR_CLASS, self.error_class.as_str());
         out.insert(headers::dlq::ERROR, one_line(&self.error).as_str());
         out.insert(headers::dlq::MOVED_BY, self.moved_by.as_str());
         if let Some(id) = &self.webhook_id {
@@ -150,7 +148,9 @@ impl DeadLetter {
                 .map_err(|e| format!("{}: {e}", headers::dlq::DELIVERIES))?,
             first_failure: time(headers::dlq::FIRST_FAILURE)?,
             last_failure: time(headers::dlq::LAST_FAILURE)?,
-            error_class: get(headers::dlq::ERROR_CLASS)?,
+            error_class: get(headers::dlq::ERROR_CLASS)?
+                .parse()
+                .map_err(|e| format!("{}: {e}", headers::dlq::ERROR_CLASS))?,
             error: get(headers::dlq::ERROR)?,
             moved_by: match get(headers::dlq::MOVED_BY)?.as_str() {
                 "worker" => MovedBy::Worker,
@@ -229,7 +229,7 @@ mod tests {
             deliveries: 10,
             first_failure: t0,
             last_failure: t0 + Duration::from_secs(90),
-            error_class: "backend_5xx".into(),
+            error_class: FailureClass::Backend5xx,
             error: "backend answered 503\r\nretry later".into(),
             moved_by: MovedBy::Worker,
         }

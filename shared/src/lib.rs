@@ -20,18 +20,20 @@ pub mod backoff;
 pub mod config;
 pub mod dead_letter_mover;
 pub mod dlq;
+pub mod failure;
 pub mod failure_history;
 pub mod headers;
-pub mod money;
 pub mod ops;
 pub mod pull;
-pub mod order;
-pub mod provider;
 pub mod retry;
+pub mod secret;
 pub mod streams;
 pub mod subjects;
 pub mod telemetry;
+#[cfg(feature = "verify")]
 pub mod verify;
 pub mod worker;
 
-pub use provider::Provider;
+// The provider registry lives with the canonical order (a backend needs the
+// names); re-exported so every stage keeps saying `shared::Provider`.
+pub use canonical::{Provider, provider};

@@ -53,6 +53,14 @@ pub struct StreamDef {
     pub max_bytes: i64,
     pub discard: String,
     pub allow_direct: bool,
+    /// Largest message the stream stores, in bytes; -1 leaves the server's
+    /// `max_payload` (1 MiB by default) as the only bound.
+    #[serde(default = "unlimited")]
+    pub max_msg_size: i32,
+}
+
+fn unlimited() -> i32 {
+    -1
 }
 
 /// One durable pull consumer.
@@ -127,6 +135,9 @@ impl Definitions {
                 }
                 if let Some(v) = o.max_bytes {
                     s.max_bytes = v;
+                }
+                if let Some(v) = o.max_msg_size {
+                    s.max_msg_size = v;
                 }
                 if let Some(v) = o.replicas {
                     s.replicas = v;
@@ -272,6 +283,7 @@ impl StreamDef {
                 stream::DiscardPolicy::Old
             },
             allow_direct: self.allow_direct,
+            max_message_size: self.max_msg_size,
             ..Default::default()
         }
     }

@@ -307,26 +307,43 @@ where
     }
 }
 
-/// An in-process `transformer`-stage worker on `WEBHOOKS` with `handler`.
-pub struct InProcessWorker {
+/// A stage running in this process, on an ops port of its own: the one
+/// way tests start a worker stage without spawning a binary.
+pub struct InProcessStage {
     pub shutdown: tokio_util::sync::CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), shared::app::StageError>>,
     pub ops_port: u16,
 }
 
-impl InProcessWorker {
+/// Kept for the worker tests' wording: a worker is a stage with a test handler.
+pub type InProcessWorker = InProcessStage;
+
+impl InProcessStage {
+    /// Runs `run(args, token)` as a stage on a free ops port.
+    fn spawn<F, Fut>(nats_url: &str, run: F) -> InProcessStage
+    where
+        F: FnOnce(shared::config::CommonArgs, tokio_util::sync::CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = Result<(), shared::app::StageError>> + Send + 'static,
+    {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let ops_port = free_port();
+        let task = tokio::spawn(run(common_args(nats_url, ops_port), shutdown.clone()));
+        InProcessStage {
+            shutdown,
+            task,
+            ops_port,
+        }
+    }
+
+    /// A `transformer`-stage worker on `WEBHOOKS` with a test's `handler`.
     pub fn start<H: shared::worker::Handler>(
         nats_url: &str,
         hub: &shared::config::HubConfig,
         handler: H,
         concurrency: usize,
-    ) -> InProcessWorker {
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let ops_port = free_port();
-        let args = common_args(nats_url, ops_port);
+    ) -> InProcessStage {
         let hub = hub.clone();
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move {
+        InProcessStage::spawn(nats_url, move |args, token| async move {
             let spec = shared::app::StageSpec {
                 stage: "transformer",
                 stream: "WEBHOOKS",
@@ -346,11 +363,75 @@ impl InProcessWorker {
                 token,
             )
             .await
-        });
-        InProcessWorker {
-            shutdown,
-            task,
-            ops_port,
+        })
+    }
+
+    /// The real transformer stage.
+    pub fn transformer(nats_url: &str, hub: &shared::config::HubConfig) -> InProcessStage {
+        let hub = hub.clone();
+        InProcessStage::spawn(nats_url, move |args, token| async move {
+            let options = transformer::Options {
+                concurrency: 4,
+                publish_timeout: Duration::from_secs(5),
+            };
+            transformer::run(&args, hub, options, token).await
+        })
+    }
+
+    /// The real forwarder stage with `concurrency` handlers per tenant.
+    pub fn forwarder(
+        nats_url: &str,
+        hub: &shared::config::HubConfig,
+        concurrency: usize,
+    ) -> InProcessStage {
+        let hub = hub.clone();
+        InProcessStage::spawn(nats_url, move |args, token| async move {
+            shared::app::run_stage(
+                &args,
+                &hub,
+                &forwarder::SPEC,
+                |registry, _| forwarder::Forwarder::new(&hub, registry),
+                |o| {
+                    o.concurrency = concurrency;
+                    o.pull_expires = Duration::from_secs(1);
+                    o.shutdown_grace = Duration::from_secs(2);
+                },
+                token,
+            )
+            .await
+        })
+    }
+
+    /// `http://127.0.0.1:<ops port>`.
+    pub fn ops_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ops_port)
+    }
+
+    /// The stage's `/metrics` text ("" while it does not answer).
+    pub async fn metrics(&self) -> String {
+        let get = async {
+            reqwest::get(format!("{}/metrics", self.ops_url()))
+                .await?
+                .text()
+                .await
+        };
+        match tokio::time::timeout(STEP, get).await {
+            Ok(Ok(text)) => text,
+            _ => String::new(),
+        }
+    }
+
+    /// Waits until `/metrics` shows every line (counters are bumped just
+    /// after the ack they follow, so a test may look a moment early).
+    pub async fn metrics_show(&self, lines: &[&str]) -> anyhow::Result<String> {
+        let shown = eventually(STEP, "the metrics", || async {
+            let text = self.metrics().await;
+            lines.iter().all(|l| text.contains(l)).then_some(text)
+        })
+        .await;
+        match shown {
+            Ok(text) => Ok(text),
+            Err(e) => bail!("{e}: want {lines:?} in\n{}", self.metrics().await),
         }
     }
 

@@ -96,5 +96,11 @@ fn the_readme_config_example_is_valid() {
     .expect("the README's example config is valid");
     assert_eq!(hub.accounts[0].secrets.len(), 2);
     assert_eq!(hub.tenants[0].breaker.failures, 5);
-    assert_eq!(hub.ingress.rate_limits["talabat"].per_second, 200);
+    assert_eq!(
+        hub.ingress
+            .rate_limits
+            .for_provider(shared::Provider::Talabat)
+            .map(|r| r.per_second),
+        Some(200)
+    );
 }

@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
+use canonical::order::{Event, Order};
 use futures::StreamExt;
 use orderhub_tests::*;
 use shared::config::HubConfig;
-use canonical::order::{Event, Order};
 use shared::worker::{Delivery, Handler, Outcome};
-use tokio_util::sync::CancellationToken;
 
 /// One tenant, a Jordanian careem account, fast retries, and a 1 s
 /// `ack_wait` so that an unacked delivery comes back quickly.
@@ -44,58 +43,6 @@ ack_wait = "1s"
 "#;
 
 const ORDER: &str = r#"{"order_id":"TEST123","store_id":"991","created_at":"2025-05-01T18:30:00+03:00","customer":{"name":"ليلى","phone":"0791234567"},"items":[{"id":"burger-classic","name":"Burger","quantity":2,"price":2.675}],"total_amount":"5.350"}"#;
-
-/// A transformer stage running in this process.
-struct Stage {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), shared::app::StageError>>,
-    ops_port: u16,
-}
-
-impl Stage {
-    fn start(nats_url: &str, hub: &HubConfig) -> Stage {
-        let shutdown = CancellationToken::new();
-        let ops_port = free_port();
-        let args = common_args(nats_url, ops_port);
-        let (hub, token) = (hub.clone(), shutdown.clone());
-        let options = transformer::Options {
-            concurrency: 4,
-            publish_timeout: Duration::from_secs(5),
-        };
-        let task = tokio::spawn(async move { transformer::run(&args, hub, options, token).await });
-        Stage {
-            shutdown,
-            task,
-            ops_port,
-        }
-    }
-
-    async fn metrics(&self) -> anyhow::Result<String> {
-        let url = format!("http://127.0.0.1:{}/metrics", self.ops_port);
-        let get = async { reqwest::get(&url).await?.text().await };
-        Ok(tokio::time::timeout(STEP, get).await??)
-    }
-
-    /// Waits until `/metrics` shows every line (counters are bumped just
-    /// after the ack they follow, so a test may look a moment early).
-    async fn metrics_show(&self, lines: &[&str]) -> anyhow::Result<String> {
-        let shown = eventually(STEP, "the metrics", || async {
-            let text = self.metrics().await.ok()?;
-            lines.iter().all(|l| text.contains(l)).then_some(text)
-        })
-        .await;
-        match shown {
-            Ok(text) => Ok(text),
-            Err(e) => anyhow::bail!("{e}: want {lines:?} in\n{}", self.metrics().await?),
-        }
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        tokio::time::timeout(STEP, self.task).await???;
-        Ok(())
-    }
-}
 
 async fn setup(nats: &NatsServer) -> anyhow::Result<(HubConfig, jetstream::Context)> {
     let hub = hub_from(HUB);
@@ -154,7 +101,7 @@ fn stored(m: &jetstream::message::StreamMessage) -> anyhow::Result<serde_json::V
 async fn a_raw_webhook_becomes_exactly_one_canonical_order() -> anyhow::Result<()> {
     let nats = NatsServer::start()?;
     let (hub, js) = setup(&nats).await?;
-    let stage = Stage::start(&nats.url(), &hub);
+    let stage = InProcessStage::transformer(&nats.url(), &hub);
     let seq = publish_raw(&js, "wh-one", ORDER).await?;
 
     let orders = eventually(STEP, "an order on ORDERS", || async {
@@ -199,7 +146,7 @@ async fn a_raw_webhook_becomes_exactly_one_canonical_order() -> anyhow::Result<(
 async fn a_malformed_webhook_is_dead_lettered_once_with_every_problem() -> anyhow::Result<()> {
     let nats = NatsServer::start()?;
     let (hub, js) = setup(&nats).await?;
-    let stage = Stage::start(&nats.url(), &hub);
+    let stage = InProcessStage::transformer(&nats.url(), &hub);
     let body = r#"{"order_id":"BAD1","currency":"XYZ","items":[{"name":"Burger","quantity":0,"price":1},{"name":" ","price":1}],"total_amount":1}"#;
     let seq = publish_raw(&js, "wh-bad", body).await?;
 
@@ -223,7 +170,7 @@ async fn a_malformed_webhook_is_dead_lettered_once_with_every_problem() -> anyho
     assert_eq!(entry.seq, seq);
     assert_eq!(entry.webhook_id.as_deref(), Some("wh-bad"));
     assert_eq!(entry.deliveries, 1);
-    assert_eq!(entry.error_class, "invalid_payload");
+    assert_eq!(entry.error_class.as_str(), "invalid_payload");
     assert_eq!(
         entry.error,
         "invalid order: 3 problems: \
@@ -238,6 +185,58 @@ async fn a_malformed_webhook_is_dead_lettered_once_with_every_problem() -> anyho
         .metrics_show(&[
             "transformer_conversion_errors_total{provider=\"careem\",error_type=\"invalid_payload\"} 1",
             "transformer_messages_dead_lettered_total{provider=\"careem\",error_type=\"invalid_payload\"} 1",
+        ])
+        .await?;
+    assert!(
+        !metrics.contains("transformer_messages_retried_total{"),
+        "{metrics}"
+    );
+    stage.stop().await
+}
+
+/// An order larger than ORDERS stores can never be published: it is
+/// dead-lettered on its first delivery as `message_too_large`, not retried
+/// through the whole schedule as a publish failure.
+#[tokio::test]
+async fn an_order_too_large_for_its_stream_is_dead_lettered_at_once() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let hub = hub_from(&format!(
+        "{HUB}\n[streams.overrides.ORDERS]\nmax_msg_size = 1024\n"
+    ));
+    let client = nats.client().await?;
+    setup_streams(&client, &hub).await?;
+    let js = jetstream::new(client);
+    let stage = InProcessStage::transformer(&nats.url(), &hub);
+    let seq = publish_raw(&js, "wh-large", ORDER).await?;
+
+    let (entry, msg) = eventually(STEP, "a dead letter", || async {
+        dead_letters(&js).await.ok()?.into_iter().next()
+    })
+    .await?;
+    eventually(STEP, "the raw webhook terminated", || async {
+        let p = consumer_pending(&js, "WEBHOOKS", "transformer")
+            .await
+            .ok()?;
+        (p == (0, 0)).then_some(())
+    })
+    .await?;
+    // Past ack_wait and the retry delay: nothing comes back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(dead_letters(&js).await?.len(), 1);
+    assert!(stream_messages(&js, "ORDERS").await?.is_empty());
+    assert_eq!(entry.seq, seq);
+    assert_eq!(entry.deliveries, 1);
+    assert_eq!(entry.error_class.as_str(), "message_too_large");
+    assert!(
+        entry.error.starts_with("no ack for orders.acme.careem (")
+            && entry.error.contains(" bytes): "),
+        "{}",
+        entry.error
+    );
+    assert_eq!(msg.payload.as_ref(), ORDER.as_bytes());
+    let metrics = stage
+        .metrics_show(&[
+            "transformer_messages_dead_lettered_total{provider=\"careem\",error_type=\"message_too_large\"} 1",
         ])
         .await?;
     assert!(
@@ -304,7 +303,7 @@ async fn killed_after_publishing_before_acking_still_makes_one_order() -> anyhow
     );
 
     // The replacement takes the redelivery once ack_wait (1 s) has passed.
-    let stage = Stage::start(&nats.url(), &hub);
+    let stage = InProcessStage::transformer(&nats.url(), &hub);
     eventually(STEP, "the redelivered webhook acked", || async {
         let p = consumer_pending(&js, "WEBHOOKS", "transformer")
             .await

@@ -29,6 +29,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer};
 use shared::Provider;
 use shared::config::{Account, HubConfig, Tenant};
+use shared::failure::FailureClass;
 use shared::headers;
 use shared::worker::Delivery;
 use time::format_description::well_known::Rfc3339;
@@ -62,28 +63,25 @@ pub enum ConvertError {
     /// Every problem found; `class` says what kind dominates.
     #[error("{errors}")]
     Invalid {
-        class: &'static str,
+        class: FailureClass,
         errors: ValidationErrors,
     },
 }
 
 impl ConvertError {
-    /// A short stable class for metrics and the DLQ entry.
-    pub fn class(&self) -> &'static str {
+    /// Its class in the failure vocabulary (metrics, logs, the DLQ); every
+    /// one is permanent: converting the same bytes again gives the same
+    /// answer.
+    pub fn class(&self) -> FailureClass {
         match self {
-            ConvertError::UnknownProvider(_) => "unknown_provider",
-            ConvertError::MissingHeader(_) => "missing_header",
-            ConvertError::UnknownAccount { .. } => "unknown_account",
-            ConvertError::Parse(_) => "invalid_payload",
-            ConvertError::UnsupportedEvent { .. } => "unsupported_event",
-            ConvertError::FetchRequired(_) => "fetch_required",
-            ConvertError::Invalid { class, .. } => class,
+            ConvertError::UnknownProvider(_) => FailureClass::UnknownProvider,
+            ConvertError::MissingHeader(_) => FailureClass::MissingHeader,
+            ConvertError::UnknownAccount { .. } => FailureClass::UnknownAccount,
+            ConvertError::Parse(_) => FailureClass::InvalidPayload,
+            ConvertError::UnsupportedEvent { .. } => FailureClass::UnsupportedEvent,
+            ConvertError::FetchRequired(_) => FailureClass::FetchRequired,
+            ConvertError::Invalid { class, .. } => *class,
         }
-    }
-
-    /// Whether a later delivery could succeed: never for a conversion.
-    pub fn is_permanent(&self) -> bool {
-        true
     }
 }
 
@@ -278,13 +276,13 @@ impl Problems {
         }
     }
 
-    fn class(&self) -> &'static str {
+    fn class(&self) -> FailureClass {
         if self.other > 0 {
-            "invalid_payload"
+            FailureClass::InvalidPayload
         } else if self.unmapped_products > 0 {
-            "unmapped_product"
+            FailureClass::UnmappedProduct
         } else {
-            "unmapped_branch"
+            FailureClass::UnmappedBranch
         }
     }
 

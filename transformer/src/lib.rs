@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream;
+use async_nats::jetstream::context::PublishError;
 use bytes::Bytes;
 use canonical::order::{Event, Order};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -46,6 +47,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use shared::app::{StageError, StageSpec};
 use shared::config::{CommonArgs, HubConfig};
+use shared::failure::{FailureClass, classify_publish};
 use shared::headers;
 use shared::worker::{Delivery, Failure, Handler, Outcome};
 use tokio_util::sync::CancellationToken;
@@ -173,11 +175,11 @@ impl Metrics {
     }
 
     fn conversion_failed(&self, provider: &'static str, error: &ConvertError) {
-        warn!(error_type = error.class(), error = %error, "conversion failed");
+        warn!(error_type = error.class().as_str(), error = %error, "conversion failed");
         self.errors
             .get_or_create(&ErrorLabels {
                 provider,
-                error_type: error.class(),
+                error_type: error.class().as_str(),
             })
             .inc();
     }
@@ -214,7 +216,10 @@ impl Transformer {
         }
     }
 
-    async fn publish(&self, delivery: &Delivery, order: &Order) -> Result<bool, String> {
+    /// Publishes the order and waits for its ack; a failure keeps its
+    /// class (a message too large for the server or the stream is
+    /// permanent, a missing stream a deployment fault, the rest transient).
+    async fn publish(&self, delivery: &Delivery, order: &Order) -> Result<bool, Failure> {
         let subject = shared::subjects::order(&order.tenant, order.provider);
         let mut h = HeaderMap::new();
         for name in FORWARDED_HEADERS {
@@ -224,21 +229,36 @@ impl Transformer {
         }
         h.insert("Content-Type", "application/json");
         h.insert("Nats-Msg-Id", order_msg_id(&order.webhook_id).as_str());
-        let body = serde_json::to_vec(order).map_err(|e| format!("cannot encode order: {e}"))?;
+        let body = serde_json::to_vec(order).map_err(|e| {
+            Failure::new(
+                FailureClass::InvalidPayload,
+                format!("cannot encode order: {e}"),
+            )
+        })?;
+        let size = body.len();
+        let failed = |what: &str, e: &PublishError| {
+            Failure::new(
+                classify_publish(e),
+                format!("{what} {subject} ({size} bytes): {e}"),
+            )
+        };
         let publish = async {
             let ack = self
                 .js
                 .publish_with_headers(subject.clone(), h, Bytes::from(body))
                 .await
-                .map_err(|e| format!("publish to {subject}: {e}"))?;
-            ack.await.map_err(|e| format!("no ack for {subject}: {e}"))
+                .map_err(|e| failed("publish to", &e))?;
+            ack.await.map_err(|e| failed("no ack for", &e))
         };
         let ack = tokio::time::timeout(self.publish_timeout, publish)
             .await
             .map_err(|_| {
-                format!(
-                    "no ack for {subject} within {}",
-                    humanize(self.publish_timeout)
+                Failure::new(
+                    FailureClass::PublishFailed,
+                    format!(
+                        "no ack for {subject} within {}",
+                        humanize(self.publish_timeout)
+                    ),
                 )
             })??;
         self.metrics.published(order, &subject, ack.duplicate);
@@ -269,7 +289,8 @@ impl Handler for Transformer {
         };
         match self.publish(delivery, &order).await {
             Ok(_) => Outcome::Ack,
-            Err(message) => Outcome::Retry(Failure::new("publish_failed", message)),
+            Err(f) if f.class.is_permanent() => Outcome::DeadLetter(f),
+            Err(f) => Outcome::Retry(f),
         }
     }
 }
@@ -375,7 +396,7 @@ currency = "JOD"
         assert_eq!(
             outcome,
             Outcome::DeadLetter(Failure::new(
-                "invalid_payload",
+                FailureClass::InvalidPayload,
                 "payload does not parse: EOF while parsing an object at line 1 column 26"
             ))
         );
@@ -402,7 +423,7 @@ currency = "JOD"
         assert_eq!(
             outcome,
             Outcome::Retry(Failure::new(
-                "publish_failed",
+                FailureClass::PublishFailed,
                 "no ack for orders.acme.careem within 200ms"
             ))
         );

@@ -90,7 +90,7 @@ pub fn letter(
         deliveries: 3,
         first_failure: now,
         last_failure: now,
-        error_class: class.to_owned(),
+        error_class: class.parse().expect("a failure class"),
         error: error.to_owned(),
         moved_by: MovedBy::Worker,
     }
