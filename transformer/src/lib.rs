@@ -115,6 +115,18 @@ struct ProviderLabels {
     provider: &'static str,
 }
 
+/// The classes a conversion can fail with (`ConvertError::class`).
+const CONVERSION_CLASSES: [FailureClass; 8] = [
+    FailureClass::InvalidPayload,
+    FailureClass::MissingHeader,
+    FailureClass::UnknownProvider,
+    FailureClass::UnknownAccount,
+    FailureClass::UnsupportedEvent,
+    FailureClass::FetchRequired,
+    FailureClass::UnmappedProduct,
+    FailureClass::UnmappedBranch,
+];
+
 /// The transformer's own metrics; each event is one method that logs and
 /// counts together.
 #[derive(Clone)]
@@ -149,7 +161,28 @@ impl Metrics {
             "Time to convert one webhook into a canonical order",
             m.duration.clone(),
         );
+        m.start_at_zero();
         m
+    }
+
+    /// Every series whose labels are known before the first webhook exists
+    /// at 0, so `rate()` and `increase()` alerts work from the first scrape:
+    /// per provider, each event published and each conversion failure class.
+    fn start_at_zero(&self) {
+        for provider in shared::Provider::ALL.map(shared::Provider::as_str) {
+            for event in [Event::Created, Event::Updated, Event::Cancelled] {
+                let event = event_name(event);
+                let _ = self
+                    .published
+                    .get_or_create(&PublishedLabels { provider, event });
+            }
+            for class in CONVERSION_CLASSES {
+                let _ = self.errors.get_or_create(&ErrorLabels {
+                    provider,
+                    error_type: class.as_str(),
+                });
+            }
+        }
     }
 
     fn converted(&self, provider: &'static str, took: Duration) {
@@ -429,7 +462,9 @@ currency = "JOD"
         );
         let text = shared::telemetry::encode(&registry);
         assert!(
-            !text.contains("transformer_orders_published_total{"),
+            text.contains(
+                "transformer_orders_published_total{provider=\"careem\",event=\"created\"} 0"
+            ),
             "{text}"
         );
     }
