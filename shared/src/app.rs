@@ -120,6 +120,7 @@ pub enum StageError {
 /// `make_handler` builds the handler with the stage's metric registry (to
 /// add its own metrics) and a JetStream context (to publish downstream);
 /// `tune` adjusts the worker options (concurrency, timings) before start.
+#[cfg(feature = "ops-server")]
 pub async fn run_stage<H: crate::worker::Handler>(
     args: &CommonArgs,
     hub: &crate::config::HubConfig,

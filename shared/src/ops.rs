@@ -4,15 +4,24 @@
 //!
 //! Liveness never depends on NATS: a NATS rolling restart must not turn into
 //! a restart storm of every worker. Readiness does.
+//!
+//! [`Readiness`] is always here; the server ([`routes`], [`serve`]) needs the
+//! `ops-server` feature (warp), which a client such as the CLI leaves off.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+#[cfg(feature = "ops-server")]
+use std::net::SocketAddr;
+
+#[cfg(feature = "ops-server")]
 use prometheus_client::registry::Registry;
+#[cfg(feature = "ops-server")]
 use tokio_util::sync::CancellationToken;
+#[cfg(feature = "ops-server")]
 use warp::Filter;
+#[cfg(feature = "ops-server")]
 use warp::http::StatusCode;
 
 /// Named readiness conditions; ready when NATS is connected and every
@@ -74,6 +83,7 @@ impl Readiness {
 
 /// `/health`, `/ready` and `/metrics` as a warp filter, for binaries that
 /// also serve them on their main port (the ingress).
+#[cfg(feature = "ops-server")]
 pub fn routes(
     registry: Arc<Registry>,
     readiness: Readiness,
@@ -106,6 +116,7 @@ pub fn routes(
 
 /// Binds `addr` (port 0 picks one) and serves [`routes`] until `shutdown`;
 /// returns the bound address and the server task.
+#[cfg(feature = "ops-server")]
 pub async fn serve(
     addr: SocketAddr,
     registry: Arc<Registry>,

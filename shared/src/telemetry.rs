@@ -1,9 +1,15 @@
 //! Logging (tracing; JSON in production, pretty on a terminal) and the
 //! Prometheus registry every binary exposes on its ops port.
 //!
+//! Logs go to stdout. Pretty logs are coloured only when stdout is a
+//! terminal (and `NO_COLOR` is unset): redirected to a file or a pipe, as
+//! `scripts/dev-up` does, they stay plain text that `grep` and `less` read.
+//!
 //! Metric names are `<stage>_<noun>_<unit>`: each binary registers its
 //! metrics under a registry prefixed with its stage name. Labels are bounded
 //! sets (provider, outcome, error type); never ids, subjects or error text.
+
+use std::io::IsTerminal;
 
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
@@ -28,9 +34,21 @@ pub fn init_tracing(format: LogFormat) {
             )
             .try_init(),
         LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().compact())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .compact()
+                    .with_ansi(colour_wanted()),
+            )
             .try_init(),
     };
+}
+
+/// Colour codes only for a person at a terminal: a log file full of escape
+/// sequences is unreadable (<https://no-color.org>: a non-empty `NO_COLOR`
+/// turns colour off).
+fn colour_wanted() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stdout().is_terminal()
 }
 
 /// A fresh registry whose metric names start with `<stage>_`.

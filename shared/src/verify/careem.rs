@@ -6,8 +6,8 @@
 
 use std::time::SystemTime;
 
+use http::HeaderMap;
 use secrecy::SecretString;
-use warp::http::HeaderMap;
 
 use super::common;
 use super::{SignError, Verified, Verifier, VerifyError, VerifyOptions};
@@ -58,11 +58,8 @@ mod tests {
     use super::*;
     use crate::verify::testutil::*;
 
-    /// DESIGN §4.1's sample body; its signature was computed independently
-    /// (Python's `hmac`) with the fixture secret.
-    const SAMPLE: &[u8] = br#"{"order_id":"TEST123","customer":{"name":"Test User","phone":"0791234567"},"items":[{"name":"Burger","quantity":1,"price":10}],"total_amount":10}"#;
-    const SAMPLE_SIGNATURE: &str =
-        "48eb14974e0bbbda5cadc061509a00ba548d9f853d7be60d5eaa3a127b5b5f02";
+    const SAMPLE: &[u8] = CAREEM_SAMPLE;
+    const SAMPLE_SIGNATURE: &str = CAREEM_SAMPLE_SIGNATURE;
 
     fn verify(headers: &HeaderMap, body: &[u8], keys: &[&str]) -> Result<Verified, VerifyError> {
         Careem.verify(
@@ -87,42 +84,6 @@ mod tests {
                 event_id: None,
                 secret_index: 0
             })
-        );
-    }
-
-    #[test]
-    fn sign_then_verify_round_trips() {
-        let h = sign(b"{}", &secret("s3cret"));
-        assert_eq!(
-            verify(&h, b"{}", &["s3cret"]).map(|v| v.secret_index),
-            Ok(0)
-        );
-    }
-
-    #[test]
-    fn tampered_body_is_a_bad_signature() {
-        let h = sign(SAMPLE, &secret("s3cret"));
-        assert_eq!(
-            verify(&h, &tampered(SAMPLE), &["s3cret"]),
-            Err(VerifyError::BadSignature)
-        );
-    }
-
-    #[test]
-    fn wrong_secret_is_a_bad_signature() {
-        let h = sign(SAMPLE, &secret("s3cret"));
-        assert_eq!(
-            verify(&h, SAMPLE, &["other"]),
-            Err(VerifyError::BadSignature)
-        );
-    }
-
-    #[test]
-    fn rotated_second_secret_verifies() {
-        let h = sign(SAMPLE, &secret("next"));
-        assert_eq!(
-            verify(&h, SAMPLE, &["current", "next"]).map(|v| v.secret_index),
-            Ok(1)
         );
     }
 
@@ -162,13 +123,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn no_secret_is_reported_before_looking_at_the_request() {
-        assert_eq!(
-            verify(&HeaderMap::new(), SAMPLE, &[]),
-            Err(VerifyError::NoSecret)
-        );
     }
 }

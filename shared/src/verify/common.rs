@@ -4,9 +4,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
+use http::{HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
-use warp::http::{HeaderMap, HeaderValue};
 
 use super::{SignError, VerifyError};
 

@@ -11,8 +11,8 @@
 
 use std::time::SystemTime;
 
+use http::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
-use warp::http::HeaderMap;
 
 use super::common::{self, hmac_sha256, hmac_sha256_matches};
 use super::{SignError, Verified, Verifier, VerifyError, VerifyOptions};
@@ -112,11 +112,9 @@ mod tests {
     use super::*;
     use crate::verify::testutil::*;
 
-    /// From the research notes' "Signature test vectors for the fixtures".
-    const FIXTURE_GUID: &str = "1718388131042";
-    const FIXTURE_CURRENT: &str =
-        "5f25376814eb688e417aaeb9325cc9884abc7e04169cf8b1175bd1c432cc997b";
-    const FIXTURE_LEGACY: &str = "e713554b42b7d6a25abaefe962fbb3677dc5ed21d191080cc7b47e15d2830d68";
+    const FIXTURE_GUID: &str = DELIVEROO_FIXTURE_GUID;
+    const FIXTURE_CURRENT: &str = DELIVEROO_FIXTURE_CURRENT;
+    const FIXTURE_LEGACY: &str = DELIVEROO_FIXTURE_LEGACY;
 
     fn verify(headers: &HeaderMap, body: &[u8], keys: &[&str]) -> Result<Verified, VerifyError> {
         Deliveroo.verify(
@@ -211,42 +209,6 @@ mod tests {
     }
 
     #[test]
-    fn tampered_body_is_a_bad_signature() {
-        assert_eq!(
-            verify(
-                &fixture_headers(FIXTURE_CURRENT),
-                &tampered(DELIVEROO_ORDER_CREATED),
-                &[FIXTURE_SECRET]
-            ),
-            Err(VerifyError::BadSignature)
-        );
-    }
-
-    #[test]
-    fn wrong_secret_is_a_bad_signature() {
-        assert_eq!(
-            verify(
-                &fixture_headers(FIXTURE_LEGACY),
-                DELIVEROO_ORDER_CREATED,
-                &["nope"]
-            ),
-            Err(VerifyError::BadSignature)
-        );
-    }
-
-    #[test]
-    fn rotated_second_secret_verifies() {
-        assert_eq!(
-            verify(
-                &fixture_headers(FIXTURE_LEGACY),
-                DELIVEROO_ORDER_CREATED,
-                &["old", FIXTURE_SECRET]
-            ),
-            verified(FIXTURE_GUID, 1)
-        );
-    }
-
-    #[test]
     fn missing_headers() {
         let only_guid = headers(&[(GUID_HEADER, FIXTURE_GUID)]);
         assert_eq!(
@@ -274,18 +236,6 @@ mod tests {
                 header: GUID_HEADER,
                 reason: "empty"
             })
-        );
-    }
-
-    #[test]
-    fn header_name_case_does_not_matter() {
-        let h = headers(&[
-            ("X-DELIVEROO-SEQUENCE-GUID", FIXTURE_GUID),
-            ("x-deliveroo-hmac-sha256", FIXTURE_CURRENT),
-        ]);
-        assert_eq!(
-            verify(&h, DELIVEROO_ORDER_CREATED, &[FIXTURE_SECRET]),
-            verified(FIXTURE_GUID, 0)
         );
     }
 

@@ -15,8 +15,8 @@ use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use http::HeaderMap;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
-use warp::http::HeaderMap;
 
 use super::common::{self, hmac_sha256, hmac_sha256_matches};
 use super::{SignError, Verified, Verifier, VerifyError, VerifyOptions};

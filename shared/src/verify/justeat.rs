@@ -16,8 +16,8 @@ use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use http::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
-use warp::http::HeaderMap;
 
 use super::common::{self, hmac_sha256, hmac_sha256_matches};
 use super::{SignError, Verified, Verifier, VerifyError, VerifyOptions};
@@ -108,10 +108,8 @@ mod tests {
     use super::*;
     use crate::verify::testutil::*;
 
-    /// From the research notes' "Signature test vectors for the fixtures".
-    const FIXTURE_HEADER: &str =
-        "HMAC-SHA256 t=1718384531000,signature=ia48hejw+bQqwutFwQNHzusvyObbccBDxJLx1Ff6KoM=";
-    const FIXTURE_AT_MS: u64 = 1_718_384_531_000;
+    const FIXTURE_HEADER: &str = JUSTEAT_FIXTURE_HEADER;
+    const FIXTURE_AT_MS: u64 = JUSTEAT_FIXTURE_AT_MS;
 
     fn verify(headers: &HeaderMap, body: &[u8], keys: &[&str]) -> Result<Verified, VerifyError> {
         JustEat.verify(
@@ -165,39 +163,6 @@ mod tests {
     }
 
     #[test]
-    fn sign_then_verify_round_trips() {
-        let signed = sign(b"{}", &secret("s"), at(1_700_000_000)).unwrap();
-        assert_eq!(verify(&signed, b"{}", &["s"]), ok(0));
-    }
-
-    #[test]
-    fn tampered_body_is_a_bad_signature() {
-        let h = headers(&[(SIGNATURE_HEADER, FIXTURE_HEADER)]);
-        assert_eq!(
-            verify(&h, &tampered(JUSTEAT_ORDER_CREATED), &[FIXTURE_SECRET]),
-            Err(VerifyError::BadSignature)
-        );
-    }
-
-    #[test]
-    fn wrong_secret_is_a_bad_signature() {
-        let h = headers(&[(SIGNATURE_HEADER, FIXTURE_HEADER)]);
-        assert_eq!(
-            verify(&h, JUSTEAT_ORDER_CREATED, &["other"]),
-            Err(VerifyError::BadSignature)
-        );
-    }
-
-    #[test]
-    fn rotated_second_secret_verifies() {
-        let h = headers(&[(SIGNATURE_HEADER, FIXTURE_HEADER)]);
-        assert_eq!(
-            verify(&h, JUSTEAT_ORDER_CREATED, &["old", FIXTURE_SECRET]),
-            ok(1)
-        );
-    }
-
-    #[test]
     fn missing_header() {
         assert_eq!(
             verify(&HeaderMap::new(), b"{}", &["s"]),
@@ -242,11 +207,5 @@ mod tests {
                 "{header}"
             );
         }
-    }
-
-    #[test]
-    fn header_name_case_does_not_matter() {
-        let h = headers(&[("X-Jet-Connect-Hash", FIXTURE_HEADER)]);
-        assert_eq!(verify(&h, JUSTEAT_ORDER_CREATED, &[FIXTURE_SECRET]), ok(0));
     }
 }

@@ -21,8 +21,8 @@
 use std::time::{Duration, SystemTime};
 
 use crate::Provider;
+use http::HeaderMap;
 use secrecy::SecretString;
-use warp::http::HeaderMap;
 
 mod common;
 

@@ -8,9 +8,9 @@
 
 use std::time::SystemTime;
 
+use http::HeaderMap;
 use secrecy::SecretString;
 use serde::Deserialize;
-use warp::http::HeaderMap;
 
 use super::common;
 use super::{SignError, Verified, Verifier, VerifyError, VerifyOptions};
@@ -73,9 +73,7 @@ mod tests {
     use super::*;
     use crate::verify::testutil::*;
 
-    /// From the research notes' "Signature test vectors for the fixtures".
-    const FIXTURE_SIGNATURE: &str =
-        "9fdd21f88feb39d3c520c952dac27fd534ef64019c64b9c8a25d51db90bb7016";
+    const FIXTURE_SIGNATURE: &str = UBEREATS_FIXTURE_SIGNATURE;
 
     fn verify(headers: &HeaderMap, body: &[u8], keys: &[&str]) -> Result<Verified, VerifyError> {
         UberEats.verify(
@@ -98,7 +96,7 @@ mod tests {
         assert_eq!(
             verify(&h, body, &[FIXTURE_SECRET]),
             Ok(Verified {
-                event_id: Some("3e9d7f1a-2b4c-4d6e-8f01-a2b3c4d5e6f7".to_owned()),
+                event_id: Some(UBEREATS_FIXTURE_EVENT_ID.to_owned()),
                 secret_index: 0
             })
         );
@@ -139,38 +137,6 @@ mod tests {
     }
 
     #[test]
-    fn tampered_body_is_a_bad_signature() {
-        let h = headers(&[(SIGNATURE_HEADER, FIXTURE_SIGNATURE)]);
-        assert_eq!(
-            verify(
-                &h,
-                &tampered(UBEREATS_ORDER_NOTIFICATION),
-                &[FIXTURE_SECRET]
-            ),
-            Err(VerifyError::BadSignature)
-        );
-    }
-
-    #[test]
-    fn wrong_secret_is_a_bad_signature() {
-        let h = headers(&[(SIGNATURE_HEADER, FIXTURE_SIGNATURE)]);
-        assert_eq!(
-            verify(&h, UBEREATS_ORDER_NOTIFICATION, &["client-secret"]),
-            Err(VerifyError::BadSignature)
-        );
-    }
-
-    #[test]
-    fn rotated_second_secret_verifies() {
-        let h = headers(&[(SIGNATURE_HEADER, FIXTURE_SIGNATURE)]);
-        assert_eq!(
-            verify(&h, UBEREATS_ORDER_NOTIFICATION, &["old", FIXTURE_SECRET])
-                .map(|v| v.secret_index),
-            Ok(1)
-        );
-    }
-
-    #[test]
     fn sha256_prefix_is_tolerated() {
         let h = headers(&[(SIGNATURE_HEADER, &format!("sha256={FIXTURE_SIGNATURE}"))]);
         assert_eq!(
@@ -197,11 +163,5 @@ mod tests {
                 reason: "not a 64-digit hex sha-256 hmac"
             })
         );
-    }
-
-    #[test]
-    fn header_name_case_does_not_matter() {
-        let h = headers(&[("X-UBER-SIGNATURE", FIXTURE_SIGNATURE)]);
-        assert!(verify(&h, UBEREATS_ORDER_NOTIFICATION, &[FIXTURE_SECRET]).is_ok());
     }
 }

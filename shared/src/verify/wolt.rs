@@ -8,9 +8,9 @@
 
 use std::time::SystemTime;
 
+use http::HeaderMap;
 use secrecy::SecretString;
 use serde::Deserialize;
-use warp::http::HeaderMap;
 
 use super::common;
 use super::{SignError, Verified, Verifier, VerifyError, VerifyOptions};
@@ -79,10 +79,8 @@ mod tests {
     use super::*;
     use crate::verify::testutil::*;
 
-    /// From the research notes' "Signature test vectors for the fixtures".
-    const FIXTURE_SIGNATURE: &str =
-        "491a2e895a67bdd5f34dc20e1093e33da72b84db6ef683e40761c56637e43099";
-    const FIXTURE_EVENT_ID: &str = "66a1f0c2b3d4e5f6a7b8c9e1";
+    const FIXTURE_SIGNATURE: &str = WOLT_FIXTURE_SIGNATURE;
+    const FIXTURE_EVENT_ID: &str = WOLT_FIXTURE_EVENT_ID;
 
     fn verify(headers: &HeaderMap, body: &[u8], keys: &[&str]) -> Result<Verified, VerifyError> {
         Wolt.verify(
@@ -134,45 +132,6 @@ mod tests {
         assert_eq!(
             verify(&h, WOLT_ORDER_CREATED, &[FIXTURE_SECRET]),
             fixture_verified(0)
-        );
-    }
-
-    #[test]
-    fn sign_then_verify_round_trips() {
-        let h = sign(b"[]", &secret("s"));
-        assert_eq!(
-            verify(&h, b"[]", &["s"]),
-            Ok(Verified {
-                event_id: None,
-                secret_index: 0
-            })
-        );
-    }
-
-    #[test]
-    fn tampered_body_is_a_bad_signature() {
-        let h = headers(&[(SIGNATURE_HEADER, FIXTURE_SIGNATURE)]);
-        assert_eq!(
-            verify(&h, &tampered(WOLT_ORDER_CREATED), &[FIXTURE_SECRET]),
-            Err(VerifyError::BadSignature)
-        );
-    }
-
-    #[test]
-    fn wrong_secret_is_a_bad_signature() {
-        let h = headers(&[(SIGNATURE_HEADER, FIXTURE_SIGNATURE)]);
-        assert_eq!(
-            verify(&h, WOLT_ORDER_CREATED, &["wrong"]),
-            Err(VerifyError::BadSignature)
-        );
-    }
-
-    #[test]
-    fn rotated_second_secret_verifies() {
-        let h = headers(&[(SIGNATURE_HEADER, FIXTURE_SIGNATURE)]);
-        assert_eq!(
-            verify(&h, WOLT_ORDER_CREATED, &["old", FIXTURE_SECRET]),
-            fixture_verified(1)
         );
     }
 
