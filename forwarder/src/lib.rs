@@ -10,10 +10,18 @@
 //!   webhook id: the same on every retry, redelivery and DLQ replay), the
 //!   Standard Webhooks headers signed with the tenant's secret, a
 //!   `User-Agent`, the trace context, and a timeout; connections are reused.
+//! - Every request follows the hub's outbound policy
+//!   ([`shared::outbound`]): redirects are not followed, a backend on a
+//!   loopback, private or link-local address is refused unless
+//!   `[forwarder] allowed_private_destinations` lists its network, and at
+//!   most [`BODY_SNIPPET`] bytes of an answer are read.
 //! - 2xx and 409: ack. 408, 429 (its `Retry-After` honoured), 5xx, timeouts
 //!   and refused connections: retry on the JetStream schedule. Any other
 //!   4xx: dead-letter at once with the status and the first bytes of the
-//!   answer. Last delivery: dead-letter.
+//!   answer. A 3xx: dead-letter at once as `backend_redirect` (the order
+//!   went nowhere else). A refused destination: dead-letter at once as
+//!   `backend_address_refused`, no request sent. Last delivery:
+//!   dead-letter.
 //! - A circuit breaker per tenant ([`breaker`]): it opens when the share of
 //!   failed requests over a sliding window reaches `breaker_failure_rate`,
 //!   or when `breaker_failures` requests in a row found the backend
@@ -45,13 +53,15 @@ use prometheus_client::registry::Registry;
 use secrecy::ExposeSecret;
 use shared::config::{HubConfig, Tenant};
 use shared::failure::FailureClass;
+use shared::outbound::{OutboundPolicy, RefusedDestination};
 use shared::worker::{Delivery, Failure, Handler, Outcome};
 use tracing::{info, warn};
 
 use breaker::{Breaker, Change, Reason, Verdict};
 
-/// How many bytes of a refusing backend's answer go into the dead letter.
-const BODY_SNIPPET: usize = 512;
+/// How many bytes of a refusing backend's answer are read; they go into the
+/// dead letter. The rest is never read.
+pub const BODY_SNIPPET: usize = 512;
 
 /// The `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("orderhub-forwarder/", env!("CARGO_PKG_VERSION"));
@@ -142,6 +152,13 @@ pub enum DeliverError {
         snippet: String,
         retry_after: Option<Duration>,
     },
+    /// A 3xx: not followed, so the order went nowhere. `location` is the
+    /// host (and port) it pointed at, never its path or query.
+    #[error("backend answered {status}, a redirect to {location}; redirects are not followed")]
+    Redirect { status: u16, location: String },
+    /// No request was sent: the outbound policy refuses the address.
+    #[error("backend address refused: {0}")]
+    Refused(RefusedDestination),
     #[error("backend did not answer within {0:?}")]
     Timeout(Duration),
     #[error("backend unreachable: {0}")]
@@ -151,10 +168,16 @@ pub enum DeliverError {
 }
 
 impl DeliverError {
-    /// Permanent: a 4xx other than 408, 409 and 429.
+    /// Permanent: a 4xx other than 408, 409 and 429, a redirect, a refused
+    /// address.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, DeliverError::Status { status, .. }
-            if (400..500).contains(status) && ![408, 409, 429].contains(status))
+        match self {
+            DeliverError::Status { status, .. } => {
+                (400..500).contains(status) && ![408, 409, 429].contains(status)
+            }
+            DeliverError::Redirect { .. } | DeliverError::Refused(_) => true,
+            DeliverError::Timeout(_) | DeliverError::Connect(_) | DeliverError::Other(_) => false,
+        }
     }
 
     /// Its class in the failure vocabulary (metrics, logs, the DLQ).
@@ -164,22 +187,27 @@ impl DeliverError {
             DeliverError::Status { status: 408, .. } => FailureClass::Backend408,
             DeliverError::Status { status, .. } if *status >= 500 => FailureClass::Backend5xx,
             DeliverError::Status { .. } => FailureClass::BackendRejected,
+            DeliverError::Redirect { .. } => FailureClass::BackendRedirect,
+            DeliverError::Refused(_) => FailureClass::BackendAddressRefused,
             DeliverError::Timeout(_) => FailureClass::BackendTimeout,
             DeliverError::Connect(_) => FailureClass::BackendUnreachable,
             DeliverError::Other(_) => FailureClass::BackendError,
         }
     }
 
-    /// What the result says about the backend, for its breaker.
-    fn verdict(&self) -> Verdict {
-        match self {
+    /// What the result says about the backend, for its breaker; `None`
+    /// when no request was sent.
+    fn verdict(&self) -> Option<Verdict> {
+        Some(match self {
+            DeliverError::Refused(_) => return None,
             // It answered: it is up, if refusing this order.
             _ if self.is_permanent() => Verdict::Success,
             DeliverError::Status { .. } => Verdict::Failed,
             DeliverError::Timeout(_) | DeliverError::Connect(_) | DeliverError::Other(_) => {
                 Verdict::Unreachable
             }
-        }
+            DeliverError::Redirect { .. } => Verdict::Success,
+        })
     }
 
     fn retry_after(&self) -> Option<Duration> {
@@ -198,6 +226,7 @@ struct TenantState {
 /// The forwarder's handler.
 pub struct Forwarder {
     http: reqwest::Client,
+    outbound: OutboundPolicy,
     tenants: HashMap<String, Arc<TenantState>>,
     max_order_age: Duration,
     metrics: Metrics,
@@ -216,8 +245,17 @@ impl Forwarder {
                         tenant: t.id.clone(),
                     })
                     .set(0);
+                // Every series from the start, at 0.
+                for outcome in ["success", "conflict", "transient", "rejected"] {
+                    let _ = metrics.requests.get_or_create(&TenantOutcome {
+                        tenant: t.id.clone(),
+                        outcome,
+                    });
+                }
+                let _ = metrics.held.get_or_create(&TenantLabel {
+                    tenant: t.id.clone(),
+                });
                 for reason in Reason::ALL {
-                    // Every series from the start, at 0.
                     metrics
                         .breaker_opens
                         .get_or_create(&TenantReason {
@@ -235,16 +273,23 @@ impl Forwarder {
                 )
             })
             .collect();
-        let http = reqwest::Client::builder()
+        let outbound = OutboundPolicy::new(hub.forwarder.allowed_private_destinations.clone());
+        for t in &hub.tenants {
+            if let Err(e) = outbound.check_url(&t.backend_url) {
+                warn!(tenant = %t.id, error = %e, "every order of this tenant will be dead-lettered");
+            }
+        }
+        let http = outbound
+            .client_builder()
             .user_agent(USER_AGENT)
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
-            .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .build()
             .expect("the HTTP client's settings are valid");
         Forwarder {
             http,
+            outbound,
             tenants,
             max_order_age: hub.forwarder.max_order_age,
             metrics,
@@ -267,6 +312,10 @@ impl Forwarder {
         d: &Delivery,
         idempotency_key: &str,
     ) -> Result<u16, DeliverError> {
+        // A name is checked as it resolves; an address, here.
+        self.outbound
+            .check_url(&t.backend_url)
+            .map_err(DeliverError::Refused)?;
         let mut req = self
             .http
             .post(t.backend_url.clone())
@@ -304,7 +353,9 @@ impl Forwarder {
             })
             .observe(started.elapsed().as_secs_f64());
         let resp = result.map_err(|e| {
-            if e.is_timeout() {
+            if let Some(refused) = shared::outbound::refused(&e) {
+                DeliverError::Refused(refused.clone())
+            } else if e.is_timeout() {
                 DeliverError::Timeout(t.request_timeout)
             } else if e.is_connect() {
                 DeliverError::Connect(without_url(&e))
@@ -316,16 +367,28 @@ impl Forwarder {
         if resp.status().is_success() || status == 409 {
             return Ok(status);
         }
+        if resp.status().is_redirection() {
+            return Err(DeliverError::Redirect {
+                status,
+                location: location_host(&t.backend_url, resp.headers()),
+            });
+        }
         let retry_after = resp
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body: Bytes = tokio::time::timeout(Duration::from_secs(2), resp.bytes())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        // The first bytes only: a backend answering a 200 MB error page
+        // costs 512 bytes of memory, not 200 MB.
+        let body: Bytes = tokio::time::timeout(
+            Duration::from_secs(2),
+            shared::outbound::read_bounded(resp, BODY_SNIPPET),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|b| b.bytes)
+        .unwrap_or_default();
         Err(DeliverError::Status {
             status,
             snippet: snippet(&body),
@@ -346,6 +409,30 @@ fn without_url(e: &reqwest::Error) -> String {
         text.push_str(&source.to_string());
     }
     text
+}
+
+/// Where a redirect pointed, as a log may show it: the host and port of
+/// `Location` (resolved against the backend's URL), no path, query or
+/// userinfo, cut to a log's length.
+fn location_host(base: &reqwest::Url, headers: &reqwest::header::HeaderMap) -> String {
+    let Some(location) = headers.get("location") else {
+        return "nowhere (no Location)".to_owned();
+    };
+    let target = location
+        .to_str()
+        .ok()
+        .and_then(|l| base.join(l).ok())
+        .and_then(|u| {
+            let host = u.host_str()?.to_owned();
+            Some(match u.port_or_known_default() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        });
+    match target {
+        Some(host) => shared::redact::for_terminal(&shared::redact::for_log(&host)).into_owned(),
+        None => "an unreadable Location".to_owned(),
+    }
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -451,12 +538,20 @@ impl Handler for Forwarder {
             };
             let result = self.post(t, d, &key).await;
             let (verdict, outcome_label) = match &result {
-                Ok(409) => (Verdict::Success, "conflict"),
-                Ok(_) => (Verdict::Success, "success"),
+                Ok(409) => (Some(Verdict::Success), "conflict"),
+                Ok(_) => (Some(Verdict::Success), "success"),
                 Err(e) if e.is_permanent() => (e.verdict(), "rejected"),
                 Err(e) => (e.verdict(), "transient"),
             };
-            match permit.report(verdict) {
+            // No request, no verdict: the permit goes back unused.
+            let change = match verdict {
+                Some(v) => permit.report(v),
+                None => {
+                    drop(permit);
+                    None
+                }
+            };
+            match change {
                 Some(Change::Opened(reason)) => {
                     warn!(tenant = %t.id, reason = reason.as_label(), "breaker opened; holding the tenant's orders");
                     self.metrics
