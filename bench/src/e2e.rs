@@ -102,6 +102,9 @@ default = true
 
 [ingress.rate_limits]
 careem = {{ per_second = 1000000000, burst = 1000000000 }}
+
+[forwarder]
+allowed_private_destinations = ["127.0.0.0/8"]
 "#
     )
 }

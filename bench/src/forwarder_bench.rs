@@ -88,6 +88,8 @@ fn hub_toml(tenants: usize, backend: &str) -> String {
         "[[account]]\nid = \"bench-careem\"\nprovider = \"careem\"\ntenant = \"bench-0\"\nsecret_envs = [\"BENCH_CAREEM_SECRET\"]\ndefault = true\n",
     );
     s.push_str("\n[retry]\nschedule = [\"100ms\"]\nmax_deliver = 100\n");
+    // The bench's backend is on loopback.
+    s.push_str("\n[forwarder]\nallowed_private_destinations = [\"127.0.0.0/8\"]\n");
     s
 }
 
@@ -291,12 +293,19 @@ async fn drain(
     let t0 = *first.values().min().expect("some");
     let t1 = *first.values().max().expect("some");
     let rate = args.orders as f64 / (t1 - t0).as_secs_f64();
+    // Without the tail of the last retries (a flaky backend's unluckiest
+    // orders wait 100 ms per failure): the rate while the backlog lasts.
+    let mut times: Vec<Instant> = first.values().copied().collect();
+    times.sort_unstable();
+    let n95 = (times.len() as f64 * 0.95).ceil() as usize;
+    let rate95 = n95 as f64 / (times[n95 - 1] - t0).as_secs_f64();
     let name = if fail_percent > 0 { "flaky" } else { "drain" };
     println!(
-        "  {name}  tenants {tenants}: {} orders in {:.2} s = {} orders/s (first arrival {:.0} ms after spawn); duplicates {dups}, unknown {}; forwarder RSS {rss:.0} MiB",
+        "  {name}  tenants {tenants}: {} orders in {:.2} s = {} orders/s, the first 95% at {} orders/s (first arrival {:.0} ms after spawn); duplicates {dups}, unknown {}; forwarder RSS {rss:.0} MiB",
         args.orders,
         (t1 - t0).as_secs_f64(),
         crate::ingress_bench::thousands(rate),
+        crate::ingress_bench::thousands(rate95),
         (t0 - spawned).as_secs_f64() * 1e3,
         s.backend.unknown(),
     );
@@ -534,11 +543,18 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
                     .collect::<Vec<_>>(),
             )
         };
+        let paced = if args.no_paced {
+            String::new()
+        } else {
+            format!(
+                "; paced p50 {} ms, p99 {} ms",
+                of(&|r| r.2).show(2),
+                of(&|r| r.3).show(2)
+            )
+        };
         println!(
-            "tenants {tenants}: drain {} orders/s; paced p50 {} ms, p99 {} ms; forwarder CPU {} µs/order; forwarder RSS {} MiB",
+            "tenants {tenants}: drain {} orders/s{paced}; forwarder CPU {} µs/order; forwarder RSS {} MiB",
             of(&|r| r.1).show(0),
-            of(&|r| r.2).show(2),
-            of(&|r| r.3).show(2),
             of(&|r| r.4).show(1),
             of(&|r| r.5).show(0),
         );

@@ -40,6 +40,7 @@ max_deliver = 2
 
 [forwarder]
 breaker_failures = 10
+allowed_private_destinations = ["127.0.0.0/8"]
 "#,
         backend.url()
     ));

@@ -620,6 +620,45 @@ mod tests {
         assert!(!DeliverError::Connect("refused".into()).is_permanent());
         assert_eq!(s(503).class(), FailureClass::Backend5xx);
         assert_eq!(s(422).class(), FailureClass::BackendRejected);
+        let redirect = DeliverError::Redirect {
+            status: 302,
+            location: "elsewhere.example:443".into(),
+        };
+        assert!(redirect.is_permanent());
+        assert_eq!(redirect.class(), FailureClass::BackendRedirect);
+        let refused = DeliverError::Refused(RefusedDestination {
+            host: "10.0.0.1".into(),
+            ip: "10.0.0.1".parse().unwrap(),
+            kind: "private",
+        });
+        assert!(refused.is_permanent());
+        assert_eq!(refused.class(), FailureClass::BackendAddressRefused);
+        assert_eq!(
+            refused.verdict(),
+            None,
+            "no request, nothing for the breaker"
+        );
+    }
+
+    #[test]
+    fn a_redirect_is_named_by_host_and_port_only() {
+        let base: reqwest::Url = "https://orders.acme.example/api/v1/orders".parse().unwrap();
+        let at = |location: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert("location", location.parse().unwrap());
+            location_host(&base, &h)
+        };
+        assert_eq!(
+            at("http://user:pw@evil.example:8080/x?key=secret"),
+            "evil.example:8080"
+        );
+        assert_eq!(at("/elsewhere?token=t"), "orders.acme.example:443");
+        assert_eq!(
+            location_host(&base, &reqwest::header::HeaderMap::new()),
+            "nowhere (no Location)"
+        );
+        let long = format!("https://{}.example/", "a".repeat(300));
+        assert!(at(&long).ends_with("bytes)"), "{}", at(&long));
     }
 
     #[test]

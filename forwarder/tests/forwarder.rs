@@ -20,6 +20,14 @@ fn hub_toml(backends: &[(&str, &str)], schedule: &[&str], max_deliver: i64, extr
         ));
     }
     let schedule: Vec<String> = schedule.iter().map(|s| format!("{s:?}")).collect();
+    // The test backends are on loopback, which the outbound policy refuses
+    // unless allowed.
+    let allow = "allowed_private_destinations = [\"127.0.0.0/8\"]\n";
+    let extra = if extra.contains("[forwarder]\n") {
+        extra.replacen("[forwarder]\n", &format!("[forwarder]\n{allow}"), 1)
+    } else {
+        format!("[forwarder]\n{allow}\n{extra}")
+    };
     format!(
         "{tenants}[[account]]\nid = \"acc\"\nprovider = \"careem\"\ntenant = \"{}\"\nsecret_envs = [\"S\"]\n\n[retry]\nschedule = [{}]\nmax_deliver = {max_deliver}\n\n{extra}\n",
         backends[0].0,
@@ -663,6 +671,172 @@ async fn a_replayed_order_is_as_old_as_its_replay() -> anyhow::Result<()> {
     assert_eq!(
         backend.requests()[0].header("idempotency-key"),
         Some("wh-old-replayed")
+    );
+    stage.stop().await
+}
+
+#[tokio::test]
+async fn a_redirect_is_dead_lettered_and_the_other_host_hears_nothing() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let backend = TestBackend::start().await?;
+    let elsewhere = TestBackend::start().await?;
+    let target = format!("{}?key=secret", elsewhere.url());
+    backend.script(move |r| {
+        let status = match r.header("idempotency-key") {
+            Some("wh-301") => 301,
+            _ => 307,
+        };
+        Reply::status(status).with_header("location", &target)
+    });
+    let hub = hub(&hub_toml(&[("acme", &backend.url())], &["100ms"], 5, ""));
+    let js = setup(&nats, &hub).await?;
+    let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
+    publish_order(&js, "acme", "wh-301", &order_body(1)).await?;
+    publish_order(&js, "acme", "wh-307", &order_body(2)).await?;
+    let entries = eventually(STEP, "two dead letters", || async {
+        let d = dead_letters(&js).await.ok()?;
+        (d.len() == 2).then_some(d)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the redirect was followed: {:?}",
+        elsewhere.requests()
+    );
+    assert_eq!(backend.requests().len(), 2, "one request per order");
+    for (entry, _) in &entries {
+        let status = match entry.webhook_id.as_deref() {
+            Some("wh-301") => 301,
+            _ => 307,
+        };
+        assert_eq!(entry.error_class.as_str(), "backend_redirect");
+        assert_eq!(entry.deliveries, 1);
+        assert_eq!(
+            entry.error,
+            format!(
+                "backend answered {status}, a redirect to 127.0.0.1:{}; redirects are not followed",
+                elsewhere.port
+            )
+        );
+    }
+    let m = stage.metrics().await;
+    assert!(
+        m.contains("forwarder_backend_requests_total{tenant=\"acme\",outcome=\"rejected\"} 2"),
+        "{m}"
+    );
+    assert!(!m.contains("outcome=\"success\"} 1"), "{m}");
+    stage.stop().await
+}
+
+/// A backend that answers 500 with a body of `total` bytes, written as
+/// fast as the client reads; says how many bytes it managed to write
+/// before the client hung up.
+async fn huge_error_backend(
+    total: usize,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<usize>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://127.0.0.1:{}/orders", listener.local_addr()?.port());
+    let task = tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return 0;
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        let _ = s.read(&mut buf).await;
+        let head = format!("HTTP/1.1 500 Internal Server Error\r\ncontent-length: {total}\r\n\r\n");
+        if s.write_all(head.as_bytes()).await.is_err() {
+            return 0;
+        }
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut written = 0;
+        while written < total {
+            match s.write(&chunk[..chunk.len().min(total - written)]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => written += n,
+            }
+        }
+        written
+    });
+    Ok((url, task))
+}
+
+#[tokio::test]
+async fn a_huge_error_answer_is_read_only_up_to_the_bound() -> anyhow::Result<()> {
+    const TOTAL: usize = 50 * 1024 * 1024;
+    let nats = NatsServer::start()?;
+    let (url, server) = huge_error_backend(TOTAL).await?;
+    let hub = hub(&hub_toml(&[("acme", &url)], &["100ms"], 1, ""));
+    let js = setup(&nats, &hub).await?;
+    let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
+    publish_order(&js, "acme", "wh-huge", &order_body(1)).await?;
+    let (entry, _) = eventually(STEP, "the dead letter", || async {
+        dead_letters(&js).await.ok()?.into_iter().next()
+    })
+    .await?;
+    assert_eq!(entry.error_class.as_str(), "backend_5xx");
+    assert_eq!(
+        entry.error,
+        format!(
+            "deliveries exhausted after 1 attempts: backend answered 500: {}",
+            "x".repeat(forwarder::BODY_SNIPPET)
+        )
+    );
+    let written = tokio::time::timeout(STEP, server).await??;
+    assert!(
+        written < TOTAL,
+        "the forwarder read the whole {TOTAL}-byte answer"
+    );
+    stage.stop().await
+}
+
+#[tokio::test]
+async fn a_backend_on_loopback_is_refused_unless_allowed() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let backend = TestBackend::start().await?;
+    let by_name = format!("http://localhost:{}/api/v1/orders", backend.port);
+    let toml = hub_toml(
+        &[("acme", &backend.url()), ("bravo", &by_name)],
+        &["100ms"],
+        5,
+        "",
+    )
+    .replace("allowed_private_destinations = [\"127.0.0.0/8\"]\n", "");
+    assert!(!toml.contains("allowed_private_destinations"));
+    let hub = hub(&toml);
+    let js = setup(&nats, &hub).await?;
+    let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
+    publish_order(&js, "acme", "wh-by-address", &order_body(1)).await?;
+    publish_order(&js, "bravo", "wh-by-name", &order_body(2)).await?;
+    let entries = eventually(STEP, "two dead letters", || async {
+        let d = dead_letters(&js).await.ok()?;
+        (d.len() == 2).then_some(d)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(backend.requests().is_empty(), "a request reached loopback");
+    for (entry, _) in &entries {
+        assert_eq!(entry.error_class.as_str(), "backend_address_refused");
+        assert_eq!(entry.deliveries, 1);
+        match entry.webhook_id.as_deref() {
+            Some("wh-by-address") => assert_eq!(
+                entry.error,
+                "backend address refused: 127.0.0.1 is a loopback address (127.0.0.1), refused by the outbound policy"
+            ),
+            _ => assert!(
+                entry
+                    .error
+                    .starts_with("backend address refused: localhost is a loopback address ("),
+                "{}",
+                entry.error
+            ),
+        }
+    }
+    // No request was sent: the breakers heard nothing.
+    let m = stage.metrics().await;
+    assert!(
+        m.contains("forwarder_breaker_state{tenant=\"acme\"} 0"),
+        "{m}"
     );
     stage.stop().await
 }

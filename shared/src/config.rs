@@ -143,13 +143,17 @@ impl Default for BreakerSettings {
 }
 
 /// Forwarder defaults (`[forwarder]`), which tenants may override.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ForwarderSettings {
     /// An order older than this (since the ingress accepted it) is
     /// dead-lettered as stale instead of delivered, breaker or not.
     pub max_order_age: Duration,
     pub request_timeout: Duration,
     pub breaker: BreakerSettings,
+    /// Special-purpose networks (loopback, private, link-local, ...) a
+    /// backend may be on anyway; empty: a backend resolving to any of them
+    /// is refused (`shared::outbound`).
+    pub allowed_private_destinations: Vec<IpNet>,
 }
 
 impl Default for ForwarderSettings {
@@ -158,6 +162,7 @@ impl Default for ForwarderSettings {
             max_order_age: Duration::from_secs(24 * 3600),
             request_timeout: Duration::from_secs(10),
             breaker: BreakerSettings::default(),
+            allowed_private_destinations: Vec::new(),
         }
     }
 }
@@ -188,6 +193,14 @@ pub struct Account {
     pub jwt_algorithm: JwtAlgorithm,
     /// Accepted clock difference for providers that sign a timestamp.
     pub timestamp_tolerance: Option<Duration>,
+    /// Longest JWT lifetime accepted (Talabat; default 1h).
+    pub jwt_max_lifetime: Option<Duration>,
+    /// How far in the future a JWT's `iat` may be (Talabat; default 5m).
+    pub jwt_iat_skew: Option<Duration>,
+    /// Just Eat: the event path segment this account's URL was registered
+    /// with (`.../{account}/{event}`); a body that does not name its own
+    /// event is accepted only there. `None`: only the bare account URL.
+    pub event: Option<String>,
     /// Requests per second for this account (on top of the provider's limit).
     pub rate_limit: Option<RateLimit>,
 }
@@ -450,6 +463,8 @@ struct RawForwarder {
     breaker_cooldown: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     breaker_max_cooldown: Option<Duration>,
+    #[serde(default)]
+    allowed_private_destinations: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -521,6 +536,11 @@ struct RawAccount {
     jwt_algorithm: Option<String>,
     #[serde(default, with = "humantime_serde")]
     timestamp_tolerance: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    jwt_max_lifetime: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    jwt_iat_skew: Option<Duration>,
+    event: Option<String>,
     rate_limit: Option<RateLimit>,
 }
 
@@ -661,7 +681,7 @@ fn forwarder_section(
     raw: RawForwarder,
 ) -> Result<ForwarderSettings, ConfigError> {
     let defaults = ForwarderSettings::default();
-    let forwarder = ForwarderSettings {
+    let mut forwarder = ForwarderSettings {
         max_order_age: raw.max_order_age.unwrap_or(defaults.max_order_age),
         request_timeout: raw.request_timeout.unwrap_or(defaults.request_timeout),
         breaker: breaker_of(
@@ -678,7 +698,13 @@ fn forwarder_section(
                 max_cooldown: raw.breaker_max_cooldown,
             },
         )?,
+        allowed_private_destinations: Vec::with_capacity(raw.allowed_private_destinations.len()),
     };
+    for (k, cidr) in raw.allowed_private_destinations.iter().enumerate() {
+        let net = ip_net(cidr)
+            .map_err(|m| check.err(format!("forwarder.allowed_private_destinations[{k}]"), m))?;
+        forwarder.allowed_private_destinations.push(net);
+    }
     if forwarder.request_timeout.is_zero() {
         return Err(check.err("forwarder.request_timeout", "must be above 0"));
     }
@@ -885,6 +911,25 @@ fn account_section(
         if let Some(r) = &a.rate_limit {
             check_rate(check, at("rate_limit"), r)?;
         }
+        if a.jwt_max_lifetime.is_some_and(|d| d.is_zero()) {
+            return Err(check.err(at("jwt_max_lifetime"), "must be more than 0s"));
+        }
+        if let Some(e) = &a.event {
+            if provider != Provider::Justeat {
+                return Err(check.err(at("event"), "only Just Eat accounts have an event route"));
+            }
+            if e.is_empty()
+                || e.len() > 64
+                || !e
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(check.err(
+                    at("event"),
+                    format!("{e:?} is not an event path segment (a-z, 0-9 and -, up to 64)"),
+                ));
+            }
+        }
         accounts.push(Account {
             id: a.id,
             provider,
@@ -898,6 +943,9 @@ fn account_section(
             country: a.country,
             jwt_algorithm,
             timestamp_tolerance: a.timestamp_tolerance,
+            jwt_max_lifetime: a.jwt_max_lifetime,
+            jwt_iat_skew: a.jwt_iat_skew,
+            event: a.event,
             rate_limit: a.rate_limit,
         });
     }
@@ -1409,6 +1457,10 @@ max_deliver = 10
                 "forwarder.breaker_probes: must be at least 1",
             ),
             (
+                format!("{GOOD}\n[forwarder]\nallowed_private_destinations = [\"localhost\"]\n"),
+                "forwarder.allowed_private_destinations[0]: \"localhost\" is not an IP address or CIDR",
+            ),
+            (
                 format!("{GOOD}\n[ingress]\ntrusted_proxies = [\"10.0.0.300\"]\n"),
                 "ingress.trusted_proxies[0]: \"10.0.0.300\" is not an IP address or CIDR",
             ),
@@ -1562,6 +1614,28 @@ max_deliver = 10
         for leak in ["user", "pw", "key=k"] {
             assert!(!summary.contains(leak), "summary shows {leak}: {summary}");
         }
+    }
+
+    #[test]
+    fn private_destinations_are_refused_unless_listed() {
+        assert!(
+            load(GOOD)
+                .unwrap()
+                .forwarder
+                .allowed_private_destinations
+                .is_empty()
+        );
+        let hub = load(&format!(
+            "{GOOD}\n[forwarder]\nallowed_private_destinations = [\"127.0.0.0/8\", \"::1\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            hub.forwarder.allowed_private_destinations,
+            [
+                "127.0.0.0/8".parse::<IpNet>().unwrap(),
+                "::1/128".parse().unwrap()
+            ]
+        );
     }
 
     #[test]

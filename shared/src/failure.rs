@@ -90,6 +90,11 @@ failure_classes! {
     BackendRejected = "backend_rejected", true;
     /// The backend answered a redirect; the hub does not follow them.
     BackendRedirect = "backend_redirect", true;
+    /// The backend's address is loopback, private, link-local or another
+    /// special-purpose address the outbound policy refuses: no request was
+    /// sent. Replay after the config allows the network or the backend
+    /// moves.
+    BackendAddressRefused = "backend_address_refused", true;
     /// The backend did not answer within the tenant's `request_timeout`.
     BackendTimeout = "backend_timeout", false;
     /// The backend could not be reached (refused, DNS, TLS).
@@ -258,6 +263,7 @@ mod tests {
                 "unknown_tenant",
                 "backend_rejected",
                 "backend_redirect",
+                "backend_address_refused",
                 "stale",
                 "deliveries_exhausted",
                 "terminated",

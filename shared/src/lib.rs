@@ -14,6 +14,9 @@
 //!   by the ingress, and Standard Webhooks signing for the forwarder.
 //! - [`app`]: connect, set up streams, shut down on signals; [`backoff`]:
 //!   the one backoff for infrastructure retries.
+//! - `outbound` (feature `outbound`): the one policy for every HTTP request
+//!   the hub sends (no redirects, checked destinations, bounded bodies);
+//!   [`redact`]: untrusted text cut for logs and escaped for terminals.
 
 pub mod app;
 pub mod backoff;
@@ -24,7 +27,10 @@ pub mod failure;
 pub mod failure_history;
 pub mod headers;
 pub mod ops;
+#[cfg(feature = "outbound")]
+pub mod outbound;
 pub mod pull;
+pub mod redact;
 pub mod retry;
 pub mod secret;
 pub mod streams;

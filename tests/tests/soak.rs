@@ -47,6 +47,9 @@ max_deliver = 20
 ack_wait = "2s"
 [streams.consumers.forwarder]
 ack_wait = "2s"
+
+[forwarder]
+allowed_private_destinations = ["127.0.0.0/8"]
 "#
     .to_owned()
 }
