@@ -12,15 +12,42 @@ use super::{SignError, VerifyError};
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Longest header value a scheme reads. The longest legitimate one is a
+/// Standard Webhooks signature list (16 entries of under 100 bytes) or a JWT;
+/// anything longer is refused before it is parsed or hashed, so header
+/// parsing and token MACs cost a bounded amount before the caller is known.
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+
+thread_local! {
+    /// MACs computed on this thread ([`macs_on_this_thread`]).
+    static MACS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many MACs (over a body or a token) verification has computed on the
+/// calling thread so far: how tests and benchmarks measure verification work
+/// without timing it. A thread-local add per MAC, next to hashing the body.
+pub fn macs_on_this_thread() -> u64 {
+    MACS.with(std::cell::Cell::get)
+}
+
+/// Counts one MAC for [`macs_on_this_thread`].
+pub(crate) fn count_mac() {
+    MACS.with(|n| n.set(n.get() + 1));
+}
+
 /// The value of header `name`, if present. A value that is not visible ASCII
 /// cannot carry any of the formats we accept, so it is malformed rather than
-/// absent.
+/// absent; neither can one over [`MAX_HEADER_BYTES`].
 pub(crate) fn header<'h>(
     headers: &'h HeaderMap,
     name: &'static str,
 ) -> Result<Option<&'h str>, VerifyError> {
     match headers.get(name) {
         None => Ok(None),
+        Some(value) if value.len() > MAX_HEADER_BYTES => Err(VerifyError::MalformedHeader {
+            header: name,
+            reason: "too long",
+        }),
         Some(value) => {
             value
                 .to_str()
@@ -52,6 +79,7 @@ pub(crate) fn decode_hex_tag(header: &'static str, value: &str) -> Result<[u8; 3
 }
 
 fn mac(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
+    count_mac();
     // HMAC takes keys of any length (long ones are hashed), so this cannot fail.
     let mut mac = HmacSha256::new_from_slice(key).expect("hmac accepts keys of any length");
     for part in parts {
@@ -63,6 +91,22 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
 /// HMAC-SHA256 of the concatenation of `parts`, without concatenating them.
 pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac(key, parts).finalize().into_bytes().into()
+}
+
+/// The HMAC-SHA256 of `parts`, to compare in constant time against several
+/// candidate tags ([`HmacTag::matches`]) with one MAC computation.
+pub(crate) fn hmac_sha256_tag(key: &[u8], parts: &[&[u8]]) -> HmacTag {
+    HmacTag(mac(key, parts).finalize())
+}
+
+/// A computed HMAC-SHA256, compared only in constant time.
+pub(crate) struct HmacTag(hmac::digest::CtOutput<HmacSha256>);
+
+impl HmacTag {
+    /// Constant-time equality with a candidate tag.
+    pub(crate) fn matches(&self, candidate: &[u8; 32]) -> bool {
+        self.0 == hmac::digest::CtOutput::new((*candidate).into())
+    }
 }
 
 /// Constant-time check of `tag` against the HMAC-SHA256 of `parts`.

@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
-use super::common::{self, hmac_sha256, hmac_sha256_matches};
+use super::common::{self, hmac_sha256, hmac_sha256_tag};
 use super::{SignError, Verified, Verifier, VerifyError, VerifyOptions};
 
 /// The event id header.
@@ -29,36 +29,44 @@ pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
 pub const SIGNATURE_HEADER: &str = "webhook-signature";
 
 /// Prefix of a serialized Standard Webhooks symmetric secret.
-pub const SECRET_PREFIX: &str = "whsec_";
+pub use crate::secret::STANDARD_WEBHOOKS_PREFIX as SECRET_PREFIX;
 
 /// The Standard Webhooks scheme.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Direct;
 
 /// The key bytes of a `whsec_<base64>` (or bare base64) secret; `None` if it
-/// is neither. Config validation can use this to refuse a bad secret at start.
-pub fn decode_secret(secret: &SecretString) -> Option<SecretSlice<u8>> {
-    let text = secret.expose_secret();
-    let encoded = text.strip_prefix(SECRET_PREFIX).unwrap_or(text);
-    let key = STANDARD.decode(encoded).ok()?;
-    // Zeroized on drop by `SecretSlice`; an empty key would be no key at all.
-    (!key.is_empty()).then(|| SecretSlice::from(key))
-}
+/// is neither (the config loader refuses such a secret at start).
+pub use crate::secret::standard_webhooks_key as decode_secret;
 
 fn malformed(header: &'static str, reason: &'static str) -> VerifyError {
     VerifyError::MalformedHeader { header, reason }
 }
 
+/// Most `v1` entries a signature header may list. Senders list one per
+/// secret they sign with, and rotation means two; a longer list only makes
+/// the receiver compare more (issue 12: 4,000 entries once cost 4,000 MACs
+/// of the whole body).
+pub const MAX_V1_SIGNATURES: usize = 16;
+
 /// The `v1` signatures of the header, decoded. Entries of other versions are
 /// skipped, and so are undecodable `v1` entries as long as one is usable:
-/// every candidate still has to be a valid MAC.
+/// every candidate still has to be a valid MAC. More than
+/// [`MAX_V1_SIGNATURES`] `v1` entries is malformed (the header's length is
+/// bounded by [`common::header`]).
 fn v1_signatures(value: &str) -> Result<Vec<[u8; 32]>, VerifyError> {
-    let signatures: Vec<[u8; 32]> = value
+    let mut v1 = value
         .split_ascii_whitespace()
         .filter_map(|entry| entry.split_once(','))
-        .filter(|(version, _)| *version == "v1")
+        .filter(|(version, _)| *version == "v1");
+    let signatures: Vec<[u8; 32]> = v1
+        .by_ref()
+        .take(MAX_V1_SIGNATURES)
         .filter_map(|(_, sig)| STANDARD.decode(sig).ok()?.try_into().ok())
         .collect();
+    if v1.next().is_some() {
+        return Err(malformed(SIGNATURE_HEADER, "more than 16 v1 signatures"));
+    }
     if signatures.is_empty() {
         return Err(malformed(SIGNATURE_HEADER, "no usable v1 signature"));
     }
@@ -111,13 +119,17 @@ impl Verifier for Direct {
         let timestamp = parse_timestamp(timestamp_text)?;
         let signatures = v1_signatures(signature)?;
 
+        // One MAC per secret, compared with every candidate: the work is
+        // the account's secret count, whatever the header lists.
         let parts: [&[u8]; 5] = [id.as_bytes(), b".", timestamp_text.as_bytes(), b".", body];
         let secret_index = keys
             .iter()
             .find(|(_, key)| {
+                let tag = hmac_sha256_tag(key.expose_secret(), &parts);
+                // Every candidate is compared (no short cut), in constant time.
                 signatures
                     .iter()
-                    .any(|tag| hmac_sha256_matches(key.expose_secret(), &parts, tag))
+                    .fold(false, |found, candidate| tag.matches(candidate) | found)
             })
             .map(|(i, _)| *i)
             .ok_or(VerifyError::BadSignature)?;
@@ -159,23 +171,42 @@ pub fn sign(
     id: &str,
     at: SystemTime,
 ) -> Result<HeaderMap, SignError> {
-    let key = decode_secret(secret).ok_or(SignError::InvalidSecret)?;
+    sign_all(body, std::slice::from_ref(secret), id, at)
+}
+
+/// [`sign`] with every secret: one `v1,` signature each, space-separated as
+/// the scheme allows, so a receiver verifying with any of them accepts
+/// (how a tenant rotates its signing secret without a gap).
+pub fn sign_all(
+    body: &[u8],
+    secrets: &[SecretString],
+    id: &str,
+    at: SystemTime,
+) -> Result<HeaderMap, SignError> {
     let id_value = common::header_value(ID_HEADER, id)?;
     let timestamp = at
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|_| SignError::TimeBeforeEpoch)?
         .as_secs()
         .to_string();
-    let tag = hmac_sha256(
-        key.expose_secret(),
-        &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
-    );
+    let mut signatures = Vec::with_capacity(secrets.len());
+    for secret in secrets {
+        let key = decode_secret(secret).ok_or(SignError::InvalidSecret)?;
+        let tag = hmac_sha256(
+            key.expose_secret(),
+            &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
+        );
+        signatures.push(format!("v1,{}", STANDARD.encode(tag)));
+    }
+    if signatures.is_empty() {
+        return Err(SignError::InvalidSecret);
+    }
     let mut headers = HeaderMap::new();
     headers.insert(ID_HEADER, id_value);
     headers.insert(TIMESTAMP_HEADER, common::own_header_value(timestamp));
     headers.insert(
         SIGNATURE_HEADER,
-        common::own_header_value(format!("v1,{}", STANDARD.encode(tag))),
+        common::own_header_value(signatures.join(" ")),
     );
     Ok(headers)
 }
@@ -483,6 +514,79 @@ mod tests {
             ("Webhook-Signature", REF_SIGNATURE),
         ]);
         assert_eq!(verify(&h, REF_BODY, &[REF_SECRET]), ok(0));
+    }
+
+    #[test]
+    fn signing_with_two_secrets_verifies_with_either() {
+        let (old, new) = (
+            secret("whsec_b2xkLXNlY3JldA=="),
+            secret("whsec_bmV3LXNlY3JldA=="),
+        );
+        let headers = sign_all(
+            b"{}",
+            &[old.clone(), new.clone()],
+            "msg_2",
+            at(1_700_000_000),
+        )
+        .unwrap();
+        let value = headers[SIGNATURE_HEADER].to_str().unwrap();
+        assert_eq!(value.split(' ').count(), 2, "{value}");
+        for only in [old, new] {
+            let alone = sign(b"{}", &only, "msg_2", at(1_700_000_000)).unwrap();
+            assert!(value.contains(alone[SIGNATURE_HEADER].to_str().unwrap()));
+        }
+    }
+
+    /// Issue 12, item 1: each listed signature used to cost a MAC of the
+    /// whole body per secret. Now the work is one MAC per secret.
+    #[test]
+    fn a_long_signature_list_costs_one_mac_per_secret() {
+        let junk = |i: u8| format!("v1,{}", STANDARD.encode([i; 32]));
+        let mut listed: Vec<String> = (0..15).map(junk).collect();
+        listed.push(REF_SIGNATURE.to_owned());
+        let h = ref_headers(&listed.join(" "));
+        let other = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let before = crate::verify::macs_on_this_thread();
+        assert_eq!(verify(&h, REF_BODY, &[other, REF_SECRET]), ok(1));
+        assert_eq!(crate::verify::macs_on_this_thread() - before, 2);
+
+        let forged = ref_headers(&(0..16).map(junk).collect::<Vec<_>>().join(" "));
+        let before = crate::verify::macs_on_this_thread();
+        assert_eq!(
+            verify(&forged, REF_BODY, &[other, other, REF_SECRET]),
+            Err(VerifyError::BadSignature)
+        );
+        assert_eq!(crate::verify::macs_on_this_thread() - before, 3);
+    }
+
+    /// Issue 12, item 1: a 1 MiB body with 4,000 `v1` entries took 2.5 s.
+    /// Over 16 entries, or over the header length bound, nothing is hashed.
+    #[test]
+    fn oversized_signature_lists_are_refused_before_any_mac() {
+        let body = vec![b'x'; 1024 * 1024];
+        let entry = format!("v1,{}", STANDARD.encode([7u8; 32]));
+        let cases = [(4000, "too long"), (17, "more than 16 v1 signatures")];
+        for (entries, reason) in cases {
+            let h = ref_headers(&vec![entry.as_str(); entries].join(" "));
+            let before = crate::verify::macs_on_this_thread();
+            assert_eq!(
+                verify(&h, &body, &[REF_SECRET]),
+                Err(VerifyError::MalformedHeader {
+                    header: SIGNATURE_HEADER,
+                    reason
+                }),
+                "{entries} entries"
+            );
+            assert_eq!(crate::verify::macs_on_this_thread(), before);
+        }
+        // Other versions count only towards the length bound.
+        let v1a = format!("v1a,{}", STANDARD.encode([7u8; 64]));
+        let mut listed = vec![v1a.as_str(); 40];
+        listed.push(REF_SIGNATURE);
+        assert_eq!(
+            verify(&ref_headers(&listed.join(" ")), REF_BODY, &[REF_SECRET]),
+            ok(0)
+        );
     }
 
     #[test]

@@ -39,6 +39,7 @@ mod tests;
 #[cfg(test)]
 mod testutil;
 
+pub use common::{MAX_HEADER_BYTES, macs_on_this_thread};
 pub use talabat::JwtAlgorithm;
 
 /// A provider's signature scheme.
@@ -106,16 +107,34 @@ pub struct VerifyOptions {
     pub jwt_algorithm: JwtAlgorithm,
     /// Clock skew allowed on a JWT's `exp` and `nbf` (Talabat).
     pub jwt_leeway: Duration,
+    /// Longest lifetime a JWT may claim (Talabat): `exp - iat`, and `exp`
+    /// no further than this (plus [`VerifyOptions::jwt_iat_skew`]) from now,
+    /// so a captured token cannot stay usable for years.
+    pub jwt_max_lifetime: Duration,
+    /// How far in the future a JWT's `iat` may be (Talabat).
+    pub jwt_iat_skew: Duration,
     /// How far a signed timestamp may be from `now`, into the past or the
     /// future (Standard Webhooks).
     pub timestamp_tolerance: Duration,
 }
+
+/// [`VerifyOptions::jwt_max_lifetime`] unless configured: the Delivery Hero
+/// middleware's token lifetime is not published; an hour would cover its
+/// retries (up to ten, ~30 s growing to 240 s apart) even if it reused one
+/// token for all of them.
+pub const DEFAULT_JWT_MAX_LIFETIME: Duration = Duration::from_secs(60 * 60);
+
+/// [`VerifyOptions::jwt_iat_skew`] unless configured: the Standard Webhooks
+/// timestamp tolerance, for the same reason (clocks that are off).
+pub const DEFAULT_JWT_IAT_SKEW: Duration = Duration::from_secs(5 * 60);
 
 impl Default for VerifyOptions {
     fn default() -> Self {
         Self {
             jwt_algorithm: JwtAlgorithm::Hs256,
             jwt_leeway: Duration::from_secs(60),
+            jwt_max_lifetime: DEFAULT_JWT_MAX_LIFETIME,
+            jwt_iat_skew: DEFAULT_JWT_IAT_SKEW,
             // The Standard Webhooks reference libraries' default.
             timestamp_tolerance: Duration::from_secs(5 * 60),
         }

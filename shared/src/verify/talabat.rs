@@ -7,8 +7,15 @@
 //!   `none` included, is refused before any key is tried.
 //! - `exp` is required and enforced with [`VerifyOptions::jwt_leeway`]; `nbf`
 //!   is enforced when present. Both are checked against the `now` passed in.
-//!   No other claim is checked: the one public hint at Delivery Hero's claims
-//!   (`service: middleware`) is unconfirmed.
+//! - A token may not live longer than [`VerifyOptions::jwt_max_lifetime`]:
+//!   `exp - iat` is bounded, and so is `exp - now` (plus
+//!   [`VerifyOptions::jwt_iat_skew`]) for a token without `iat`; an `iat`
+//!   more than `jwt_iat_skew` in the future is refused (issue 12: `exp` in
+//!   the year 9999 was accepted).
+//! - A `crit` header is refused: it names extensions the recipient must
+//!   understand, and we understand none (RFC 7515 §4.1.11).
+//! - No other claim is checked: the one public hint at Delivery Hero's
+//!   claims (`service: middleware`) is unconfirmed.
 //! - The token does not cover the body: it authenticates the sender, not the
 //!   payload, and whoever holds a captured token can replay it with any body
 //!   until it expires. That is the provider's design; HTTPS and short `exp`
@@ -27,8 +34,6 @@
 //! parsing was the other option; the library keeps the format handling (and
 //! a second check of the pinned algorithm) out of our code.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Once;
 use std::time::{Duration, SystemTime};
 
@@ -53,58 +58,14 @@ pub const AUTHORIZATION_HEADER: &str = "authorization";
 /// Lifetime of the tokens [`sign`] issues.
 pub const SIGNED_TOKEN_TTL: Duration = Duration::from_secs(5 * 60);
 
-/// The JWT algorithms an account may pin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum JwtAlgorithm {
-    #[default]
-    Hs256,
-    Hs384,
-    Hs512,
-}
+/// The JWT algorithms an account may pin (parsed by the config loader).
+pub use crate::config::JwtAlgorithm;
 
-impl JwtAlgorithm {
-    /// The JOSE name, as in a token's `alg` and in configuration.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            JwtAlgorithm::Hs256 => "HS256",
-            JwtAlgorithm::Hs384 => "HS384",
-            JwtAlgorithm::Hs512 => "HS512",
-        }
-    }
-
-    fn jose(self) -> Algorithm {
-        match self {
-            JwtAlgorithm::Hs256 => Algorithm::HS256,
-            JwtAlgorithm::Hs384 => Algorithm::HS384,
-            JwtAlgorithm::Hs512 => Algorithm::HS512,
-        }
-    }
-}
-
-impl fmt::Display for JwtAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The name is not one of HS256, HS384, HS512.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported jwt algorithm {0:?} (supported: HS256, HS384, HS512)")]
-pub struct UnsupportedJwtAlgorithm(pub String);
-
-impl FromStr for JwtAlgorithm {
-    type Err = UnsupportedJwtAlgorithm;
-
-    /// Exact JOSE names only, as a token spells them.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            JwtAlgorithm::Hs256,
-            JwtAlgorithm::Hs384,
-            JwtAlgorithm::Hs512,
-        ]
-        .into_iter()
-        .find(|a| a.as_str() == s)
-        .ok_or_else(|| UnsupportedJwtAlgorithm(s.to_owned()))
+fn jose(algorithm: JwtAlgorithm) -> Algorithm {
+    match algorithm {
+        JwtAlgorithm::Hs256 => Algorithm::HS256,
+        JwtAlgorithm::Hs384 => Algorithm::HS384,
+        JwtAlgorithm::Hs512 => Algorithm::HS512,
     }
 }
 
@@ -126,6 +87,8 @@ fn declared_alg(token: &str) -> Result<String, VerifyError> {
     #[derive(Deserialize)]
     struct JoseHeader {
         alg: String,
+        #[serde(default)]
+        crit: Option<serde::de::IgnoredAny>,
     }
     let (header, _) = token.split_once('.').ok_or(VerifyError::MalformedToken(
         "not three dot-separated segments",
@@ -133,9 +96,14 @@ fn declared_alg(token: &str) -> Result<String, VerifyError> {
     let json = URL_SAFE_NO_PAD
         .decode(header)
         .map_err(|_| VerifyError::MalformedToken("header is not base64url"))?;
-    serde_json::from_slice::<JoseHeader>(&json)
-        .map(|h| h.alg)
-        .map_err(|_| VerifyError::MalformedToken("header is not json with a string alg"))
+    let header = serde_json::from_slice::<JoseHeader>(&json)
+        .map_err(|_| VerifyError::MalformedToken("header is not json with a string alg"))?;
+    if header.crit.is_some() {
+        // RFC 7515 §4.1.11: a recipient that does not understand every
+        // listed extension must refuse the token; we understand none.
+        return Err(VerifyError::MalformedToken("crit header is not supported"));
+    }
+    Ok(header.alg)
 }
 
 /// A JWT NumericDate: seconds, possibly fractional (RFC 7519 §2).
@@ -148,13 +116,19 @@ fn numeric_date(value: &Value) -> Option<i64> {
     })
 }
 
-fn check_time_claims(claims: &Value, now: i64, leeway: u64) -> Result<(), VerifyError> {
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn check_time_claims(claims: &Value, now: i64, options: &VerifyOptions) -> Result<(), VerifyError> {
     // The library already refuses claims that are not an object; this only
     // gets at the fields.
     let claims = claims
         .as_object()
         .ok_or(VerifyError::InvalidClaims("claims are not a json object"))?;
-    let leeway = i64::try_from(leeway).unwrap_or(i64::MAX);
+    let leeway = secs(options.jwt_leeway);
+    let max_lifetime = secs(options.jwt_max_lifetime);
+    let iat_skew = secs(options.jwt_iat_skew);
     let exp = claims
         .get("exp")
         .ok_or(VerifyError::InvalidClaims("missing exp"))?;
@@ -170,6 +144,21 @@ fn check_time_claims(claims: &Value, now: i64, leeway: u64) -> Result<(), Verify
         if nbf > now.saturating_add(leeway) {
             return Err(VerifyError::InvalidClaims("not valid yet (nbf)"));
         }
+    }
+    if let Some(iat) = claims.get("iat") {
+        let iat =
+            numeric_date(iat).ok_or(VerifyError::InvalidClaims("iat is not a numeric date"))?;
+        if iat > now.saturating_add(iat_skew) {
+            return Err(VerifyError::InvalidClaims("issued in the future (iat)"));
+        }
+        if exp.saturating_sub(iat) > max_lifetime {
+            return Err(VerifyError::InvalidClaims("lifetime over the maximum"));
+        }
+    }
+    // Also without `iat`: a token may not be valid further ahead than a
+    // token issued now (give or take the skew) could be.
+    if exp.saturating_sub(now) > max_lifetime.saturating_add(iat_skew) {
+        return Err(VerifyError::InvalidClaims("lifetime over the maximum"));
     }
     Ok(())
 }
@@ -190,7 +179,7 @@ fn verify_token<'k>(
     // The library's own exp/nbf checks read the system clock; ours use `now`.
     // The library still enforces the pinned algorithm (a second line behind
     // `declared_alg`) and the signature.
-    let mut validation = Validation::new(options.jwt_algorithm.jose());
+    let mut validation = Validation::new(jose(options.jwt_algorithm));
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.validate_aud = false;
@@ -201,7 +190,7 @@ fn verify_token<'k>(
         match jsonwebtoken::decode::<Value>(token, &key, &validation) {
             Ok(data) => {
                 let now = common::unix_secs(now);
-                check_time_claims(&data.claims, now, options.jwt_leeway.as_secs())?;
+                check_time_claims(&data.claims, now, options)?;
                 return Ok(index);
             }
             Err(e) => match e.kind() {
@@ -308,7 +297,7 @@ pub fn token(
 ) -> Result<String, SignError> {
     ensure_crypto_provider();
     let key = EncodingKey::from_secret(secret.expose_secret().as_bytes());
-    jsonwebtoken::encode(&Header::new(algorithm.jose()), claims, &key).map_err(|_| SignError::Token)
+    jsonwebtoken::encode(&Header::new(jose(algorithm)), claims, &key).map_err(|_| SignError::Token)
 }
 
 // --- the HMAC-only crypto provider for jsonwebtoken ---
@@ -366,6 +355,7 @@ impl HsMac {
     }
 
     fn matches(&self, msg: &[u8], tag: &[u8]) -> bool {
+        common::count_mac();
         match self.clone() {
             HsMac::Hs256(m) => m.chain_update(msg).verify_slice(tag).is_ok(),
             HsMac::Hs384(m) => m.chain_update(msg).verify_slice(tag).is_ok(),
@@ -723,12 +713,87 @@ mod tests {
         assert_eq!(verify(&h, &["s"]), ok(0));
     }
 
+    /// Issue 12, item 10: tokens signed with the right secret whose claims
+    /// or header the scheme must not accept.
+    #[test]
+    fn overlong_future_and_critical_tokens_are_refused() {
+        let forged =
+            |claims: Value| bearer(&token(&secret("s"), JwtAlgorithm::Hs256, &claims).unwrap());
+        let hour = 3600;
+        let year_9999 = 253_402_300_799_u64;
+        for (claims, reason) in [
+            (json!({"exp": year_9999}), "lifetime over the maximum"),
+            (
+                json!({"iat": NOW, "exp": year_9999}),
+                "lifetime over the maximum",
+            ),
+            (
+                json!({"iat": NOW - 60, "exp": NOW - 60 + hour + 1}),
+                "lifetime over the maximum",
+            ),
+            (
+                json!({"iat": NOW + 301, "exp": NOW + 600}),
+                "issued in the future (iat)",
+            ),
+            (
+                json!({"iat": year_9999, "exp": year_9999 + 60}),
+                "issued in the future (iat)",
+            ),
+            (
+                json!({"iat": "now", "exp": NOW + 60}),
+                "iat is not a numeric date",
+            ),
+        ] {
+            assert_eq!(
+                verify(&forged(claims.clone()), &["s"]),
+                Err(VerifyError::InvalidClaims(reason)),
+                "{claims}"
+            );
+        }
+        // At the bounds: an hour's lifetime, iat five minutes ahead, and a
+        // token without iat valid for the hour and the skew.
+        for claims in [
+            json!({"iat": NOW, "exp": NOW + hour}),
+            json!({"iat": NOW + 300, "exp": NOW + 300 + hour}),
+            json!({"exp": NOW + hour + 300}),
+        ] {
+            assert_eq!(verify(&forged(claims.clone()), &["s"]), ok(0), "{claims}");
+        }
+        // Both bounds are the account's to set.
+        let day = VerifyOptions {
+            jwt_max_lifetime: Duration::from_secs(24 * hour),
+            jwt_iat_skew: Duration::ZERO,
+            ..VerifyOptions::default()
+        };
+        let long = forged(json!({"iat": NOW, "exp": NOW + 20 * hour}));
+        assert_eq!(verify_with(&long, &["s"], &day, NOW), ok(0));
+        let ahead = forged(json!({"iat": NOW + 1, "exp": NOW + hour}));
+        assert_eq!(
+            verify_with(&ahead, &["s"], &day, NOW),
+            Err(VerifyError::InvalidClaims("issued in the future (iat)"))
+        );
+
+        // A crit header, whatever it lists, signed with the right secret.
+        let claims = b64(&json!({"exp": NOW + 300}));
+        for crit in [json!(["exp"]), json!(["http://example.com/ext"]), json!([])] {
+            let header = b64(&json!({"alg": "HS256", "typ": "JWT", "crit": crit}));
+            let input = format!("{header}.{claims}");
+            let tag = common::hmac_sha256(b"s", &[input.as_bytes()]);
+            let t = format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag));
+            assert_eq!(
+                verify(&bearer(&t), &["s"]),
+                Err(VerifyError::MalformedToken("crit header is not supported")),
+                "{crit}"
+            );
+        }
+    }
+
     #[test]
     fn algorithm_names_parse_exactly() {
         assert_eq!("HS384".parse(), Ok(JwtAlgorithm::Hs384));
         assert_eq!(
             "none".parse::<JwtAlgorithm>(),
-            Err(UnsupportedJwtAlgorithm("none".to_owned()))
+            Err("\"none\" is not HS256, HS384 or HS512".to_owned())
         );
         assert_eq!(JwtAlgorithm::default(), JwtAlgorithm::Hs256);
     }
