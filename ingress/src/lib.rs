@@ -27,9 +27,9 @@
 //!   and `/metrics` are on the ops address alone.
 //! - Stateless: no database; any number of replicas behind a load balancer.
 
-pub mod pipeline;
 pub mod clients;
 pub mod net;
+pub mod pipeline;
 pub mod routes;
 pub mod server;
 

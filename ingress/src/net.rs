@@ -4,7 +4,11 @@
 //! `X-Forwarded-For` is believed only when the TCP peer is a configured
 //! trusted proxy, and then only up to the first address that is not itself a
 //! trusted proxy (reading from the right): anything further left was written
-//! by the client and proves nothing.
+//! by the client and proves nothing. A hop that is not a bare IP address
+//! (`198.51.100.9:4711`, `unknown`, `[2001:db8::7]:443`) also ends the walk:
+//! it was written by a trusted proxy about its own client, so it is that
+//! client, whose address we cannot read ([`Client::Unreadable`]). Skipping
+//! it instead (issue 12) trusted the client-written entry to its left.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -58,33 +62,69 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The client's address: the peer, or, when the peer is a trusted proxy, the
-/// right-most `X-Forwarded-For` entry that is not a trusted proxy.
+/// Who is calling, as far as the connection and trusted proxies tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    /// The client's address.
+    Addr(IpAddr),
+    /// A trusted proxy (`via`) forwarded for a client whose address it wrote
+    /// in a form that is not an IP address: no allow-list admits it.
+    Unreadable { via: IpAddr },
+}
+
+impl Client {
+    /// The address, if it could be read: what an allow-list checks.
+    pub fn ip(self) -> Option<IpAddr> {
+        match self {
+            Client::Addr(ip) => Some(ip),
+            Client::Unreadable { .. } => None,
+        }
+    }
+
+    /// Whose budget for unauthenticated work a refusal is charged to:
+    /// the client's address, or for an unreadable one the proxy that
+    /// forwarded it, so that writing garbage does not escape the budget
+    /// (it shares the proxy's instead).
+    pub fn budget_key(self) -> IpAddr {
+        match self {
+            Client::Addr(ip) | Client::Unreadable { via: ip } => ip,
+        }
+    }
+}
+
+/// The client: the peer, or, when the peer is a trusted proxy, the
+/// right-most `X-Forwarded-For` entry that is not a trusted proxy, or the
+/// first (from the right) that is not an IP address at all.
 pub fn client_ip(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
     trusted: &NetSet,
-) -> Option<IpAddr> {
+) -> Option<Client> {
     let peer = canonical(peer?.ip());
     if trusted.is_empty() || !trusted.contains(peer) {
-        return Some(peer);
+        return Some(Client::Addr(peer));
     }
-    let hops: Vec<IpAddr> = headers
+    // Header lines in order, entries in order within each: reversed, this
+    // is the walk from the hop nearest to us outwards.
+    let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.to_str().unwrap_or(""))
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter_map(|h| h.parse::<IpAddr>().ok().map(canonical))
         .collect();
-    let mut client = peer;
+    // `via` is the last trusted proxy seen: the one that wrote the next hop.
+    let mut via = peer;
     for hop in hops.iter().rev() {
-        client = *hop;
-        if !trusted.contains(*hop) {
-            break;
+        let Ok(ip) = hop.parse::<IpAddr>().map(canonical) else {
+            return Some(Client::Unreadable { via });
+        };
+        if !trusted.contains(ip) {
+            return Some(Client::Addr(ip));
         }
+        via = ip;
     }
-    Some(client)
+    Some(Client::Addr(via))
 }
 
 #[cfg(test)]
@@ -115,7 +155,7 @@ mod tests {
         // Straight from the internet: the header is the client's own claim.
         assert_eq!(
             client_ip(peer("203.0.113.9"), &xff("198.51.100.1"), &trusted),
-            Some("203.0.113.9".parse().unwrap())
+            addr("203.0.113.9")
         );
         // Through our proxy: the right-most untrusted hop.
         assert_eq!(
@@ -124,17 +164,69 @@ mod tests {
                 &xff("6.6.6.6, 198.51.100.1, 10.9.9.9"),
                 &trusted
             ),
-            Some("198.51.100.1".parse().unwrap())
+            addr("198.51.100.1")
         );
         // No trusted proxies configured: never read the header.
         assert_eq!(
             client_ip(peer("10.1.2.3"), &xff("198.51.100.1"), &NetSet::default()),
-            Some("10.1.2.3".parse().unwrap())
+            addr("10.1.2.3")
         );
         // A trusted proxy without the header: the proxy itself.
         assert_eq!(
             client_ip(peer("10.1.2.3"), &HeaderMap::new(), &trusted),
-            Some("10.1.2.3".parse().unwrap())
+            addr("10.1.2.3")
+        );
+    }
+
+    fn addr(s: &str) -> Option<Client> {
+        Some(Client::Addr(s.parse().unwrap()))
+    }
+
+    /// Issue 12, item 5: a hop that is not an IP address was skipped, so
+    /// the client-written entry to its left was believed (and let through
+    /// an allow-list). It now ends the walk as an unreadable client.
+    #[test]
+    fn an_unreadable_hop_is_the_client_not_a_step_over() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let allowed = nets(&["192.0.2.0/24"]);
+        for hop in ["198.51.100.9:4711", "unknown", "[2001:db8::7]:443", ""] {
+            // The client wrote the allowed address; our proxy 10.0.0.5
+            // wrote the unreadable hop; the peer is the proxy 10.1.2.3.
+            let h = xff(&format!("192.0.2.10, {hop}, 10.0.0.5"));
+            let client = client_ip(peer("10.1.2.3"), &h, &trusted).unwrap();
+            assert_eq!(
+                client,
+                Client::Unreadable {
+                    via: "10.0.0.5".parse().unwrap()
+                },
+                "{hop:?}"
+            );
+            assert_eq!(client.ip(), None, "no allow-list admits it");
+            assert!(!client.ip().is_some_and(|ip| allowed.contains(ip)));
+            assert_eq!(client.budget_key(), "10.0.0.5".parse::<IpAddr>().unwrap());
+        }
+        // Written by the peer itself: charged to the peer.
+        let h = xff("192.0.2.10, unknown");
+        assert_eq!(
+            client_ip(peer("10.1.2.3"), &h, &trusted),
+            Some(Client::Unreadable {
+                via: "10.1.2.3".parse().unwrap()
+            })
+        );
+        // Left of the first untrusted address it is never reached.
+        let h = xff("unknown, 198.51.100.1, 10.0.0.5");
+        assert_eq!(
+            client_ip(peer("10.1.2.3"), &h, &trusted),
+            addr("198.51.100.1")
+        );
+        // Split over two header lines, the walk is the same.
+        let mut h = xff("192.0.2.10");
+        h.append("x-forwarded-for", "unknown".parse().unwrap());
+        assert_eq!(
+            client_ip(peer("10.1.2.3"), &h, &trusted),
+            Some(Client::Unreadable {
+                via: "10.1.2.3".parse().unwrap()
+            })
         );
     }
 
