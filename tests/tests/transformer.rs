@@ -142,6 +142,27 @@ async fn a_raw_webhook_becomes_exactly_one_canonical_order() -> anyhow::Result<(
     stage.stop().await
 }
 
+/// Waits for a dead letter and for its raw webhook to leave the consumer,
+/// then checks that nothing more comes: no second entry and no order, well
+/// past `ack_wait` and the retry delay.
+async fn the_only_dead_letter(
+    js: &jetstream::Context,
+) -> anyhow::Result<(shared::dlq::DeadLetter, jetstream::message::StreamMessage)> {
+    let first = eventually(STEP, "a dead letter", || async {
+        dead_letters(js).await.ok()?.into_iter().next()
+    })
+    .await?;
+    eventually(STEP, "the raw webhook terminated", || async {
+        let p = consumer_pending(js, "WEBHOOKS", "transformer").await.ok()?;
+        (p == (0, 0)).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(dead_letters(js).await?.len(), 1);
+    assert!(stream_messages(js, "ORDERS").await?.is_empty());
+    Ok(first)
+}
+
 #[tokio::test]
 async fn a_malformed_webhook_is_dead_lettered_once_with_every_problem() -> anyhow::Result<()> {
     let nats = NatsServer::start()?;
@@ -150,21 +171,7 @@ async fn a_malformed_webhook_is_dead_lettered_once_with_every_problem() -> anyho
     let body = r#"{"order_id":"BAD1","currency":"XYZ","items":[{"name":"Burger","quantity":0,"price":1},{"name":" ","price":1}],"total_amount":1}"#;
     let seq = publish_raw(&js, "wh-bad", body).await?;
 
-    let (entry, msg) = eventually(STEP, "a dead letter", || async {
-        dead_letters(&js).await.ok()?.into_iter().next()
-    })
-    .await?;
-    eventually(STEP, "the raw webhook terminated", || async {
-        let p = consumer_pending(&js, "WEBHOOKS", "transformer")
-            .await
-            .ok()?;
-        (p == (0, 0)).then_some(())
-    })
-    .await?;
-    // Well past ack_wait and the retry delay: nothing comes back.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(dead_letters(&js).await?.len(), 1);
-    assert!(stream_messages(&js, "ORDERS").await?.is_empty());
+    let (entry, msg) = the_only_dead_letter(&js).await?;
 
     assert_eq!(entry.stage, "transformer");
     assert_eq!(entry.seq, seq);
@@ -209,21 +216,7 @@ async fn an_order_too_large_for_its_stream_is_dead_lettered_at_once() -> anyhow:
     let stage = InProcessStage::transformer(&nats.url(), &hub);
     let seq = publish_raw(&js, "wh-large", ORDER).await?;
 
-    let (entry, msg) = eventually(STEP, "a dead letter", || async {
-        dead_letters(&js).await.ok()?.into_iter().next()
-    })
-    .await?;
-    eventually(STEP, "the raw webhook terminated", || async {
-        let p = consumer_pending(&js, "WEBHOOKS", "transformer")
-            .await
-            .ok()?;
-        (p == (0, 0)).then_some(())
-    })
-    .await?;
-    // Past ack_wait and the retry delay: nothing comes back.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(dead_letters(&js).await?.len(), 1);
-    assert!(stream_messages(&js, "ORDERS").await?.is_empty());
+    let (entry, msg) = the_only_dead_letter(&js).await?;
     assert_eq!(entry.seq, seq);
     assert_eq!(entry.deliveries, 1);
     assert_eq!(entry.error_class.as_str(), "message_too_large");
