@@ -240,6 +240,12 @@ fn token(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A class of the failure vocabulary; anything else is refused with the list.
+fn failure_class(s: &str) -> Result<FailureClass, String> {
+    s.parse()
+        .map_err(|e: shared::failure::UnknownFailureClass| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,10 +291,4 @@ mod tests {
         assert!(token(">").is_err());
         assert_eq!(token("acme"), Ok("acme".to_owned()));
     }
-}
-
-/// A class of the failure vocabulary; anything else is refused with the list.
-fn failure_class(s: &str) -> Result<FailureClass, String> {
-    s.parse()
-        .map_err(|e: shared::failure::UnknownFailureClass| e.to_string())
 }

@@ -563,6 +563,7 @@ async fn replay(
             let line = if opts.json {
                 serde_json::json!({"id": e.id, "action": "skipped", "reason": why}).to_string()
             } else {
+                let why = shared::redact::for_terminal(&why);
                 format!("skipped {}: cannot be replayed: {why}", e.id)
             };
             pb.suspend(|| writeln!(console.out, "{line}"))?;
@@ -586,7 +587,7 @@ async fn replay(
                     format!(
                         "replayed {} -> {} ({} #{}{})",
                         r.id,
-                        r.subject,
+                        shared::redact::for_terminal(&r.subject),
                         r.stream,
                         r.seq,
                         if r.duplicate {

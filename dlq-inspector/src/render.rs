@@ -1,5 +1,11 @@
 //! What the operator reads: the list table, one entry in full (secrets
 //! redacted), the stats.
+//!
+//! Everything in an entry came from outside (a provider's body and headers,
+//! a backend's answer in the error text, ids): in text output every control
+//! character of it is shown as an escape (`\x1b`), never sent to the
+//! terminal ([`shared::redact::for_terminal`]). JSON output is escaped by
+//! serde.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -7,6 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::message::StreamMessage;
+
+use shared::redact::{for_terminal, for_terminal_lines};
 
 use crate::entry::{Entry, rfc3339};
 
@@ -69,14 +77,11 @@ pub fn short_age(d: Duration) -> String {
     }
 }
 
-/// One line, at most `max` characters.
+/// One line, at most `max` characters, control characters escaped.
 pub fn short(text: &str, max: usize) -> String {
-    let flat: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let flat = for_terminal(text);
     if flat.chars().count() <= max {
-        return flat;
+        return flat.into_owned();
     }
     let mut cut: String = flat.chars().take(max.saturating_sub(1)).collect();
     cut.push('…');
@@ -101,9 +106,9 @@ pub fn table(out: &mut dyn Write, entries: &[Entry], now: SystemTime) -> std::io
             [
                 e.id.to_string(),
                 short_age(e.age(now)),
-                e.stage().to_owned(),
-                e.provider().to_owned(),
-                e.tenant().unwrap_or("-").to_owned(),
+                for_terminal(e.stage()).into_owned(),
+                for_terminal(e.provider()).into_owned(),
+                for_terminal(e.tenant().unwrap_or("-")).into_owned(),
                 e.deliveries().map_or("-".to_owned(), |d| d.to_string()),
                 e.error_class().to_owned(),
                 short(&e.error(), 72),
@@ -155,11 +160,12 @@ pub fn show(
         out,
         "DLQ entry {} on {}, dead-lettered {} ({} ago)",
         e.id,
-        e.dlq_subject,
+        for_terminal(&e.dlq_subject),
         rfc3339(e.stored_at),
         short_age(e.age(now))
     )?;
-    let field = |out: &mut dyn Write, k: &str, v: &str| writeln!(out, "  {k:<16}{v}");
+    let field =
+        |out: &mut dyn Write, k: &str, v: &str| writeln!(out, "  {k:<16}{}", for_terminal(v));
     match &e.letter {
         Ok(l) => {
             field(out, "stage", &l.stage)?;
@@ -197,11 +203,11 @@ pub fn show(
         Ok(()) => field(out, "replayable", "yes")?,
         Err(why) => field(out, "replayable", &format!("no: {why}"))?,
     }
-    writeln!(out, "\nerror:\n  {}", e.error())?;
+    writeln!(out, "\nerror:\n  {}", for_terminal(&e.error()))?;
     writeln!(out, "\nheaders (secrets redacted):")?;
     for (name, values) in shown_headers(&msg.headers) {
         for v in values {
-            writeln!(out, "  {name}: {v}")?;
+            writeln!(out, "  {}: {}", for_terminal(&name), for_terminal(&v))?;
         }
     }
     let (body, is_json) = body_text(&msg.payload);
@@ -211,7 +217,7 @@ pub fn show(
         msg.payload.len(),
         if is_json { ", JSON" } else { "" }
     )?;
-    writeln!(out, "{body}")
+    writeln!(out, "{}", for_terminal_lines(&body))
 }
 
 /// `show --json`: one object.
@@ -313,7 +319,7 @@ impl Stats {
             let mut sorted: Vec<(&String, &usize)> = counts.iter().collect();
             sorted.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
             for (k, n) in sorted {
-                writeln!(out, "  {n:>7}  {k}")?;
+                writeln!(out, "  {n:>7}  {}", for_terminal(k))?;
             }
         }
         Ok(())
@@ -377,7 +383,8 @@ mod tests {
         assert_eq!(short_age(Duration::from_secs(17 * 60 + 5)), "17m");
         assert_eq!(short_age(Duration::from_secs(3 * 3600 + 12 * 60)), "3h12m");
         assert_eq!(short_age(Duration::from_secs(2 * 86400 + 4 * 3600)), "2d4h");
-        assert_eq!(short("a\nb", 10), "a b");
+        assert_eq!(short("a\nb", 10), "a\\x0ab");
         assert_eq!(short("abcdef", 4), "abc…");
+        assert_eq!(short("\x1b[2Jx", 10), "\\x1b[2Jx");
     }
 }

@@ -306,6 +306,56 @@ async fn show_prints_everything_but_the_secrets() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a provider sent reaches the operator's terminal as text, never as
+/// escape sequences: not from the body, a header, an id or the error.
+#[tokio::test]
+async fn show_and_list_escape_control_characters() -> anyhow::Result<()> {
+    const HOSTILE: &str = "\x1b[2J\x1b]0;pwned\x07";
+    const SHOWN: &str = "\\x1b[2J\\x1b]0;pwned\\x07";
+    let (nats, js) = server_with_streams().await?;
+    let mut original = HeaderMap::new();
+    original.insert("X-Note", format!("note{HOSTILE}").as_str());
+    let mut l = letter(
+        "forwarder",
+        "careem",
+        Some("acme"),
+        "backend_rejected",
+        "backend answered 400",
+    );
+    l.webhook_id = Some(format!("wh-{HOSTILE}"));
+    l.tenant = Some(format!("acme{HOSTILE}"));
+    l.error = format!("backend answered 400: {HOSTILE}");
+    let id = seed(
+        &js,
+        l,
+        Some(&original),
+        &format!("not json {HOSTILE}\u{9b}31m\r\nsecond line"),
+    )
+    .await?;
+
+    let r = inspector(&nats.url(), &["show", &id.to_string()]).await?;
+    assert_eq!(r.code, 0, "{r:?}");
+    let text = &r.stdout;
+    assert!(
+        !text.contains('\x1b') && !text.contains('\x07') && !text.contains('\u{9b}'),
+        "control characters reached the terminal:\n{text:?}"
+    );
+    for want in [
+        format!("  webhook id      wh-{SHOWN}\n"),
+        format!("  tenant          acme{SHOWN}\n"),
+        format!("  X-Note: note{SHOWN}\n"),
+        format!("not json {SHOWN}\\u{{9b}}31m\\x0d\nsecond line\n"),
+    ] {
+        assert!(text.contains(&want), "want {want:?} in:\n{text}");
+    }
+
+    let r = inspector(&nats.url(), &["list"]).await?;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stdout.contains('\x1b'), "{:?}", r.stdout);
+    assert!(r.stdout.contains(&format!("acme{SHOWN}")), "{}", r.stdout);
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_entry_whose_original_vanished_is_shown_but_not_replayed() -> anyhow::Result<()> {
     let (nats, js) = server_with_streams().await?;
