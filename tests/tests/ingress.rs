@@ -995,3 +995,33 @@ async fn talabat_tokens_are_bounded_in_time() -> anyhow::Result<()> {
     assert_eq!(stream_messages(&hub.js, "WEBHOOKS").await?.len(), 1);
     hub.stop().await
 }
+
+/// The keys issue 12 added are checked at start, naming the field.
+#[test]
+fn the_new_account_keys_are_validated_at_start() {
+    let refused = |replace: &str, with: &str| {
+        let toml = hub_toml("", "").replace(replace, with);
+        shared::config::HubConfig::from_toml(&toml, "test", &|name| {
+            let p = name.strip_prefix("SECRET_")?.parse::<Provider>().ok()?;
+            Some(secrecy::ExposeSecret::expose_secret(&secret_of(p)).to_owned())
+        })
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+    };
+    let careem_event = refused(
+        "id = \"acme-careem\"",
+        "id = \"acme-careem\"\nevent = \"order-cancelled\"",
+    );
+    assert!(careem_event.contains("acme-careem.event"), "{careem_event}");
+    let bad_event = refused(
+        "id = \"acme-justeat\"",
+        "id = \"acme-justeat\"\nevent = \"Order Cancelled\"",
+    );
+    assert!(bad_event.contains("acme-justeat.event"), "{bad_event}");
+    let zero = refused(
+        "id = \"acme-talabat\"",
+        "id = \"acme-talabat\"\njwt_max_lifetime = \"0s\"",
+    );
+    assert!(zero.contains("acme-talabat.jwt_max_lifetime"), "{zero}");
+}
