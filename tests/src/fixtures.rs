@@ -17,7 +17,9 @@ pub struct Fixture {
     /// `<provider>/<file>`
     pub name: String,
     pub body: Vec<u8>,
-    /// `Orderhub-Path-*` values: the URL the provider calls.
+    /// `Orderhub-Path-*` values: the URL the provider calls (and
+    /// `Orderhub-Account` where it is not the caller's account: a Just Eat
+    /// body that does not name its event goes to the account bound to it).
     pub path_headers: BTreeMap<String, String>,
     /// The canonical order, or `{"error": {"class", "message"}}`.
     pub expected: Value,
@@ -37,8 +39,9 @@ impl Fixture {
         secret: &SecretString,
     ) -> reqwest::RequestBuilder {
         let p = self.provider;
-        let base = format!("{ingress}/api/webhooks/{p}/{account}");
         let h = |k: &str| self.path_headers.get(k).cloned();
+        let account = h("Orderhub-Account").unwrap_or_else(|| account.to_owned());
+        let base = format!("{ingress}/api/webhooks/{p}/{account}");
         let req = match (
             p,
             h("Orderhub-Path-Remoteid"),
