@@ -499,9 +499,25 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// How many problems the text of [`ValidationErrors`] lists, and how many
+/// characters of a path or message it copies: that text is a log line and
+/// a dead letter's error, and a payload can hold thousands of bad lines or
+/// a megabyte-long key. The list itself ([`ValidationErrors::errors`]) is
+/// whole.
+pub const SHOWN_PROBLEMS: usize = 20;
+const SHOWN_CHARS: usize = 256;
+
+/// `text` cut to [`SHOWN_CHARS`] characters, saying how long it was.
+fn cut(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(SHOWN_CHARS) {
+        None => text.into(),
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()).into(),
+    }
+}
+
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
+        write!(f, "{}: {}", cut(&self.path), cut(&self.message))
     }
 }
 
@@ -585,8 +601,11 @@ impl fmt::Display for ValidationErrors {
             "invalid order: {n} problem{}",
             if n == 1 { "" } else { "s" }
         )?;
-        for (i, e) in self.0.iter().enumerate() {
+        for (i, e) in self.0.iter().take(SHOWN_PROBLEMS).enumerate() {
             write!(f, "{}{e}", if i == 0 { ": " } else { "; " })?;
+        }
+        if n > SHOWN_PROBLEMS {
+            write!(f, "; and {} more", n - SHOWN_PROBLEMS)?;
         }
         Ok(())
     }

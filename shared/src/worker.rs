@@ -74,11 +74,21 @@ pub struct Failure {
     pub retry_after: Option<Duration>,
 }
 
+/// The longest failure text kept, in characters: it is logged on every
+/// retry and stored with the dead letter. Handlers cut the untrusted values
+/// they quote ([`crate::redact`]); this bounds the whole.
+pub const MAX_FAILURE_CHARS: usize = 4096;
+
 impl Failure {
     pub fn new(class: FailureClass, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let message = match crate::redact::truncate(&message, MAX_FAILURE_CHARS) {
+            std::borrow::Cow::Borrowed(_) => message,
+            std::borrow::Cow::Owned(cut) => cut,
+        };
         Failure {
             class,
-            message: message.into(),
+            message,
             retry_after: None,
         }
     }
@@ -872,5 +882,21 @@ pub(crate) async fn ack_confirmed(
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("ack confirmation timed out".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_text_is_bounded() {
+        let short = Failure::new(FailureClass::Backend5xx, "backend answered 503");
+        assert_eq!(short.message, "backend answered 503");
+        let long = Failure::new(FailureClass::InvalidPayload, "x".repeat(500_000));
+        assert_eq!(
+            long.message,
+            format!("{}… (500000 bytes)", "x".repeat(MAX_FAILURE_CHARS))
+        );
     }
 }

@@ -38,6 +38,9 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 use crate::adapters;
 use crate::phone;
 
+/// How much of a parse error's text is kept (see [`Input::parse`]).
+const MAX_PARSE_ERROR_CHARS: usize = 2 * shared::redact::LOG_VALUE_CHARS;
+
 /// Prefix of the headers that carry a provider's URL path parameters
 /// (`Orderhub-Path-Remoteid`), set by the ingress.
 pub const PATH_HEADER_PREFIX: &str = "Orderhub-Path-";
@@ -121,11 +124,15 @@ impl Input<'_> {
             let full = e.path().to_string();
             let path = full.trim_end_matches(".?").trim_end_matches('?');
             let inner = e.into_inner();
-            ConvertError::Parse(if path == "." || path.is_empty() {
+            let text = if path == "." || path.is_empty() {
                 inner.to_string()
             } else {
                 format!("{path}: {inner}")
-            })
+            };
+            // serde copies a refused value whole (`invalid type: string
+            // "..."`) and a path may hold a provider's map key: the text is
+            // a log line and a dead letter's error, so it is cut.
+            ConvertError::Parse(shared::redact::truncate(&text, MAX_PARSE_ERROR_CHARS).into_owned())
         })?;
         de.end().map_err(|e| ConvertError::Parse(e.to_string()))?;
         Ok(value)
@@ -373,7 +380,7 @@ impl<'de> Deserialize<'de> for Quantity {
                 let t = v.trim();
                 let digits = t.strip_prefix('-').unwrap_or(t);
                 if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(E::invalid_value(de::Unexpected::Str(v), &self));
+                    return Err(E::invalid_value(de::Unexpected::Str(&excerpt(v)), &self));
                 }
                 Ok(Quantity(t.parse::<i128>().unwrap_or(
                     if t.starts_with('-') {

@@ -195,7 +195,7 @@ impl Metrics {
         info!(
             event = event_name(order.event),
             subject,
-            provider_order_id = %order.provider_order_id,
+            provider_order_id = %shared::redact::for_log(&order.provider_order_id),
             duplicate,
             "order published"
         );

@@ -413,3 +413,55 @@ fn partner_amounts_split_by_name_add_up() {
          totals.total: expected 2847 = subtotal + delivery_fee + service_fee + tip - discount (tax inclusive), got 2897"
     );
 }
+
+/// A provider's value is quoted, never copied whole: the error text is a
+/// log line and a dead letter's error (issue 12, item 9).
+#[test]
+fn a_huge_value_is_cut_in_the_error_text() {
+    let huge = "x".repeat(500_000);
+    let body = format!(
+        r#"{{"order_id":"T1","items":[{{"name":"Burger","quantity":"{huge}","price":10}}],"total_amount":10}}"#
+    );
+    let (class, text) = careem(&body);
+    assert_eq!(class, "invalid_payload");
+    assert!(text.len() < 1024, "{} bytes: {}", text.len(), &text[..200]);
+    assert_eq!(
+        text,
+        format!(
+            "payload does not parse: items[0].quantity: invalid value: string \"{}…\", expected an integer quantity (number or string) at line 1 column 500056",
+            "x".repeat(64)
+        )
+    );
+}
+
+#[test]
+fn thousands_of_problems_are_counted_not_listed() {
+    let items: Vec<String> = (0..5000)
+        .map(|i| format!(r#"{{"name":"Item {i}","quantity":0,"price":1}}"#))
+        .collect();
+    let body = format!(
+        r#"{{"order_id":"T1","items":[{}],"total_amount":5000}}"#,
+        items.join(",")
+    );
+    let e = refuse(&acme(Provider::Careem, body.as_bytes()));
+    let ConvertError::Invalid { errors, .. } = &e else {
+        panic!("{e}");
+    };
+    let n = errors.len();
+    assert!(n >= 5000, "{n}");
+    let text = e.to_string();
+    assert!(text.len() < 4096, "{} bytes", text.len());
+    assert!(
+        text.starts_with(&format!(
+            "invalid order: {n} problems: items[0].quantity: must be between 1 and 10000, got 0; "
+        )),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!(
+            "; and {} more",
+            n - canonical::order::SHOWN_PROBLEMS
+        )),
+        "{text}"
+    );
+}

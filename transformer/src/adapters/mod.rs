@@ -106,10 +106,9 @@ impl<'de> Deserialize<'de> for Coord {
                 Ok(Coord(v as f64))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Coord, E> {
-                v.trim()
-                    .parse()
-                    .map(Coord)
-                    .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+                v.trim().parse().map(Coord).map_err(|_| {
+                    E::invalid_value(de::Unexpected::Str(&crate::convert::excerpt(v)), &self)
+                })
             }
         }
         deserializer.deserialize_any(V)
