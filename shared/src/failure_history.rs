@@ -35,8 +35,18 @@ pub fn key(stream: &str, seq: u64) -> String {
     format!("{stream}.{seq}")
 }
 
+/// Whether the failure of delivery `delivered` needs writing down: the
+/// first (it fixes `first_failure`) and the one before the last delivery
+/// (the last error the mover can name if the last delivery's worker dies).
+/// The ones between would only be overwritten; skipping them saves the
+/// server a read and a write per retry (a backend failing a share of
+/// requests at random retries a lot: BENCHMARKS.md).
+pub fn worth_recording(delivered: i64, next_is_last: bool) -> bool {
+    delivered <= 1 || next_is_last
+}
+
 /// Records a failed delivery, keeping the first failure time; returns the
-/// updated record.
+/// updated record. A first delivery has no earlier history to read.
 pub async fn record(
     bucket: &kv::Store,
     stream: &str,
@@ -47,10 +57,14 @@ pub async fn record(
 ) -> FailureRecord {
     let now = SystemTime::now();
     let key = key(stream, seq);
-    let first = load(bucket, stream, seq)
-        .await
-        .map(|r| r.first_failure)
-        .unwrap_or(now);
+    let first = if deliveries <= 1 {
+        now
+    } else {
+        load(bucket, stream, seq)
+            .await
+            .map(|r| r.first_failure)
+            .unwrap_or(now)
+    };
     let record = FailureRecord {
         first_failure: first,
         last_failure: now,
@@ -99,6 +113,14 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_first_failure_and_the_one_before_the_last_are_written() {
+        let written: Vec<i64> = (1..=10)
+            .filter(|&d| worth_recording(d, d + 1 == 10))
+            .collect();
+        assert_eq!(written, [1, 9]);
+    }
 
     #[test]
     fn keys_and_long_errors() {

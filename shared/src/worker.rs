@@ -783,15 +783,17 @@ async fn settle<H: Handler>(
             let delay = o
                 .retry
                 .delay_after(d.delivered, d.stream_seq, f.retry_after);
-            failure_history::record(
-                &ctx.failures,
-                &d.stream,
-                d.stream_seq,
-                d.delivered,
-                f.class,
-                &f.message,
-            )
-            .await;
+            if failure_history::worth_recording(d.delivered, o.retry.is_last(d.delivered + 1)) {
+                failure_history::record(
+                    &ctx.failures,
+                    &d.stream,
+                    d.stream_seq,
+                    d.delivered,
+                    f.class,
+                    &f.message,
+                )
+                .await;
+            }
             ctx.metrics.retried(d, &f, delay);
             if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
                 // Without the NAK the message still comes back after ack_wait.
