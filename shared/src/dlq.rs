@@ -193,18 +193,7 @@ fn one_line(s: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    truncate(flat.trim(), MAX_ERROR_LEN).to_owned()
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    crate::redact::prefix_within(flat.trim(), MAX_ERROR_LEN).to_owned()
 }
 
 /// How long an entry has been in trouble (for display).

@@ -70,7 +70,7 @@ pub async fn record(
         last_failure: now,
         deliveries,
         error_class,
-        error: truncate(error, MAX_ERROR_LEN).to_owned(),
+        error: crate::redact::prefix_within(error, MAX_ERROR_LEN).to_owned(),
     };
     if let Ok(bytes) = serde_json::to_vec(&record)
         && let Err(e) = bucket.put(&key, bytes.into()).await
@@ -99,17 +99,6 @@ pub async fn forget(bucket: &kv::Store, stream: &str, seq: u64) {
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,7 +115,7 @@ mod tests {
     fn keys_and_long_errors() {
         assert_eq!(key("WEBHOOKS", 42), "WEBHOOKS.42");
         let long = "é".repeat(3000);
-        let cut = truncate(&long, MAX_ERROR_LEN);
+        let cut = crate::redact::prefix_within(&long, MAX_ERROR_LEN);
         assert_eq!(cut.len(), MAX_ERROR_LEN);
         assert!(cut.chars().all(|c| c == 'é'));
     }

@@ -26,6 +26,20 @@ pub fn truncate(text: &str, max_chars: usize) -> Cow<'_, str> {
     }
 }
 
+/// The longest prefix of `text` of at most `max_bytes` bytes that ends on a
+/// character boundary: for fields with a byte budget (NATS headers, KV
+/// entries) that must not grow a suffix.
+pub fn prefix_within(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// One untrusted value as a log line or an error text may copy it.
 pub fn for_log(text: &str) -> Cow<'_, str> {
     truncate(text, LOG_VALUE_CHARS)
