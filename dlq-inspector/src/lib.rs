@@ -51,6 +51,7 @@ use async_nats::jetstream::{self, stream::Stream};
 use clap::{CommandFactory, Parser};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shared::headers;
+use shared::redact::json_line;
 
 use cli::{Cli, Command, ConnArgs, Filter};
 use entry::Entry;
@@ -186,7 +187,7 @@ pub async fn execute(cli: Cli, console: &mut Console<'_>) -> Result<(), Error> {
             }
             if json {
                 for e in &entries {
-                    writeln!(console.out, "{}", e.to_json(now))?;
+                    writeln!(console.out, "{}", json_line(&e.to_json(now)))?;
                 }
             } else {
                 render::table(console.out, &entries, now)?;
@@ -207,7 +208,11 @@ pub async fn execute(cli: Cli, console: &mut Console<'_>) -> Result<(), Error> {
             let msg = entry::fetch(&dlq, id, timeout).await?;
             let e = Entry::new(id, msg.subject.as_str(), &msg.headers, msg.time.into());
             if json {
-                writeln!(console.out, "{}", render::show_json(&e, &msg, now))?;
+                writeln!(
+                    console.out,
+                    "{}",
+                    json_line(&render::show_json(&e, &msg, now))
+                )?;
             } else {
                 render::show(console.out, &e, &msg, now)?;
             }
@@ -217,7 +222,7 @@ pub async fn execute(cli: Cli, console: &mut Console<'_>) -> Result<(), Error> {
             let entries = entry::scan(&dlq, &filter, now, timeout).await?;
             let stats = render::Stats::of(&entries);
             if json {
-                writeln!(console.out, "{}", stats.to_json(now))?;
+                writeln!(console.out, "{}", json_line(&stats.to_json(now)))?;
             } else {
                 stats.write(console.out, now)?;
             }
@@ -531,7 +536,7 @@ async fn replay(
     if opts.dry_run {
         if opts.json {
             for e in entries {
-                writeln!(console.out, "{}", e.to_json(now))?;
+                writeln!(console.out, "{}", json_line(&e.to_json(now)))?;
             }
         } else {
             render::table(console.out, entries, now)?;

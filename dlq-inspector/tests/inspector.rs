@@ -353,6 +353,22 @@ async fn show_and_list_escape_control_characters() -> anyhow::Result<()> {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!r.stdout.contains('\x1b'), "{:?}", r.stdout);
     assert!(r.stdout.contains(&format!("acme{SHOWN}")), "{}", r.stdout);
+
+    // JSON for scripts: the same values, but nothing a terminal acts on
+    // (serde escapes C0 itself; C1 and bidi overrides are escaped too).
+    let r = inspector(&nats.url(), &["show", &id.to_string(), "--json"]).await?;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        !r.stdout.chars().any(|c| c.is_control() && c != '\n'),
+        "{:?}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("\\u009b31m"), "{}", r.stdout);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim())?;
+    assert_eq!(
+        v["body"],
+        format!("not json {HOSTILE}\u{9b}31m\r\nsecond line")
+    );
     Ok(())
 }
 

@@ -45,6 +45,31 @@ pub fn for_log(text: &str) -> Cow<'_, str> {
     truncate(text, LOG_VALUE_CHARS)
 }
 
+/// `value` as one line of JSON that a terminal prints rather than acts on:
+/// serde escapes C0 controls but writes C1 controls and bidirectional
+/// overrides as they are, so those become `\uXXXX` escapes here. The result
+/// is the same JSON value for any parser; structure is ASCII, so only
+/// string contents change.
+pub fn json_line(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if !text
+        .chars()
+        .any(|c| (c as u32) >= 0x80 && acts_on_terminal(c))
+    {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if (c as u32) >= 0x80 && acts_on_terminal(c) {
+            // Every such character is in the Basic Multilingual Plane.
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Characters a terminal may act on rather than print: C0 controls, DEL,
 /// C1 controls (`U+009B` is a one-character CSI on some terminals), and the
 /// bidirectional overrides and isolates that reorder what is shown.
@@ -88,6 +113,15 @@ pub fn for_terminal_lines(text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_lines_escape_what_a_terminal_acts_on_and_parse_back() {
+        let v = serde_json::json!({"body": "a\u{9b}2J\u{202e}b\u{1b}[2J é"});
+        let line = json_line(&v);
+        assert_eq!(line, r#"{"body":"a\u009b2J\u202eb\u001b[2J é"}"#);
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&line).unwrap(), v);
+        assert_eq!(json_line(&serde_json::json!({"a": "é"})), r#"{"a":"é"}"#);
+    }
 
     #[test]
     fn long_values_are_cut_and_say_how_long_they_were() {
