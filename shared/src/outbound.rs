@@ -256,6 +256,41 @@ mod tests {
 
     use super::*;
 
+    /// A client under the policy that allows loopback, as tests need.
+    fn loopback_client() -> reqwest::Client {
+        OutboundPolicy::new(vec!["127.0.0.0/8".parse().unwrap()])
+            .client_builder()
+            .build()
+            .unwrap()
+    }
+
+    /// Serves one connection: reads the request, writes `answer`.
+    fn answer_once(
+        listener: tokio::net::TcpListener,
+        answer: Vec<u8>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(&answer).await.unwrap();
+        })
+    }
+
+    async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+        tokio::time::timeout(Duration::from_secs(10), request.send())
+            .await
+            .expect("answered in time")
+            .unwrap()
+    }
+
+    async fn read(resp: reqwest::Response, max: usize) -> BoundedBody {
+        tokio::time::timeout(Duration::from_secs(10), read_bounded(resp, max))
+            .await
+            .expect("read in time")
+            .unwrap()
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
@@ -365,25 +400,12 @@ mod tests {
         assert!(accepted.is_err(), "a connection reached the listener");
 
         // Allowed, the same name connects.
-        let client = OutboundPolicy::new(vec!["127.0.0.0/8".parse().unwrap()])
-            .client_builder()
-            .build()
-            .unwrap();
-        let server = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf).await.unwrap();
-            s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
-                .await
-                .unwrap();
-        });
-        let resp = tokio::time::timeout(
-            Duration::from_secs(10),
-            client.get(format!("http://localhost:{port}/")).send(),
-        )
-        .await
-        .expect("answered in time")
-        .unwrap();
+        let client = loopback_client();
+        let server = answer_once(
+            listener,
+            b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n".to_vec(),
+        );
+        let resp = send(client.get(format!("http://localhost:{port}/"))).await;
         assert_eq!(resp.status(), 204);
         server.await.unwrap();
     }
@@ -395,29 +417,15 @@ mod tests {
         let other_port = other.local_addr().unwrap().port();
         let first = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = first.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            let (mut s, _) = first.accept().await.unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf).await.unwrap();
-            let answer = format!(
+        answer_once(
+            first,
+            format!(
                 "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{other_port}/x\r\ncontent-length: 0\r\n\r\n"
-            );
-            s.write_all(answer.as_bytes()).await.unwrap();
-        });
-        let client = OutboundPolicy::new(vec!["127.0.0.0/8".parse().unwrap()])
-            .client_builder()
-            .build()
-            .unwrap();
-        let resp = tokio::time::timeout(
-            Duration::from_secs(10),
-            client
-                .post(format!("http://127.0.0.1:{port}/"))
-                .body("{}")
-                .send(),
-        )
-        .await
-        .expect("answered in time")
-        .unwrap();
+            )
+            .into_bytes(),
+        );
+        let client = loopback_client();
+        let resp = send(client.post(format!("http://127.0.0.1:{port}/")).body("{}")).await;
         assert_eq!(resp.status(), 307);
         let accepted = tokio::time::timeout(Duration::from_millis(200), other.accept()).await;
         assert!(accepted.is_err(), "the redirect was followed");
@@ -447,21 +455,9 @@ mod tests {
             }
             written
         });
-        let client = OutboundPolicy::new(vec!["127.0.0.0/8".parse().unwrap()])
-            .client_builder()
-            .build()
-            .unwrap();
-        let resp = tokio::time::timeout(
-            Duration::from_secs(10),
-            client.get(format!("http://127.0.0.1:{port}/")).send(),
-        )
-        .await
-        .expect("answered in time")
-        .unwrap();
-        let body = tokio::time::timeout(Duration::from_secs(10), read_bounded(resp, 512))
-            .await
-            .expect("read in time")
-            .unwrap();
+        let client = loopback_client();
+        let resp = send(client.get(format!("http://127.0.0.1:{port}/"))).await;
+        let body = read(resp, 512).await;
         assert_eq!(body.bytes.len(), 512);
         assert!(body.truncated);
         let written = tokio::time::timeout(Duration::from_secs(10), server)
@@ -475,29 +471,13 @@ mod tests {
     async fn a_short_body_is_read_whole() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf).await.unwrap();
-            s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 5\r\n\r\nnope!")
-                .await
-                .unwrap();
-        });
-        let client = OutboundPolicy::new(vec!["127.0.0.0/8".parse().unwrap()])
-            .client_builder()
-            .build()
-            .unwrap();
-        let resp = tokio::time::timeout(
-            Duration::from_secs(10),
-            client.get(format!("http://127.0.0.1:{port}/")).send(),
-        )
-        .await
-        .expect("answered in time")
-        .unwrap();
-        let body = tokio::time::timeout(Duration::from_secs(10), read_bounded(resp, 512))
-            .await
-            .expect("read in time")
-            .unwrap();
+        answer_once(
+            listener,
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 5\r\n\r\nnope!".to_vec(),
+        );
+        let client = loopback_client();
+        let resp = send(client.get(format!("http://127.0.0.1:{port}/"))).await;
+        let body = read(resp, 512).await;
         assert_eq!(
             body,
             BoundedBody {
