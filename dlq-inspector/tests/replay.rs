@@ -52,10 +52,7 @@ allowed_private_destinations = ["127.0.0.0/8"]
     let body =
         r#"{"schema":"orderhub.order.v1","webhook_id":"wh-replay","provider_order_id":"P-9"}"#;
     let order_seq = publish_order(&js, "acme", "wh-replay", body).await?;
-    let (entry, _) = eventually(STEP, "the dead letter", || async {
-        dead_letters(&js).await.ok()?.into_iter().next()
-    })
-    .await?;
+    let (entry, _) = await_dead_letter(&js).await?;
     assert_eq!(entry.stage, "forwarder");
     assert_eq!(entry.seq, order_seq);
     assert_eq!(entry.deliveries, 2);
@@ -166,10 +163,7 @@ async fn a_transformer_dead_letter_replayed_after_the_mapping_fix_becomes_the_ri
     let stage = InProcessStage::transformer(&nats.url(), &broken);
     let raw_seq = publish_raw(&js, "wh-map", ORDER).await?;
 
-    let (entry, _) = eventually(STEP, "the dead letter", || async {
-        dead_letters(&js).await.ok()?.into_iter().next()
-    })
-    .await?;
+    let (entry, _) = await_dead_letter(&js).await?;
     assert_eq!(entry.stage, "transformer");
     assert_eq!(entry.seq, raw_seq);
     assert_eq!(entry.error_class.as_str(), "unmapped_product");

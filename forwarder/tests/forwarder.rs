@@ -260,10 +260,7 @@ async fn a_400_is_dead_lettered_after_one_request() -> anyhow::Result<()> {
     let js = setup(&nats, &hub).await?;
     let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
     publish_order(&js, "acme", "wh-400", &order_body(1)).await?;
-    let (entry, _) = eventually(STEP, "a dead letter", || async {
-        dead_letters(&js).await.ok()?.into_iter().next()
-    })
-    .await?;
+    let (entry, _) = await_dead_letter(&js).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(backend.requests().len(), 1);
     assert_eq!(entry.deliveries, 1);
@@ -534,10 +531,7 @@ async fn an_order_older_than_the_maximum_is_dead_lettered_as_stale() -> anyhow::
     let js = setup(&nats, &hub).await?;
     let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
     publish_order(&js, "acme", "wh-old", &order_body(1)).await?;
-    let (entry, _) = eventually(STEP, "a stale dead letter", || async {
-        dead_letters(&js).await.ok()?.into_iter().next()
-    })
-    .await?;
+    let (entry, _) = await_dead_letter(&js).await?;
     assert_eq!(entry.error_class.as_str(), "stale");
     assert!(entry.error.starts_with("order is "), "{}", entry.error);
     assert!(
@@ -658,10 +652,7 @@ async fn a_replayed_order_is_as_old_as_its_replay() -> anyhow::Result<()> {
         .await?
         .await?;
     }
-    let (entry, _) = eventually(STEP, "the stale dead letter", || async {
-        dead_letters(&js).await.ok()?.into_iter().next()
-    })
-    .await?;
+    let (entry, _) = await_dead_letter(&js).await?;
     assert_eq!(entry.webhook_id.as_deref(), Some("wh-old"));
     assert_eq!(entry.error_class.as_str(), "stale");
     eventually(STEP, "the replayed order delivered", || async {
@@ -693,11 +684,8 @@ async fn a_redirect_is_dead_lettered_and_the_other_host_hears_nothing() -> anyho
     let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
     publish_order(&js, "acme", "wh-301", &order_body(1)).await?;
     publish_order(&js, "acme", "wh-307", &order_body(2)).await?;
-    let entries = eventually(STEP, "two dead letters", || async {
-        let d = dead_letters(&js).await.ok()?;
-        (d.len() == 2).then_some(d)
-    })
-    .await?;
+    let entries = await_dead_letters(&js, 2).await?;
+    assert_eq!(entries.len(), 2);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         elsewhere.requests().is_empty(),
@@ -770,10 +758,7 @@ async fn a_huge_error_answer_is_read_only_up_to_the_bound() -> anyhow::Result<()
     let js = setup(&nats, &hub).await?;
     let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
     publish_order(&js, "acme", "wh-huge", &order_body(1)).await?;
-    let (entry, _) = eventually(STEP, "the dead letter", || async {
-        dead_letters(&js).await.ok()?.into_iter().next()
-    })
-    .await?;
+    let (entry, _) = await_dead_letter(&js).await?;
     assert_eq!(entry.error_class.as_str(), "backend_5xx");
     assert_eq!(
         entry.error,
@@ -808,11 +793,8 @@ async fn a_backend_on_loopback_is_refused_unless_allowed() -> anyhow::Result<()>
     let stage = InProcessStage::forwarder(&nats.url(), &hub, 8);
     publish_order(&js, "acme", "wh-by-address", &order_body(1)).await?;
     publish_order(&js, "bravo", "wh-by-name", &order_body(2)).await?;
-    let entries = eventually(STEP, "two dead letters", || async {
-        let d = dead_letters(&js).await.ok()?;
-        (d.len() == 2).then_some(d)
-    })
-    .await?;
+    let entries = await_dead_letters(&js, 2).await?;
+    assert_eq!(entries.len(), 2);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(backend.requests().is_empty(), "a request reached loopback");
     for (entry, _) in &entries {

@@ -443,6 +443,34 @@ impl InProcessStage {
     }
 }
 
+/// Waits until the `DLQ` stream holds at least `n` entries and returns them
+/// (oldest first), with their bodies.
+pub async fn await_dead_letters(
+    js: &async_nats::jetstream::Context,
+    n: usize,
+) -> anyhow::Result<
+    Vec<(
+        shared::dlq::DeadLetter,
+        async_nats::jetstream::message::StreamMessage,
+    )>,
+> {
+    eventually(STEP, &format!("{n} dead letter(s)"), || async {
+        let d = dead_letters(js).await.ok()?;
+        (d.len() >= n).then_some(d)
+    })
+    .await
+}
+
+/// The first dead letter, once there is one.
+pub async fn await_dead_letter(
+    js: &async_nats::jetstream::Context,
+) -> anyhow::Result<(
+    shared::dlq::DeadLetter,
+    async_nats::jetstream::message::StreamMessage,
+)> {
+    Ok(await_dead_letters(js, 1).await?.swap_remove(0))
+}
+
 /// The dead letters in the `DLQ` stream, with their bodies.
 pub async fn dead_letters(
     js: &async_nats::jetstream::Context,

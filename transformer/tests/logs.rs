@@ -71,10 +71,7 @@ async fn a_500_kb_field_value_makes_short_log_lines_and_a_short_dead_letter() ->
         r#"{{"order_id":"T1","items":[{{"name":"Burger","quantity":"{huge}","price":1}}],"total_amount":1}}"#
     );
     publish_raw(&js, "wh-huge", &body).await?;
-    let (entry, _) = eventually(STEP, "the dead letter", || async {
-        dead_letters(&js).await.ok()?.into_iter().next()
-    })
-    .await?;
+    let (entry, _) = await_dead_letter(&js).await?;
     assert_eq!(entry.error_class.as_str(), "invalid_payload");
     assert_eq!(
         entry.error,

@@ -178,10 +178,7 @@ async fn a_dead_letter_replays_through_todays_config_once_its_cause_is_fixed() -
         .send()
         .await?;
     assert_eq!(r.status(), 202);
-    let (entry, _) = eventually(STEP, "the dead letter", || async {
-        dead_letters(&js).await.ok()?.into_iter().next()
-    })
-    .await?;
+    let (entry, _) = await_dead_letter(&js).await?;
     assert_eq!(entry.error_class.as_str(), "unmapped_product");
     assert!(stack.backend.requests().is_empty());
     let dlq_id = stream_messages(&js, "DLQ").await?[0].sequence;

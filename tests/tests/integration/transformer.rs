@@ -148,10 +148,7 @@ async fn a_raw_webhook_becomes_exactly_one_canonical_order() -> anyhow::Result<(
 async fn the_only_dead_letter(
     js: &jetstream::Context,
 ) -> anyhow::Result<(shared::dlq::DeadLetter, jetstream::message::StreamMessage)> {
-    let first = eventually(STEP, "a dead letter", || async {
-        dead_letters(js).await.ok()?.into_iter().next()
-    })
-    .await?;
+    let first = await_dead_letter(js).await?;
     eventually(STEP, "the raw webhook terminated", || async {
         let p = consumer_pending(js, "WEBHOOKS", "transformer").await.ok()?;
         (p == (0, 0)).then_some(())

@@ -113,10 +113,7 @@ async fn exhausted_deliveries_leave_exactly_one_dead_letter_with_every_field() -
     let body = r#"{"order_id":"X1","items":[]}"#;
     let seq = publish_raw(&js, "wh-exhaust", body).await?;
 
-    let (entry, msg) = eventually(STEP, "a dead letter", || async {
-        dead_letters(&js).await.ok()?.into_iter().next()
-    })
-    .await?;
+    let (entry, msg) = await_dead_letter(&js).await?;
     // Give a second entry (worker and mover racing) every chance to appear.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(dead_letters(&js).await?.len(), 1);
@@ -182,10 +179,7 @@ async fn a_permanent_error_dead_letters_on_the_first_delivery() -> anyhow::Resul
         4,
     );
     publish_raw(&js, "wh-perm", "{}").await?;
-    let (entry, _) = eventually(STEP, "a dead letter", || async {
-        dead_letters(&js).await.ok()?.into_iter().next()
-    })
-    .await?;
+    let (entry, _) = await_dead_letter(&js).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         log.lock().unwrap().len(),
