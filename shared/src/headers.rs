@@ -19,6 +19,21 @@ pub const PATH_PREFIX: &str = "Orderhub-Path-";
 /// Set on a message republished by `dlq-inspector replay`.
 pub const REPLAY_OF: &str = "Orderhub-Replay-Of";
 
+/// On an order the fetcher fetched (`webhooks.fetched.<provider>.<account>`):
+/// what the provider's notification said happened, as the provider spells
+/// it (Uber Eats `event_type`, e.g. `orders.notification`, `orders.cancel`;
+/// Wolt `order.status`, e.g. `CREATED`, `CANCELED`). The transformer's
+/// adapter reads the canonical event from it.
+pub const NOTIFICATION_EVENT: &str = "Orderhub-Notification-Event";
+/// On a fetched order: which of the provider's order APIs answered, so the
+/// adapter reads the right shape: `v2` (Uber Eats `GET /v2/eats/order/{id}`,
+/// Wolt `GET /v2/orders/{id}`) or `v1` (Uber Eats
+/// `GET /v1/delivery/order/{id}`, Wolt `GET /orders/{id}`).
+pub const FETCHED_API: &str = "Orderhub-Fetched-Api";
+/// On a fetched order: the path (and query) the order was fetched from,
+/// for audit (`/v2/eats/order/7c3b...`).
+pub const FETCHED_FROM: &str = "Orderhub-Fetched-From";
+
 /// Dead-letter fields (DESIGN §2), on top of the original message's headers.
 pub mod dlq {
     pub const STAGE: &str = "Orderhub-Dlq-Stage";
