@@ -41,6 +41,13 @@ impl Provider {
         self as usize
     }
 
+    /// The provider's webhooks are notifications only: the order must be
+    /// fetched from its API (the fetcher stage does), and the transformer
+    /// reads the fetched order, never the notification.
+    pub const fn sends_notifications_only(self) -> bool {
+        matches!(self, Provider::Ubereats | Provider::Wolt)
+    }
+
     /// The lowercase name used in URLs, subjects, config files and metric labels.
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -72,6 +72,7 @@ pub const SPEC: shared::app::StageSpec = shared::app::StageSpec {
     stream: shared::subjects::ORDERS_STREAM,
     durable: "forwarder",
     streams: &["ORDERS", "DLQ", "ADVISORIES"],
+    buckets: &[],
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -70,6 +70,19 @@ pub async fn ensure_streams(
         .await
 }
 
+/// Applies one bucket, retrying like [`ensure_streams`].
+pub async fn ensure_bucket_retrying(
+    js: &jetstream::Context,
+    def: &streams::BucketDef,
+    manage: bool,
+) -> Result<async_nats::jetstream::kv::Store, SetupError> {
+    (|| streams::ensure_bucket(js, def, manage))
+        .retry(crate::backoff::infra().with_max_times(60))
+        .when(|e: &SetupError| !e.is_permanent())
+        .notify(|e, after| warn!(error = %e, retry_in_ms = after.as_millis() as u64, "bucket setup failed"))
+        .await
+}
+
 /// Cancelled on the first SIGTERM or SIGINT.
 pub fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
@@ -97,6 +110,8 @@ pub struct StageSpec {
     pub durable: &'static str,
     /// Every stream it reads or writes (set up at start).
     pub streams: &'static [&'static str],
+    /// Key-value buckets it uses besides `FAILURES` (set up at start).
+    pub buckets: &'static [&'static str],
 }
 
 /// Why a stage stopped with an error.
@@ -159,6 +174,12 @@ pub async fn run_stage<H: crate::worker::Handler>(
     tokio::select! {
         r = ensure_streams(&js, &defs, spec.streams, args.manage_streams) => r?,
         _ = shutdown.cancelled() => return Ok(()),
+    }
+    for bucket in spec.buckets {
+        tokio::select! {
+            r = ensure_bucket_retrying(&js, defs.bucket(bucket), args.manage_streams) => { r?; }
+            _ = shutdown.cancelled() => return Ok(()),
+        }
     }
     streams_ok.store(true, std::sync::atomic::Ordering::Relaxed);
 

@@ -203,6 +203,111 @@ pub struct Account {
     pub event: Option<String>,
     /// Requests per second for this account (on top of the provider's limit).
     pub rate_limit: Option<RateLimit>,
+    /// The provider's API as this account calls it (`[account.api]`): where
+    /// the fetcher fetches notified orders from, with which credentials.
+    /// `None`: the account only receives webhooks.
+    pub api: Option<ProviderApi>,
+}
+
+/// `[account.api]`: an account's credentials for its provider's API.
+///
+/// Every secret is named by an environment variable (`*_env`) or a file
+/// (`*_file`), like the webhook secrets; the client id counts as one (for
+/// Talabat it is the middleware's user name). Nothing here is logged.
+#[derive(Debug, Clone)]
+pub struct ProviderApi {
+    /// Every call to the provider's API goes here (`https://api.uber.com`,
+    /// `https://pos-integration-service.wolt.com`); tests and sandboxes
+    /// point it elsewhere. Paths are appended to it.
+    pub base_url: Url,
+    /// The OAuth token (or login) endpoint.
+    pub token_url: Url,
+    pub client_id: SecretString,
+    pub client_secret: SecretString,
+    /// Wolt: the refresh token of the venue's authorisation. Used only
+    /// while the token store holds none for the account (first start), or
+    /// when it changes here (the venue was authorised again).
+    pub refresh_token: Option<SecretString>,
+    /// OAuth scopes, space separated in the token request (Uber Eats
+    /// default `eats.order`; Wolt none).
+    pub scope: Option<String>,
+    /// Hosts a payload's callback URL may name besides `base_url`'s.
+    pub callback_hosts: Vec<String>,
+    /// Which order API the fetcher reads (Uber Eats: `auto` follows the
+    /// notification's `resource_href` path, legacy v2 or the Order
+    /// Fulfillment v1; Wolt: `v2` by default, `v1` for venues still on it).
+    pub order_api: OrderApi,
+    /// A new order whose notification is older than this is not fetched
+    /// any more but dead-lettered (`fetch_deadline_passed`): the provider
+    /// has cancelled it (Uber Eats 11.5 min, Wolt 3 min to accept).
+    pub fetch_deadline: Duration,
+    /// Wolt: the venue id the tokens are bound to; a notification naming
+    /// another venue is refused. Optional.
+    pub venue_id: Option<String>,
+}
+
+/// Which of a provider's order APIs the fetcher reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderApi {
+    /// Uber Eats: from the notification's `resource_href` path.
+    Auto,
+    V1,
+    V2,
+}
+
+impl OrderApi {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OrderApi::Auto => "auto",
+            OrderApi::V1 => "v1",
+            OrderApi::V2 => "v2",
+        }
+    }
+}
+
+/// `[provider_api]`: how every stage that calls provider APIs (the fetcher
+/// now, the status worker next) does it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderApiSettings {
+    /// Special-purpose networks a provider API may be on anyway (loopback
+    /// for tests and the fake provider of `scripts/dev-up`); empty: refused.
+    pub allowed_private_destinations: Vec<IpNet>,
+    /// How long one API call (including its body) may take.
+    pub request_timeout: Duration,
+    /// Largest answer read; a larger order is refused, never cut.
+    pub max_body_bytes: usize,
+    /// A token is renewed this long before it expires.
+    pub token_refresh_ahead: Duration,
+    /// At most one token mint per credential in this time, across the fleet
+    /// (Uber Eats allows 100 per hour and revokes the oldest live token
+    /// beyond 100).
+    pub token_min_mint_interval: Duration,
+    /// How long a replica may hold a credential's refresh lease; the token
+    /// call's own timeout stays well inside it.
+    pub token_lease: Duration,
+}
+
+impl Default for ProviderApiSettings {
+    fn default() -> Self {
+        ProviderApiSettings {
+            allowed_private_destinations: Vec::new(),
+            request_timeout: Duration::from_secs(10),
+            max_body_bytes: 1024 * 1024,
+            token_refresh_ahead: Duration::from_secs(120),
+            token_min_mint_interval: Duration::from_secs(60),
+            token_lease: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[fetcher]`: the fetcher stage's own redelivery, shorter than the
+/// hub's: a new Wolt order must be accepted within 3 minutes.
+#[derive(Debug, Clone)]
+pub struct FetcherSettings {
+    pub retry: RetrySchedule,
+    /// `404`s answered for an order before it is dead-lettered as
+    /// `order_not_found` (a new order may not be readable yet).
+    pub not_found_retries: u32,
 }
 
 /// A token bucket: a sustained rate and a burst.
@@ -353,6 +458,8 @@ pub struct HubConfig {
     pub streams: StreamSettings,
     pub ingress: IngressSettings,
     pub forwarder: ForwarderSettings,
+    pub provider_api: ProviderApiSettings,
+    pub fetcher: FetcherSettings,
 }
 
 impl HubConfig {
@@ -444,6 +551,72 @@ struct RawHub {
     ingress: RawIngress,
     #[serde(default)]
     forwarder: RawForwarder,
+    #[serde(default)]
+    provider_api: RawProviderApiSettings,
+    #[serde(default)]
+    fetcher: RawFetcher,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProviderApiSettings {
+    #[serde(default)]
+    allowed_private_destinations: Vec<String>,
+    #[serde(default, with = "humantime_serde")]
+    request_timeout: Option<Duration>,
+    max_body_bytes: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    token_refresh_ahead: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    token_min_mint_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    token_lease: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFetcher {
+    #[serde(default = "default_fetcher_schedule")]
+    schedule: Vec<String>,
+    #[serde(default = "default_fetcher_max_deliver")]
+    max_deliver: i64,
+    #[serde(default)]
+    jitter: f64,
+    #[serde(default, with = "humantime_serde")]
+    max_hint: Option<Duration>,
+    #[serde(default = "default_not_found_retries")]
+    not_found_retries: u32,
+}
+
+impl Default for RawFetcher {
+    fn default() -> Self {
+        RawFetcher {
+            schedule: default_fetcher_schedule(),
+            max_deliver: default_fetcher_max_deliver(),
+            jitter: 0.0,
+            max_hint: None,
+            not_found_retries: default_not_found_retries(),
+        }
+    }
+}
+
+/// Seconds, not minutes: a new order has minutes to be accepted. The
+/// deadline, not `max_deliver`, usually ends a new order's retries.
+fn default_fetcher_schedule() -> Vec<String> {
+    ["1s", "2s", "5s", "10s", "20s", "30s", "1m"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// With the schedule above, about 15 minutes of retries: past Uber Eats'
+/// 11.5-minute deadline, for the notifications that have none
+/// (cancellations, updates).
+fn default_fetcher_max_deliver() -> i64 {
+    20
+}
+
+fn default_not_found_retries() -> u32 {
+    5
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -542,6 +715,27 @@ struct RawAccount {
     jwt_iat_skew: Option<Duration>,
     event: Option<String>,
     rate_limit: Option<RateLimit>,
+    api: Option<RawApi>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    base_url: String,
+    token_url: Option<String>,
+    client_id_env: Option<String>,
+    client_id_file: Option<PathBuf>,
+    client_secret_env: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    refresh_token_env: Option<String>,
+    refresh_token_file: Option<PathBuf>,
+    scope: Option<String>,
+    #[serde(default)]
+    callback_hosts: Vec<String>,
+    order_api: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    fetch_deadline: Option<Duration>,
+    venue_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -665,6 +859,8 @@ impl RawHub {
         let retry = retry_section(&check, self.retry)?;
         let streams = stream_section(&check, self.streams)?;
         let ingress = ingress_section(&check, self.ingress)?;
+        let provider_api = provider_api_section(&check, self.provider_api)?;
+        let fetcher = fetcher_section(&check, self.fetcher)?;
         Ok(HubConfig {
             tenants,
             accounts,
@@ -672,6 +868,8 @@ impl RawHub {
             ingress,
             forwarder,
             streams,
+            provider_api,
+            fetcher,
         })
     }
 }
@@ -930,7 +1128,12 @@ fn account_section(
                 ));
             }
         }
+        let api = match a.api {
+            None => None,
+            Some(raw) => Some(api_of(check, &a.id, provider, raw, env)?),
+        };
         accounts.push(Account {
+            api,
             id: a.id,
             provider,
             tenant: a.tenant,
@@ -950,6 +1153,196 @@ fn account_section(
         });
     }
     Ok(accounts)
+}
+
+/// One secret that must be there, from `<name>_env` or `<name>_file`.
+fn required_secret(
+    check: &Check<'_>,
+    at: &dyn Fn(&str) -> String,
+    name: &str,
+    env_name: Option<&str>,
+    file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<SecretString>, ConfigError> {
+    if env_name.is_some() && file.is_some() {
+        return Err(check.err(
+            at(&format!("{name}_env")),
+            format!("set {name}_env or {name}_file, not both"),
+        ));
+    }
+    let field = at(&format!(
+        "{name}_{}",
+        if file.is_some() { "file" } else { "env" }
+    ));
+    read_secret(check, field, env_name, file, env)
+}
+
+fn api_of(
+    check: &Check<'_>,
+    account: &str,
+    provider: Provider,
+    raw: RawApi,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ProviderApi, ConfigError> {
+    let at = |f: &str| format!("account {account}.api.{f}");
+    let base_url = http_url(&raw.base_url).map_err(|m| check.err(at("base_url"), m))?;
+    let token_url = match &raw.token_url {
+        Some(u) => http_url(u).map_err(|m| check.err(at("token_url"), m))?,
+        None => return Err(check.err(at("token_url"), "is required")),
+    };
+    let client_id = required_secret(
+        check,
+        &at,
+        "client_id",
+        raw.client_id_env.as_deref(),
+        raw.client_id_file.as_deref(),
+        env,
+    )?
+    .ok_or_else(|| check.err(at("client_id_env"), "is required (or client_id_file)"))?;
+    let client_secret = required_secret(
+        check,
+        &at,
+        "client_secret",
+        raw.client_secret_env.as_deref(),
+        raw.client_secret_file.as_deref(),
+        env,
+    )?
+    .ok_or_else(|| check.err(at("client_secret_env"), "is required (or client_secret_file)"))?;
+    let refresh_token = required_secret(
+        check,
+        &at,
+        "refresh_token",
+        raw.refresh_token_env.as_deref(),
+        raw.refresh_token_file.as_deref(),
+        env,
+    )?;
+    if provider == Provider::Wolt && refresh_token.is_none() {
+        return Err(check.err(
+            at("refresh_token_env"),
+            "a Wolt venue needs the refresh token of its authorisation (or refresh_token_file)",
+        ));
+    }
+    if provider != Provider::Wolt && refresh_token.is_some() {
+        return Err(check.err(
+            at("refresh_token_env"),
+            format!("{provider} tokens are minted from the client credentials; only Wolt takes a refresh token"),
+        ));
+    }
+    let scope = match raw.scope {
+        Some(s) if s.trim().is_empty() => {
+            return Err(check.err(at("scope"), "is empty; leave it out for the default"));
+        }
+        Some(s) => Some(s.split_whitespace().collect::<Vec<_>>().join(" ")),
+        None if provider == Provider::Ubereats => Some("eats.order".to_owned()),
+        None => None,
+    };
+    let mut callback_hosts = Vec::with_capacity(raw.callback_hosts.len());
+    for (k, h) in raw.callback_hosts.iter().enumerate() {
+        let host = h.trim().to_ascii_lowercase();
+        if host.is_empty() || url::Host::parse(&host).is_err() || host.contains(['/', ':', '@']) {
+            return Err(check.err(
+                at(&format!("callback_hosts[{k}]")),
+                format!("{h:?} is not a host name (no scheme, port or path)"),
+            ));
+        }
+        callback_hosts.push(host);
+    }
+    let order_api = match (provider, raw.order_api.as_deref()) {
+        (Provider::Ubereats, None | Some("auto")) => OrderApi::Auto,
+        (Provider::Wolt, None) => OrderApi::V2,
+        (_, None) => OrderApi::V2,
+        (_, Some("v1")) => OrderApi::V1,
+        (_, Some("v2")) => OrderApi::V2,
+        (_, Some(other)) => {
+            return Err(check.err(
+                at("order_api"),
+                if provider == Provider::Ubereats {
+                    format!("{other:?} is not auto, v1 or v2")
+                } else {
+                    format!("{other:?} is not v1 or v2")
+                },
+            ));
+        }
+    };
+    let fetch_deadline = raw.fetch_deadline.unwrap_or(match provider {
+        // Uber Eats auto-cancels an order not accepted in 11.5 minutes [DOC].
+        Provider::Ubereats => Duration::from_secs(690),
+        // Wolt: 3 minutes to accept [DOC].
+        Provider::Wolt => Duration::from_secs(180),
+        _ => Duration::from_secs(600),
+    });
+    if fetch_deadline < Duration::from_secs(1) {
+        return Err(check.err(at("fetch_deadline"), "must be at least 1s"));
+    }
+    if let Some(v) = &raw.venue_id
+        && v.trim().is_empty()
+    {
+        return Err(check.err(at("venue_id"), "is empty"));
+    }
+    Ok(ProviderApi {
+        base_url,
+        token_url,
+        client_id,
+        client_secret,
+        refresh_token,
+        scope,
+        callback_hosts,
+        order_api,
+        fetch_deadline,
+        venue_id: raw.venue_id,
+    })
+}
+
+fn provider_api_section(
+    check: &Check<'_>,
+    raw: RawProviderApiSettings,
+) -> Result<ProviderApiSettings, ConfigError> {
+    let d = ProviderApiSettings::default();
+    let mut settings = ProviderApiSettings {
+        allowed_private_destinations: Vec::with_capacity(raw.allowed_private_destinations.len()),
+        request_timeout: raw.request_timeout.unwrap_or(d.request_timeout),
+        max_body_bytes: raw.max_body_bytes.unwrap_or(d.max_body_bytes),
+        token_refresh_ahead: raw.token_refresh_ahead.unwrap_or(d.token_refresh_ahead),
+        token_min_mint_interval: raw.token_min_mint_interval.unwrap_or(d.token_min_mint_interval),
+        token_lease: raw.token_lease.unwrap_or(d.token_lease),
+    };
+    for (k, cidr) in raw.allowed_private_destinations.iter().enumerate() {
+        let net = ip_net(cidr).map_err(|m| {
+            check.err(format!("provider_api.allowed_private_destinations[{k}]"), m)
+        })?;
+        settings.allowed_private_destinations.push(net);
+    }
+    if settings.request_timeout.is_zero() {
+        return Err(check.err("provider_api.request_timeout", "must be above 0"));
+    }
+    if settings.max_body_bytes < 1024 {
+        return Err(check.err("provider_api.max_body_bytes", "must be at least 1024"));
+    }
+    // The token call must end inside the lease, or a second replica could
+    // take the lease and spend a Wolt refresh token the first one is still
+    // spending.
+    if settings.token_lease < settings.request_timeout * 2 {
+        return Err(check.err(
+            "provider_api.token_lease",
+            "must be at least twice provider_api.request_timeout",
+        ));
+    }
+    Ok(settings)
+}
+
+fn fetcher_section(check: &Check<'_>, raw: RawFetcher) -> Result<FetcherSettings, ConfigError> {
+    let mut delays = Vec::with_capacity(raw.schedule.len());
+    for (k, s) in raw.schedule.iter().enumerate() {
+        let d = humantime::parse_duration(s)
+            .map_err(|e| check.err(format!("fetcher.schedule[{k}]"), format!("{s:?}: {e}")))?;
+        delays.push(d);
+    }
+    let retry = RetrySchedule::new(delays, raw.max_deliver, raw.jitter, raw.max_hint)
+        .map_err(|e| check.err(format!("fetcher.{}", e.field), e.message))?;
+    Ok(FetcherSettings {
+        retry,
+        not_found_retries: raw.not_found_retries,
+    })
 }
 
 fn retry_section(check: &Check<'_>, raw: RawRetry) -> Result<RetrySchedule, ConfigError> {

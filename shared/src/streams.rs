@@ -17,11 +17,16 @@ pub const DEFINITIONS: &str = include_str!("../../nats/streams.toml");
 /// Failure history of messages being retried (see [`crate::dlq`]).
 pub const FAILURES_BUCKET: &str = "FAILURES";
 
+/// Provider API tokens, encrypted, shared by every replica.
+pub const TOKENS_BUCKET: &str = "PROVIDER_TOKENS";
+
 /// The consumers `nats/streams.toml` defines, by durable name.
-pub const CONSUMER_NAMES: [&str; 4] = [
+pub const CONSUMER_NAMES: [&str; 6] = [
     "transformer",
+    "fetcher",
     "forwarder",
     "mover-transformer",
+    "mover-fetcher",
     "mover-forwarder",
 ];
 
@@ -528,7 +533,10 @@ mod tests {
         }
         assert_eq!(
             defs.stream("WEBHOOKS").subjects,
-            [crate::subjects::RAW_WEBHOOKS_ALL]
+            [
+                crate::subjects::RAW_WEBHOOKS_ALL,
+                crate::subjects::FETCHED_WEBHOOKS_ALL
+            ]
         );
         assert_eq!(
             defs.stream("ORDERS").subjects,
@@ -541,6 +549,32 @@ mod tests {
         assert_eq!(acme.durable, "forwarder-acme");
         assert_eq!(acme.filter_subjects, ["orders.acme.>"]);
         assert_eq!(acme.ack_wait, forwarder.ack_wait);
+    }
+
+    /// Every provider's raw webhooks go to exactly one of the transformer
+    /// (providers that push orders) and the fetcher (providers that send
+    /// notifications only); fetched orders go to the transformer. A new
+    /// provider missing from both would be stored and never read.
+    #[test]
+    fn each_raw_webhook_has_exactly_one_reader() {
+        use crate::provider::Provider;
+        let defs = Definitions::load(&StreamSettings::default());
+        let transformer = &defs.consumer("WEBHOOKS", "transformer").filter_subjects;
+        let fetcher = &defs.consumer("WEBHOOKS", "fetcher").filter_subjects;
+        let mut want_transformer: Vec<String> = Provider::ALL
+            .into_iter()
+            .filter(|p| !p.sends_notifications_only())
+            .map(crate::subjects::raw_webhooks_of)
+            .collect();
+        want_transformer.push(crate::subjects::FETCHED_WEBHOOKS_ALL.to_owned());
+        let want_fetcher: Vec<String> = Provider::ALL
+            .into_iter()
+            .filter(|p| p.sends_notifications_only())
+            .map(crate::subjects::raw_webhooks_of)
+            .collect();
+        assert_eq!(transformer, &want_transformer);
+        assert_eq!(fetcher, &want_fetcher);
+        assert_eq!(defs.bucket(TOKENS_BUCKET).max_age, Duration::ZERO);
     }
 
     #[test]

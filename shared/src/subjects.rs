@@ -19,6 +19,21 @@ pub fn raw_webhook(provider: Provider, account: &str) -> String {
 /// All raw webhooks.
 pub const RAW_WEBHOOKS_ALL: &str = "webhooks.raw.>";
 
+/// `webhooks.fetched.<provider>.<account>`: an order the fetcher fetched
+/// from the provider's API after its notification, as the API answered it.
+pub fn fetched_webhook(provider: Provider, account: &str) -> String {
+    debug_assert!(check_token(account).is_ok());
+    format!("webhooks.fetched.{provider}.{account}")
+}
+
+/// All fetched orders.
+pub const FETCHED_WEBHOOKS_ALL: &str = "webhooks.fetched.>";
+
+/// `webhooks.raw.<provider>.>`: one provider's raw webhooks.
+pub fn raw_webhooks_of(provider: Provider) -> String {
+    format!("webhooks.raw.{provider}.>")
+}
+
 /// `orders.<tenant>.<provider>`
 pub fn order(tenant: &str, provider: Provider) -> String {
     debug_assert!(check_token(tenant).is_ok());

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod fake_provider;
 pub mod fixtures;
 pub mod stack;
 pub use stack::Stack;
@@ -349,6 +350,7 @@ impl InProcessStage {
                 stream: "WEBHOOKS",
                 durable: "transformer",
                 streams: &["WEBHOOKS", "DLQ", "ADVISORIES"],
+                buckets: &[],
             };
             shared::app::run_stage(
                 &args,

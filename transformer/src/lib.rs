@@ -61,6 +61,7 @@ pub const SPEC: StageSpec = StageSpec {
     stream: "WEBHOOKS",
     durable: "transformer",
     streams: &["WEBHOOKS", "ORDERS", "DLQ", "ADVISORIES"],
+    buckets: &[],
 };
 
 /// The headers of the raw webhook that travel on with its order.

@@ -84,6 +84,7 @@ async fn main() -> std::process::ExitCode {
         stream: "WEBHOOKS",
         durable: "transformer",
         streams: &["WEBHOOKS", "DLQ", "ADVISORIES"],
+        buckets: &[],
     };
     let handler = Scripted {
         mode: args.mode.clone(),
