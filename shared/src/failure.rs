@@ -104,6 +104,38 @@ failure_classes! {
     /// Older than `max_order_age` (a replay counts from the replay).
     Stale = "stale", true;
 
+    // The fetcher (provider order APIs).
+    /// The provider's API still answers 404 for the order after
+    /// `[fetcher] not_found_retries` tries (wrong environment, or an order
+    /// of another store); retried until then: a new order may not be
+    /// readable yet.
+    OrderNotFound = "order_not_found", false;
+    /// A new order's notification is older than the account's
+    /// `fetch_deadline`: the provider has cancelled it unanswered.
+    FetchDeadlinePassed = "fetch_deadline_passed", true;
+    /// The provider's API answered 429 (its `Retry-After` is honoured).
+    Provider429 = "provider_429", false;
+    /// The provider's API answered 408 or 5xx.
+    Provider5xx = "provider_5xx", false;
+    /// The provider's API answered 401 to a token that was just renewed:
+    /// revoked credentials, a missing scope, or a sandbox token on a
+    /// production host.
+    ProviderUnauthorized = "provider_unauthorized", true;
+    /// The provider's API answered 403: the store is not provisioned for
+    /// this app, or the token belongs to another venue.
+    ProviderForbidden = "provider_forbidden", true;
+    /// The provider's API answered another 4xx, or a redirect (never
+    /// followed).
+    ProviderRejected = "provider_rejected", true;
+    /// The provider API's address is special-purpose and not in
+    /// `[provider_api] allowed_private_destinations`: nothing was sent.
+    ProviderAddressRefused = "provider_address_refused", true;
+    /// No answer from the provider's API within `request_timeout`.
+    ProviderTimeout = "provider_timeout", false;
+    /// The provider's API could not be reached (refused, DNS, TLS) or the
+    /// request failed otherwise.
+    ProviderUnreachable = "provider_unreachable", false;
+
     // The worker loop and the dead-letter mover.
     /// Every allowed delivery failed (the mover's class for a message whose
     /// worker died on its last delivery).

@@ -26,7 +26,7 @@
 use std::error::Error as StdError;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use ipnet::IpNet;
@@ -250,11 +250,68 @@ pub async fn read_bounded(
     })
 }
 
+/// A `Retry-After` value: delay seconds or an IMF-fixdate (a date in the
+/// past is no delay).
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    if let Ok(secs) = v.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate_to_system_time(v.trim())?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+pub(crate) fn httpdate_to_system_time(v: &str) -> Option<SystemTime> {
+    // IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    if parts.len() != 6 || parts[5] != "GMT" {
+        return None;
+    }
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == parts[2])?
+        + 1;
+    let text = format!("{}-{:02}-{}T{}Z", parts[3], month, parts[1], parts[4]);
+    humantime::parse_rfc3339(&text).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        let later = SystemTime::now() + Duration::from_secs(120);
+        let text = humantime::format_rfc3339_seconds(later).to_string();
+        // 2026-11-28T06:50:00Z -> Sat, 28 Nov 2026 06:50:00 GMT
+        let (date, time) = text.trim_end_matches('Z').split_once('T').unwrap();
+        let ymd: Vec<&str> = date.split('-').collect();
+        let months = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let http = format!(
+            "Mon, {} {} {} {} GMT",
+            ymd[2],
+            months[ymd[1].parse::<usize>().unwrap() - 1],
+            ymd[0],
+            time
+        );
+        let d = parse_retry_after(&http).unwrap();
+        assert!(
+            d > Duration::from_secs(110) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
 
     /// A client under the policy that allows loopback, as tests need.
     fn loopback_client() -> reqwest::Client {
