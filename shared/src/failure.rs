@@ -297,6 +297,11 @@ mod tests {
                 "backend_redirect",
                 "backend_address_refused",
                 "stale",
+                "fetch_deadline_passed",
+                "provider_unauthorized",
+                "provider_forbidden",
+                "provider_rejected",
+                "provider_address_refused",
                 "deliveries_exhausted",
                 "terminated",
             ]
