@@ -136,6 +136,18 @@ failure_classes! {
     /// request failed otherwise.
     ProviderUnreachable = "provider_unreachable", false;
 
+    // Provider API tokens (`shared::tokens`).
+    /// The provider's token endpoint refused the account's credentials
+    /// (wrong, revoked, or a spent Wolt refresh token): an operator must
+    /// fix the config or authorise the venue again, then replay.
+    TokenRejected = "token_rejected", true;
+    /// No token for now: the token endpoint failed, limited or timed out,
+    /// or the mint floor holds the next mint back.
+    TokenUnavailable = "token_unavailable", false;
+    /// The token store's bucket could not be read or written, or an entry
+    /// does not decrypt with this stage's `TOKEN_STORE_KEY`.
+    TokenStoreFailed = "token_store_failed", false;
+
     // The worker loop and the dead-letter mover.
     /// Every allowed delivery failed (the mover's class for a message whose
     /// worker died on its last delivery).
@@ -302,6 +314,7 @@ mod tests {
                 "provider_forbidden",
                 "provider_rejected",
                 "provider_address_refused",
+                "token_rejected",
                 "deliveries_exhausted",
                 "terminated",
             ]

@@ -17,6 +17,8 @@
 //! - `outbound` (feature `outbound`): the one policy for every HTTP request
 //!   the hub sends (no redirects, checked destinations, bounded bodies);
 //!   [`redact`]: untrusted text cut for logs and escaped for terminals.
+//! - `tokens` (feature `provider-api`): the provider API tokens the whole
+//!   fleet shares, in a NATS key-value bucket, sealed at rest.
 
 pub mod app;
 pub mod backoff;
@@ -36,6 +38,8 @@ pub mod secret;
 pub mod streams;
 pub mod subjects;
 pub mod telemetry;
+#[cfg(feature = "provider-api")]
+pub mod tokens;
 #[cfg(feature = "verify")]
 pub mod verify;
 pub mod worker;

@@ -1,0 +1,333 @@
+//! One call to a provider's token endpoint, and what its answer means.
+//!
+//! - `2xx` with a JSON `access_token` (and, for Wolt, the next
+//!   `refresh_token`): a token. `expires_in` missing: one hour is assumed
+//!   (the shortest lifetime of the two providers), rather than dropping an
+//!   answer that may carry Wolt's only copy of the next refresh token.
+//! - `400`/`401`/`403` and other `4xx` (bar 408 and 429): the credentials
+//!   are wrong, revoked or spent: [`CallError::Rejected`], permanent.
+//! - `429` (its `Retry-After` honoured), `408`, `5xx`, a timeout or a
+//!   connection failure: [`CallError::Unavailable`], transient.
+//! - A `2xx` that is not such JSON, or a redirect: the previous state is
+//!   kept and the call counts as unavailable (a redirect as rejected: the
+//!   configured `token_url` is wrong).
+//!
+//! Bodies are read bounded ([`MAX_ANSWER`]). Errors quote the OAuth
+//! `error` code at most: never a token, a secret or the answer's body.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use super::credential::{Credential, Grant};
+use crate::outbound::{OutboundPolicy, parse_retry_after, read_bounded, refused};
+
+/// The largest token answer read (a token answer is a few hundred bytes).
+pub(crate) const MAX_ANSWER: usize = 64 * 1024;
+
+/// What the endpoint issued.
+pub(crate) struct Issued {
+    pub access_token: String,
+    pub expires_in: Duration,
+    pub refresh_token: Option<String>,
+}
+
+/// Why no token was issued (texts hold no secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CallError {
+    Rejected(String),
+    Unavailable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Calls `cred`'s token endpoint; `refresh_token` is the one to present
+/// for a refresh grant (ignored by client credentials).
+pub(crate) async fn call(
+    client: &reqwest::Client,
+    policy: &OutboundPolicy,
+    timeout: Duration,
+    cred: &Credential,
+    refresh_token: Option<&str>,
+) -> Result<Issued, CallError> {
+    if let Err(r) = policy.check_url(&cred.token_url) {
+        return Err(CallError::Rejected(format!(
+            "token_url: {r} (provider_api.allowed_private_destinations)"
+        )));
+    }
+    let request = client
+        .post(cred.token_url.clone())
+        .timeout(timeout)
+        .header(reqwest::header::ACCEPT, "application/json");
+    let request = match &cred.grant {
+        Grant::ClientCredentials {
+            client_id,
+            client_secret,
+            scope,
+        } => {
+            let mut form = vec![
+                ("client_id", client_id.expose_secret()),
+                ("client_secret", client_secret.expose_secret()),
+                ("grant_type", "client_credentials"),
+            ];
+            if let Some(scope) = scope {
+                form.push(("scope", scope.as_str()));
+            }
+            request.form(&form)
+        }
+        Grant::RefreshToken {
+            client_id,
+            client_secret,
+            ..
+        } => {
+            let Some(refresh_token) = refresh_token else {
+                return Err(CallError::Rejected(
+                    "no refresh token is left for the venue".to_owned(),
+                ));
+            };
+            request
+                .basic_auth(
+                    client_id.expose_secret(),
+                    Some(client_secret.expose_secret()),
+                )
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token),
+                ])
+        }
+    };
+    let response = request.send().await.map_err(|e| failed(&e, timeout))?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let body = read_bounded(response, MAX_ANSWER)
+        .await
+        .map_err(|e| failed(&e, timeout))?;
+    if body.truncated {
+        return Err(CallError::Unavailable {
+            reason: format!(
+                "the token endpoint's answer ({status}) is larger than {MAX_ANSWER} bytes"
+            ),
+            retry_after: None,
+        });
+    }
+    let wants_refresh = matches!(cred.grant, Grant::RefreshToken { .. });
+    answer(status, retry_after, &body.bytes, wants_refresh)
+}
+
+/// A request that got no answer.
+fn failed(e: &reqwest::Error, timeout: Duration) -> CallError {
+    if let Some(r) = refused(e) {
+        return CallError::Rejected(format!(
+            "token_url: {r} (provider_api.allowed_private_destinations)"
+        ));
+    }
+    let reason = if e.is_timeout() {
+        format!("the token endpoint did not answer within {timeout:?}")
+    } else if e.is_connect() {
+        "the token endpoint could not be reached (connect failed)".to_owned()
+    } else {
+        "the token request failed before an answer".to_owned()
+    };
+    CallError::Unavailable {
+        reason,
+        retry_after: None,
+    }
+}
+
+#[derive(Deserialize)]
+struct Success {
+    access_token: Option<String>,
+    expires_in: Option<serde_json::Value>,
+    refresh_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Failure {
+    error: Option<String>,
+    code: Option<String>,
+}
+
+/// What an answer means (see the module docs).
+pub(crate) fn answer(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    wants_refresh: bool,
+) -> Result<Issued, CallError> {
+    if (200..300).contains(&status) {
+        let malformed = |what: &str| CallError::Unavailable {
+            reason: format!("the token endpoint answered {status} without {what}"),
+            retry_after: None,
+        };
+        let ok: Success = serde_json::from_slice(body).map_err(|_| malformed("a JSON object"))?;
+        let access_token = ok
+            .access_token
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| malformed("an access_token"))?;
+        let refresh_token = ok.refresh_token.filter(|t| !t.trim().is_empty());
+        if wants_refresh && refresh_token.is_none() {
+            return Err(malformed("the next refresh_token"));
+        }
+        // A number, or a number in a string (seen in the wild).
+        let expires_in = match ok.expires_in {
+            None => Duration::from_secs(3600),
+            Some(v) => match v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            {
+                Some(secs) if secs > 0 => Duration::from_secs(secs),
+                _ => return Err(malformed("a positive expires_in")),
+            },
+        };
+        return Ok(Issued {
+            access_token,
+            expires_in,
+            refresh_token: if wants_refresh { refresh_token } else { None },
+        });
+    }
+    let code = serde_json::from_slice::<Failure>(body)
+        .ok()
+        .and_then(|f| f.error.or(f.code))
+        // OAuth error codes are lowercase words (`invalid_grant`); anything
+        // else is not quoted, whatever it holds.
+        .filter(|c| {
+            !c.is_empty()
+                && c.len() <= 40
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        });
+    let said = match &code {
+        Some(c) => format!("{status} {c}"),
+        None => status.to_string(),
+    };
+    match status {
+        429 | 408 | 500..=599 => Err(CallError::Unavailable {
+            reason: format!("the token endpoint answered {said}"),
+            retry_after,
+        }),
+        300..=399 => Err(CallError::Rejected(format!(
+            "the token endpoint answered a redirect ({status}); token_url must name the endpoint itself"
+        ))),
+        _ => Err(CallError::Rejected(format!(
+            "the token endpoint answered {said}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(body: &str, wolt: bool) -> Issued {
+        match answer(200, None, body.as_bytes(), wolt) {
+            Ok(i) => i,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    fn err(status: u16, body: &str, wolt: bool) -> CallError {
+        match answer(status, Some(Duration::from_secs(3)), body.as_bytes(), wolt) {
+            Ok(_) => panic!("{status} {body} was taken for a token"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn the_providers_answers_are_read() {
+        let uber = ok(
+            r#"{"access_token":"KA.x","expires_in":2592000,"token_type":"Bearer","scope":"eats.order","refresh_token":""}"#,
+            false,
+        );
+        assert_eq!(uber.access_token, "KA.x");
+        assert_eq!(uber.expires_in, Duration::from_secs(2_592_000));
+        assert_eq!(uber.refresh_token, None);
+        let wolt = ok(
+            r#"{"access_token":"eyJ","token_type":"Bearer","expires_in":3600,"refresh_token":"rt-2"}"#,
+            true,
+        );
+        assert_eq!(wolt.refresh_token.as_deref(), Some("rt-2"));
+        assert_eq!(
+            ok(r#"{"access_token":"a","expires_in":"60"}"#, false).expires_in,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            ok(r#"{"access_token":"a"}"#, false).expires_in,
+            Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
+    fn a_malformed_success_is_unavailable_and_quotes_nothing() {
+        for (body, wolt, what) in [
+            ("<html>KA.secret</html>", false, "a JSON object"),
+            (r#"{"token":"KA.secret"}"#, false, "an access_token"),
+            (
+                r#"{"access_token":"KA.secret","expires_in":0}"#,
+                false,
+                "a positive expires_in",
+            ),
+            (
+                r#"{"access_token":"eyJ.secret","expires_in":3600}"#,
+                true,
+                "the next refresh_token",
+            ),
+        ] {
+            let e = match answer(200, None, body.as_bytes(), wolt) {
+                Err(e) => e,
+                Ok(_) => panic!("{body}"),
+            };
+            assert_eq!(
+                e,
+                CallError::Unavailable {
+                    reason: format!("the token endpoint answered 200 without {what}"),
+                    retry_after: None
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_are_permanent_and_outages_transient_with_their_retry_after() {
+        assert_eq!(
+            err(
+                401,
+                r#"{"error":"invalid_client","error_description":"secret xyz wrong"}"#,
+                false
+            ),
+            CallError::Rejected("the token endpoint answered 401 invalid_client".into())
+        );
+        assert_eq!(
+            err(400, r#"{"error":"invalid_grant"}"#, true),
+            CallError::Rejected("the token endpoint answered 400 invalid_grant".into())
+        );
+        assert_eq!(
+            err(403, "forbidden", false),
+            CallError::Rejected("the token endpoint answered 403".into())
+        );
+        assert_eq!(
+            err(
+                429,
+                r#"{"code":"rate_limited","message":"Exceeded rate limit"}"#,
+                false
+            ),
+            CallError::Unavailable {
+                reason: "the token endpoint answered 429 rate_limited".into(),
+                retry_after: Some(Duration::from_secs(3))
+            }
+        );
+        assert!(matches!(err(503, "", false), CallError::Unavailable { .. }));
+        assert!(matches!(err(408, "", false), CallError::Unavailable { .. }));
+        assert!(matches!(err(302, "", false), CallError::Rejected(_)));
+        // An error code that is not a plain word is not quoted.
+        assert_eq!(
+            err(400, r#"{"error":"KA.abc"}"#, false),
+            CallError::Rejected("the token endpoint answered 400".into())
+        );
+    }
+}

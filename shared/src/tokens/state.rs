@@ -1,0 +1,501 @@
+//! A credential's entry (sealed JSON in the bucket) and the one decision
+//! made on it, without NATS or HTTP: use the stored token, wait for the
+//! replica refreshing it, refresh it now, or fail for now.
+//!
+//! Times are unix milliseconds: replicas compare them, so they are wall
+//! clock (a lease or a floor is off by the replicas' clock skew, which is
+//! small beside the seconds they last).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What the bucket holds for one credential (sealed).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct State {
+    /// The current access token, if any was ever issued.
+    pub access_token: Option<String>,
+    /// When it expires (its `expires_in` counted from the answer).
+    pub expires_at: u64,
+    /// Wolt: the refresh token to present next (single-use).
+    pub refresh_token: Option<String>,
+    /// Wolt: the fingerprint of the configured refresh token that started
+    /// this chain.
+    pub seed: Option<String>,
+    /// When the token endpoint last issued a token for this credential.
+    pub minted_at: Option<u64>,
+    /// Who is calling the token endpoint now, and until when at most.
+    pub lease: Option<Lease>,
+    /// Why the last call failed (short, never a secret).
+    pub last_error: Option<String>,
+    /// Counts issued tokens: the identity of the current one in logs.
+    pub generation: u64,
+    /// The current access token was answered 401: never handed out again.
+    pub rejected: bool,
+    /// Token endpoint failures since the last success.
+    pub failures: u32,
+    /// No call to the token endpoint before this (after a failure: its
+    /// `Retry-After`, or a pause growing with `failures`), so that N
+    /// replicas do not spend the provider's token quota on a failing
+    /// endpoint.
+    pub not_before: Option<u64>,
+}
+
+// Tokens are secrets: a state shows its times and flags, never a token.
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |t: &Option<String>| t.as_ref().map(|_| "[redacted]");
+        f.debug_struct("State")
+            .field("access_token", &shown(&self.access_token))
+            .field("expires_at", &self.expires_at)
+            .field("refresh_token", &shown(&self.refresh_token))
+            .field("seed", &self.seed.as_ref().map(|_| "[fingerprint]"))
+            .field("minted_at", &self.minted_at)
+            .field("lease", &self.lease)
+            .field("last_error", &self.last_error)
+            .field("generation", &self.generation)
+            .field("rejected", &self.rejected)
+            .field("failures", &self.failures)
+            .field("not_before", &self.not_before)
+            .finish()
+    }
+}
+
+/// A replica's claim on the right to call the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Lease {
+    /// Random per token store instance.
+    pub holder: String,
+    pub until: u64,
+}
+
+/// The store's timing settings, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub refresh_ahead: u64,
+    pub min_mint_interval: u64,
+    pub lease: u64,
+}
+
+/// Why a token is refreshed (logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// The store holds none.
+    Absent,
+    /// It expires within `refresh_ahead` (or has).
+    Expiring,
+    /// It was answered 401.
+    Rejected,
+    /// The configured Wolt refresh token changed: a new chain.
+    Reseeded,
+}
+
+impl Why {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Why::Absent => "absent",
+            Why::Expiring => "expiring",
+            Why::Rejected => "rejected",
+            Why::Reseeded => "reseeded",
+        }
+    }
+}
+
+/// What to do with a credential's entry now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Hand out the stored token; keep it in memory until `fresh_until`
+    /// (then look at the entry again).
+    Use { fresh_until: u64 },
+    /// Another replica holds a live lease and there is no token to use
+    /// meanwhile: look again at `until` or when the entry changes.
+    Wait { until: u64 },
+    /// Take the lease and call the token endpoint; `mark_rejected`: the
+    /// lease write also marks the stored token rejected.
+    Refresh { why: Why, mark_rejected: bool },
+    /// A token was issued less than the floor ago and none can be used.
+    MintFloor { retry_after: Duration },
+    /// The last call failed and the pause after it has not passed.
+    Paused { retry_after: Duration },
+}
+
+impl State {
+    /// Whether the stored token may be handed out at `now` at all.
+    pub fn usable(&self, now: u64, rejected: Option<&str>) -> bool {
+        match &self.access_token {
+            Some(t) => !self.rejected && now < self.expires_at && rejected != Some(t.as_str()),
+            None => false,
+        }
+    }
+
+    /// Decides for a caller at `now`. `seed`: the configured Wolt seed's
+    /// fingerprint. `rejected`: the token a caller was answered 401 with
+    /// (`None` for a plain request). `me`: this store's lease holder id.
+    pub fn next(
+        this: Option<&State>,
+        now: u64,
+        timing: Timing,
+        seed: Option<&str>,
+        rejected: Option<&str>,
+        me: &str,
+    ) -> Next {
+        let Some(s) = this else {
+            return Next::Refresh {
+                why: Why::Absent,
+                mark_rejected: false,
+            };
+        };
+        let usable = s.usable(now, rejected);
+        let reseeded = seed.is_some_and(|fp| s.seed.as_deref() != Some(fp));
+        let mark_rejected = rejected.is_some() && rejected == s.access_token.as_deref();
+        let why = if reseeded {
+            Why::Reseeded
+        } else if s.access_token.is_none() {
+            Why::Absent
+        } else if s.rejected || mark_rejected {
+            Why::Rejected
+        } else if now.saturating_add(timing.refresh_ahead) >= s.expires_at {
+            Why::Expiring
+        } else {
+            return Next::Use {
+                fresh_until: s.expires_at - timing.refresh_ahead,
+            };
+        };
+        // Due for a refresh. Whatever holds it back, a token that still
+        // works is handed out meanwhile, kept in memory only until the
+        // obstacle passes.
+        let hold = |until: u64| {
+            if usable {
+                Next::Use {
+                    fresh_until: until.min(s.expires_at),
+                }
+            } else {
+                Next::Wait { until }
+            }
+        };
+        if let Some(lease) = &s.lease
+            && lease.until > now
+            && lease.holder != me
+        {
+            return hold(lease.until.min(now + timing.lease));
+        }
+        if let Some(minted) = s.minted_at {
+            let floor_end = minted.saturating_add(timing.min_mint_interval);
+            if now < floor_end {
+                return match hold(floor_end) {
+                    Next::Wait { .. } => Next::MintFloor {
+                        retry_after: Duration::from_millis(floor_end - now),
+                    },
+                    use_it => use_it,
+                };
+            }
+        }
+        if let Some(not_before) = s.not_before
+            && now < not_before
+        {
+            return match hold(not_before) {
+                Next::Wait { .. } => Next::Paused {
+                    retry_after: Duration::from_millis(not_before - now),
+                },
+                use_it => use_it,
+            };
+        }
+        Next::Refresh { why, mark_rejected }
+    }
+
+    /// The entry after a token was issued at `now`.
+    pub fn issued(
+        &self,
+        now: u64,
+        access_token: String,
+        expires_in: Duration,
+        refresh_token: Option<String>,
+        seed: Option<&str>,
+    ) -> State {
+        State {
+            access_token: Some(access_token),
+            expires_at: now.saturating_add(expires_in.as_millis() as u64),
+            refresh_token,
+            seed: seed.map(str::to_owned),
+            minted_at: Some(now),
+            lease: None,
+            last_error: None,
+            generation: self.generation + 1,
+            rejected: false,
+            failures: 0,
+            not_before: None,
+        }
+    }
+
+    /// The entry after a failed call at `now`: the lease released, the
+    /// tokens kept, the next call paused for `retry_after` when the
+    /// endpoint said so, else for a pause doubling from 500 ms with each
+    /// failure up to `max_pause` (the mint floor).
+    pub fn failed(
+        &self,
+        now: u64,
+        error: String,
+        retry_after: Option<Duration>,
+        max_pause: u64,
+    ) -> State {
+        let failures = self.failures.saturating_add(1);
+        let backoff = 500u64
+            .saturating_mul(1u64 << (failures - 1).min(20))
+            .min(max_pause);
+        let pause = retry_after
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+            .max(backoff);
+        State {
+            lease: None,
+            last_error: Some(error),
+            failures,
+            not_before: (pause > 0).then(|| now.saturating_add(pause)),
+            ..self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timing = Timing {
+        refresh_ahead: 120_000,
+        min_mint_interval: 60_000,
+        lease: 30_000,
+    };
+    const NOW: u64 = 1_000_000_000;
+
+    fn live(expires_in: u64) -> State {
+        State::default().issued(
+            NOW - 300_000,
+            "at-1".into(),
+            Duration::from_millis(expires_in + 300_000),
+            None,
+            None,
+        )
+    }
+
+    fn next(s: &State, rejected: Option<&str>) -> Next {
+        State::next(Some(s), NOW, T, None, rejected, "me")
+    }
+
+    #[test]
+    fn an_empty_store_refreshes_and_a_valid_token_is_used_until_refresh_ahead() {
+        assert_eq!(
+            State::next(None, NOW, T, None, None, "me"),
+            Next::Refresh {
+                why: Why::Absent,
+                mark_rejected: false
+            }
+        );
+        let s = live(3_600_000);
+        assert_eq!(
+            next(&s, None),
+            Next::Use {
+                fresh_until: NOW + 3_600_000 - 120_000
+            }
+        );
+        assert_eq!(
+            next(&live(100_000), None),
+            Next::Refresh {
+                why: Why::Expiring,
+                mark_rejected: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_rejected_token_is_refreshed_only_if_it_is_still_the_stored_one() {
+        let s = live(3_600_000);
+        assert_eq!(
+            next(&s, Some("at-1")),
+            Next::Refresh {
+                why: Why::Rejected,
+                mark_rejected: true
+            }
+        );
+        // Another replica already replaced it: the stored one is used.
+        assert!(matches!(next(&s, Some("at-0")), Next::Use { .. }));
+        // Once marked, nobody hands it out.
+        let marked = State {
+            rejected: true,
+            ..s.clone()
+        };
+        assert_eq!(
+            next(&marked, None),
+            Next::Refresh {
+                why: Why::Rejected,
+                mark_rejected: false
+            }
+        );
+    }
+
+    #[test]
+    fn another_replicas_lease_is_waited_for_unless_a_token_still_works() {
+        let leased = |s: State, holder: &str, until: u64| State {
+            lease: Some(Lease {
+                holder: holder.into(),
+                until,
+            }),
+            ..s
+        };
+        // Nothing to use: wait for the holder.
+        let cold = leased(State::default(), "other", NOW + 5_000);
+        assert_eq!(
+            State::next(Some(&cold), NOW, T, None, None, "me"),
+            Next::Wait { until: NOW + 5_000 }
+        );
+        // A token in its refresh window still works meanwhile.
+        let expiring = leased(live(100_000), "other", NOW + 5_000);
+        assert_eq!(
+            next(&expiring, None),
+            Next::Use {
+                fresh_until: NOW + 5_000
+            }
+        );
+        // An expired lease, or this store's own, is taken over.
+        let stale = leased(State::default(), "other", NOW - 1);
+        assert!(matches!(
+            State::next(Some(&stale), NOW, T, None, None, "me"),
+            Next::Refresh { .. }
+        ));
+        let mine = leased(State::default(), "me", NOW + 5_000);
+        assert!(matches!(
+            State::next(Some(&mine), NOW, T, None, None, "me"),
+            Next::Refresh { .. }
+        ));
+        // A lease claiming longer than a lease lasts is waited for a lease.
+        let far = leased(State::default(), "other", NOW + 10_000_000);
+        assert_eq!(
+            State::next(Some(&far), NOW, T, None, None, "me"),
+            Next::Wait {
+                until: NOW + 30_000
+            }
+        );
+    }
+
+    #[test]
+    fn the_mint_floor_serves_the_stored_token_or_refuses() {
+        let minted_now = State::default().issued(
+            NOW - 10_000,
+            "at-1".into(),
+            Duration::from_secs(100),
+            None,
+            None,
+        );
+        // In its refresh window (100 s < 120 s ahead) but minted 10 s ago:
+        // used until the floor ends.
+        assert_eq!(
+            next(&minted_now, None),
+            Next::Use {
+                fresh_until: NOW + 50_000
+            }
+        );
+        // Rejected 10 s after its mint: no second mint within the floor.
+        assert_eq!(
+            next(&minted_now, Some("at-1")),
+            Next::MintFloor {
+                retry_after: Duration::from_secs(50)
+            }
+        );
+        // After the floor it is refreshed.
+        let later = State::next(Some(&minted_now), NOW + 50_000, T, None, Some("at-1"), "me");
+        assert!(matches!(
+            later,
+            Next::Refresh {
+                why: Why::Rejected,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn failures_pause_the_next_call_growing_up_to_the_floor() {
+        let s = State {
+            lease: Some(Lease {
+                holder: "me".into(),
+                until: NOW + 30_000,
+            }),
+            ..State::default()
+        };
+        let f1 = s.failed(NOW, "token endpoint answered 503".into(), None, 60_000);
+        assert_eq!(f1.lease, None);
+        assert_eq!(f1.failures, 1);
+        assert_eq!(f1.not_before, Some(NOW + 500));
+        assert_eq!(
+            State::next(Some(&f1), NOW + 100, T, None, None, "me"),
+            Next::Paused {
+                retry_after: Duration::from_millis(400)
+            }
+        );
+        let f2 = f1.failed(NOW, "x".into(), None, 60_000);
+        assert_eq!(f2.not_before, Some(NOW + 1_000));
+        let mut f = f2;
+        for _ in 0..20 {
+            f = f.failed(NOW, "x".into(), None, 60_000);
+        }
+        assert_eq!(f.not_before, Some(NOW + 60_000));
+        // Retry-After wins when longer.
+        let r = s.failed(NOW, "429".into(), Some(Duration::from_secs(7)), 60_000);
+        assert_eq!(r.not_before, Some(NOW + 7_000));
+        // No floor, no Retry-After: no pause.
+        assert_eq!(s.failed(NOW, "x".into(), None, 0).not_before, None);
+        // A success clears it all and counts a generation.
+        let ok = f.issued(
+            NOW,
+            "at-2".into(),
+            Duration::from_secs(60),
+            Some("rt-2".into()),
+            Some("fp"),
+        );
+        assert_eq!(
+            (ok.failures, ok.not_before, ok.last_error.as_deref()),
+            (0, None, None)
+        );
+        assert_eq!(ok.generation, 1);
+        assert_eq!(ok.seed.as_deref(), Some("fp"));
+    }
+
+    #[test]
+    fn a_new_seed_replaces_the_chain() {
+        let s = State {
+            seed: Some("fp-old".into()),
+            refresh_token: Some("rt-5".into()),
+            ..live(3_600_000)
+        };
+        assert_eq!(
+            State::next(Some(&s), NOW, T, Some("fp-new"), None, "me"),
+            Next::Refresh {
+                why: Why::Reseeded,
+                mark_rejected: false
+            }
+        );
+        assert!(matches!(
+            State::next(Some(&s), NOW, T, Some("fp-old"), None, "me"),
+            Next::Use { .. }
+        ));
+    }
+
+    #[test]
+    fn debug_and_json_round_trip_show_no_token_in_debug() {
+        let s = State {
+            refresh_token: Some("rt-secret".into()),
+            ..live(1_000)
+        };
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("at-1") && !shown.contains("rt-secret"),
+            "{shown}"
+        );
+        assert!(shown.contains("[redacted]"));
+        let json = serde_json::to_vec(&s).unwrap();
+        assert_eq!(serde_json::from_slice::<State>(&json).unwrap(), s);
+        // Fields missing (written by an earlier version) take their defaults.
+        let old: State = serde_json::from_str(r#"{"access_token":"a","expires_at":5}"#).unwrap();
+        assert_eq!(old.expires_at, 5);
+    }
+}
