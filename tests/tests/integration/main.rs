@@ -11,5 +11,6 @@ mod e2e;
 mod ingress;
 mod soak;
 mod streams;
+mod tokens;
 mod transformer;
 mod worker;
