@@ -292,6 +292,18 @@ pub async fn publish_raw(
     Ok(ack.sequence)
 }
 
+/// The token store key every test uses (`TOKEN_STORE_KEY`'s value in
+/// [`TEST_TOKEN_STORE_KEY`]).
+pub fn test_token_key() -> shared::tokens::TokenKey {
+    shared::tokens::TokenKey::from_env(&|name| {
+        (name == "TOKEN_STORE_KEY").then(|| TEST_TOKEN_STORE_KEY.to_owned())
+    })
+    .expect("the test key is valid")
+}
+
+/// base64 of 32 bytes: a test's `TOKEN_STORE_KEY`, never a real one.
+pub const TEST_TOKEN_STORE_KEY: &str = "b3JkZXJodWItdGVzdHMtb25seS10b2tlbi1rZXktMzI=";
+
 /// A handler made of a closure, for in-process workers.
 pub struct FnHandler<F>(pub F);
 
@@ -377,6 +389,23 @@ impl InProcessStage {
                 publish_timeout: Duration::from_secs(5),
             };
             transformer::run(&args, hub, options, token).await
+        })
+    }
+
+    /// The real fetcher stage, with `key` for the token store.
+    pub fn fetcher(
+        nats_url: &str,
+        hub: &shared::config::HubConfig,
+        key: shared::tokens::TokenKey,
+    ) -> InProcessStage {
+        let prepared = fetcher::Prepared::new(std::sync::Arc::new(hub.clone()), Ok(key))
+            .expect("the fetcher's accounts are valid");
+        InProcessStage::spawn(nats_url, move |args, token| async move {
+            let options = fetcher::Options {
+                concurrency: 16,
+                publish_timeout: Duration::from_secs(5),
+            };
+            fetcher::run(&args, prepared, options, token).await
         })
     }
 
