@@ -265,21 +265,37 @@ fn events_that_are_no_order_events_are_refused() {
 }
 
 #[test]
-fn notification_only_providers_are_refused_as_fetch_required() {
+fn notifications_are_refused_as_fetch_required() {
+    // Uber Eats and Wolt notify; the fetcher stage fetches the order and
+    // the transformer converts what it publishes, never the notification.
     let body = br#"{"event_id":"e1","event_time":1,"event_type":"orders.cancel","meta":{"user_id":"s","resource_id":"o-9","status":"CANCELED"},"resource_href":"x"}"#;
     let e = refuse(&acme(Provider::Ubereats, body));
-    assert_eq!(e.class().as_str(), "fetch_required");
-    assert!(
-        e.to_string()
-            .starts_with("ubereats sent only a notification (orders.cancel for order o-9)"),
-        "{e}"
+    assert_eq!(
+        (e.class().as_str(), e.to_string()),
+        (
+            "fetch_required",
+            "ubereats sent only a notification (orders.cancel for order o-9): the order must be fetched from the uber eats api by the fetcher stage; this is the raw notification".to_owned()
+        )
     );
-    let e = refuse(&acme(Provider::Wolt, b"{\"id\":\"n\"}"));
+    let body = br#"{"id":"n1","type":"order.notification","order":{"id":"w-9","venue_id":"v","status":"CANCELED"},"created_at":"2024-06-14T16:02:11Z"}"#;
+    let e = refuse(&acme(Provider::Wolt, body));
+    assert_eq!(
+        (e.class().as_str(), e.to_string()),
+        (
+            "fetch_required",
+            "wolt sent only a notification (order.notification CANCELED for order w-9): the order must be fetched from the wolt api by the fetcher stage; this is the raw notification".to_owned()
+        )
+    );
+    // A notification that is not even whole is named by what it lacks.
+    let e = refuse(&acme(
+        Provider::Wolt,
+        br#"{"id":"n","type":"order.notification"}"#,
+    ));
     assert_eq!(
         (e.class().as_str(), e.to_string()),
         (
             "invalid_payload",
-            "payload does not parse: missing field `type` at line 1 column 10".to_owned()
+            "payload does not parse: missing field `order` at line 1 column 38".to_owned()
         )
     );
 }

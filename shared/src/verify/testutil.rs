@@ -13,9 +13,9 @@ pub(crate) const FIXTURE_SECRET: &str = "test_webhook_secret_do_not_use";
 pub(crate) const DELIVEROO_ORDER_CREATED: &[u8] =
     include_bytes!("../../../tests/fixtures/deliveroo/order-created.json");
 pub(crate) const UBEREATS_ORDER_NOTIFICATION: &[u8] =
-    include_bytes!("../../../tests/fixtures/ubereats/webhook-order-notification.json");
+    include_bytes!("../../../tests/fixtures/ubereats/v2-order-created.json");
 pub(crate) const WOLT_ORDER_CREATED: &[u8] =
-    include_bytes!("../../../tests/fixtures/wolt/webhook-order-created.json");
+    include_bytes!("../../../tests/fixtures/wolt/v1-order-created.json");
 pub(crate) const JUSTEAT_ORDER_CREATED: &[u8] =
     include_bytes!("../../../tests/fixtures/justeat/order-created.json");
 

@@ -25,6 +25,7 @@ use crate::convert::{ConvertError, Draft, Input, Problems};
 mod careem;
 mod deliveroo;
 mod direct;
+mod fetched;
 mod justeat;
 mod talabat;
 mod ubereats;
