@@ -1,12 +1,15 @@
 //! Property tests over generated payloads: the lines and their modifiers
 //! add up to the subtotal in minor units, exactly, whichever way the
-//! provider writes its decimals; and converting twice gives the same order.
+//! provider writes its decimals (or Uber its `amount_e5`); and converting
+//! twice gives the same order.
 
 mod support;
 
+use canonical::money::format_minor_units;
 use canonical::order::Item;
 use proptest::prelude::*;
 use shared::Provider;
+use shared::headers::{FETCHED_API, NOTIFICATION_EVENT};
 
 /// A line as generated: minor units, quantity, modifiers below.
 #[derive(Debug, Clone)]
@@ -188,5 +191,176 @@ proptest! {
         prop_assert_eq!(totals.total, total);
         let again = transformer::convert(&support::hub(), &d).unwrap();
         prop_assert_eq!(serde_json::to_string(&again).unwrap(), serde_json::to_string(&order).unwrap());
+    }
+
+    /// Uber Eats' Order Fulfillment API: money as `amount_e5` (integers or
+    /// strings) in currencies of 0, 2 and 3 decimals, prices in the
+    /// payment's breakdown by cart item, nested modifiers; wrapped or bare.
+    #[test]
+    fn uber_amount_e5_adds_up_exactly(
+        lines in prop::collection::vec(line(2), 1..5),
+        currency in 0_usize..3,
+        as_strings in any::<bool>(),
+        wrapped in any::<bool>(),
+        delivery in 0_i64..2_000,
+        tip in 0_i64..2_000,
+        discount_permille in 0_i64..=500,
+    ) {
+        let (code, exp) = [("JPY", 0_u32), ("USD", 2), ("KWD", 3)][currency];
+        let e5 = |minor: i64| {
+            let v = minor * 10_i64.pow(5 - exp);
+            if as_strings { format!("\"{v}\"") } else { v.to_string() }
+        };
+        let money = |minor: i64| format!(r#"{{"gross":{{"amount_e5":{},"currency_code":"{code}"}}}}"#, e5(minor));
+        fn cart(lines: &[Line], prefix: &str, prices: &mut Vec<(String, i64)>) -> String {
+            lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let id = format!("{prefix}{i}");
+                    prices.push((id.clone(), l.price));
+                    format!(
+                        r#"{{"id":"{id}","cart_item_id":"{id}","title":"Dish {id}","quantity":{{"amount":{}}},"selected_modifier_groups":[{{"selected_items":[{}]}}]}}"#,
+                        l.quantity,
+                        cart(&l.modifiers, &format!("{id}-"), prices)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+        let mut prices = Vec::new();
+        let items = cart(&lines, "c", &mut prices);
+        let breakdown: Vec<String> = prices
+            .iter()
+            .map(|(id, price)| format!(r#"{{"cart_item_id":"{id}","unit":{}}}"#, money(*price)))
+            .collect();
+        let subtotal = i64::try_from(lines.iter().map(Line::total).sum::<i128>()).unwrap();
+        let discount = (subtotal + delivery) * discount_permille / 1_000;
+        let total = subtotal + delivery + tip - discount;
+        let order = format!(
+            r#"{{"id":"u-1","state":"OFFERED","created_time":"2024-06-14T18:00:00Z","carts":[{{"items":[{items}]}}],"payment":{{"payment_detail":{{"currency_code":"{code}","order_total":{{"gross":{{"amount_e5":{}}},"is_tax_inclusive":true}},"item_charges":{{"total":{},"price_breakdown":[{}]}},"fees":{{"total":{},"details":[{{"id":"DELIVERY_FEE","amount":{}}}]}},"tips":{{"total":{}}},"promotions":{{"total":{}}}}}}}}}"#,
+            e5(total),
+            money(subtotal),
+            breakdown.join(","),
+            money(delivery),
+            money(delivery),
+            money(tip),
+            money(-discount),
+        );
+        let body = if wrapped { format!(r#"{{"order":{order}}}"#) } else { order };
+        let mut d = support::delivery(
+            Provider::Ubereats,
+            "acme-ubereats",
+            "wh-p",
+            body.as_bytes(),
+            &[(NOTIFICATION_EVENT, "orders.notification"), (FETCHED_API, "v1")],
+        );
+        d.subject = "webhooks.fetched.ubereats.acme-ubereats".to_owned();
+        let order = match transformer::convert(&support::hub(), &d) {
+            Ok(o) => o,
+            Err(e) => return Err(TestCaseError::fail(format!("{e}\n{body}"))),
+        };
+        assert_lines(&order.items, &lines)?;
+        prop_assert_eq!(order.currency.map(|c| c.code()), Some(code));
+        let totals = order.totals.as_ref().unwrap();
+        prop_assert_eq!(
+            (totals.subtotal, totals.delivery_fee, totals.tip, totals.discount, totals.total),
+            (subtotal, delivery, tip, discount, total)
+        );
+        let again = transformer::convert(&support::hub(), &d).unwrap();
+        prop_assert_eq!(serde_json::to_string(&again).unwrap(), serde_json::to_string(&order).unwrap());
+    }
+
+    /// An `amount_e5` that is not a whole number of the currency's minor
+    /// units is refused at its path, never rounded.
+    #[test]
+    fn uber_amount_e5_below_the_minor_unit_is_refused(
+        minor in 0_i64..1_000_000,
+        currency in 0_usize..3,
+        rest in 1_i64..100_000,
+    ) {
+        let (code, exp) = [("JPY", 0_u32), ("USD", 2), ("KWD", 3)][currency];
+        let unit = 10_i64.pow(5 - exp);
+        prop_assume!(rest % unit != 0);
+        let e5 = minor * unit + rest % unit;
+        let body = format!(
+            r#"{{"id":"u-2","state":"OFFERED","carts":[{{"items":[{{"cart_item_id":"a","title":"Tea","quantity":{{"amount":1}}}}]}}],"payment":{{"payment_detail":{{"currency_code":"{code}","order_total":{{"gross":{{"amount_e5":{e5}}}}},"item_charges":{{"price_breakdown":[{{"cart_item_id":"a","unit":{{"net":{{"amount_e5":{}}}}}}}]}}}}}}}}"#,
+            minor * unit,
+        );
+        let mut d = support::acme(Provider::Ubereats, body.as_bytes());
+        d.subject = "webhooks.fetched.ubereats.acme-ubereats".to_owned();
+        let e = transformer::convert(&support::hub(), &d).unwrap_err();
+        prop_assert_eq!(e.class().as_str(), "invalid_payload");
+        let text = e.to_string();
+        let want = format!(
+            "payment.payment_detail.order_total.gross.amount_e5: amount \"{}\" has more than {exp} decimal places",
+            format_minor_units(e5, 5)
+        );
+        prop_assert!(text.contains(&want), "{} lacks {}", text, want);
+    }
+
+    /// Wolt v2: options nested in options, each priced for one and counted
+    /// per unit of its parent; the item's unit price includes its options.
+    #[test]
+    fn wolt_v2_options_add_up_exactly(
+        lines in prop::collection::vec(line(2), 1..5),
+        delivery in 0_i64..1_000,
+        discount_permille in 0_i64..=300,
+    ) {
+        fn eur(minor: i64) -> String {
+            format!(r#"{{"amount":{minor},"currency":"EUR"}}"#)
+        }
+        fn options(lines: &[Line]) -> String {
+            lines
+                .iter()
+                .enumerate()
+                .map(|(j, o)| {
+                    format!(
+                        r#"{{"id":"o{j}","name":"Choice","value":"Valinta {j}","value_pos_id":"v{j}","count":{},"price_breakdown":{{"unit_price":{}}},"options":[{}]}}"#,
+                        o.quantity,
+                        eur(o.price),
+                        options(&o.modifiers)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+        let items: Vec<String> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let per_unit = i64::try_from(l.total()).unwrap() / i64::from(l.quantity);
+                format!(
+                    r#"{{"id":"i{i}","name":"Ruoka {i}","count":{},"item_price":{{"unit_price":{},"total":{}}},"options":[{}]}}"#,
+                    l.quantity,
+                    eur(per_unit),
+                    eur(i64::try_from(l.total()).unwrap()),
+                    options(&l.modifiers)
+                )
+            })
+            .collect();
+        let subtotal = i64::try_from(lines.iter().map(Line::total).sum::<i128>()).unwrap();
+        let discount = subtotal * discount_permille / 1_000;
+        let body = format!(
+            r#"{{"id":"w-1","order_status":"received","created_at":"2024-06-14T17:00:00Z","venue":{{"id":"v"}},"delivery":{{"type":"homedelivery"}},"basket_price":{{"total":{},"price_breakdown":{{"total_before_discounts":{},"total_discounts":{}}}}},"fees":{{"total":{},"parts":[{{"type":"DELIVERY_FEE","total":{}}}]}},"items":[{}]}}"#,
+            eur(subtotal - discount),
+            eur(subtotal),
+            eur(discount),
+            eur(delivery),
+            eur(delivery),
+            items.join(","),
+        );
+        let mut d = support::acme(Provider::Wolt, body.as_bytes());
+        d.subject = "webhooks.fetched.wolt.acme-wolt".to_owned();
+        let order = match transformer::convert(&support::hub(), &d) {
+            Ok(o) => o,
+            Err(e) => return Err(TestCaseError::fail(format!("{e}\n{body}"))),
+        };
+        assert_lines(&order.items, &lines)?;
+        let totals = order.totals.as_ref().unwrap();
+        prop_assert_eq!(
+            (totals.subtotal, totals.delivery_fee, totals.discount, totals.total),
+            (subtotal, delivery, discount, subtotal - discount + delivery)
+        );
     }
 }
