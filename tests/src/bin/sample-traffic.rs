@@ -3,6 +3,10 @@
 //! example secrets (accepted, then delivered or dead-lettered), a re-sent
 //! one (duplicate), a bad signature and an unknown account (401), and a
 //! payload that can never become an order (accepted, then dead-lettered).
+//! Uber Eats and Wolt fixtures are notifications: dev-up's fetcher reads
+//! their orders from its fake provider API before they reach the backend.
+//! A fixture addressed to an account the hub config (`HUB_CONFIG`, else the
+//! embedded example) does not have is skipped, not sent to be refused.
 //! Prints one line per request.
 
 use clap::Parser;
@@ -33,11 +37,30 @@ async fn show(what: &str, r: reqwest::RequestBuilder) {
     }
 }
 
+/// The accounts of the hub config dev-up runs, as (provider, id); `None`
+/// when it does not load here (then every fixture is sent).
+fn configured_accounts() -> Option<Vec<(Provider, String)>> {
+    let path = std::env::var_os("HUB_CONFIG").map(std::path::PathBuf::from);
+    match shared::config::HubConfig::load(path.as_deref()) {
+        Ok(hub) => Some(
+            hub.accounts
+                .into_iter()
+                .map(|a| (a.provider, a.id))
+                .collect(),
+        ),
+        Err(e) => {
+            eprintln!("the hub config does not load here ({e}): sending every fixture");
+            None
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let client = reqwest::Client::new();
     let fixtures = orderhub_tests::fixtures::all();
+    let accounts = configured_accounts();
     for f in &fixtures {
         let Some(secret) = secret(f.provider) else {
             eprintln!(
@@ -47,6 +70,20 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         };
         let account = format!("acme-{}", f.provider);
+        let target = f
+            .path_headers
+            .get(shared::headers::ACCOUNT)
+            .cloned()
+            .unwrap_or_else(|| account.clone());
+        if let Some(accounts) = &accounts
+            && !accounts.contains(&(f.provider, target.clone()))
+        {
+            println!(
+                "---  {:<48} skipped: the hub config has no {} account {target}",
+                f.name, f.provider
+            );
+            continue;
+        }
         let expect = if f.is_refused() {
             "-> DLQ"
         } else {
