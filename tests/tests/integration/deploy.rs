@@ -1,59 +1,164 @@
 //! The deployment files agree with the code: the cluster's hub config loads,
-//! every tenant's forwarder consumer has a KEDA trigger, every stage has a
-//! Deployment, and the kustomize overlay renders (where kubectl exists).
+//! every stage binary has a Deployment that gets what the binary needs at
+//! start, every worker consumer (per tenant where it is one per tenant) has
+//! a KEDA trigger, and the kustomize overlay renders (where kubectl exists).
 
 use orderhub_tests::workspace;
+use shared::config::HubConfig;
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(workspace().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-#[test]
-fn the_cluster_hub_config_is_valid_and_every_tenant_is_scaled() {
-    let hub = shared::config::HubConfig::from_toml(
-        &read("k8s/base/hub.toml"),
-        "k8s/base/hub.toml",
-        &|name| {
-            Some(if name.ends_with("SIGNING_SECRET") {
-                "whsec_c2VjcmV0".to_owned()
-            } else {
-                "secret".to_owned()
-            })
-        },
-    )
-    .expect("k8s/base/hub.toml is valid");
-    assert_eq!(hub.streams.replicas, Some(3), "a cluster runs R3 streams");
-    let scaling = read("k8s/base/scaling.yaml");
-    for t in &hub.tenants {
-        let want = format!("consumer: forwarder-{}", t.id);
-        assert!(
-            scaling.contains(&want),
-            "scaling.yaml has no trigger for tenant {}",
-            t.id
-        );
-    }
-    assert!(scaling.contains("consumer: transformer"));
+/// The cluster's hub config, with every secret it names set (as the
+/// Deployments' Secrets set them).
+fn cluster_hub() -> HubConfig {
+    HubConfig::from_toml(&read("k8s/base/hub.toml"), "k8s/base/hub.toml", &|name| {
+        Some(if name.ends_with("SIGNING_SECRET") {
+            "whsec_c2VjcmV0".to_owned()
+        } else {
+            "secret".to_owned()
+        })
+    })
+    .expect("k8s/base/hub.toml is valid")
+}
+
+/// The worker consumers of `nats/streams.toml` (the movers on `ADVISORIES`
+/// run inside their stage's process).
+fn worker_consumers(hub: &HubConfig) -> Vec<shared::streams::ConsumerDef> {
+    shared::streams::Definitions::load(&hub.streams)
+        .consumers
+        .into_iter()
+        .filter(|c| c.stream != "ADVISORIES")
+        .collect()
+}
+
+/// Every stage binary: the ingress and one per worker consumer (a worker
+/// stage is named after its consumer).
+fn stages(hub: &HubConfig) -> Vec<String> {
+    let mut stages = vec!["ingress".to_owned()];
+    stages.extend(worker_consumers(hub).into_iter().map(|c| c.durable));
+    stages
 }
 
 #[test]
-fn every_stage_has_a_deployment_with_probes_on_the_ops_port() {
-    for stage in ["ingress", "transformer", "forwarder"] {
-        let text = read(&format!("k8s/base/{stage}.yaml"));
-        assert!(text.contains("kind: Deployment"), "{stage}");
-        assert!(
-            text.contains(&format!("image: orderhub/{stage}")),
-            "{stage}"
-        );
-        assert!(
-            text.contains("httpGet: {path: /health, port: ops}"),
-            "{stage}"
-        );
-        assert!(
-            text.contains("httpGet: {path: /ready, port: ops}"),
-            "{stage}"
-        );
-        assert!(text.contains("name: HUB_CONFIG"), "{stage}");
+fn the_cluster_hub_config_is_valid_and_every_consumer_is_scaled() {
+    let hub = cluster_hub();
+    assert_eq!(hub.streams.replicas, Some(3), "a cluster runs R3 streams");
+    let scaling = read("k8s/base/scaling.yaml");
+    let consumers = worker_consumers(&hub);
+    assert!(
+        consumers.iter().any(|c| c.durable == "fetcher"),
+        "the fetcher's consumer is defined"
+    );
+    for c in &consumers {
+        let names = if c.per_tenant {
+            hub.tenants
+                .iter()
+                .map(|t| format!("{}-{}", c.durable, t.id))
+                .collect()
+        } else {
+            vec![c.durable.clone()]
+        };
+        for name in names {
+            let want = format!("stream: {}\n        consumer: {name}\n", c.stream);
+            assert!(
+                scaling.contains(&want),
+                "scaling.yaml has no trigger on {} consumer {name}",
+                c.stream
+            );
+        }
     }
+}
+
+#[test]
+fn the_cluster_fetches_from_the_real_provider_apis() {
+    let hub = cluster_hub();
+    let notified: Vec<_> = hub
+        .accounts
+        .iter()
+        .filter(|a| a.provider.sends_notifications_only())
+        .collect();
+    assert!(!notified.is_empty(), "an Uber Eats or Wolt example account");
+    for a in notified {
+        let api = a.api.as_ref().unwrap_or_else(|| {
+            panic!(
+                "account {} has no [account.api]: its orders would dead-letter as fetch_required",
+                a.id
+            )
+        });
+        for url in [&api.base_url, &api.token_url] {
+            assert_eq!(url.scheme(), "https", "account {}: {url}", a.id);
+        }
+    }
+    assert!(
+        hub.provider_api.allowed_private_destinations.is_empty(),
+        "a cluster calls provider APIs on public addresses only"
+    );
+}
+
+#[test]
+fn every_stage_has_a_deployment_with_probes_secrets_and_scaling() {
+    let hub = cluster_hub();
+    let stages = stages(&hub);
+    // Every binary that runs as a stage (loads the hub config) is listed.
+    let manifest = read("Cargo.toml");
+    let members = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("members = ["))
+        .expect("Cargo.toml lists the workspace members on one line");
+    for member in members.split('"').skip(1).step_by(2) {
+        let main = workspace().join(member).join("src/main.rs");
+        let Ok(text) = std::fs::read_to_string(&main) else {
+            continue;
+        };
+        if text.contains("shared::app::init") {
+            assert!(
+                stages.iter().any(|s| s == member),
+                "{member} is a stage binary without a consumer or Deployment"
+            );
+        }
+    }
+    let kustomization = read("k8s/base/kustomization.yaml");
+    let overlay = read("k8s/overlays/cluster/kustomization.yaml");
+    for stage in &stages {
+        assert!(
+            workspace().join(stage).join("src/main.rs").exists(),
+            "no binary crate {stage}/"
+        );
+        let text = read(&format!("k8s/base/{stage}.yaml"));
+        for want in [
+            "kind: Deployment".to_owned(),
+            format!("image: orderhub/{stage}\n"),
+            "httpGet: {path: /health, port: ops}".to_owned(),
+            "httpGet: {path: /ready, port: ops}".to_owned(),
+            "name: HUB_CONFIG".to_owned(),
+            // Every binary resolves every secret the hub config names.
+            "secretRef: {name: orderhub-provider-secrets}".to_owned(),
+            "secretRef: {name: orderhub-tenant-secrets}".to_owned(),
+            "readOnlyRootFilesystem: true".to_owned(),
+        ] {
+            assert!(text.contains(&want), "k8s/base/{stage}.yaml lacks {want:?}");
+        }
+        assert!(
+            kustomization.contains(&format!("  - {stage}.yaml\n")),
+            "kustomization.yaml does not list {stage}.yaml"
+        );
+        assert!(
+            overlay.contains(&format!(
+                "{{name: orderhub/{stage}, newName: registry.example/orderhub/{stage}"
+            )),
+            "the overlay does not pin the {stage} image"
+        );
+    }
+    // The token store's key reaches the fetcher, from its own Secret.
+    let fetcher = read("k8s/base/fetcher.yaml");
+    assert!(
+        fetcher.contains(
+            "name: TOKEN_STORE_KEY\n              valueFrom:\n                secretKeyRef: {name: orderhub-token-store, key: TOKEN_STORE_KEY}"
+        ),
+        "fetcher.yaml takes TOKEN_STORE_KEY from the orderhub-token-store Secret"
+    );
 }
 
 #[test]
@@ -72,8 +177,13 @@ fn the_overlay_renders_with_kubectl() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.matches("\nkind: Deployment").count(), 3);
-    for stage in ["ingress", "transformer", "forwarder"] {
+    let stages = stages(&cluster_hub());
+    assert_eq!(
+        text.matches("\nkind: Deployment").count(),
+        stages.len(),
+        "one Deployment per stage: {stages:?}"
+    );
+    for stage in &stages {
         assert!(
             text.contains(&format!("image: registry.example/orderhub/{stage}:0.1.0")),
             "{stage} image not pinned by the overlay"
@@ -103,4 +213,20 @@ fn the_readme_config_example_is_valid() {
             .map(|r| r.per_second),
         Some(200)
     );
+    // The provider API keys, at the values the README gives as defaults.
+    let api = hub.accounts[1]
+        .api
+        .as_ref()
+        .expect("the Uber Eats account's [account.api]");
+    assert_eq!(api.base_url.as_str(), "https://api.uber.com/");
+    assert_eq!(api.scope.as_deref(), Some("eats.order"));
+    assert_eq!(api.order_api, shared::config::OrderApi::Auto);
+    assert_eq!(api.fetch_deadline, std::time::Duration::from_secs(690));
+    let defaults = shared::config::ProviderApiSettings::default();
+    assert_eq!(
+        hub.provider_api, defaults,
+        "[provider_api] shows the defaults"
+    );
+    assert_eq!(hub.fetcher.not_found_retries, 5);
+    assert_eq!(hub.fetcher.retry.max_deliver(), 20);
 }

@@ -1,6 +1,10 @@
-//! `scripts/dev-up` fails loudly: given a hub config that does not validate,
-//! it does not say "up" but exits 1, names the stage that exited and shows
-//! its config error, and leaves nothing running behind it.
+//! `scripts/dev-up` as a newcomer meets it: with the example config it
+//! comes up, and the Uber Eats and Wolt notifications `sample-traffic`
+//! sends become orders at the sample backend (the fetcher reading them from
+//! the fake provider API). And it fails loudly: given a hub config that
+//! does not validate, it does not say "up" but exits 1, names the stage
+//! that exited and shows its config error, and leaves nothing running
+//! behind it.
 //!
 //! dev-up runs as a process with the workspace's already built binaries
 //! (`DEV_BIN_DIR`), free ports and a temporary data directory, so it neither
@@ -11,7 +15,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use orderhub_tests::{free_port, stack::bin, workspace};
+use orderhub_tests::{fixtures, free_port, stack::bin, workspace};
+use shared::Provider;
 
 /// A running `scripts/dev-up`. Dropped while running, it gets SIGTERM (its
 /// own clean stop), then SIGKILL; and every process it listed in its pid
@@ -64,10 +69,265 @@ fn port_is_closed(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
 }
 
+/// The ports a dev-up listens on, all free.
+struct Ports {
+    nats: u16,
+    backend: u16,
+    ingress: u16,
+    fake_provider: u16,
+    ingress_ops: u16,
+    transformer_ops: u16,
+    fetcher_ops: u16,
+    forwarder_ops: u16,
+}
+
+impl Ports {
+    fn free() -> Ports {
+        Ports {
+            nats: free_port(),
+            backend: free_port(),
+            ingress: free_port(),
+            fake_provider: free_port(),
+            ingress_ops: free_port(),
+            transformer_ops: free_port(),
+            fetcher_ops: free_port(),
+            forwarder_ops: free_port(),
+        }
+    }
+}
+
+/// The directory of the built binaries dev-up runs, checked to hold every
+/// one of them.
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    let dir = bin("ingress")?
+        .parent()
+        .context("binaries have a directory")?
+        .to_owned();
+    for name in [
+        "transformer",
+        "fetcher",
+        "forwarder",
+        "sample-backend",
+        "fake-provider",
+    ] {
+        bin(name)?;
+    }
+    Ok(dir)
+}
+
+/// Starts `scripts/dev-up` with `hub` as its config on `ports`, its data in
+/// `dir/data`, its output in `dir/stdout` and `dir/stderr`.
+fn start_dev_up(dir: &Path, hub: &Path, ports: &Ports) -> anyhow::Result<DevUp> {
+    let data = dir.join("data");
+    let child = Command::new(workspace().join("scripts/dev-up"))
+        .env("HUB_CONFIG", hub)
+        .env("DEV_BIN_DIR", bin_dir()?)
+        .env("DEV_DATA_DIR", &data)
+        .env("DEV_NATS_PORT", ports.nats.to_string())
+        .env("DEV_BACKEND_PORT", ports.backend.to_string())
+        .env("DEV_INGRESS_PORT", ports.ingress.to_string())
+        .env("DEV_FAKE_PROVIDER_PORT", ports.fake_provider.to_string())
+        .env("DEV_INGRESS_OPS_PORT", ports.ingress_ops.to_string())
+        .env(
+            "DEV_TRANSFORMER_OPS_PORT",
+            ports.transformer_ops.to_string(),
+        )
+        .env("DEV_FETCHER_OPS_PORT", ports.fetcher_ops.to_string())
+        .env("DEV_FORWARDER_OPS_PORT", ports.forwarder_ops.to_string())
+        .env("DEV_READY_TIMEOUT_SECS", "60")
+        // A newcomer has no key: dev-up makes one.
+        .env_remove("TOKEN_STORE_KEY")
+        .env_remove("TOKEN_STORE_KEY_FILE")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("stdout"))?)
+        .stderr(std::fs::File::create(dir.join("stderr"))?)
+        .spawn()
+        .context("spawn scripts/dev-up")?;
+    Ok(DevUp { child, data })
+}
+
+/// What dev-up printed so far, for assertions and failure messages.
+fn output(dir: &Path) -> (String, String) {
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    (read("stdout"), read("stderr"))
+}
+
+/// The EXAMPLE secrets dev-up and sample-traffic use, from
+/// `scripts/example-secrets.env` (`export NAME=value` lines).
+fn example_secrets() -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(workspace().join("scripts/example-secrets.env"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
+}
+
+#[test]
+fn uber_eats_and_wolt_notifications_become_orders_at_the_sample_backend() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ports = Ports::free();
+    // The example config, its backend and fake provider moved to free
+    // ports (dev-up's defaults may be in use on this machine).
+    let example = std::fs::read_to_string(workspace().join("config/hub.example.toml"))?;
+    for fixed in [
+        "http://127.0.0.1:3001/api/v1/orders",
+        "base_url = \"http://127.0.0.1:8099\"",
+        "token_url = \"http://127.0.0.1:8099/oauth/v2/token\"",
+        "token_url = \"http://127.0.0.1:8099/oauth2/token\"",
+    ] {
+        assert!(example.contains(fixed), "the example config has {fixed}");
+    }
+    let hub_text = example
+        .replace("127.0.0.1:3001", &format!("127.0.0.1:{}", ports.backend))
+        .replace(
+            "127.0.0.1:8099",
+            &format!("127.0.0.1:{}", ports.fake_provider),
+        );
+    let hub = dir.path().join("hub.toml");
+    std::fs::write(&hub, &hub_text)?;
+    let mut devup = start_dev_up(dir.path(), &hub, &ports)?;
+
+    // A bound on a hang, not a timing assertion.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (stdout, stderr) = output(dir.path());
+        if stdout.contains("orderhub is up") {
+            break;
+        }
+        if let Some(status) = devup.child.try_wait()? {
+            bail!(
+                "dev-up exited with {status} before it was up:\nstdout:\n{stdout}\nstderr:\n{stderr}"
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!("dev-up not up after 120 s:\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (stdout, _) = output(dir.path());
+    assert!(
+        stdout.contains(
+            "generated a throw-away TOKEN_STORE_KEY for this run; set one to keep tokens across runs"
+        ),
+        "{stdout}"
+    );
+
+    // What a newcomer runs next (scripts/sample-traffic, without the build).
+    let traffic = Command::new(bin("sample-traffic")?)
+        .arg("--ingress")
+        .arg(format!("http://127.0.0.1:{}", ports.ingress))
+        .envs(example_secrets()?)
+        .env("HUB_CONFIG", &hub)
+        .output()
+        .context("run sample-traffic")?;
+    let sent = String::from_utf8_lossy(&traffic.stdout).into_owned();
+    assert!(
+        traffic.status.success(),
+        "{sent}{}",
+        String::from_utf8_lossy(&traffic.stderr)
+    );
+
+    // Every Uber Eats and Wolt notification it sent to an account of the
+    // example config, and the order each must become.
+    let config = shared::config::HubConfig::from_toml(&hub_text, "hub.toml", &|_| {
+        Some("whsec_ZXhhbXBsZS1vbmx5LXNpZ25pbmctc2VjcmV0".to_owned())
+    })?;
+    let mut wanted = Vec::new();
+    for f in fixtures::all() {
+        if !f.provider.sends_notifications_only() || f.is_refused() {
+            continue;
+        }
+        let account = f
+            .path_headers
+            .get(shared::headers::ACCOUNT)
+            .cloned()
+            .unwrap_or_else(|| format!("acme-{}", f.provider));
+        if config.account(f.provider, &account).is_none() {
+            assert!(
+                sent.contains(&format!("{} ", f.name)) && sent.contains("skipped"),
+                "{} (account {account}) is not reported skipped:\n{sent}",
+                f.name
+            );
+            continue;
+        }
+        let field = |k: &str| f.expected[k].as_str().map(str::to_owned);
+        let (Some(event), Some(order)) = (field("event"), field("provider_order_id")) else {
+            bail!(
+                "{}: the expected order has no event or provider_order_id",
+                f.name
+            );
+        };
+        assert!(
+            sent.lines()
+                .any(|l| l.starts_with("202 ") && l.contains(&format!("{} -> backend", f.name))),
+            "{} was not accepted:\n{sent}",
+            f.name
+        );
+        wanted.push((
+            f.provider,
+            format!(
+                "signature ok: {event} {} order {order} for acme/",
+                f.provider
+            ),
+        ));
+    }
+    for p in [Provider::Ubereats, Provider::Wolt] {
+        assert!(
+            wanted.iter().any(|(q, _)| *q == p),
+            "no {p} notification fixture for the example config"
+        );
+    }
+
+    // The sample backend prints each order it receives.
+    let log = devup.data.join("logs/backend.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let printed = std::fs::read_to_string(&log).unwrap_or_default();
+        let missing: Vec<&str> = wanted
+            .iter()
+            .map(|(_, line)| line.as_str())
+            .filter(|line| !printed.contains(line))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let logs = devup.data.join("logs");
+            let tail = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap_or_default();
+            bail!(
+                "not at the sample backend: {missing:#?}\nbackend.log:\n{printed}\nfetcher.log:\n{}\nfake-provider.log:\n{}",
+                tail("fetcher.log"),
+                tail("fake-provider.log")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // SIGTERM: dev-up stops everything and exits 143 (128 + TERM).
+    Command::new("kill")
+        .args(["-TERM", &devup.child.id().to_string()])
+        .status()?;
+    let status = devup.wait(Duration::from_secs(90))?;
+    let (stdout, stderr) = output(dir.path());
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(!DevUp::pidfile(&devup.data).exists());
+    assert!(
+        port_is_closed(ports.fake_provider),
+        "the fake provider still listens"
+    );
+    assert!(port_is_closed(ports.nats), "nats still listens");
+    Ok(())
+}
+
 #[test]
 fn a_config_error_stops_dev_up_naming_the_stage_and_the_error() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
     // The example config with an account pointing at a tenant that does not
     // exist: valid TOML, refused by validation.
     let example = std::fs::read_to_string(workspace().join("config/hub.example.toml"))?;
@@ -96,46 +356,17 @@ fn a_config_error_stops_dev_up_naming_the_stage_and_the_error() -> anyhow::Resul
         .to_string();
     assert!(expected.contains("nobody"), "{expected}");
 
-    let bin_dir = bin("ingress")?
-        .parent()
-        .context("binaries have a directory")?
-        .to_owned();
-    for name in ["transformer", "forwarder", "sample-backend"] {
-        bin(name)?;
-    }
-    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
-    let out = dir.path().join("stdout");
-    let err = dir.path().join("stderr");
-    let child = Command::new(workspace().join("scripts/dev-up"))
-        .env("HUB_CONFIG", &hub)
-        .env("DEV_BIN_DIR", &bin_dir)
-        .env("DEV_DATA_DIR", &data)
-        .env("DEV_NATS_PORT", ports[0].to_string())
-        .env("DEV_BACKEND_PORT", ports[1].to_string())
-        .env("DEV_INGRESS_PORT", ports[2].to_string())
-        .env("DEV_INGRESS_OPS_PORT", ports[3].to_string())
-        .env("DEV_TRANSFORMER_OPS_PORT", ports[4].to_string())
-        .env("DEV_FORWARDER_OPS_PORT", ports[5].to_string())
-        .env("DEV_READY_TIMEOUT_SECS", "60")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out)?)
-        .stderr(std::fs::File::create(&err)?)
-        .spawn()
-        .context("spawn scripts/dev-up")?;
-    let mut devup = DevUp {
-        child,
-        data: data.clone(),
-    };
+    let ports = Ports::free();
+    let mut devup = start_dev_up(dir.path(), &hub, &ports)?;
 
     // A bound on a hang, not a timing assertion: the stages exit at once.
     let status = devup.wait(Duration::from_secs(120))?;
-    let stdout = std::fs::read_to_string(&out)?;
-    let stderr = std::fs::read_to_string(&err)?;
+    let (stdout, stderr) = output(dir.path());
     let shown = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
 
     assert_eq!(status.code(), Some(1), "{shown}");
     assert!(!stdout.contains("orderhub is up"), "{shown}");
-    let named = ["ingress", "transformer", "forwarder"]
+    let named = ["ingress", "transformer", "fetcher", "forwarder"]
         .iter()
         .any(|stage| stderr.contains(&format!("dev-up: {stage} exited with status 2 at start")));
     assert!(named, "no stage named with its exit status: {shown}");
@@ -145,7 +376,7 @@ fn a_config_error_stops_dev_up_naming_the_stage_and_the_error() -> anyhow::Resul
     );
     // Everything it started is gone: it removed its pid file after stopping
     // them, and NATS no longer listens.
-    assert!(!DevUp::pidfile(&data).exists(), "{shown}");
-    assert!(port_is_closed(ports[0]), "nats still listening: {shown}");
+    assert!(!DevUp::pidfile(&devup.data).exists(), "{shown}");
+    assert!(port_is_closed(ports.nats), "nats still listening: {shown}");
     Ok(())
 }
