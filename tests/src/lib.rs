@@ -301,6 +301,10 @@ pub fn test_token_key() -> shared::tokens::TokenKey {
     .expect("the test key is valid")
 }
 
+/// The first refresh token of `acme-wolt-v1` in tests/fixtures/hub.toml
+/// (the `S_WOLT_V1` variable): a venue's refresh tokens are its own.
+pub const WOLT_V1_SEED: &str = "wolt-v1-first-refresh-token";
+
 /// base64 of 32 bytes: a test's `TOKEN_STORE_KEY`, never a real one.
 pub const TEST_TOKEN_STORE_KEY: &str = "b3JkZXJodWItdGVzdHMtb25seS10b2tlbi1rZXktMzI=";
 

@@ -1,6 +1,8 @@
 //! The whole hub as separate processes, for end-to-end and soak tests: a
-//! nats-server, the `ingress`, `transformer` and `forwarder` binaries, and
-//! the in-test [`TestBackend`]. Each stage can be SIGKILLed and restarted.
+//! nats-server, the `ingress`, `fetcher`, `transformer` and `forwarder`
+//! binaries, the in-test [`TestBackend`] and the in-test
+//! [`FakeProvider`] (Uber Eats and Wolt APIs, which the fetcher reads).
+//! Each stage can be SIGKILLed and restarted.
 //!
 //! The binaries are the workspace's own, from the target directory these
 //! tests run from (`scripts/test` builds them before running the tests).
@@ -12,7 +14,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::{NatsServer, STEP, TestBackend, eventually, free_port};
+use crate::fake_provider::FakeProvider;
+use crate::{
+    NatsServer, STEP, TEST_TOKEN_STORE_KEY, TestBackend, WOLT_V1_SEED, eventually, free_port,
+};
 
 /// A stage binary of the workspace.
 pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
@@ -37,6 +42,10 @@ pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
 pub struct Stack {
     pub nats: NatsServer,
     pub backend: TestBackend,
+    /// Answers the Uber Eats and Wolt accounts' API calls; every client id,
+    /// client secret and Wolt refresh token the fake accepts is the value of
+    /// the config's `S` variable, when the test passes one.
+    pub provider: FakeProvider,
     pub ingress_port: u16,
     ops_ports: BTreeMap<&'static str, u16>,
     dir: tempfile::TempDir,
@@ -45,26 +54,39 @@ pub struct Stack {
 }
 
 /// The stages, in start order.
-pub const STAGES: [&str; 3] = ["ingress", "transformer", "forwarder"];
+pub const STAGES: [&str; 4] = ["ingress", "fetcher", "transformer", "forwarder"];
 
 impl Stack {
-    /// Starts NATS, the backend and every stage with `hub_toml`, in which
-    /// `{{BACKEND_URL}}` is replaced by the test backend's URL; `env` holds
-    /// the secrets the config names.
+    /// Starts NATS, the backend, the fake provider API (with every
+    /// fixture's fetched order) and every stage with `hub_toml`, in which
+    /// `{{BACKEND_URL}}` is replaced by the test backend's URL and
+    /// `{{PROVIDER_URL}}` by the fake provider's; `env` holds the secrets the
+    /// config names.
     pub async fn start(hub_toml: &str, env: &[(&str, &str)]) -> anyhow::Result<Stack> {
         let nats = NatsServer::start()?;
         let backend = TestBackend::start().await?;
+        let provider = FakeProvider::start().await?;
+        provider.load_orders(&crate::workspace().join("tests/fixtures"))?;
+        if let Some((_, s)) = env.iter().find(|(k, _)| *k == "S") {
+            provider.add_uber_client(s, s);
+            provider.add_wolt_venue(s, s, s);
+            provider.add_wolt_venue(s, s, WOLT_V1_SEED);
+        }
         let dir = tempfile::tempdir()?;
         let hub_path = dir.path().join("hub.toml");
         std::fs::write(
             &hub_path,
-            hub_toml.replace("{{BACKEND_URL}}", &backend.url()),
+            hub_toml
+                .replace("{{BACKEND_URL}}", &backend.url())
+                .replace("{{PROVIDER_URL}}", &provider.url()),
         )?;
         let mut vars: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         vars.push(("NATS_URL".into(), nats.url()));
+        vars.push(("TOKEN_STORE_KEY".into(), TEST_TOKEN_STORE_KEY.into()));
+        vars.push(("S_WOLT_V1".into(), WOLT_V1_SEED.into()));
         vars.push(("HUB_CONFIG".into(), hub_path.display().to_string()));
         vars.push(("LOG_FORMAT".into(), "json".into()));
         vars.push((
@@ -74,6 +96,7 @@ impl Stack {
         let mut stack = Stack {
             nats,
             backend,
+            provider,
             ingress_port: free_port(),
             ops_ports: STAGES.iter().map(|s| (*s, free_port())).collect(),
             dir,

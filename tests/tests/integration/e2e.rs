@@ -23,6 +23,7 @@ fn hub_toml() -> String {
     std::fs::read_to_string(workspace().join("tests/fixtures/hub.toml"))
         .unwrap()
         .replace("\"http://127.0.0.1:9/orders\"", "\"{{BACKEND_URL}}\"")
+        .replace("http://127.0.0.1:9/provider", "{{PROVIDER_URL}}")
 }
 
 async fn start() -> anyhow::Result<Stack> {
@@ -190,7 +191,9 @@ async fn a_dead_letter_replays_through_todays_config_once_its_cause_is_fixed() -
     );
     std::fs::write(
         stack.hub_path(),
-        fixed.replace("{{BACKEND_URL}}", &stack.backend.url()),
+        fixed
+            .replace("{{BACKEND_URL}}", &stack.backend.url())
+            .replace("{{PROVIDER_URL}}", &stack.provider.url()),
     )?;
     stack.kill("transformer").await?;
     stack.spawn("transformer")?;

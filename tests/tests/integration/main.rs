@@ -1,6 +1,6 @@
 //! Every integration test of the hub in one test binary: they share the
 //! harness and most of the dependency tree, and one binary links once
-//! instead of nine times. Run one suite with a filter:
+//! instead of once per suite. Run one suite with a filter:
 //! `cargo nextest run -p orderhub-tests -E 'test(/^soak::/)'` or
 //! `cargo test -p orderhub-tests --test integration soak:: -- --nocapture`.
 
@@ -8,6 +8,7 @@ mod cluster;
 mod deploy;
 mod devup;
 mod e2e;
+mod fetcher;
 mod ingress;
 mod soak;
 mod streams;
