@@ -621,3 +621,82 @@ async fn a_new_order_past_its_deadline_is_dead_lettered() -> anyhow::Result<()> 
     // A cancellation has no deadline: it is fetched whenever the API answers.
     fetcher.stop().await
 }
+
+/// The fixture hub for the whole stack as processes, with the fetcher's
+/// `ack_wait` short so a killed fetcher's notification comes back soon.
+fn stack_hub_toml() -> String {
+    let mut text = std::fs::read_to_string(workspace().join("tests/fixtures/hub.toml"))
+        .unwrap()
+        .replace("\"http://127.0.0.1:9/orders\"", "\"{{BACKEND_URL}}\"")
+        .replace("http://127.0.0.1:9/provider", "{{PROVIDER_URL}}");
+    text.push_str("\n[streams.consumers.fetcher]\nack_wait = \"2s\"\n");
+    text
+}
+
+#[tokio::test]
+async fn a_fetcher_killed_mid_fetch_still_delivers_the_order_once() -> anyhow::Result<()> {
+    let mut stack = Stack::start(&stack_hub_toml(), &[("S", SECRET)]).await?;
+    let js = jetstream::new(stack.nats.client().await?);
+    let f = fixtures::all()
+        .into_iter()
+        .find(|f| f.name == "ubereats/v2-order-created")
+        .expect("the Uber Eats legacy fixture");
+    let notification: Value = serde_json::from_slice(&f.body)?;
+    let order_id = notification["meta"]["resource_id"].as_str().unwrap();
+    let path = format!("/v2/eats/order/{order_id}");
+    let fetched_body = std::fs::read_to_string(
+        workspace().join("tests/fixtures/ubereats/fetched/v2-order-created.json"),
+    )?;
+    // The first answer takes 5 s: the fetcher is killed while it waits.
+    stack.provider.fault(
+        Matcher::PathPrefix(path.clone()),
+        FaultReply::status(200)
+            .with_body(&fetched_body)
+            .after(Duration::from_secs(5)),
+    );
+    let secret = secrecy::SecretString::from(SECRET.to_owned());
+    let r = f
+        .request(
+            &reqwest::Client::new(),
+            &stack.ingress_url(),
+            "acme-ubereats",
+            &secret,
+        )
+        .timeout(STEP)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    eventually(STEP, "the fetch under way", || async {
+        (stack.provider.order_requests(&path) == 1).then_some(())
+    })
+    .await?;
+    stack.kill("fetcher").await?;
+    stack.spawn("fetcher")?;
+    stack.wait_ready("fetcher").await?;
+
+    eventually(
+        Duration::from_secs(30),
+        "the order at the backend",
+        || async { (!stack.backend.requests().is_empty()).then_some(()) },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}; fetcher log:\n{}", stack.log("fetcher")))?;
+    // Anything duplicated would arrive within the fetcher's ack_wait.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let received = stack.backend.requests();
+    assert_eq!(received.len(), 1, "the order arrives once");
+    let order: Value = serde_json::from_slice(&received[0].body)?;
+    assert_eq!(
+        comparable(order, &f.expected),
+        comparable(f.expected.clone(), &f.expected)
+    );
+    assert_eq!(
+        stack.provider.order_requests(&path),
+        2,
+        "fetched again after the kill"
+    );
+    assert_eq!(fetched(&js).await?.len(), 1);
+    assert_eq!(stream_messages(&js, "ORDERS").await?.len(), 1);
+    assert!(dead_letters(&js).await?.is_empty());
+    stack.stop().await
+}
