@@ -192,6 +192,7 @@ pub struct Prepared {
     hub: Arc<HubConfig>,
     accounts: HashMap<(Provider, String), ApiAccount>,
     http: reqwest::Client,
+    outbound: OutboundPolicy,
     token_key: Option<TokenKey>,
 }
 
@@ -234,15 +235,28 @@ impl Prepared {
             Err(why) => return Err(SetupError::NoTokenKey(why)),
         };
         let settings = &hub.provider_api;
-        let http = OutboundPolicy::new(settings.allowed_private_destinations.clone())
+        let outbound = OutboundPolicy::new(settings.allowed_private_destinations.clone());
+        let http = outbound
             .client_builder()
             .user_agent(concat!("orderhub-fetcher/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| SetupError::Client(e.to_string()))?;
+        for (provider, account) in accounts.keys() {
+            let api = &accounts[&(*provider, account.clone())].api;
+            if let Err(refused) = outbound.check_url(&api.base_url) {
+                warn!(
+                    %provider,
+                    account,
+                    %refused,
+                    "the account's API address is refused by the outbound policy: its orders will be dead-lettered as provider_address_refused"
+                );
+            }
+        }
         Ok(Prepared {
             hub,
             accounts,
             http,
+            outbound,
             token_key,
         })
     }
@@ -254,6 +268,7 @@ pub struct Fetcher {
     accounts: HashMap<(Provider, String), ApiAccount>,
     js: jetstream::Context,
     http: reqwest::Client,
+    outbound: OutboundPolicy,
     /// Opened on first use: the bucket exists once the stage is set up.
     tokens: OnceCell<TokenStore>,
     /// Moved into the store when it opens.
@@ -278,6 +293,7 @@ impl Fetcher {
             accounts: prepared.accounts,
             js,
             http: prepared.http,
+            outbound: prepared.outbound,
             tokens: OnceCell::new(),
             token_key: std::sync::Mutex::new(prepared.token_key),
             token_metrics,
@@ -474,6 +490,13 @@ impl Fetcher {
         let provider = target.credential.provider();
         let url = join(&target.api.base_url, &plan.path);
         let settings = &self.hub.provider_api;
+        // An address in the URL never goes through the resolver's check.
+        if let Err(refused) = self.outbound.check_url(&url) {
+            return Err(Answer::Failed(Failure::new(
+                FailureClass::ProviderAddressRefused,
+                format!("{provider} API address refused: {refused}"),
+            )));
+        }
         let sent = self
             .http
             .get(url)

@@ -32,10 +32,10 @@ fn fixtures_hub(fake: &FakeProvider) -> shared::config::HubConfig {
 fn hub_of(text: &str) -> shared::config::HubConfig {
     shared::config::HubConfig::from_toml(text, "test", &|name| {
         Some(
-            if name == "S_WOLT_V1" {
-                WOLT_V1_SEED
-            } else {
-                SECRET
+            match name {
+                "S_WOLT_V1" => WOLT_V1_SEED,
+                "BAD" => "not-the-client-secret",
+                _ => SECRET,
             }
             .to_owned(),
         )
@@ -50,7 +50,8 @@ fn register(fake: &FakeProvider) {
 }
 
 /// A small hub: one tenant, an Uber Eats and a Wolt account on the fake,
-/// fast retries; `extra` goes into both accounts' `[account.api]`.
+/// accounts that fail in their own ways, fast retries; `extra` goes into
+/// the first two accounts' `[account.api]`.
 fn small_hub(fake: &FakeProvider, extra: &str) -> shared::config::HubConfig {
     let url = fake.url();
     hub_of(&format!(
@@ -90,12 +91,48 @@ provider = "ubereats"
 tenant = "acme"
 secret_envs = ["S"]
 
+[[account]]
+id = "acme-ubereats-private"
+provider = "ubereats"
+tenant = "acme"
+secret_envs = ["S"]
+[account.api]
+base_url = "http://10.20.30.40"
+token_url = "{url}/oauth/v2/token"
+client_id_env = "S"
+client_secret_env = "S"
+
+[[account]]
+id = "acme-ubereats-badsecret"
+provider = "ubereats"
+tenant = "acme"
+secret_envs = ["S"]
+[account.api]
+base_url = "{url}"
+token_url = "{url}/oauth/v2/token"
+client_id_env = "S"
+client_secret_env = "BAD"
+
+[[account]]
+id = "acme-wolt-venue"
+provider = "wolt"
+tenant = "acme"
+secret_envs = ["S"]
+[account.api]
+base_url = "{url}"
+token_url = "{url}/oauth2/token"
+client_id_env = "S"
+client_secret_env = "S"
+refresh_token_env = "S"
+venue_id = "venue-1"
+
 [provider_api]
 allowed_private_destinations = ["127.0.0.0/8"]
 request_timeout = "2s"
 token_lease = "5s"
-# Tests expire tokens right after minting them.
-token_min_mint_interval = "1s"
+max_body_bytes = 4096
+# Tests expire and refuse tokens right after minting them.
+token_min_mint_interval = "0s"
 
 [fetcher]
 schedule = ["200ms", "400ms"]
@@ -505,7 +542,12 @@ async fn dead_letter_of(
     setup_streams(&client, hub).await?;
     let js = jetstream::new(client);
     let fetcher = InProcessStage::fetcher(&nats.url(), hub, test_token_key());
-    publish_notification(&js, Provider::Ubereats, account, "wh-dead", body.as_bytes()).await?;
+    let provider = if account.starts_with("acme-wolt") {
+        Provider::Wolt
+    } else {
+        Provider::Ubereats
+    };
+    publish_notification(&js, provider, account, "wh-dead", body.as_bytes()).await?;
     let (entry, msg) = await_dead_letter(&js).await?;
     let fetched = fetched(&js).await?.len();
     fetcher.stop().await?;
@@ -699,4 +741,134 @@ async fn a_fetcher_killed_mid_fetch_still_delivers_the_order_once() -> anyhow::R
     assert_eq!(stream_messages(&js, "ORDERS").await?.len(), 1);
     assert!(dead_letters(&js).await?.is_empty());
     stack.stop().await
+}
+
+#[tokio::test]
+async fn every_other_refusal_names_its_cause() -> anyhow::Result<()> {
+    let fake = FakeProvider::start().await?;
+    register(&fake);
+    let hub = small_hub(&fake, "");
+    for (id, status) in [("unauth", 401), ("moved", 302), ("bad", 400)] {
+        fake.put_order(Platform::Ubereats, Api::V2, id, br#"{"id":"x"}"#);
+        fake.fault(
+            Matcher::PathPrefix(format!("/v2/eats/order/{id}")),
+            FaultReply::status(status).times(10),
+        );
+    }
+    fake.put_order(Platform::Ubereats, Api::V2, "huge", "x".repeat(5000));
+    let wolt_other_venue = serde_json::json!({
+        "id": "n1", "type": "order.notification",
+        "order": {"id": "w1", "venue_id": "venue-2", "status": "CREATED", "resource_url": "x"},
+        "created_at": "2024-06-14T16:02:11.482913Z",
+    })
+    .to_string();
+    let cases: [(&str, String, FailureClass, &str); 7] = [
+        (
+            "acme-ubereats",
+            uber_notification("unauth", "orders.notification"),
+            FailureClass::ProviderUnauthorized,
+            "ubereats answered 401 to a renewed token too: check the account's credentials, scope and environment",
+        ),
+        (
+            "acme-ubereats",
+            uber_notification("moved", "orders.notification"),
+            FailureClass::ProviderRejected,
+            "ubereats API answered 302 for /v2/eats/order/moved",
+        ),
+        (
+            "acme-ubereats",
+            uber_notification("bad", "orders.notification"),
+            FailureClass::ProviderRejected,
+            "ubereats API answered 400 for /v2/eats/order/bad",
+        ),
+        (
+            "acme-ubereats",
+            uber_notification("huge", "orders.notification"),
+            FailureClass::MessageTooLarge,
+            "ubereats order huge is larger than provider_api.max_body_bytes (4096 bytes)",
+        ),
+        (
+            "acme-ubereats-private",
+            uber_notification("x", "orders.notification"),
+            FailureClass::ProviderAddressRefused,
+            "ubereats API address refused: ",
+        ),
+        (
+            "acme-ubereats-badsecret",
+            uber_notification("x", "orders.notification"),
+            FailureClass::TokenRejected,
+            "ubereats account acme-ubereats-badsecret: the token endpoint refused the credentials",
+        ),
+        (
+            "acme-wolt-venue",
+            wolt_other_venue,
+            FailureClass::InvalidPayload,
+            "the notification names venue \"venue-2\"; account acme-wolt-venue is bound to venue \"venue-1\"",
+        ),
+    ];
+    for (account, body, class, message) in cases {
+        let (entry, payload, fetched) = dead_letter_of(&fake, &hub, account, &body).await?;
+        assert_eq!(entry.error_class, class, "{account}: {}", entry.error);
+        assert!(
+            entry.error.starts_with(message),
+            "{}\nwant {message}",
+            entry.error
+        );
+        assert_eq!(payload, body.as_bytes());
+        assert_eq!(fetched, 0);
+    }
+    assert_eq!(
+        fake.requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/v2/eats/order/x"))
+            .count(),
+        0,
+        "nothing was sent for a refused address or refused credentials"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_api_that_does_not_answer_in_time_is_tried_again() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let fake = FakeProvider::start().await?;
+    register(&fake);
+    let hub = small_hub(&fake, "");
+    fake.put_order(Platform::Ubereats, Api::V2, "stuck", br#"{"id":"stuck"}"#);
+    fake.fault(
+        Matcher::PathPrefix("/v2/eats/order/stuck".into()),
+        FaultReply::hang(),
+    );
+    fake.fault(
+        Matcher::PathPrefix("/v2/eats/order/stuck".into()),
+        FaultReply::status(502),
+    );
+    let client = nats.client().await?;
+    setup_streams(&client, &hub).await?;
+    let js = jetstream::new(client);
+    let fetcher = InProcessStage::fetcher(&nats.url(), &hub, test_token_key());
+    let body = uber_notification("stuck", "orders.notification");
+    publish_notification(
+        &js,
+        Provider::Ubereats,
+        "acme-ubereats",
+        "wh-stuck",
+        body.as_bytes(),
+    )
+    .await?;
+    wait_fetched(&js, 1).await?;
+    assert_eq!(
+        fake.order_requests("/v2/eats/order/stuck"),
+        3,
+        "a hang, a 502, the order"
+    );
+    fetcher
+        .metrics_show(&[
+            "fetcher_fetches_total{provider=\"ubereats\",outcome=\"provider_timeout\"} 1",
+            "fetcher_fetches_total{provider=\"ubereats\",outcome=\"provider_5xx\"} 1",
+            "fetcher_fetches_total{provider=\"ubereats\",outcome=\"fetched\"} 1",
+            "fetcher_messages_retried_total{provider=\"ubereats\",error_type=\"provider_timeout\"} 1",
+        ])
+        .await?;
+    fetcher.stop().await
 }
