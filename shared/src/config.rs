@@ -1207,7 +1207,12 @@ fn api_of(
         raw.client_secret_file.as_deref(),
         env,
     )?
-    .ok_or_else(|| check.err(at("client_secret_env"), "is required (or client_secret_file)"))?;
+    .ok_or_else(|| {
+        check.err(
+            at("client_secret_env"),
+            "is required (or client_secret_file)",
+        )
+    })?;
     let refresh_token = required_secret(
         check,
         &at,
@@ -1303,13 +1308,14 @@ fn provider_api_section(
         request_timeout: raw.request_timeout.unwrap_or(d.request_timeout),
         max_body_bytes: raw.max_body_bytes.unwrap_or(d.max_body_bytes),
         token_refresh_ahead: raw.token_refresh_ahead.unwrap_or(d.token_refresh_ahead),
-        token_min_mint_interval: raw.token_min_mint_interval.unwrap_or(d.token_min_mint_interval),
+        token_min_mint_interval: raw
+            .token_min_mint_interval
+            .unwrap_or(d.token_min_mint_interval),
         token_lease: raw.token_lease.unwrap_or(d.token_lease),
     };
     for (k, cidr) in raw.allowed_private_destinations.iter().enumerate() {
-        let net = ip_net(cidr).map_err(|m| {
-            check.err(format!("provider_api.allowed_private_destinations[{k}]"), m)
-        })?;
+        let net = ip_net(cidr)
+            .map_err(|m| check.err(format!("provider_api.allowed_private_destinations[{k}]"), m))?;
         settings.allowed_private_destinations.push(net);
     }
     if settings.request_timeout.is_zero() {
@@ -2072,5 +2078,212 @@ max_deliver = 10
                 "no default account for {p}"
             );
         }
+    }
+
+    /// An Uber Eats and a Wolt account with `[account.api]` tables.
+    const API: &str = r#"
+[[tenant]]
+id = "acme"
+backend_url = "https://orders.acme.example/hub"
+
+[[account]]
+id = "acme-uber"
+provider = "ubereats"
+tenant = "acme"
+secret_envs = ["S"]
+[account.api]
+base_url = "https://api.uber.com"
+token_url = "https://auth.uber.com/oauth/v2/token"
+client_id_env = "UBER_ID"
+client_secret_env = "UBER_SECRET"
+
+[[account]]
+id = "acme-wolt"
+provider = "wolt"
+tenant = "acme"
+secret_envs = ["S"]
+[account.api]
+base_url = "https://pos-integration-service.wolt.com"
+token_url = "https://integrations-authentication-service.wolt.com/oauth2/token"
+client_id_env = "WOLT_ID"
+client_secret_env = "WOLT_SECRET"
+refresh_token_env = "WOLT_REFRESH"
+"#;
+
+    const API_ENV: &[(&str, &str)] = &[
+        ("S", "webhook-secret"),
+        ("UBER_ID", "uber-client"),
+        ("UBER_SECRET", "uber-secret"),
+        ("WOLT_ID", "wolt-client"),
+        ("WOLT_SECRET", "wolt-secret"),
+        ("WOLT_REFRESH", "wolt-refresh"),
+    ];
+
+    fn api_load(text: &str) -> Result<HubConfig, ConfigError> {
+        HubConfig::from_toml(text, "hub.toml", &env_with(API_ENV))
+    }
+
+    fn api_err(text: &str) -> String {
+        api_load(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn provider_api_accounts_get_their_providers_defaults() {
+        let hub = api_load(API).unwrap();
+        let uber = hub.account(Provider::Ubereats, "acme-uber").unwrap();
+        let api = uber.api.as_ref().unwrap();
+        assert_eq!(api.client_id.expose_secret(), "uber-client");
+        assert_eq!(api.client_secret.expose_secret(), "uber-secret");
+        assert!(api.refresh_token.is_none());
+        assert_eq!(api.scope.as_deref(), Some("eats.order"));
+        assert_eq!(api.order_api, OrderApi::Auto);
+        assert_eq!(api.fetch_deadline, Duration::from_secs(690));
+        let wolt = hub.account(Provider::Wolt, "acme-wolt").unwrap();
+        let api = wolt.api.as_ref().unwrap();
+        assert_eq!(
+            api.refresh_token.as_ref().unwrap().expose_secret(),
+            "wolt-refresh"
+        );
+        assert_eq!(api.scope, None);
+        assert_eq!(api.order_api, OrderApi::V2);
+        assert_eq!(api.fetch_deadline, Duration::from_secs(180));
+        assert_eq!(hub.provider_api, ProviderApiSettings::default());
+        assert_eq!(hub.fetcher.not_found_retries, 5);
+        assert_eq!(hub.fetcher.retry.max_deliver(), 20);
+        // The summary names no credential.
+        let summary = hub.summary().to_string();
+        for secret in [
+            "uber-client",
+            "uber-secret",
+            "wolt-client",
+            "wolt-secret",
+            "wolt-refresh",
+        ] {
+            assert!(!summary.contains(secret), "{summary}");
+        }
+        assert!(!format!("{hub:?}").contains("wolt-refresh"));
+    }
+
+    #[test]
+    fn provider_api_settings_are_read_and_checked() {
+        let text = format!(
+            "{API}\n[provider_api]\nallowed_private_destinations = [\"127.0.0.0/8\"]\nrequest_timeout = \"3s\"\ntoken_lease = \"6s\"\ntoken_min_mint_interval = \"5m\"\n\n[fetcher]\nschedule = [\"1s\"]\nmax_deliver = 4\nnot_found_retries = 2\n"
+        );
+        let hub = api_load(&text).unwrap();
+        assert_eq!(hub.provider_api.request_timeout, Duration::from_secs(3));
+        assert_eq!(
+            hub.provider_api.token_min_mint_interval,
+            Duration::from_secs(300)
+        );
+        assert_eq!(hub.provider_api.allowed_private_destinations.len(), 1);
+        assert_eq!(hub.fetcher.retry.max_deliver(), 4);
+        assert_eq!(hub.fetcher.not_found_retries, 2);
+
+        let short_lease = text.replace("token_lease = \"6s\"", "token_lease = \"5s\"");
+        assert_eq!(
+            api_err(&short_lease),
+            "hub config hub.toml: provider_api.token_lease: must be at least twice provider_api.request_timeout"
+        );
+        let zero = text.replace("request_timeout = \"3s\"", "request_timeout = \"0s\"");
+        assert_eq!(
+            api_err(&zero),
+            "hub config hub.toml: provider_api.request_timeout: must be above 0"
+        );
+        let net = text.replace("127.0.0.0/8", "127.0.0.1/8");
+        assert!(
+            api_err(&net)
+                .starts_with("hub config hub.toml: provider_api.allowed_private_destinations[0]: "),
+            "{}",
+            api_err(&net)
+        );
+        let schedule = text.replace("schedule = [\"1s\"]", "schedule = []");
+        assert!(
+            api_err(&schedule).starts_with("hub config hub.toml: fetcher.schedule"),
+            "{}",
+            api_err(&schedule)
+        );
+        let unknown = format!("{API}\n[fetcher]\nretries = 3\n");
+        assert!(api_err(&unknown).contains("unknown field `retries`"));
+    }
+
+    #[test]
+    fn provider_api_accounts_fail_closed() {
+        let cases = [
+            (
+                API.replace("token_url = \"https://auth.uber.com/oauth/v2/token\"\n", ""),
+                "account acme-uber.api.token_url: is required",
+            ),
+            (
+                API.replace("client_secret_env = \"UBER_SECRET\"\n", ""),
+                "account acme-uber.api.client_secret_env: is required (or client_secret_file)",
+            ),
+            (
+                API.replace("client_id_env = \"UBER_ID\"", "client_id_env = \"MISSING\""),
+                "account acme-uber.api.client_id_env: environment variable MISSING is not set or empty",
+            ),
+            (
+                API.replace("refresh_token_env = \"WOLT_REFRESH\"\n", ""),
+                "account acme-wolt.api.refresh_token_env: a Wolt venue needs the refresh token of its authorisation (or refresh_token_file)",
+            ),
+            (
+                API.replace(
+                    "client_secret_env = \"UBER_SECRET\"",
+                    "client_secret_env = \"UBER_SECRET\"\nrefresh_token_env = \"WOLT_REFRESH\"",
+                ),
+                "account acme-uber.api.refresh_token_env: ubereats tokens are minted from the client credentials; only Wolt takes a refresh token",
+            ),
+            (
+                API.replace(
+                    "client_secret_env = \"UBER_SECRET\"",
+                    "client_secret_env = \"UBER_SECRET\"\nclient_secret_file = \"/run/secrets/uber\"",
+                ),
+                "account acme-uber.api.client_secret_env: set client_secret_env or client_secret_file, not both",
+            ),
+            (
+                API.replace("https://api.uber.com", "ftp://api.uber.com"),
+                "account acme-uber.api.base_url: ftp://api.uber.com/ is not an http:// or https:// URL",
+            ),
+            (
+                API.replace(
+                    "client_secret_env = \"WOLT_SECRET\"",
+                    "client_secret_env = \"WOLT_SECRET\"\norder_api = \"auto\"",
+                ),
+                "account acme-wolt.api.order_api: \"auto\" is not v1 or v2",
+            ),
+            (
+                API.replace(
+                    "client_secret_env = \"UBER_SECRET\"",
+                    "client_secret_env = \"UBER_SECRET\"\norder_api = \"v3\"",
+                ),
+                "account acme-uber.api.order_api: \"v3\" is not auto, v1 or v2",
+            ),
+            (
+                API.replace(
+                    "client_secret_env = \"UBER_SECRET\"",
+                    "client_secret_env = \"UBER_SECRET\"\nfetch_deadline = \"500ms\"",
+                ),
+                "account acme-uber.api.fetch_deadline: must be at least 1s",
+            ),
+            (
+                API.replace(
+                    "client_secret_env = \"UBER_SECRET\"",
+                    "client_secret_env = \"UBER_SECRET\"\nscope = \" \"",
+                ),
+                "account acme-uber.api.scope: is empty; leave it out for the default",
+            ),
+            (
+                API.replace(
+                    "client_secret_env = \"UBER_SECRET\"",
+                    "client_secret_env = \"UBER_SECRET\"\ncallback_hosts = [\"https://x.example/cb\"]",
+                ),
+                "account acme-uber.api.callback_hosts[0]: \"https://x.example/cb\" is not a host name (no scheme, port or path)",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(api_err(&text), format!("hub config hub.toml: {want}"));
+        }
+        // No secret value ever appears in an error.
+        let e = api_err(&API.replace("https://api.uber.com", "https://uber-secret@"));
+        assert!(!e.contains("uber-secret"), "{e}");
     }
 }
