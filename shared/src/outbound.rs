@@ -312,7 +312,6 @@ mod tests {
         assert_eq!(parse_retry_after("soon"), None);
     }
 
-
     /// A client under the policy that allows loopback, as tests need.
     fn loopback_client() -> reqwest::Client {
         OutboundPolicy::new(vec!["127.0.0.0/8".parse().unwrap()])
