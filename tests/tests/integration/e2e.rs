@@ -7,6 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream;
+use orderhub_tests::fixtures::comparable;
 use orderhub_tests::*;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -15,9 +16,6 @@ use shared::verify::{self, VerifyOptions};
 /// Every account of tests/fixtures/hub.toml signs with this (Standard
 /// Webhooks needs a whsec_ key; the HMAC schemes take any bytes).
 const SECRET: &str = "whsec_dGVzdA==";
-/// What the golden tests give as the ingress's acceptance time; an order
-/// whose payload has no time of its own carries it as placed_at.
-const GOLDEN_RECEIVED_AT: &str = "2024-06-14T18:00:00Z";
 
 fn hub_toml() -> String {
     std::fs::read_to_string(workspace().join("tests/fixtures/hub.toml"))
@@ -28,18 +26,6 @@ fn hub_toml() -> String {
 
 async fn start() -> anyhow::Result<Stack> {
     Stack::start(&hub_toml(), &[("S", SECRET)]).await
-}
-
-/// The order without what differs between runs: the hub's ids, the stream
-/// position, and the acceptance time where the payload has no time.
-fn comparable(mut order: Value, expected: &Value) -> Value {
-    let o = order.as_object_mut().unwrap();
-    o.remove("webhook_id");
-    o.remove("raw");
-    if expected["placed_at"] == GOLDEN_RECEIVED_AT {
-        o.insert("placed_at".into(), GOLDEN_RECEIVED_AT.into());
-    }
-    order
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream;
 use orderhub_tests::fake_provider::{Api, FakeProvider, FaultReply, Matcher, Platform};
+use orderhub_tests::fixtures::{GOLDEN_RECEIVED_AT, comparable};
 use orderhub_tests::*;
 use serde_json::Value;
 use shared::Provider;
@@ -17,7 +18,6 @@ use shared::headers;
 /// Every secret of the test configs (client ids, client secrets and Wolt's
 /// first refresh token included).
 const SECRET: &str = "whsec_dGVzdA==";
-const GOLDEN_RECEIVED_AT: &str = "2024-06-14T18:00:00Z";
 
 /// The fixtures' hub with every Uber Eats and Wolt account's API pointed at
 /// the fake provider.
@@ -182,6 +182,31 @@ async fn publish_notification(
     Ok(())
 }
 
+/// An Uber Eats notification of `event` for `order`, to `acme-ubereats`.
+async fn notify_uber(
+    js: &jetstream::Context,
+    order: &str,
+    event: &str,
+    webhook_id: &str,
+) -> anyhow::Result<()> {
+    let body = uber_notification(order, event);
+    publish_notification(
+        js,
+        Provider::Ubereats,
+        "acme-ubereats",
+        webhook_id,
+        body.as_bytes(),
+    )
+    .await
+}
+
+/// `n` fetcher replicas on the rig's server.
+fn replicas(nats: &NatsServer, hub: &shared::config::HubConfig, n: usize) -> Vec<InProcessStage> {
+    (0..n)
+        .map(|_| InProcessStage::fetcher(&nats.url(), hub, test_token_key()))
+        .collect()
+}
+
 /// The fetched orders in `WEBHOOKS`, as (subject, headers, body).
 async fn fetched(
     js: &jetstream::Context,
@@ -208,27 +233,49 @@ async fn wait_fetched(
     .await
 }
 
-/// The order without what differs between runs.
-fn comparable(mut order: Value, expected: &Value) -> Value {
-    let o = order.as_object_mut().unwrap();
-    o.remove("webhook_id");
-    o.remove("raw");
-    if expected["placed_at"] == GOLDEN_RECEIVED_AT {
-        o.insert("placed_at".into(), GOLDEN_RECEIVED_AT.into());
+/// A nats-server with the streams set up, the fake provider knowing the
+/// test credentials, and the small hub on it.
+struct Rig {
+    nats: NatsServer,
+    fake: FakeProvider,
+    hub: shared::config::HubConfig,
+    js: jetstream::Context,
+}
+
+impl Rig {
+    /// With [`small_hub`] and `extra` in its accounts' `[account.api]`.
+    async fn start(extra: &str) -> anyhow::Result<Rig> {
+        let fake = FakeProvider::start().await?;
+        register(&fake);
+        let hub = small_hub(&fake, extra);
+        Rig::with(fake, hub).await
     }
-    order
+
+    async fn with(fake: FakeProvider, hub: shared::config::HubConfig) -> anyhow::Result<Rig> {
+        let nats = NatsServer::start()?;
+        let client = nats.client().await?;
+        setup_streams(&client, &hub).await?;
+        Ok(Rig {
+            nats,
+            fake,
+            hub,
+            js: jetstream::new(client),
+        })
+    }
 }
 
 #[tokio::test]
 async fn every_notification_fixture_becomes_its_expected_order() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
     let fake = FakeProvider::start().await?;
     register(&fake);
     let loaded = fake.load_orders(&workspace().join("tests/fixtures"))?;
     let hub = fixtures_hub(&fake);
-    let client = nats.client().await?;
-    setup_streams(&client, &hub).await?;
-    let js = jetstream::new(client);
+    let Rig {
+        nats,
+        fake,
+        hub,
+        js,
+    } = Rig::with(fake, hub).await?;
 
     let fixtures: Vec<_> = fixtures::all()
         .into_iter()
@@ -304,23 +351,14 @@ async fn every_notification_fixture_becomes_its_expected_order() -> anyhow::Resu
 
 #[tokio::test]
 async fn a_fetched_order_carries_the_notification_headers_and_its_own() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let fake = FakeProvider::start().await?;
-    register(&fake);
-    let hub = small_hub(&fake, "");
+    let Rig {
+        nats,
+        fake,
+        hub,
+        js,
+    } = Rig::start("").await?;
     fake.put_order(Platform::Ubereats, Api::V2, "o-1", br#"{"id":"o-1"}"#);
-    let client = nats.client().await?;
-    setup_streams(&client, &hub).await?;
-    let js = jetstream::new(client);
-    let body = uber_notification("o-1", "orders.notification");
-    publish_notification(
-        &js,
-        Provider::Ubereats,
-        "acme-ubereats",
-        "wh-1",
-        body.as_bytes(),
-    )
-    .await?;
+    notify_uber(&js, "o-1", "orders.notification", "wh-1").await?;
     let fetcher = InProcessStage::fetcher(&nats.url(), &hub, test_token_key());
     let got = wait_fetched(&js, 1).await?;
     let m = &got[0];
@@ -362,10 +400,12 @@ async fn a_fetched_order_carries_the_notification_headers_and_its_own() -> anyho
 
 #[tokio::test]
 async fn three_replicas_and_an_expired_token_cost_two_mints_and_no_order() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let fake = FakeProvider::start().await?;
-    register(&fake);
-    let hub = small_hub(&fake, "");
+    let Rig {
+        nats,
+        fake,
+        hub,
+        js,
+    } = Rig::start("").await?;
     for i in 0..60 {
         fake.put_order(
             Platform::Ubereats,
@@ -374,24 +414,17 @@ async fn three_replicas_and_an_expired_token_cost_two_mints_and_no_order() -> an
             format!(r#"{{"id":"o-{i}"}}"#),
         );
     }
-    let client = nats.client().await?;
-    setup_streams(&client, &hub).await?;
-    let js = jetstream::new(client);
     for i in 0..30 {
-        let body = uber_notification(&format!("o-{i}"), "orders.notification");
-        publish_notification(
+        notify_uber(
             &js,
-            Provider::Ubereats,
-            "acme-ubereats",
+            &format!("o-{i}"),
+            "orders.notification",
             &format!("wh-{i}"),
-            body.as_bytes(),
         )
         .await?;
     }
     // Three replicas start at once on a cold token store.
-    let replicas: Vec<_> = (0..3)
-        .map(|_| InProcessStage::fetcher(&nats.url(), &hub, test_token_key()))
-        .collect();
+    let replicas = replicas(&nats, &hub, 3);
     wait_fetched(&js, 30).await?;
     assert_eq!(fake.mints(Platform::Ubereats), 1, "one mint for the fleet");
 
@@ -399,13 +432,11 @@ async fn three_replicas_and_an_expired_token_cost_two_mints_and_no_order() -> an
     // renews, the others see the renewed token in the store.
     fake.expire_all_tokens();
     for i in 30..60 {
-        let body = uber_notification(&format!("o-{i}"), "orders.notification");
-        publish_notification(
+        notify_uber(
             &js,
-            Provider::Ubereats,
-            "acme-ubereats",
+            &format!("o-{i}"),
+            "orders.notification",
             &format!("wh-{i}"),
-            body.as_bytes(),
         )
         .await?;
     }
@@ -424,13 +455,12 @@ async fn three_replicas_and_an_expired_token_cost_two_mints_and_no_order() -> an
 
 #[tokio::test]
 async fn wolt_replicas_racing_to_refresh_use_the_refresh_token_once() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let fake = FakeProvider::start().await?;
-    register(&fake);
-    let hub = small_hub(&fake, "");
-    let client = nats.client().await?;
-    setup_streams(&client, &hub).await?;
-    let js = jetstream::new(client);
+    let Rig {
+        nats,
+        fake,
+        hub,
+        js,
+    } = Rig::start("").await?;
     for i in 0..20 {
         let id = format!("w{i}");
         fake.put_order(Platform::Wolt, Api::V2, &id, format!(r#"{{"id":"{id}"}}"#));
@@ -448,9 +478,7 @@ async fn wolt_replicas_racing_to_refresh_use_the_refresh_token_once() -> anyhow:
         )
         .await?;
     }
-    let replicas: Vec<_> = (0..3)
-        .map(|_| InProcessStage::fetcher(&nats.url(), &hub, test_token_key()))
-        .collect();
+    let replicas = replicas(&nats, &hub, 3);
     wait_fetched(&js, 20).await?;
     assert_eq!(
         fake.refresh_uses(SECRET),
@@ -468,10 +496,12 @@ async fn wolt_replicas_racing_to_refresh_use_the_refresh_token_once() -> anyhow:
 
 #[tokio::test]
 async fn a_429_waits_its_retry_after_and_404s_are_retried_until_readable() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let fake = FakeProvider::start().await?;
-    register(&fake);
-    let hub = small_hub(&fake, "");
+    let Rig {
+        nats,
+        fake,
+        hub,
+        js,
+    } = Rig::start("").await?;
     fake.put_order(Platform::Ubereats, Api::V2, "slow", br#"{"id":"slow"}"#);
     fake.put_order(Platform::Ubereats, Api::V2, "late", br#"{"id":"late"}"#);
     fake.fault(
@@ -486,20 +516,9 @@ async fn a_429_waits_its_retry_after_and_404s_are_retried_until_readable() -> an
             .with_body(r#"{"code":"resource_not_found"}"#)
             .times(3),
     );
-    let client = nats.client().await?;
-    setup_streams(&client, &hub).await?;
-    let js = jetstream::new(client);
     let fetcher = InProcessStage::fetcher(&nats.url(), &hub, test_token_key());
     for (i, id) in ["slow", "late"].into_iter().enumerate() {
-        let body = uber_notification(id, "orders.notification");
-        publish_notification(
-            &js,
-            Provider::Ubereats,
-            "acme-ubereats",
-            &format!("wh-{i}"),
-            body.as_bytes(),
-        )
-        .await?;
+        notify_uber(&js, id, "orders.notification", &format!("wh-{i}")).await?;
     }
     wait_fetched(&js, 2).await?;
     let times: Vec<Instant> = fake
@@ -621,29 +640,20 @@ async fn refusals_are_dead_lettered_with_their_class_and_the_notification() -> a
 
 #[tokio::test]
 async fn a_new_order_past_its_deadline_is_dead_lettered() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let fake = FakeProvider::start().await?;
-    register(&fake);
-    let hub = small_hub(&fake, r#"fetch_deadline = "3s""#);
+    let Rig {
+        nats,
+        fake,
+        hub,
+        js,
+    } = Rig::start(r#"fetch_deadline = "3s""#).await?;
     fake.put_order(Platform::Ubereats, Api::V2, "down", br#"{"id":"down"}"#);
     fake.fault(
         Matcher::PathPrefix("/v2/eats/order/down".into()),
         FaultReply::status(503).times(1000),
     );
-    let client = nats.client().await?;
-    setup_streams(&client, &hub).await?;
-    let js = jetstream::new(client);
     let fetcher = InProcessStage::fetcher(&nats.url(), &hub, test_token_key());
     let started = SystemTime::now();
-    let body = uber_notification("down", "orders.notification");
-    publish_notification(
-        &js,
-        Provider::Ubereats,
-        "acme-ubereats",
-        "wh-down",
-        body.as_bytes(),
-    )
-    .await?;
+    notify_uber(&js, "down", "orders.notification", "wh-down").await?;
     let (entry, _) = await_dead_letter(&js).await?;
     assert_eq!(entry.error_class, FailureClass::FetchDeadlinePassed);
     assert!(
@@ -830,10 +840,12 @@ async fn every_other_refusal_names_its_cause() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn an_api_that_does_not_answer_in_time_is_tried_again() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let fake = FakeProvider::start().await?;
-    register(&fake);
-    let hub = small_hub(&fake, "");
+    let Rig {
+        nats,
+        fake,
+        hub,
+        js,
+    } = Rig::start("").await?;
     fake.put_order(Platform::Ubereats, Api::V2, "stuck", br#"{"id":"stuck"}"#);
     fake.fault(
         Matcher::PathPrefix("/v2/eats/order/stuck".into()),
@@ -843,19 +855,8 @@ async fn an_api_that_does_not_answer_in_time_is_tried_again() -> anyhow::Result<
         Matcher::PathPrefix("/v2/eats/order/stuck".into()),
         FaultReply::status(502),
     );
-    let client = nats.client().await?;
-    setup_streams(&client, &hub).await?;
-    let js = jetstream::new(client);
     let fetcher = InProcessStage::fetcher(&nats.url(), &hub, test_token_key());
-    let body = uber_notification("stuck", "orders.notification");
-    publish_notification(
-        &js,
-        Provider::Ubereats,
-        "acme-ubereats",
-        "wh-stuck",
-        body.as_bytes(),
-    )
-    .await?;
+    notify_uber(&js, "stuck", "orders.notification", "wh-stuck").await?;
     wait_fetched(&js, 1).await?;
     assert_eq!(
         fake.order_requests("/v2/eats/order/stuck"),
