@@ -873,3 +873,110 @@ async fn an_api_that_does_not_answer_in_time_is_tried_again() -> anyhow::Result<
         .await?;
     fetcher.stop().await
 }
+
+/// `dlq-inspector replay <id>` against `nats`.
+async fn replay(nats: &NatsServer, id: u64) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new(orderhub_tests::stack::bin("dlq-inspector")?)
+        .args(["replay", &id.to_string()])
+        .env("NATS_URL", nats.url())
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_notification_and_the_fetched_body_both_replay_from_the_dlq() -> anyhow::Result<()> {
+    let fake = FakeProvider::start().await?;
+    register(&fake);
+    fake.load_orders(&workspace().join("tests/fixtures"))?;
+    let hub = fixtures_hub(&fake);
+    let Rig {
+        nats,
+        fake,
+        hub,
+        js,
+    } = Rig::with(fake, hub).await?;
+    let f = fixtures::all()
+        .into_iter()
+        .find(|f| f.name == "ubereats/v2-order-created")
+        .expect("the Uber Eats legacy fixture");
+    let notification: Value = serde_json::from_slice(&f.body)?;
+    let path = format!(
+        "/v2/eats/order/{}",
+        notification["meta"]["resource_id"].as_str().unwrap()
+    );
+    // The store is not provisioned yet: one 403. And an order whose body
+    // the transformer cannot read.
+    fake.fault(Matcher::PathPrefix(path.clone()), FaultReply::status(403));
+    fake.put_order(
+        Platform::Ubereats,
+        Api::V2,
+        "unreadable",
+        br#"{"id":"unreadable"}"#,
+    );
+    publish_notification(&js, Provider::Ubereats, "acme-ubereats", "wh-a", &f.body).await?;
+    notify_uber(&js, "unreadable", "orders.notification", "wh-b").await?;
+    let fetcher = InProcessStage::fetcher(&nats.url(), &hub, test_token_key());
+    let transformer = InProcessStage::transformer(&nats.url(), &hub);
+
+    let dead = await_dead_letters(&js, 2).await?;
+    let ids: Vec<u64> = stream_messages(&js, "DLQ")
+        .await?
+        .iter()
+        .map(|m| m.sequence)
+        .collect();
+    let find = |stage: &str| {
+        dead.iter()
+            .zip(&ids)
+            .find(|((d, _), _)| d.stage == stage)
+            .map(|((d, m), id)| (d.clone(), m.payload.clone(), *id))
+            .unwrap()
+    };
+    let (forbidden, payload, forbidden_id) = find("fetcher");
+    assert_eq!(forbidden.error_class, FailureClass::ProviderForbidden);
+    assert_eq!(forbidden.subject, "webhooks.raw.ubereats.acme-ubereats");
+    assert_eq!(&payload[..], &f.body[..], "the notification");
+    let (unreadable, payload, unreadable_id) = find("transformer");
+    assert_eq!(unreadable.error_class, FailureClass::InvalidPayload);
+    assert_eq!(
+        unreadable.subject,
+        "webhooks.fetched.ubereats.acme-ubereats"
+    );
+    assert_eq!(&payload[..], br#"{"id":"unreadable"}"#, "the fetched body");
+
+    // The store is provisioned now: the notification replays into an order.
+    replay(&nats, forbidden_id).await?;
+    let orders = eventually(STEP, "the replayed order", || async {
+        let m = stream_messages(&js, "ORDERS").await.ok()?;
+        (!m.is_empty()).then_some(m)
+    })
+    .await?;
+    let order: Value = serde_json::from_slice(&orders[0].payload)?;
+    assert_eq!(
+        comparable(order, &f.expected),
+        comparable(f.expected.clone(), &f.expected)
+    );
+    assert_eq!(fake.order_requests(&path), 2);
+
+    // The fetched body replays to the transformer as it was fetched: the
+    // provider is not asked again.
+    replay(&nats, unreadable_id).await?;
+    let again = eventually(STEP, "the fetched body dead-lettered again", || async {
+        dead_letters(&js)
+            .await
+            .ok()?
+            .into_iter()
+            .find(|(d, _)| d.stage == "transformer" && d.seq != unreadable.seq)
+    })
+    .await?;
+    assert_eq!(again.0.subject, "webhooks.fetched.ubereats.acme-ubereats");
+    assert_eq!(&again.1.payload[..], br#"{"id":"unreadable"}"#);
+    assert_eq!(fake.order_requests("/v2/eats/order/unreadable"), 1);
+    fetcher.stop().await?;
+    transformer.stop().await
+}
