@@ -772,7 +772,13 @@ async fn every_other_refusal_names_its_cause() -> anyhow::Result<()> {
         "created_at": "2024-06-14T16:02:11.482913Z",
     })
     .to_string();
-    let cases: [(&str, String, FailureClass, &str); 7] = [
+    let cases: [(&str, String, FailureClass, &str); 8] = [
+        (
+            "nobody",
+            uber_notification("x", "orders.notification"),
+            FailureClass::UnknownAccount,
+            "ubereats account \"nobody\" is not in the fetcher's config",
+        ),
         (
             "acme-ubereats",
             uber_notification("unauth", "orders.notification"),
@@ -979,4 +985,31 @@ async fn the_notification_and_the_fetched_body_both_replay_from_the_dlq() -> any
     assert_eq!(fake.order_requests("/v2/eats/order/unreadable"), 1);
     fetcher.stop().await?;
     transformer.stop().await
+}
+
+#[tokio::test]
+async fn a_notification_without_its_webhook_id_is_dead_lettered() -> anyhow::Result<()> {
+    let Rig {
+        nats,
+        fake: _fake,
+        hub,
+        js,
+    } = Rig::start("").await?;
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(headers::PROVIDER, "ubereats");
+    h.insert(headers::ACCOUNT, "acme-ubereats");
+    let body = uber_notification("x", "orders.notification");
+    js.publish_with_headers(
+        shared::subjects::raw_webhook(Provider::Ubereats, "acme-ubereats"),
+        h,
+        body.clone().into(),
+    )
+    .await?
+    .await?;
+    let fetcher = InProcessStage::fetcher(&nats.url(), &hub, test_token_key());
+    let (entry, msg) = await_dead_letter(&js).await?;
+    assert_eq!(entry.error_class, FailureClass::MissingHeader);
+    assert_eq!(entry.error, "Orderhub-Webhook-Id is missing");
+    assert_eq!(&msg.payload[..], body.as_bytes());
+    fetcher.stop().await
 }
