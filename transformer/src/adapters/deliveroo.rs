@@ -32,13 +32,13 @@
 
 use canonical::money::Currency;
 use canonical::order::{
-    Address, Courier, Discount, Event, Fee, Fulfilment, FulfilmentType, Item, OrderState, Payment,
-    PaymentMethod, ProblemKind, Status, Totals,
+    Courier, Discount, Event, Fee, Fulfilment, FulfilmentType, Item, OrderState, ProblemKind,
+    Status, Totals,
 };
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::{Adapter, Coord, coords, event_of, state_of};
+use super::{Adapter, Coord, address, cash_if_due, coords, event_of, state_of};
 use crate::convert::{self, ConvertError, Draft, Input, Problems, Quantity, quantity, text};
 
 pub struct Deliveroo;
@@ -304,22 +304,17 @@ fn created(input: &Input<'_>, p: &mut Problems) -> Result<Draft, ConvertError> {
     let address = d
         .filter(|_| kind == FulfilmentType::Delivery)
         .and_then(|d| {
-            let (lat, lng) = match &d.location {
-                Some(l) => coords(l.latitude, l.longitude),
-                None => (None, None),
-            };
-            let a = Address {
-                lines: [&d.line1, &d.line2]
+            address(
+                [&d.line1, &d.line2]
                     .into_iter()
                     .filter_map(|l| text(l.as_deref()))
                     .collect(),
-                city: text(d.city.as_deref()),
-                area: None,
-                postcode: text(d.postcode.as_deref()),
-                lat,
-                lng,
-            };
-            (!a.lines.is_empty()).then_some(a)
+                text(d.city.as_deref()),
+                text(d.postcode.as_deref()),
+                d.location
+                    .as_ref()
+                    .map_or((None, None), |l| coords(l.latitude, l.longitude)),
+            )
         });
     order.fulfilment = Some(Fulfilment {
         kind,
@@ -404,21 +399,7 @@ fn created(input: &Input<'_>, p: &mut Problems) -> Result<Draft, ConvertError> {
         discounts,
     };
     let cash_due = a.opt(p, "cash_due", o.cash_due.as_ref());
-    order.payment = Some(if cash_due > 0 {
-        Payment {
-            method: PaymentMethod::Cash,
-            paid: false,
-            amount_due: cash_due,
-            change_for: None,
-        }
-    } else {
-        Payment {
-            method: PaymentMethod::Online,
-            paid: true,
-            amount_due: 0,
-            change_for: None,
-        }
-    });
+    order.payment = Some(cash_if_due(cash_due));
     order.totals = Some(totals);
     Ok(Draft::new(order).store(o.location_id.as_deref()))
 }

@@ -33,6 +33,16 @@ pub(crate) enum Api {
 }
 
 impl Api {
+    /// The API a body is by its shape: the one whose distinguishing fields
+    /// it has, if it has one's only.
+    pub fn by_shape(has_v1: bool, has_v2: bool) -> Option<Api> {
+        match (has_v1, has_v2) {
+            (true, false) => Some(Api::V1),
+            (false, true) => Some(Api::V2),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Api::V1 => "v1",

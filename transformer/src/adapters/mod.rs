@@ -15,7 +15,7 @@
 //! each payload.
 
 use canonical::money::Decimal;
-use canonical::order::{Event, OrderState, Totals};
+use canonical::order::{Address, Event, OrderState, Payment, PaymentMethod, Totals};
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use shared::Provider;
@@ -125,6 +125,50 @@ pub(crate) fn coords(lat: Option<Coord>, lng: Option<Coord>) -> (Option<f64>, Op
         }
         _ => (None, None),
     }
+}
+
+/// An address from its street lines and what else is known; none without a
+/// street line (coordinates or a city alone lead to no door).
+pub(crate) fn address(
+    lines: Vec<String>,
+    city: Option<String>,
+    postcode: Option<String>,
+    (lat, lng): (Option<f64>, Option<f64>),
+) -> Option<Address> {
+    (!lines.is_empty()).then_some(Address {
+        lines,
+        city,
+        area: None,
+        postcode,
+        lat,
+        lng,
+    })
+}
+
+/// Paid through the provider: nothing to collect.
+pub(crate) fn paid_online() -> Payment {
+    Payment {
+        method: PaymentMethod::Online,
+        paid: true,
+        amount_due: 0,
+        change_for: None,
+    }
+}
+
+/// Cash at the door, `due` to collect.
+pub(crate) fn cash(due: i64) -> Payment {
+    Payment {
+        method: PaymentMethod::Cash,
+        paid: false,
+        amount_due: due,
+        change_for: None,
+    }
+}
+
+/// For providers that say only how much is due at the door: cash when that
+/// is above 0, else paid through the provider.
+pub(crate) fn cash_if_due(due: i64) -> Payment {
+    if due > 0 { cash(due) } else { paid_online() }
 }
 
 /// Whether the provider's total already includes the tax, read from the

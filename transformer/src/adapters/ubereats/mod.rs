@@ -35,14 +35,15 @@
 //! ids, the store and the status only, and read nothing else of the order,
 //! so a status change cannot fail on the order's content.
 
-use canonical::order::{Event, OrderState, ProblemKind, Status};
+use canonical::money::Currency;
+use canonical::order::{Address, Event, Order, OrderState, ProblemKind, Status};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use shared::headers;
 
-use super::Adapter;
-use super::fetched::{self, Api, Shapes};
-use crate::convert::{ConvertError, Draft, Input, Problems, excerpt};
+use super::fetched::{self, Api, Shapes, list};
+use super::{Adapter, Coord, coords};
+use crate::convert::{self, ConvertError, Draft, Input, Problems, excerpt, text};
 
 mod v1;
 mod v2;
@@ -80,13 +81,10 @@ struct Probe {
 
 impl Probe {
     fn shape(&self) -> Option<Api> {
-        let v1 = self.order.is_some() || self.carts.is_some() || self.state.is_some();
-        let v2 = self.cart.is_some() || self.current_state.is_some();
-        match (v1, v2) {
-            (true, false) => Some(Api::V1),
-            (false, true) => Some(Api::V2),
-            _ => None,
-        }
+        Api::by_shape(
+            self.order.is_some() || self.carts.is_some() || self.state.is_some(),
+            self.cart.is_some() || self.current_state.is_some(),
+        )
     }
 }
 
@@ -142,6 +140,79 @@ fn courier_state(state: &str) -> OrderState {
         "EN_ROUTE_TO_DROPOFF" | "ARRIVED_AT_DROPOFF" => OrderState::PickedUp,
         "COMPLETED" => OrderState::Delivered,
         _ => OrderState::Other,
+    }
+}
+
+/// A delivery's location: the legacy `eater.delivery.location`, and v1's
+/// `deliveries[].location` read the same way [GUESS].
+#[derive(Deserialize)]
+struct Location {
+    #[serde(default)]
+    street_address: Option<String>,
+    #[serde(default)]
+    unit_number: Option<String>,
+    #[serde(default)]
+    business_name: Option<String>,
+    #[serde(default)]
+    latitude: Option<Coord>,
+    #[serde(default)]
+    longitude: Option<Coord>,
+}
+
+impl Location {
+    /// Business name, street and unit as the lines, with the coordinates.
+    fn address(&self) -> Option<Address> {
+        super::address(
+            [&self.business_name, &self.street_address, &self.unit_number]
+                .into_iter()
+                .filter_map(|v| text(v.as_deref()))
+                .collect(),
+            None,
+            None,
+            coords(self.latitude, self.longitude),
+        )
+    }
+}
+
+/// A line's modifier group (both APIs): the chosen modifiers, shaped like
+/// the API's cart items (`I`), and the removed ingredients.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "I: Deserialize<'de>"))]
+struct Group<I> {
+    #[serde(default, deserialize_with = "list")]
+    selected_items: Vec<I>,
+    #[serde(default, deserialize_with = "list")]
+    removed_items: Vec<Removed>,
+}
+
+#[derive(Deserialize)]
+struct Removed {
+    #[serde(default)]
+    title: Option<String>,
+}
+
+impl<I> Group<I> {
+    /// "No <title>" for each removed ingredient, for the line's notes.
+    fn removed(&self) -> impl Iterator<Item = String> + '_ {
+        self.removed_items
+            .iter()
+            .filter_map(|r| text(r.title.as_deref()))
+            .map(|t| format!("No {t}"))
+    }
+}
+
+/// The order's currency from the code the first amount names, at `path`.
+fn currency(p: &mut Problems, path: &str, code: Option<String>) -> Option<Currency> {
+    match code {
+        Some(code) => convert::currency(p, path, &code),
+        None => {
+            p.push(
+                path,
+                ProblemKind::Missing,
+                "no amount of the order names its currency",
+            );
+            None
+        }
     }
 }
 
@@ -256,6 +327,28 @@ fn happened(input: &Input<'_>, p: &mut Problems, body: Reported) -> Result<Happe
             }
         },
     })
+}
+
+/// The order the event stands for, with its ids and status; and whether
+/// its content is to be read: `Some(scheduled)`, `scheduled` when the
+/// notification was `orders.scheduled.notification`.
+fn order(
+    input: &Input<'_>,
+    p: &mut Problems,
+    id: &str,
+    display_id: Option<&str>,
+    body: Reported,
+) -> Result<(Order, Option<bool>), ConvertError> {
+    let Happened {
+        event,
+        status,
+        content,
+        scheduled,
+    } = happened(input, p, body)?;
+    let mut order = input.order(event, id.trim());
+    order.display_code = text(display_id);
+    order.status = status;
+    Ok((order, content.then_some(scheduled)))
 }
 
 impl Adapter for UberEats {

@@ -36,14 +36,13 @@
 //!   `phone_code` is the code to dial after Uber's relay number.
 
 use canonical::order::{
-    Address, Courier, Fee, Fulfilment, FulfilmentType, Item, Order, Payment, PaymentMethod,
-    ProblemKind, Totals,
+    Courier, Fee, Fulfilment, FulfilmentType, Item, Order, ProblemKind, Totals,
 };
 use serde::Deserialize;
 
-use super::{Happened, Reported, courier_state, happened, state_of};
+use super::{Group, Location, Reported, courier_state, currency, state_of};
 use crate::adapters::fetched::{Minor, line_total, list};
-use crate::adapters::{Coord, coords, tax_inclusive};
+use crate::adapters::{cash_if_due, tax_inclusive};
 use crate::convert::{
     self, ConvertError, Draft, Input, Problems, Quantity, excerpt, join, quantity, text,
 };
@@ -118,20 +117,6 @@ struct EaterDelivery {
 }
 
 #[derive(Deserialize)]
-struct Location {
-    #[serde(default)]
-    street_address: Option<String>,
-    #[serde(default)]
-    unit_number: Option<String>,
-    #[serde(default)]
-    business_name: Option<String>,
-    #[serde(default)]
-    latitude: Option<Coord>,
-    #[serde(default)]
-    longitude: Option<Coord>,
-}
-
-#[derive(Deserialize)]
 struct Cart {
     #[serde(deserialize_with = "list")]
     items: Vec<ItemIn>,
@@ -153,21 +138,7 @@ struct ItemIn {
     #[serde(default)]
     special_instructions: Option<String>,
     #[serde(default, deserialize_with = "list")]
-    selected_modifier_groups: Vec<Group>,
-}
-
-#[derive(Deserialize)]
-struct Group {
-    #[serde(default, deserialize_with = "list")]
-    selected_items: Vec<ItemIn>,
-    #[serde(default, deserialize_with = "list")]
-    removed_items: Vec<Removed>,
-}
-
-#[derive(Deserialize)]
-struct Removed {
-    #[serde(default)]
-    title: Option<String>,
+    selected_modifier_groups: Vec<Group<ItemIn>>,
 }
 
 #[derive(Deserialize)]
@@ -237,16 +208,9 @@ pub(super) fn convert(input: &Input<'_>, p: &mut Problems) -> Result<Draft, Conv
             .map(|s| (courier_state(&s), s)),
         reason: None,
     };
-    let Happened {
-        event,
-        status,
-        content,
-        scheduled: _,
-    } = happened(input, p, reported)?;
-    let mut order = input.order(event, head.id.trim());
-    order.display_code = text(head.display_id.as_deref());
-    order.status = status;
-    if content {
+    let (mut order, content) =
+        super::order(input, p, &head.id, head.display_id.as_deref(), reported)?;
+    if content.is_some() {
         let c: Content = input.parse()?;
         fill(input, p, &mut order, &c);
     }
@@ -277,17 +241,7 @@ fn fill(input: &Input<'_>, p: &mut Problems, order: &mut Order, c: &Content) {
                 .filter_map(|i| i.price.as_ref()?.unit_price.as_ref()),
         )
         .find_map(|m| text(m.currency_code.as_deref()));
-    let currency = match code {
-        Some(code) => convert::currency(p, "payment.charges.total.currency_code", &code),
-        None => {
-            p.push(
-                "payment.charges.total.currency_code",
-                ProblemKind::Missing,
-                "no amount of the order names its currency",
-            );
-            None
-        }
-    };
+    let currency = currency(p, "payment.charges.total.currency_code", code);
     order.currency = currency;
     let m = Amounts(Minor {
         currency,
@@ -359,21 +313,7 @@ fn fill(input: &Input<'_>, p: &mut Problems, order: &mut Order, c: &Content) {
         "payment.charges.cash_amount_due",
         ch.cash_amount_due.as_ref(),
     );
-    order.payment = Some(if due > 0 {
-        Payment {
-            method: PaymentMethod::Cash,
-            paid: false,
-            amount_due: due,
-            change_for: None,
-        }
-    } else {
-        Payment {
-            method: PaymentMethod::Online,
-            paid: true,
-            amount_due: 0,
-            change_for: None,
-        }
-    });
+    order.payment = Some(cash_if_due(due));
 }
 
 fn fulfilment(p: &mut Problems, c: &Content) -> Fulfilment {
@@ -401,25 +341,10 @@ fn fulfilment(p: &mut Problems, c: &Content) -> Fulfilment {
         .as_ref()
         .and_then(|e| e.delivery.as_ref())
         .filter(|_| kind == FulfilmentType::Delivery);
-    let address = d.and_then(|d| d.location.as_ref()).and_then(|l| {
-        let (lat, lng) = coords(l.latitude, l.longitude);
-        let a = Address {
-            lines: [&l.business_name, &l.street_address, &l.unit_number]
-                .into_iter()
-                .filter_map(|v| text(v.as_deref()))
-                .collect(),
-            city: None,
-            area: None,
-            postcode: None,
-            lat,
-            lng,
-        };
-        (!a.lines.is_empty()).then_some(a)
-    });
     Fulfilment {
         kind,
         delivered_by,
-        address,
+        address: d.and_then(|d| d.location.as_ref()?.address()),
         instructions: d.and_then(|d| text(d.notes.as_deref())),
         ready_by,
         table: None,
@@ -435,12 +360,7 @@ fn line(m: &Amounts, p: &mut Problems, path: &str, item: &ItemIn) -> Item {
             let at = format!("{path}.modifiers[{}]", modifiers.len());
             modifiers.push(line(m, p, &at, s));
         }
-        removed.extend(
-            g.removed_items
-                .iter()
-                .filter_map(|r| text(r.title.as_deref()))
-                .map(|t| format!("No {t}")),
-        );
+        removed.extend(g.removed());
     }
     let quantity = quantity(p, &format!("{path}.quantity"), item.quantity);
     let price = item.price.as_ref();

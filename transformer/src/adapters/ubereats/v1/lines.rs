@@ -41,11 +41,7 @@ impl Lines<'_> {
                 let at = format!("{path}.modifiers[{}]", modifiers.len());
                 modifiers.push(self.line(p, &at, s, false, allergies));
             }
-            notes.extend(
-                g.removed_items
-                    .iter()
-                    .map(|r| text(r.title.as_deref()).map(|t| format!("No {t}"))),
-            );
+            notes.extend(g.removed().map(Some));
         }
         let title = item.title.trim();
         if let Some(a) = item

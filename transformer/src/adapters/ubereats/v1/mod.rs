@@ -71,19 +71,16 @@
 
 use std::collections::BTreeMap;
 
-use canonical::order::{
-    Address, Courier, Fulfilment, FulfilmentType, Order, OrderState, Payment, PaymentMethod,
-    ProblemKind,
-};
+use canonical::order::{Courier, Fulfilment, FulfilmentType, Order, OrderState, ProblemKind};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use self::e5::{MoneyIn, Reader, currency_code};
 use self::lines::{Lines, totals};
-use super::{Happened, Reported, courier_state, happened, state_of};
+use super::{Group, Location, Reported, courier_state, currency, state_of};
+use crate::adapters::cash_if_due;
 use crate::adapters::fetched::list;
-use crate::adapters::{Coord, coords};
 use crate::convert::{self, ConvertError, Draft, Input, Problems, Quantity, excerpt, join, text};
 
 mod e5;
@@ -225,20 +222,6 @@ struct DeliveryIn {
 }
 
 #[derive(Deserialize)]
-struct Location {
-    #[serde(default)]
-    street_address: Option<String>,
-    #[serde(default)]
-    unit_number: Option<String>,
-    #[serde(default)]
-    business_name: Option<String>,
-    #[serde(default)]
-    latitude: Option<Coord>,
-    #[serde(default)]
-    longitude: Option<Coord>,
-}
-
-#[derive(Deserialize)]
 struct Cart {
     #[serde(default, deserialize_with = "list")]
     items: Vec<ItemIn>,
@@ -262,7 +245,7 @@ struct ItemIn {
     #[serde(default)]
     customer_request: Option<Request>,
     #[serde(default, deserialize_with = "list")]
-    selected_modifier_groups: Vec<Group>,
+    selected_modifier_groups: Vec<Group<ItemIn>>,
 }
 
 #[derive(Deserialize)]
@@ -287,20 +270,6 @@ struct Allergy {
     allergens: Vec<Value>,
     #[serde(default)]
     instructions: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Group {
-    #[serde(default, deserialize_with = "list")]
-    selected_items: Vec<ItemIn>,
-    #[serde(default, deserialize_with = "list")]
-    removed_items: Vec<Removed>,
-}
-
-#[derive(Deserialize)]
-struct Removed {
-    #[serde(default)]
-    title: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -423,16 +392,9 @@ pub(super) fn convert(
             .map(|s| (courier_state(&s), s)),
         reason,
     };
-    let Happened {
-        event,
-        status,
-        content,
-        scheduled,
-    } = happened(input, p, reported)?;
-    let mut order = input.order(event, head.id.trim());
-    order.display_code = text(head.display_id.as_deref());
-    order.status = status;
-    if content {
+    let (mut order, content) =
+        super::order(input, p, &head.id, head.display_id.as_deref(), reported)?;
+    if let Some(scheduled) = content {
         let c: Content = parse(input, wrapped)?;
         fill(input, p, root, &mut order, &c, scheduled);
     }
@@ -536,17 +498,7 @@ fn fill(
         return;
     };
     let detail = format!("{root}payment.payment_detail");
-    let currency = match currency_code(d) {
-        Some(code) => convert::currency(p, &format!("{detail}.currency_code"), &code),
-        None => {
-            p.push(
-                format!("{detail}.currency_code"),
-                ProblemKind::Missing,
-                "no amount of the order names its currency",
-            );
-            None
-        }
-    };
+    let currency = currency(p, &format!("{detail}.currency_code"), currency_code(d));
     order.currency = currency;
     let inclusive = d
         .order_total
@@ -585,21 +537,7 @@ fn fill(
         .cash_amount_due
         .as_ref()
         .map_or(0, |m| r.gross(p, &format!("{detail}.cash_amount_due"), m));
-    order.payment = Some(if due > 0 {
-        Payment {
-            method: PaymentMethod::Cash,
-            paid: false,
-            amount_due: due,
-            change_for: None,
-        }
-    } else {
-        Payment {
-            method: PaymentMethod::Online,
-            paid: true,
-            amount_due: 0,
-            change_for: None,
-        }
-    });
+    order.payment = Some(cash_if_due(due));
 }
 
 fn fulfilment(p: &mut Problems, root: &str, c: &Content) -> Fulfilment {
@@ -639,25 +577,10 @@ fn fulfilment(p: &mut Problems, root: &str, c: &Content) -> Fulfilment {
         .deliveries
         .first()
         .filter(|_| kind == FulfilmentType::Delivery);
-    let address = delivery.and_then(|d| d.location.as_ref()).and_then(|l| {
-        let (lat, lng) = coords(l.latitude, l.longitude);
-        let a = Address {
-            lines: [&l.business_name, &l.street_address, &l.unit_number]
-                .into_iter()
-                .filter_map(|v| text(v.as_deref()))
-                .collect(),
-            city: None,
-            area: None,
-            postcode: None,
-            lat,
-            lng,
-        };
-        (!a.lines.is_empty()).then_some(a)
-    });
     Fulfilment {
         kind,
         delivered_by,
-        address,
+        address: delivery.and_then(|d| d.location.as_ref()?.address()),
         instructions: delivery
             .and_then(|d| d.instructions.as_ref())
             .and_then(|v| text(v.as_str())),
