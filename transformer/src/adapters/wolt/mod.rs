@@ -42,17 +42,20 @@
 //!   order's. Wolt's markets list VAT-inclusive prices and the bodies carry
 //!   no tax amount: `tax` 0, `tax_inclusive`.
 
+use canonical::money::Currency;
 use canonical::order::{
-    Address, Courier, Event, Fulfilment, FulfilmentType, Order, OrderState, ProblemKind, Status,
+    Courier, Event, Fulfilment, FulfilmentType, Item, Order, OrderState, ProblemKind, Status,
 };
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
 use shared::headers;
 
-use super::fetched::{self, Api, Minor, Shapes};
-use super::{Adapter, Coord, Id, coords};
-use crate::convert::{self, ConvertError, Draft, Input, Problems, excerpt, text};
+use super::fetched::{self, Api, Minor, Shapes, line_total};
+use super::{Adapter, Coord, Id, address, coords};
+use crate::convert::{
+    self, ConvertError, Draft, Input, Problems, Quantity, excerpt, quantity, text,
+};
 
 mod v1;
 mod v2;
@@ -91,11 +94,7 @@ impl Probe {
     }
 
     fn shape(&self) -> Option<Api> {
-        match (self.price.is_some(), self.basket_price.is_some()) {
-            (true, false) => Some(Api::V1),
-            (false, true) => Some(Api::V2),
-            _ => None,
-        }
+        Api::by_shape(self.price.is_some(), self.basket_price.is_some())
     }
 }
 
@@ -195,9 +194,12 @@ struct MoneyIn {
 struct Amounts(Minor);
 
 impl Amounts {
-    fn new(currency: Option<canonical::money::Currency>) -> Self {
+    /// The order's amounts, in the currency of the amount at `path` (which
+    /// is set on the order).
+    fn of_order(p: &mut Problems, order: &mut Order, path: &str, m: &MoneyIn) -> Self {
+        order.currency = currency_of(p, path, m);
         Amounts(Minor {
-            currency,
+            currency: order.currency,
             code_field: "currency",
         })
     }
@@ -212,7 +214,7 @@ impl Amounts {
 }
 
 /// The order's currency from the amount that names it (`path`).
-fn currency_of(p: &mut Problems, path: &str, m: &MoneyIn) -> Option<canonical::money::Currency> {
+fn currency_of(p: &mut Problems, path: &str, m: &MoneyIn) -> Option<Currency> {
     match text(m.currency.as_deref()) {
         Some(code) => convert::currency(p, &format!("{path}.currency"), &code),
         None => {
@@ -226,25 +228,99 @@ fn currency_of(p: &mut Problems, path: &str, m: &MoneyIn) -> Option<canonical::m
     }
 }
 
-/// An option's id: the chosen value's POS id, else the option's, else
-/// Wolt's id.
-fn option_id(
-    value_pos_id: &Option<String>,
-    pos_id: &Option<String>,
-    id: &Option<String>,
-) -> Option<String> {
-    text(value_pos_id.as_deref())
-        .or_else(|| text(pos_id.as_deref()))
-        .or_else(|| text(id.as_deref()))
+/// An item as both versions write it, its prices found.
+struct Line<'a> {
+    id: Option<&'a str>,
+    pos_id: Option<&'a str>,
+    sku: Option<&'a str>,
+    name: &'a str,
+    count: Quantity,
+    /// One unit's price as sent, and whether it includes the options;
+    /// else why the item has none.
+    unit: Result<(&'a MoneyIn, bool), &'static str>,
+    /// The line's total as sent.
+    total: Option<&'a MoneyIn>,
 }
 
-/// An option's name: the group and the choice (`Size: Large`), or
-/// whichever of them is set.
-fn option_name(name: Option<&str>, value: Option<&str>) -> String {
-    match (text(name), text(value)) {
-        (Some(n), Some(v)) => format!("{n}: {v}"),
-        (Some(one), None) | (None, Some(one)) => one,
-        (None, None) => String::new(),
+impl Line<'_> {
+    /// The canonical line at `path` with its options: our POS id is
+    /// `pos_id`, else `sku`, else Wolt's `id`; the unit price is without
+    /// the options; the total is used as sent (and checked), else computed.
+    fn item(self, m: &Amounts, p: &mut Problems, path: &str, modifiers: Vec<Item>) -> Item {
+        let at = format!("{path}.unit_price");
+        let unit_price = match self.unit {
+            Ok((base, false)) => m.of(p, &at, base),
+            Ok((unit, true)) => m.of(p, &at, unit) - modifiers.iter().map(|o| o.total).sum::<i64>(),
+            Err(message) => {
+                p.push(at, ProblemKind::Missing, message);
+                0
+            }
+        };
+        let mut out = Item {
+            provider_item_id: text(self.pos_id)
+                .or_else(|| text(self.sku))
+                .or_else(|| text(self.id)),
+            product_id: None,
+            name: self.name.trim().to_owned(),
+            quantity: quantity(p, &format!("{path}.quantity"), self.count),
+            unit_price,
+            total: 0,
+            notes: None,
+            modifiers,
+        };
+        out.total = match self.total {
+            Some(t) => m.of(p, &format!("{path}.total"), t),
+            None => line_total(p, path, &out),
+        };
+        out
+    }
+}
+
+/// An option as both versions write it.
+struct Choice<'a> {
+    id: Option<&'a str>,
+    pos_id: Option<&'a str>,
+    value_pos_id: Option<&'a str>,
+    /// The group (`Size`).
+    name: Option<&'a str>,
+    /// The choice (`Large`).
+    value: Option<&'a str>,
+    /// Per one unit of the item.
+    count: Quantity,
+    /// One unit's price.
+    price: Option<&'a MoneyIn>,
+}
+
+impl Choice<'_> {
+    /// The option as a modifier at `path`, its total computed: named
+    /// `<name>: <value>` (or whichever is set), its id the chosen value's
+    /// POS id, else the option's, else Wolt's. `sub` reads its sub-options,
+    /// after the option itself.
+    fn item(
+        self,
+        m: &Amounts,
+        p: &mut Problems,
+        path: &str,
+        sub: impl FnOnce(&mut Problems) -> Vec<Item>,
+    ) -> Item {
+        let mut out = Item {
+            provider_item_id: text(self.value_pos_id)
+                .or_else(|| text(self.pos_id))
+                .or_else(|| text(self.id)),
+            product_id: None,
+            name: match (text(self.name), text(self.value)) {
+                (Some(n), Some(v)) => format!("{n}: {v}"),
+                (Some(one), None) | (None, Some(one)) => one,
+                (None, None) => String::new(),
+            },
+            quantity: quantity(p, &format!("{path}.quantity"), self.count),
+            unit_price: m.opt(p, &format!("{path}.unit_price"), self.price),
+            total: 0,
+            notes: None,
+            modifiers: sub(p),
+        };
+        out.total = line_total(p, path, &out);
+        out
     }
 }
 
@@ -364,24 +440,19 @@ fn fill_common(input: &Input<'_>, p: &mut Problems, order: &mut Order, c: &Commo
         .filter(|_| kind == FulfilmentType::Delivery)
         .and_then(|d| d.location.as_ref())
         .and_then(|l| {
-            let (lat, lng) = match &l.coordinates {
-                Some(c) => coords(c.lat, c.lon),
-                None => (None, None),
-            };
             let street =
                 text(l.street_address.as_deref()).or_else(|| text(l.formatted_address.as_deref()));
-            let a = Address {
-                lines: [street, text(l.apartment.as_deref())]
+            address(
+                [street, text(l.apartment.as_deref())]
                     .into_iter()
                     .flatten()
                     .collect(),
-                city: text(l.city.as_deref()),
-                area: None,
-                postcode: None,
-                lat,
-                lng,
-            };
-            (!a.lines.is_empty()).then_some(a)
+                text(l.city.as_deref()),
+                None,
+                l.coordinates
+                    .as_ref()
+                    .map_or((None, None), |c| coords(c.lat, c.lon)),
+            )
         });
     order.fulfilment = Some(Fulfilment {
         kind,

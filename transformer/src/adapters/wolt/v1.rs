@@ -17,12 +17,13 @@
 //!   fee; the subtotal is the lines' sum. v1 carries no discount and no
 //!   payment method: the order was paid through Wolt.
 
-use canonical::order::{Fee, Item, Order, Payment, PaymentMethod, ProblemKind, Totals};
+use canonical::order::{Fee, Item, Order, Totals};
 use serde::Deserialize;
 
-use super::{Amounts, MoneyIn, currency_of};
-use crate::adapters::fetched::{line_total, list};
-use crate::convert::{ConvertError, Input, Problems, Quantity, quantity, text};
+use super::{Amounts, Choice, Line, MoneyIn};
+use crate::adapters::fetched::list;
+use crate::adapters::paid_online;
+use crate::convert::{ConvertError, Input, Problems, Quantity};
 
 #[derive(Deserialize)]
 struct Prices {
@@ -86,9 +87,7 @@ pub(super) fn fill(
     order: &mut Order,
 ) -> Result<(), ConvertError> {
     let x: Prices = input.parse()?;
-    let currency = currency_of(p, "price", &x.price);
-    order.currency = currency;
-    let m = Amounts::new(currency);
+    let m = Amounts::of_order(p, order, "price", &x.price);
 
     order.items = x
         .items
@@ -122,12 +121,7 @@ pub(super) fn fill(
         fees,
         discounts: Vec::new(),
     });
-    order.payment = Some(Payment {
-        method: PaymentMethod::Online,
-        paid: true,
-        amount_due: 0,
-        change_for: None,
-    });
+    order.payment = Some(paid_online());
     Ok(())
 }
 
@@ -138,49 +132,31 @@ fn line(m: &Amounts, p: &mut Problems, path: &str, item: &ItemIn) -> Item {
         .iter()
         .enumerate()
         .map(|(j, o)| {
-            let at = format!("{path}.modifiers[{j}]");
-            let mut modifier = Item {
-                provider_item_id: super::option_id(&o.value_pos_id, &o.pos_id, &o.id),
-                product_id: None,
-                name: super::option_name(o.name.as_deref(), o.value.as_deref()),
-                quantity: quantity(p, &format!("{at}.quantity"), o.count),
-                unit_price: m.opt(p, &format!("{at}.unit_price"), o.price.as_ref()),
-                total: 0,
-                notes: None,
-                modifiers: Vec::new(),
+            let choice = Choice {
+                id: o.id.as_deref(),
+                pos_id: o.pos_id.as_deref(),
+                value_pos_id: o.value_pos_id.as_deref(),
+                name: o.name.as_deref(),
+                value: o.value.as_deref(),
+                count: o.count,
+                price: o.price.as_ref(),
             };
-            modifier.total = line_total(p, &at, &modifier);
-            modifier
+            choice.item(m, p, &format!("{path}.modifiers[{j}]"), |_| Vec::new())
         })
         .collect();
-    let options: i64 = modifiers.iter().map(|o| o.total).sum();
-    let unit_price = match (&item.base_price, &item.unit_price) {
-        (Some(base), _) => m.of(p, &format!("{path}.unit_price"), base),
-        (None, Some(unit)) => m.of(p, &format!("{path}.unit_price"), unit) - options,
-        (None, None) => {
-            p.push(
-                format!("{path}.unit_price"),
-                ProblemKind::Missing,
-                "the item has neither base_price nor unit_price",
-            );
-            0
-        }
+    let unit = match (&item.base_price, &item.unit_price) {
+        (Some(base), _) => Ok((base, false)),
+        (None, Some(unit)) => Ok((unit, true)),
+        (None, None) => Err("the item has neither base_price nor unit_price"),
     };
-    let mut out = Item {
-        provider_item_id: text(item.pos_id.as_deref())
-            .or_else(|| text(item.sku.as_deref()))
-            .or_else(|| text(item.id.as_deref())),
-        product_id: None,
-        name: item.name.trim().to_owned(),
-        quantity: quantity(p, &format!("{path}.quantity"), item.count),
-        unit_price,
-        total: 0,
-        notes: None,
-        modifiers,
+    let line = Line {
+        id: item.id.as_deref(),
+        pos_id: item.pos_id.as_deref(),
+        sku: item.sku.as_deref(),
+        name: &item.name,
+        count: item.count,
+        unit,
+        total: item.total_price.as_ref(),
     };
-    out.total = match &item.total_price {
-        Some(t) => m.of(p, &format!("{path}.total"), t),
-        None => line_total(p, path, &out),
-    };
-    out
+    line.item(m, p, path, modifiers)
 }

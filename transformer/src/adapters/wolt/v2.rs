@@ -28,12 +28,13 @@
 //!   with `cash_payment.amount_to_collect` due [GUESS: the field's name],
 //!   else the whole total.
 
-use canonical::order::{Discount, Fee, Item, Order, Payment, PaymentMethod, ProblemKind, Totals};
+use canonical::order::{Discount, Fee, Item, Order, ProblemKind, Totals};
 use serde::Deserialize;
 
-use super::{Amounts, MoneyIn, currency_of};
-use crate::adapters::fetched::{line_total, list};
-use crate::convert::{ConvertError, Input, Problems, Quantity, quantity, text};
+use super::{Amounts, Choice, Line, MoneyIn};
+use crate::adapters::fetched::list;
+use crate::adapters::{cash, paid_online};
+use crate::convert::{ConvertError, Input, Problems, Quantity, text};
 
 #[derive(Deserialize)]
 struct Prices {
@@ -141,9 +142,7 @@ pub(super) fn fill(
     order: &mut Order,
 ) -> Result<(), ConvertError> {
     let x: Prices = input.parse()?;
-    let currency = currency_of(p, "basket_price.total", &x.basket_price.total);
-    order.currency = currency;
-    let m = Amounts::new(currency);
+    let m = Amounts::of_order(p, order, "basket_price.total", &x.basket_price.total);
 
     order.items = x
         .items
@@ -234,49 +233,37 @@ pub(super) fn fill(
         discounts,
     });
     order.payment = Some(match &x.cash_payment {
-        None => Payment {
-            method: PaymentMethod::Online,
-            paid: true,
-            amount_due: 0,
-            change_for: None,
-        },
-        Some(cash) => Payment {
-            method: PaymentMethod::Cash,
-            paid: false,
-            amount_due: match &cash.amount_to_collect {
-                Some(a) => m.of(p, "cash_payment.amount_to_collect", a),
-                None => total,
-            },
-            change_for: None,
-        },
+        None => paid_online(),
+        Some(c) => cash(match &c.amount_to_collect {
+            Some(a) => m.of(p, "cash_payment.amount_to_collect", a),
+            None => total,
+        }),
     });
     Ok(())
 }
 
 /// One option and its sub-options, totals filled.
 fn option(m: &Amounts, p: &mut Problems, path: &str, o: &OptionIn) -> Item {
-    let price = o
-        .price_breakdown
-        .as_ref()
-        .and_then(|b| b.unit_price.as_ref())
-        .or(o.price.as_ref());
-    let mut out = Item {
-        provider_item_id: super::option_id(&o.value_pos_id, &o.pos_id, &o.id),
-        product_id: None,
-        name: super::option_name(o.name.as_deref(), o.value.as_deref()),
-        quantity: quantity(p, &format!("{path}.quantity"), o.count),
-        unit_price: m.opt(p, &format!("{path}.unit_price"), price),
-        total: 0,
-        notes: None,
-        modifiers: o
-            .options
+    let choice = Choice {
+        id: o.id.as_deref(),
+        pos_id: o.pos_id.as_deref(),
+        value_pos_id: o.value_pos_id.as_deref(),
+        name: o.name.as_deref(),
+        value: o.value.as_deref(),
+        count: o.count,
+        price: o
+            .price_breakdown
+            .as_ref()
+            .and_then(|b| b.unit_price.as_ref())
+            .or(o.price.as_ref()),
+    };
+    choice.item(m, p, path, |p| {
+        o.options
             .iter()
             .enumerate()
             .map(|(j, sub)| option(m, p, &format!("{path}.modifiers[{j}]"), sub))
-            .collect(),
-    };
-    out.total = line_total(p, path, &out);
-    out
+            .collect()
+    })
 }
 
 /// One item and its options; `path` is the canonical line's.
@@ -287,34 +274,18 @@ fn line(m: &Amounts, p: &mut Problems, path: &str, item: &ItemIn) -> Item {
         .enumerate()
         .map(|(j, o)| option(m, p, &format!("{path}.modifiers[{j}]"), o))
         .collect();
-    let options: i64 = modifiers.iter().map(|o| o.total).sum();
     let price = item.item_price.as_ref();
-    let unit_price = match price.and_then(|x| x.unit_price.as_ref()) {
-        Some(u) => m.of(p, &format!("{path}.unit_price"), u) - options,
-        None => {
-            p.push(
-                format!("{path}.unit_price"),
-                ProblemKind::Missing,
-                "the item has no item_price.unit_price",
-            );
-            0
-        }
+    let line = Line {
+        id: item.id.as_deref(),
+        pos_id: item.pos_id.as_deref(),
+        sku: item.sku.as_deref(),
+        name: &item.name,
+        count: item.count,
+        unit: price
+            .and_then(|x| x.unit_price.as_ref())
+            .map(|u| (u, true))
+            .ok_or("the item has no item_price.unit_price"),
+        total: price.and_then(|x| x.total.as_ref()),
     };
-    let mut out = Item {
-        provider_item_id: text(item.pos_id.as_deref())
-            .or_else(|| text(item.sku.as_deref()))
-            .or_else(|| text(item.id.as_deref())),
-        product_id: None,
-        name: item.name.trim().to_owned(),
-        quantity: quantity(p, &format!("{path}.quantity"), item.count),
-        unit_price,
-        total: 0,
-        notes: None,
-        modifiers,
-    };
-    out.total = match price.and_then(|x| x.total.as_ref()) {
-        Some(t) => m.of(p, &format!("{path}.total"), t),
-        None => line_total(p, path, &out),
-    };
-    out
+    line.item(m, p, path, modifiers)
 }
