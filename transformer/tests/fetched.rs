@@ -31,10 +31,15 @@ fn fetched(provider: Provider, body: &Value, event: Option<&str>, api: Option<&s
     if let Some(a) = api {
         extra.push((FETCHED_API, a));
     }
-    let account = format!("acme-{provider}");
-    let mut d = support::delivery(provider, &account, "wh-test", &body, &extra);
-    d.subject = format!("webhooks.fetched.{provider}.{account}");
-    d
+    support::fetched(provider, &body, &extra)
+}
+
+fn uber(body: &Value, event: Option<&str>, api: Option<&str>) -> Delivery {
+    fetched(Provider::Ubereats, body, event, api)
+}
+
+fn wolt(body: &Value, event: Option<&str>, api: Option<&str>) -> Delivery {
+    fetched(Provider::Wolt, body, event, api)
 }
 
 fn convert(d: &Delivery) -> Order {
@@ -124,53 +129,33 @@ fn fetched_orders_read_the_same_without_the_fetchers_headers() {
 fn a_body_of_one_api_labelled_as_the_other_is_refused_naming_both() {
     let v1 = fixture("ubereats/fetched/v1-order-created.json");
     assert_eq!(
-        refuse(&fetched(
-            Provider::Ubereats,
-            &v1,
-            Some("orders.notification"),
-            Some("v2")
-        )),
+        refuse(&uber(&v1, Some("orders.notification"), Some("v2"))),
         invalid(
             "invalid order: 1 problem: Orderhub-Fetched-Api: says v2, but the body is a v1 order (it has `carts` and `state`, or `order`, not `cart` and `current_state`)"
         )
     );
     let v2 = fixture("ubereats/fetched/v2-order-created.json");
     assert_eq!(
-        refuse(&fetched(Provider::Ubereats, &v2, None, Some("v1"))),
+        refuse(&uber(&v2, None, Some("v1"))),
         invalid(
             "invalid order: 1 problem: Orderhub-Fetched-Api: says v1, but the body is a v2 order (it has `cart` and `current_state`, not `carts` and `state`, or `order`)"
         )
     );
     let wolt_v1 = fixture("wolt/fetched/v1-order-created.json");
     assert_eq!(
-        refuse(&fetched(
-            Provider::Wolt,
-            &wolt_v1,
-            Some("CREATED"),
-            Some("v2")
-        )),
+        refuse(&wolt(&wolt_v1, Some("CREATED"), Some("v2"))),
         invalid(
             "invalid order: 1 problem: Orderhub-Fetched-Api: says v2, but the body is a v1 order (it has `price`, not `basket_price`)"
         )
     );
     assert_eq!(
-        refuse(&fetched(
-            Provider::Wolt,
-            &wolt_v1,
-            Some("CREATED"),
-            Some("v3")
-        )),
+        refuse(&wolt(&wolt_v1, Some("CREATED"), Some("v3"))),
         invalid(
             "invalid order: 1 problem: Orderhub-Fetched-Api: \"v3\" is not an order api this hub reads (v1 or v2)"
         )
     );
     assert_eq!(
-        refuse(&fetched(
-            Provider::Ubereats,
-            &json!({"id": "x"}),
-            None,
-            None
-        )),
+        refuse(&uber(&json!({"id": "x"}), None, None)),
         invalid(
             "invalid order: 1 problem: Orderhub-Fetched-Api: is not set and the body is neither a v1 order (`carts` and `state`, or `order`) nor a v2 order (`cart` and `current_state`)"
         )
@@ -178,17 +163,10 @@ fn a_body_of_one_api_labelled_as_the_other_is_refused_naming_both() {
     // The label is read case-insensitively; a shape it cannot tell is
     // read as labelled, and then names what is missing.
     assert_eq!(
-        convert(&fetched(
-            Provider::Wolt,
-            &wolt_v1,
-            Some("CREATED"),
-            Some("V1")
-        ))
-        .provider_order_id,
+        convert(&wolt(&wolt_v1, Some("CREATED"), Some("V1"))).provider_order_id,
         "66a1f0c2b3d4e5f6a7b8c9d0"
     );
-    let (class, text) = refuse(&fetched(
-        Provider::Wolt,
+    let (class, text) = refuse(&wolt(
         &json!({"id": "w1", "items": []}),
         Some("CREATED"),
         Some("v1"),
@@ -203,7 +181,7 @@ fn a_body_of_one_api_labelled_as_the_other_is_refused_naming_both() {
 #[test]
 fn the_uber_eats_notification_event_decides_the_event() {
     let body = fixture("ubereats/fetched/v1-order-created.json");
-    let d = |body: &Value, event| fetched(Provider::Ubereats, body, Some(event), Some("v1"));
+    let d = |body: &Value, event| uber(body, Some(event), Some("v1"));
 
     // A cancellation the order does not show yet: the notification wins.
     let order = convert(&d(&body, "orders.failure"));
@@ -288,7 +266,7 @@ fn the_uber_eats_notification_event_decides_the_event() {
 #[test]
 fn the_wolt_notification_event_decides_the_event() {
     let body = fixture("wolt/fetched/v2-order-created.json");
-    let d = |event| fetched(Provider::Wolt, &body, Some(event), Some("v2"));
+    let d = |event| wolt(&body, Some(event), Some("v2"));
     for (event, want) in [
         ("PRODUCTION", OrderState::Preparing),
         ("READY", OrderState::Ready),
@@ -324,7 +302,7 @@ fn the_wolt_notification_event_decides_the_event() {
     let mut unknown = body.clone();
     remove(&mut unknown, "/order_status");
     assert_eq!(
-        refuse(&fetched(Provider::Wolt, &unknown, None, Some("v2"))),
+        refuse(&wolt(&unknown, None, Some("v2"))),
         invalid(
             "invalid order: 1 problem: order_status: without Orderhub-Notification-Event nothing says what happened to the order"
         )
@@ -335,15 +313,10 @@ fn the_wolt_notification_event_decides_the_event() {
 /// content the adapter would refuse cannot hold it up.
 #[test]
 fn a_status_change_does_not_read_the_content() {
-    let mut uber = fixture("ubereats/fetched/v2-order-cancelled.json");
-    set(&mut uber, "/cart", json!("not a cart"));
-    remove(&mut uber, "/payment");
-    let order = convert(&fetched(
-        Provider::Ubereats,
-        &uber,
-        Some("orders.cancel"),
-        Some("v2"),
-    ));
+    let mut uber_order = fixture("ubereats/fetched/v2-order-cancelled.json");
+    set(&mut uber_order, "/cart", json!("not a cart"));
+    remove(&mut uber_order, "/payment");
+    let order = convert(&uber(&uber_order, Some("orders.cancel"), Some("v2")));
     assert_eq!(
         state(&order),
         (
@@ -355,14 +328,9 @@ fn a_status_change_does_not_read_the_content() {
     );
     assert_eq!(order.branch.as_deref(), Some("nyc-astoria"));
 
-    let mut wolt = fixture("wolt/fetched/v2-order-canceled.json");
-    set(&mut wolt, "/items/0/item_price", json!(17));
-    let order = convert(&fetched(
-        Provider::Wolt,
-        &wolt,
-        Some("CANCELED"),
-        Some("v2"),
-    ));
+    let mut wolt_order = fixture("wolt/fetched/v2-order-canceled.json");
+    set(&mut wolt_order, "/items/0/item_price", json!(17));
+    let order = convert(&wolt(&wolt_order, Some("CANCELED"), Some("v2")));
     assert_eq!(
         state(&order),
         (
@@ -384,12 +352,7 @@ fn amount_e5_that_is_no_whole_minor_unit_is_refused_at_its_path() {
         json!("2426001"),
     );
     assert_eq!(
-        refuse(&fetched(
-            Provider::Ubereats,
-            &body,
-            Some("orders.notification"),
-            Some("v1")
-        )),
+        refuse(&uber(&body, Some("orders.notification"), Some("v1"))),
         invalid(
             "invalid order: 2 problems: \
              payment.payment_detail.order_total.gross.amount_e5: amount \"24.26001\" has more than 2 decimal places; \
@@ -405,7 +368,7 @@ fn amount_e5_that_is_no_whole_minor_unit_is_refused_at_its_path() {
         json!(128_000_001),
     );
     assert_eq!(
-        refuse(&fetched(Provider::Ubereats, &body, None, Some("v1"))),
+        refuse(&uber(&body, None, Some("v1"))),
         invalid(
             "invalid order: 2 problems: \
              items[0].unit_price.gross.amount_e5: amount \"1280.00001\" has more than 0 decimal places; \
@@ -420,7 +383,7 @@ fn amount_e5_that_is_no_whole_minor_unit_is_refused_at_its_path() {
         "/order/payment/payment_detail/tips/total/gross/amount_e5",
         json!(150000.5),
     );
-    let (class, text) = refuse(&fetched(Provider::Ubereats, &body, None, None));
+    let (class, text) = refuse(&uber(&body, None, None));
     assert_eq!(class, "invalid_payload");
     assert!(
         text.starts_with(
@@ -437,7 +400,7 @@ fn amount_e5_that_is_no_whole_minor_unit_is_refused_at_its_path() {
         json!("EUR"),
     );
     assert_eq!(
-        refuse(&fetched(Provider::Ubereats, &body, None, None)),
+        refuse(&uber(&body, None, None)),
         invalid(
             "invalid order: 2 problems: \
              order.payment.payment_detail.tips.total.gross.currency_code: EUR differs from the order's currency GBP; \
@@ -453,12 +416,7 @@ fn missing_fields_are_named_by_path() {
     remove(&mut body, "/order/carts");
     remove(&mut body, "/order/payment");
     assert_eq!(
-        refuse(&fetched(
-            Provider::Ubereats,
-            &body,
-            Some("orders.notification"),
-            Some("v1")
-        )),
+        refuse(&uber(&body, Some("orders.notification"), Some("v1"))),
         invalid(
             "invalid order: 5 problems: \
              order.carts: is absent: the order must be fetched with ?expand=carts,deliveries,payment; \
@@ -471,7 +429,7 @@ fn missing_fields_are_named_by_path() {
 
     let mut body = fixture("ubereats/fetched/v1-order-created.json");
     remove(&mut body, "/order/carts/0/items/1/title");
-    let (class, text) = refuse(&fetched(Provider::Ubereats, &body, None, Some("v1")));
+    let (class, text) = refuse(&uber(&body, None, Some("v1")));
     assert_eq!(class, "invalid_payload");
     assert!(
         text.starts_with("payload does not parse: order.carts[0].items[1]: missing field `title`"),
@@ -485,7 +443,7 @@ fn missing_fields_are_named_by_path() {
         "/order/payment/payment_detail/item_charges/price_breakdown/4",
     );
     assert_eq!(
-        refuse(&fetched(Provider::Ubereats, &body, None, Some("v1"))),
+        refuse(&uber(&body, None, Some("v1"))),
         invalid(
             "invalid order: 2 problems: \
              items[1].unit_price: order.payment.payment_detail.item_charges.price_breakdown has no entry for cart_item_id \"ci-6\"; \
@@ -497,12 +455,7 @@ fn missing_fields_are_named_by_path() {
     remove(&mut body, "/payment/charges/total_fee");
     remove(&mut body, "/payment/charges/total");
     assert_eq!(
-        refuse(&fetched(
-            Provider::Ubereats,
-            &body,
-            Some("orders.notification"),
-            Some("v2")
-        )),
+        refuse(&uber(&body, Some("orders.notification"), Some("v2"))),
         invalid(
             "invalid order: 2 problems: \
              payment.charges.total: neither total_fee nor total is set; \
@@ -511,7 +464,7 @@ fn missing_fields_are_named_by_path() {
     );
     let mut body = fixture("ubereats/fetched/v2-order-created.json");
     remove(&mut body, "/id");
-    let (_, text) = refuse(&fetched(Provider::Ubereats, &body, None, Some("v2")));
+    let (_, text) = refuse(&uber(&body, None, Some("v2")));
     assert!(
         text.starts_with("payload does not parse: missing field `id`"),
         "{text}"
@@ -520,7 +473,7 @@ fn missing_fields_are_named_by_path() {
     let mut body = fixture("wolt/fetched/v2-order-created.json");
     remove(&mut body, "/items/1/item_price");
     assert_eq!(
-        refuse(&fetched(Provider::Wolt, &body, Some("CREATED"), Some("v2"))),
+        refuse(&wolt(&body, Some("CREATED"), Some("v2"))),
         invalid(
             "invalid order: 2 problems: \
              items[1].unit_price: the item has no item_price.unit_price; \
@@ -540,7 +493,7 @@ fn amounts_that_do_not_add_up_are_named() {
         json!(300_000),
     );
     assert_eq!(
-        refuse(&fetched(Provider::Ubereats, &body, None, None)),
+        refuse(&uber(&body, None, None)),
         invalid(
             "invalid order: 1 problem: order.payment.payment_detail.fees.total: the details add up to 298, the total is 300"
         )
@@ -550,7 +503,7 @@ fn amounts_that_do_not_add_up_are_named() {
     set(&mut body, "/basket_price/total/amount", json!(3600));
     set(&mut body, "/fees/total/amount", json!(400));
     assert_eq!(
-        refuse(&fetched(Provider::Wolt, &body, None, None)),
+        refuse(&wolt(&body, None, None)),
         invalid(
             "invalid order: 3 problems: \
              basket_price.total: expected 3627 = total_before_discounts 4030 - total_discounts 403, got 3600; \
@@ -562,7 +515,7 @@ fn amounts_that_do_not_add_up_are_named() {
     let mut body = fixture("wolt/fetched/v1-order-created.json");
     set(&mut body, "/items/0/total_price/amount", json!(3250));
     assert_eq!(
-        refuse(&fetched(Provider::Wolt, &body, None, None)),
+        refuse(&wolt(&body, None, None)),
         invalid(
             "invalid order: 2 problems: \
              items[0].total: expected 3200 = (unit_price 1150 + modifiers 450) × quantity 2, got 3250; \
@@ -581,9 +534,7 @@ fn uber_discounts_count_by_their_size_and_adjustments_by_their_sign() {
     ] {
         set(&mut body, pointer, json!(-300_000));
     }
-    let totals = convert(&fetched(Provider::Ubereats, &body, None, None))
-        .totals
-        .unwrap();
+    let totals = convert(&uber(&body, None, None)).totals.unwrap();
     assert_eq!((totals.discount, totals.total), (300, 2908));
 
     // A price adjustment of -0.50 is a discount, +0.25 a fee.
@@ -597,9 +548,7 @@ fn uber_discounts_count_by_their_size_and_adjustments_by_their_sign() {
             "/order/payment/payment_detail/order_total/gross/amount_e5",
             json!(total * 1000),
         );
-        let totals = convert(&fetched(Provider::Ubereats, &body, None, None))
-            .totals
-            .unwrap();
+        let totals = convert(&uber(&body, None, None)).totals.unwrap();
         assert_eq!(
             (totals.discount, totals.service_fee, totals.total),
             (discount, service_fee, total)

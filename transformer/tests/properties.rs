@@ -6,10 +6,11 @@
 mod support;
 
 use canonical::money::format_minor_units;
-use canonical::order::Item;
+use canonical::order::{Item, Order};
 use proptest::prelude::*;
 use shared::Provider;
 use shared::headers::{FETCHED_API, NOTIFICATION_EVENT};
+use shared::worker::Delivery;
 
 /// A line as generated: minor units, quantity, modifiers below.
 #[derive(Debug, Clone)]
@@ -90,6 +91,19 @@ fn assert_lines(got: &[Item], want: &[Line]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The order `d` converts to (refused: a failure naming the body); and
+/// converting it again gives the same order, byte for byte.
+fn converted(d: &Delivery, body: &str) -> Result<Order, TestCaseError> {
+    let order = transformer::convert(&support::hub(), d)
+        .map_err(|e| TestCaseError::fail(format!("{e}\n{body}")))?;
+    let again = transformer::convert(&support::hub(), d).unwrap();
+    prop_assert_eq!(
+        serde_json::to_string(&again).unwrap(),
+        serde_json::to_string(&order).unwrap()
+    );
+    Ok(order)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -115,18 +129,12 @@ proptest! {
             write_amount(total, styles.next().unwrap()),
         );
         let d = support::acme(Provider::Careem, body.as_bytes());
-        let order = match transformer::convert(&support::hub(), &d) {
-            Ok(o) => o,
-            Err(e) => return Err(TestCaseError::fail(format!("{e}\n{body}"))),
-        };
+        let order = converted(&d, &body)?;
         assert_lines(&order.items, &lines)?;
         let totals = order.totals.as_ref().unwrap();
         prop_assert_eq!(totals.subtotal, subtotal);
         prop_assert_eq!(order.items.iter().map(|i| i.total).sum::<i64>(), subtotal);
         prop_assert_eq!(totals.total, total);
-        // Converting twice gives the same order, byte for byte.
-        let again = transformer::convert(&support::hub(), &d).unwrap();
-        prop_assert_eq!(serde_json::to_string(&again).unwrap(), serde_json::to_string(&order).unwrap());
     }
 
     /// Talabat: toppings priced "based on quantity" (their price covers
@@ -180,17 +188,12 @@ proptest! {
             fils(total),
         );
         let d = support::acme(Provider::Talabat, body.as_bytes());
-        let order = match transformer::convert(&support::hub(), &d) {
-            Ok(o) => o,
-            Err(e) => return Err(TestCaseError::fail(format!("{e}\n{body}"))),
-        };
+        let order = converted(&d, &body)?;
         assert_lines(&order.items, &lines)?;
         let totals = order.totals.as_ref().unwrap();
         prop_assert_eq!(totals.subtotal, subtotal);
         prop_assert_eq!(order.items.iter().map(|i| i.total).sum::<i64>(), subtotal);
         prop_assert_eq!(totals.total, total);
-        let again = transformer::convert(&support::hub(), &d).unwrap();
-        prop_assert_eq!(serde_json::to_string(&again).unwrap(), serde_json::to_string(&order).unwrap());
     }
 
     /// Uber Eats' Order Fulfillment API: money as `amount_e5` (integers or
@@ -248,18 +251,12 @@ proptest! {
             money(-discount),
         );
         let body = if wrapped { format!(r#"{{"order":{order}}}"#) } else { order };
-        let mut d = support::delivery(
+        let d = support::fetched(
             Provider::Ubereats,
-            "acme-ubereats",
-            "wh-p",
             body.as_bytes(),
             &[(NOTIFICATION_EVENT, "orders.notification"), (FETCHED_API, "v1")],
         );
-        d.subject = "webhooks.fetched.ubereats.acme-ubereats".to_owned();
-        let order = match transformer::convert(&support::hub(), &d) {
-            Ok(o) => o,
-            Err(e) => return Err(TestCaseError::fail(format!("{e}\n{body}"))),
-        };
+        let order = converted(&d, &body)?;
         assert_lines(&order.items, &lines)?;
         prop_assert_eq!(order.currency.map(|c| c.code()), Some(code));
         let totals = order.totals.as_ref().unwrap();
@@ -267,8 +264,6 @@ proptest! {
             (totals.subtotal, totals.delivery_fee, totals.tip, totals.discount, totals.total),
             (subtotal, delivery, tip, discount, total)
         );
-        let again = transformer::convert(&support::hub(), &d).unwrap();
-        prop_assert_eq!(serde_json::to_string(&again).unwrap(), serde_json::to_string(&order).unwrap());
     }
 
     /// An `amount_e5` that is not a whole number of the currency's minor
@@ -287,8 +282,7 @@ proptest! {
             r#"{{"id":"u-2","state":"OFFERED","carts":[{{"items":[{{"cart_item_id":"a","title":"Tea","quantity":{{"amount":1}}}}]}}],"payment":{{"payment_detail":{{"currency_code":"{code}","order_total":{{"gross":{{"amount_e5":{e5}}}}},"item_charges":{{"price_breakdown":[{{"cart_item_id":"a","unit":{{"net":{{"amount_e5":{}}}}}}}]}}}}}}}}"#,
             minor * unit,
         );
-        let mut d = support::acme(Provider::Ubereats, body.as_bytes());
-        d.subject = "webhooks.fetched.ubereats.acme-ubereats".to_owned();
+        let d = support::fetched(Provider::Ubereats, body.as_bytes(), &[]);
         let e = transformer::convert(&support::hub(), &d).unwrap_err();
         prop_assert_eq!(e.class().as_str(), "invalid_payload");
         let text = e.to_string();
@@ -350,12 +344,8 @@ proptest! {
             eur(delivery),
             items.join(","),
         );
-        let mut d = support::acme(Provider::Wolt, body.as_bytes());
-        d.subject = "webhooks.fetched.wolt.acme-wolt".to_owned();
-        let order = match transformer::convert(&support::hub(), &d) {
-            Ok(o) => o,
-            Err(e) => return Err(TestCaseError::fail(format!("{e}\n{body}"))),
-        };
+        let d = support::fetched(Provider::Wolt, body.as_bytes(), &[]);
+        let order = converted(&d, &body)?;
         assert_lines(&order.items, &lines)?;
         let totals = order.totals.as_ref().unwrap();
         prop_assert_eq!(

@@ -60,6 +60,16 @@ pub fn delivery(
     }
 }
 
+/// An order the fetcher fetched for the default (`acme-<provider>`)
+/// account, on `webhooks.fetched.<provider>.<account>`, with `extra` headers
+/// (the fetcher's `Orderhub-Fetched-Api` and `Orderhub-Notification-Event`).
+pub fn fetched(provider: Provider, payload: &[u8], extra: &[(&str, &str)]) -> Delivery {
+    let account = format!("acme-{provider}");
+    let mut d = delivery(provider, &account, "wh-test", payload, extra);
+    d.subject = shared::subjects::fetched_webhook(provider, &account);
+    d
+}
+
 /// The default (`acme-<provider>`) account's delivery.
 pub fn acme(provider: Provider, payload: &[u8]) -> Delivery {
     delivery(
