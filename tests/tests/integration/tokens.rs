@@ -37,44 +37,137 @@ fn settings(min_mint_interval: Duration) -> ProviderApiSettings {
     }
 }
 
-fn api(fake: &FakeProvider, provider: Provider, secret: &str) -> ProviderApi {
-    let (token_url, client, refresh, scope) = match provider {
-        Provider::Ubereats => (fake.uber_token_url(), UBER_APP, None, Some("eats.order")),
-        _ => (fake.wolt_token_url(), WOLT_CLIENT, Some(WOLT_SEED), None),
-    };
-    ProviderApi {
-        base_url: Url::parse(&fake.url()).unwrap(),
-        token_url: Url::parse(&token_url).unwrap(),
-        client_id: SecretString::from(client.to_owned()),
-        client_secret: SecretString::from(secret.to_owned()),
-        refresh_token: refresh.map(|r| SecretString::from(r.to_owned())),
-        scope: scope.map(str::to_owned),
-        callback_hosts: Vec::new(),
-        order_api: OrderApi::V2,
-        fetch_deadline: Duration::from_secs(180),
-        venue_id: None,
+/// A test's world: a nats-server, the fake provider with the Uber Eats app,
+/// the Wolt venue and an order at each, and the settings of every replica.
+struct Rig {
+    nats: NatsServer,
+    fake: FakeProvider,
+    /// The orders' URLs at the fake.
+    uber_url: String,
+    wolt_url: String,
+    settings: ProviderApiSettings,
+}
+
+impl Rig {
+    async fn start(settings: ProviderApiSettings) -> anyhow::Result<Rig> {
+        let nats = NatsServer::start()?;
+        let fake = FakeProvider::start().await?;
+        fake.add_uber_client(UBER_APP, UBER_SECRET);
+        fake.add_wolt_venue(WOLT_CLIENT, WOLT_SECRET, WOLT_SEED);
+        fake.put_order(Platform::Ubereats, Api::V2, "u-1", r#"{"id":"u-1"}"#);
+        fake.put_order(Platform::Wolt, Api::V2, "w-1", r#"{"id":"w-1"}"#);
+        let url = |platform, id| {
+            format!(
+                "{}{}",
+                fake.url(),
+                Endpoint::order_path(platform, Api::V2, id)
+            )
+        };
+        Ok(Rig {
+            uber_url: url(Platform::Ubereats, "u-1"),
+            wolt_url: url(Platform::Wolt, "w-1"),
+            nats,
+            fake,
+            settings,
+        })
+    }
+
+    /// The account's API config at the fake, with `secret` as its client
+    /// secret.
+    fn api(&self, provider: Provider, secret: &str) -> ProviderApi {
+        let (token_url, client, refresh, scope) = match provider {
+            Provider::Ubereats => (
+                self.fake.uber_token_url(),
+                UBER_APP,
+                None,
+                Some("eats.order"),
+            ),
+            _ => (
+                self.fake.wolt_token_url(),
+                WOLT_CLIENT,
+                Some(WOLT_SEED),
+                None,
+            ),
+        };
+        ProviderApi {
+            base_url: Url::parse(&self.fake.url()).unwrap(),
+            token_url: Url::parse(&token_url).unwrap(),
+            client_id: SecretString::from(client.to_owned()),
+            client_secret: SecretString::from(secret.to_owned()),
+            refresh_token: refresh.map(|r| SecretString::from(r.to_owned())),
+            scope: scope.map(str::to_owned),
+            callback_hosts: Vec::new(),
+            order_api: OrderApi::V2,
+            fetch_deadline: Duration::from_secs(180),
+            venue_id: None,
+        }
+    }
+
+    /// The credential of the provider's account (`acme-uber`, `acme-wolt`)
+    /// with `secret`.
+    fn credential(&self, provider: Provider, secret: &str) -> anyhow::Result<Credential> {
+        let account = match provider {
+            Provider::Ubereats => "acme-uber",
+            _ => "acme-wolt",
+        };
+        Ok(Credential::new(
+            provider,
+            account,
+            &self.api(provider, secret),
+        )?)
+    }
+
+    fn uber(&self) -> anyhow::Result<Credential> {
+        self.credential(Provider::Ubereats, UBER_SECRET)
+    }
+
+    fn wolt(&self) -> anyhow::Result<Credential> {
+        self.credential(Provider::Wolt, WOLT_SECRET)
+    }
+
+    /// One replica sealing with the fleet's key.
+    async fn replica(&self) -> anyhow::Result<Replica> {
+        self.replica_with_key(TokenKey::from_bytes(&KEY)).await
+    }
+
+    /// One replica: its own NATS connection, bucket handle, store and
+    /// metrics.
+    async fn replica_with_key(&self, key: TokenKey) -> anyhow::Result<Replica> {
+        let js = async_nats::jetstream::new(self.nats.client().await?);
+        let defs = shared::streams::Definitions::load(&StreamSettings::default());
+        let kv =
+            shared::streams::ensure_bucket(&js, defs.bucket(shared::streams::TOKENS_BUCKET), true)
+                .await?;
+        let mut registry = shared::telemetry::registry("fetcher");
+        let metrics = TokenMetrics::register(&mut registry);
+        Ok(Replica {
+            store: TokenStore::new(kv.clone(), key, &self.settings, metrics.clone()),
+            kv,
+            metrics,
+            scrape: Box::new(move || shared::telemetry::encode(&registry)),
+        })
+    }
+
+    async fn replicas<const N: usize>(&self) -> anyhow::Result<[Replica; N]> {
+        let mut all = Vec::with_capacity(N);
+        for _ in 0..N {
+            all.push(self.replica().await?);
+        }
+        Ok(all
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("{N} replicas")))
+    }
+
+    fn token_requests(&self, platform: Platform) -> usize {
+        self.fake
+            .requests()
+            .iter()
+            .filter(|r| r.endpoint == Some(Endpoint::Token(platform)))
+            .count()
     }
 }
 
-fn uber(fake: &FakeProvider) -> Credential {
-    Credential::new(
-        Provider::Ubereats,
-        "acme-uber",
-        &api(fake, Provider::Ubereats, UBER_SECRET),
-    )
-    .unwrap()
-}
-
-fn wolt(fake: &FakeProvider) -> Credential {
-    Credential::new(
-        Provider::Wolt,
-        "acme-wolt",
-        &api(fake, Provider::Wolt, WOLT_SECRET),
-    )
-    .unwrap()
-}
-
-/// One replica: its own NATS connection, bucket handle, store and metrics.
+/// One replica of the fetcher's token store.
 struct Replica {
     store: TokenStore,
     kv: kv::Store,
@@ -84,30 +177,6 @@ struct Replica {
 }
 
 impl Replica {
-    async fn start(nats: &NatsServer, settings: &ProviderApiSettings) -> anyhow::Result<Replica> {
-        Replica::with_key(nats, settings, TokenKey::from_bytes(&KEY)).await
-    }
-
-    async fn with_key(
-        nats: &NatsServer,
-        settings: &ProviderApiSettings,
-        key: TokenKey,
-    ) -> anyhow::Result<Replica> {
-        let js = async_nats::jetstream::new(nats.client().await?);
-        let defs = shared::streams::Definitions::load(&StreamSettings::default());
-        let kv =
-            shared::streams::ensure_bucket(&js, defs.bucket(shared::streams::TOKENS_BUCKET), true)
-                .await?;
-        let mut registry = shared::telemetry::registry("fetcher");
-        let metrics = TokenMetrics::register(&mut registry);
-        Ok(Replica {
-            store: TokenStore::new(kv.clone(), key, settings, metrics.clone()),
-            kv,
-            metrics,
-            scrape: Box::new(move || shared::telemetry::encode(&registry)),
-        })
-    }
-
     /// The value of one token counter series (0 if absent).
     fn counter(&self, name: &str, account: &str, label: &str, value: &str) -> u64 {
         let text = (self.scrape)();
@@ -134,6 +203,29 @@ impl Replica {
     }
 }
 
+/// The refreshes of `account` over `replicas` by outcome: minted,
+/// refreshed, reused.
+fn outcomes<'a>(replicas: impl IntoIterator<Item = &'a Replica>, account: &str) -> [u64; 3] {
+    let mut sum = [0; 3];
+    for r in replicas {
+        for (n, outcome) in sum.iter_mut().zip(["minted", "refreshed", "reused"]) {
+            *n += r.refreshes(account, outcome);
+        }
+    }
+    sum
+}
+
+/// One GET of `url` with `token`; the status.
+async fn get(http: &reqwest::Client, url: &str, token: &AccessToken) -> anyhow::Result<u16> {
+    Ok(http
+        .get(url)
+        .bearer_auth(token.expose())
+        .send()
+        .await?
+        .status()
+        .as_u16())
+}
+
 /// One order GET at the fake with the credential's token; after a 401,
 /// `token_rejected` and one retry. Returns the final status.
 async fn get_order(
@@ -143,33 +235,20 @@ async fn get_order(
     url: &str,
 ) -> anyhow::Result<u16> {
     let token = store.token(cred).await?;
-    let status = http
-        .get(url)
-        .bearer_auth(token.expose())
-        .send()
-        .await?
-        .status()
-        .as_u16();
-    if status != 401 {
-        return Ok(status);
+    match get(http, url, &token).await? {
+        401 => get(http, url, &store.token_rejected(cred, &token).await?).await,
+        status => Ok(status),
     }
-    let renewed = store.token_rejected(cred, &token).await?;
-    Ok(http
-        .get(url)
-        .bearer_auth(renewed.expose())
-        .send()
-        .await?
-        .status()
-        .as_u16())
 }
 
-/// `per_replica` concurrent order GETs on each replica; every status.
-async fn burst(
-    replicas: &[&Replica],
+/// `per_replica` concurrent order GETs on each replica, every one of which
+/// must be answered 200.
+async fn burst<'a>(
+    replicas: impl IntoIterator<Item = &'a Replica>,
     cred: &Credential,
     url: &str,
     per_replica: usize,
-) -> anyhow::Result<Vec<u16>> {
+) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let mut tasks = Vec::new();
     for r in replicas {
@@ -185,72 +264,33 @@ async fn burst(
     for t in tasks {
         statuses.push(t.await??);
     }
-    Ok(statuses)
-}
-
-async fn fake_with_orders() -> anyhow::Result<(FakeProvider, String, String)> {
-    let fake = FakeProvider::start().await?;
-    fake.add_uber_client(UBER_APP, UBER_SECRET);
-    fake.add_wolt_venue(WOLT_CLIENT, WOLT_SECRET, WOLT_SEED);
-    fake.put_order(Platform::Ubereats, Api::V2, "u-1", r#"{"id":"u-1"}"#);
-    fake.put_order(Platform::Wolt, Api::V2, "w-1", r#"{"id":"w-1"}"#);
-    let uber_url = format!(
-        "{}{}",
-        fake.url(),
-        Endpoint::order_path(Platform::Ubereats, Api::V2, "u-1")
-    );
-    let wolt_url = format!(
-        "{}{}",
-        fake.url(),
-        Endpoint::order_path(Platform::Wolt, Api::V2, "w-1")
-    );
-    Ok((fake, uber_url, wolt_url))
-}
-
-fn token_requests(fake: &FakeProvider, platform: Platform) -> usize {
-    fake.requests()
-        .iter()
-        .filter(|r| r.endpoint == Some(Endpoint::Token(platform)))
-        .count()
+    ensure!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    Ok(())
 }
 
 #[tokio::test]
 async fn three_replicas_on_a_cold_store_mint_one_uber_token_and_refresh_it_once()
 -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let (fake, url, _) = fake_with_orders().await?;
     // No mint floor: the second mint below is held back by the lease and
     // the compare-and-set alone.
-    let s = settings(Duration::ZERO);
-    let replicas = [
-        Replica::start(&nats, &s).await?,
-        Replica::start(&nats, &s).await?,
-        Replica::start(&nats, &s).await?,
-    ];
-    let all: Vec<&Replica> = replicas.iter().collect();
-    let cred = uber(&fake);
+    let rig = Rig::start(settings(Duration::ZERO)).await?;
+    let fake = &rig.fake;
+    let replicas: [Replica; 3] = rig.replicas().await?;
+    let cred = rig.uber()?;
     for r in &replicas {
         r.metrics.start_at_zero([&cred]);
     }
 
-    let statuses = burst(&all, &cred, &url, 15).await?;
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    burst(&replicas, &cred, &rig.uber_url, 15).await?;
     assert_eq!(fake.mints(Platform::Ubereats), 1);
-    let sum = |outcome: &str| -> u64 {
-        replicas
-            .iter()
-            .map(|r| r.refreshes("acme-uber", outcome))
-            .sum()
-    };
-    assert_eq!((sum("minted"), sum("refreshed"), sum("reused")), (1, 0, 2));
+    assert_eq!(outcomes(&replicas, "acme-uber"), [1, 0, 2]);
 
     // The token expires mid-run: every replica's requests get 401, one
     // replica refreshes, every request succeeds on its one retry.
     fake.expire_all_tokens();
-    let statuses = burst(&all, &cred, &url, 15).await?;
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    burst(&replicas, &cred, &rig.uber_url, 15).await?;
     assert_eq!(fake.mints(Platform::Ubereats), 2);
-    assert_eq!((sum("minted"), sum("refreshed"), sum("reused")), (1, 1, 4));
+    assert_eq!(outcomes(&replicas, "acme-uber"), [1, 1, 4]);
     assert_eq!(fake.revoked(), 0);
     for r in &replicas {
         for reason in ["rejected", "unavailable", "mint_floor", "store_failed"] {
@@ -262,23 +302,19 @@ async fn three_replicas_on_a_cold_store_mint_one_uber_token_and_refresh_it_once(
 
 #[tokio::test]
 async fn a_401_after_another_replica_refreshed_mints_nothing() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let (fake, url, _) = fake_with_orders().await?;
-    let s = settings(Duration::ZERO);
-    let (a, b) = (
-        Replica::start(&nats, &s).await?,
-        Replica::start(&nats, &s).await?,
-    );
-    let cred = uber(&fake);
+    let rig = Rig::start(settings(Duration::ZERO)).await?;
+    let (fake, url) = (&rig.fake, &rig.uber_url);
+    let [a, b] = rig.replicas().await?;
+    let cred = rig.uber()?;
     let http = reqwest::Client::new();
-    assert_eq!(get_order(&http, &a.store, &cred, &url).await?, 200);
-    assert_eq!(get_order(&http, &b.store, &cred, &url).await?, 200);
+    assert_eq!(get_order(&http, &a.store, &cred, url).await?, 200);
+    assert_eq!(get_order(&http, &b.store, &cred, url).await?, 200);
     let old = b.store.token(&cred).await?;
     assert_eq!(fake.mints(Platform::Ubereats), 1);
 
     // A is answered 401 first and refreshes.
     fake.expire_all_tokens();
-    assert_eq!(get_order(&http, &a.store, &cred, &url).await?, 200);
+    assert_eq!(get_order(&http, &a.store, &cred, url).await?, 200);
     assert_eq!(fake.mints(Platform::Ubereats), 2);
     let current = a.store.token(&cred).await?;
     assert_ne!(current, old);
@@ -289,7 +325,7 @@ async fn a_401_after_another_replica_refreshed_mints_nothing() -> anyhow::Result
     assert_eq!(b.store.token(&cred).await?, old);
     let renewed = b.store.token_rejected(&cred, &old).await?;
     assert_eq!(renewed, current);
-    assert_eq!(get_order(&http, &b.store, &cred, &url).await?, 200);
+    assert_eq!(get_order(&http, &b.store, &cred, url).await?, 200);
     assert_eq!(fake.mints(Platform::Ubereats), 2);
     assert_eq!(b.refreshes("acme-uber", "reused"), 2);
     assert_eq!(b.refreshes("acme-uber", "refreshed"), 0);
@@ -298,19 +334,12 @@ async fn a_401_after_another_replica_refreshed_mints_nothing() -> anyhow::Result
 
 #[tokio::test]
 async fn wolt_replicas_racing_present_each_refresh_token_once() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let (fake, _, url) = fake_with_orders().await?;
-    let s = settings(Duration::ZERO);
-    let replicas = [
-        Replica::start(&nats, &s).await?,
-        Replica::start(&nats, &s).await?,
-        Replica::start(&nats, &s).await?,
-    ];
-    let all: Vec<&Replica> = replicas.iter().collect();
-    let cred = wolt(&fake);
+    let rig = Rig::start(settings(Duration::ZERO)).await?;
+    let (fake, url) = (&rig.fake, &rig.wolt_url);
+    let replicas: [Replica; 3] = rig.replicas().await?;
+    let cred = rig.wolt()?;
 
-    let statuses = burst(&all, &cred, &url, 10).await?;
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    burst(&replicas, &cred, url, 10).await?;
     assert_eq!(fake.refresh_uses(WOLT_SEED), 1);
     assert_eq!(fake.mints(Platform::Wolt), 1);
     let rotated = fake
@@ -319,30 +348,22 @@ async fn wolt_replicas_racing_present_each_refresh_token_once() -> anyhow::Resul
 
     // The access token expires: one refresh, with the rotated token.
     fake.expire_all_tokens();
-    let statuses = burst(&all, &cred, &url, 10).await?;
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    burst(&replicas, &cred, url, 10).await?;
     assert_eq!(fake.refresh_uses(&rotated), 1);
     assert_eq!(fake.mints(Platform::Wolt), 2);
 
     // A replica started later (same config, so the same seed) uses the
     // stored chain: the seed is never presented again.
-    let late = Replica::start(&nats, &s).await?;
+    let late = rig.replica().await?;
     fake.expire_all_tokens();
-    let statuses = burst(&[&late], &cred, &url, 5).await?;
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    burst([&late], &cred, url, 5).await?;
     assert_eq!(fake.refresh_uses(WOLT_SEED), 1);
     assert_eq!(fake.mints(Platform::Wolt), 3);
 
     assert_eq!(fake.refresh_token_reuses(), 0);
     assert_eq!(fake.revoked(), 0);
-    let sum = |outcome: &str| -> u64 {
-        replicas
-            .iter()
-            .chain([&late])
-            .map(|r| r.refreshes("acme-wolt", outcome))
-            .sum()
-    };
-    assert_eq!((sum("minted"), sum("refreshed")), (1, 2));
+    let [minted, refreshed, _] = outcomes(replicas.iter().chain([&late]), "acme-wolt");
+    assert_eq!((minted, refreshed), (1, 2));
 
     // The venue is authorised again: a new refresh token in the config
     // (read by a restarted replica) starts a new chain at once, though the
@@ -351,11 +372,11 @@ async fn wolt_replicas_racing_present_each_refresh_token_once() -> anyhow::Resul
         .live_refresh_token(WOLT_CLIENT)
         .context("the chain's live refresh token")?;
     fake.add_wolt_venue(WOLT_CLIENT, WOLT_SECRET, "wolt-second-seed");
-    let mut reauthorised = api(&fake, Provider::Wolt, WOLT_SECRET);
+    let mut reauthorised = rig.api(Provider::Wolt, WOLT_SECRET);
     reauthorised.refresh_token = Some(SecretString::from("wolt-second-seed".to_owned()));
     let reseeded = Credential::new(Provider::Wolt, "acme-wolt", &reauthorised)?;
     let before = late.store.token(&cred).await?;
-    let restarted = Replica::start(&nats, &s).await?;
+    let restarted = rig.replica().await?;
     let after = restarted.store.token(&reseeded).await?;
     assert_ne!(before, after);
     assert_eq!(fake.refresh_uses("wolt-second-seed"), 1);
@@ -367,14 +388,10 @@ async fn wolt_replicas_racing_present_each_refresh_token_once() -> anyhow::Resul
 
 #[tokio::test]
 async fn the_mint_floor_holds_back_a_second_mint() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let (fake, url, _) = fake_with_orders().await?;
-    let s = settings(Duration::from_secs(60));
-    let (a, b) = (
-        Replica::start(&nats, &s).await?,
-        Replica::start(&nats, &s).await?,
-    );
-    let cred = uber(&fake);
+    let rig = Rig::start(settings(Duration::from_secs(60))).await?;
+    let fake = &rig.fake;
+    let [a, b] = rig.replicas().await?;
+    let cred = rig.uber()?;
     let http = reqwest::Client::new();
     // Tokens that live 100 s are always within the 120 s refresh-ahead:
     // without the floor every call would mint.
@@ -386,7 +403,7 @@ async fn the_mint_floor_holds_back_a_second_mint() -> anyhow::Result<()> {
 
     // A forced refresh (a 401) within the floor does not mint either.
     fake.expire_all_tokens();
-    let e = match get_order(&http, &b.store, &cred, &url).await {
+    let e = match get_order(&http, &b.store, &cred, &rig.uber_url).await {
         Ok(status) => panic!("answered {status} after a refused refresh"),
         Err(e) => e.downcast::<TokenError>()?,
     };
@@ -402,18 +419,17 @@ async fn the_mint_floor_holds_back_a_second_mint() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn the_bucket_holds_no_token_in_clear_text() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let (fake, uber_url, wolt_url) = fake_with_orders().await?;
-    let s = settings(Duration::ZERO);
-    let r = Replica::start(&nats, &s).await?;
+    let rig = Rig::start(settings(Duration::ZERO)).await?;
+    let r = rig.replica().await?;
     let http = reqwest::Client::new();
-    let (u, w) = (uber(&fake), wolt(&fake));
-    assert_eq!(get_order(&http, &r.store, &u, &uber_url).await?, 200);
-    assert_eq!(get_order(&http, &r.store, &w, &wolt_url).await?, 200);
+    let (u, w) = (rig.uber()?, rig.wolt()?);
+    assert_eq!(get_order(&http, &r.store, &u, &rig.uber_url).await?, 200);
+    assert_eq!(get_order(&http, &r.store, &w, &rig.wolt_url).await?, 200);
     let secrets = [
         r.store.token(&u).await?.expose().to_owned(),
         r.store.token(&w).await?.expose().to_owned(),
-        fake.live_refresh_token(WOLT_CLIENT)
+        rig.fake
+            .live_refresh_token(WOLT_CLIENT)
             .context("a live refresh token")?,
         WOLT_SEED.to_owned(),
         UBER_SECRET.to_owned(),
@@ -447,17 +463,12 @@ async fn the_bucket_holds_no_token_in_clear_text() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn token_endpoint_refusals_and_outages_release_the_lease() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let (fake, _, _) = fake_with_orders().await?;
-    let s = settings(Duration::ZERO);
-    let r = Replica::start(&nats, &s).await?;
+    let rig = Rig::start(settings(Duration::ZERO)).await?;
+    let fake = &rig.fake;
+    let r = rig.replica().await?;
 
     // Wrong secret: 401 invalid_client, permanent, the secret not quoted.
-    let wrong = Credential::new(
-        Provider::Ubereats,
-        "acme-uber",
-        &api(&fake, Provider::Ubereats, "not-the-secret"),
-    )?;
+    let wrong = rig.credential(Provider::Ubereats, "not-the-secret")?;
     let e = r.store.token(&wrong).await.unwrap_err();
     assert!(matches!(e, TokenError::Rejected { .. }), "{e}");
     assert_eq!(e.class(), FailureClass::TokenRejected);
@@ -469,12 +480,12 @@ async fn token_endpoint_refusals_and_outages_release_the_lease() -> anyhow::Resu
          and scope"
     );
     // The lease was released: the right credentials mint at once.
-    let cred = uber(&fake);
+    let cred = rig.uber()?;
     r.store.token(&cred).await?;
     assert_eq!(fake.mints(Platform::Ubereats), 1);
 
     // 503 with Retry-After: transient, its delay honoured by every caller.
-    let replica = Replica::start(&nats, &s).await?;
+    let replica = rig.replica().await?;
     fake.expire_all_tokens();
     let old = replica.store.token(&cred).await?;
     fake.fault(
@@ -490,14 +501,14 @@ async fn token_endpoint_refusals_and_outages_release_the_lease() -> anyhow::Resu
     assert_eq!(*retry_after, Some(Duration::from_secs(2)));
     assert_eq!(e.class(), FailureClass::TokenUnavailable);
     assert!(!e.class().is_permanent());
-    let calls = token_requests(&fake, Platform::Ubereats);
+    let calls = rig.token_requests(Platform::Ubereats);
     // Within the Retry-After nobody asks the endpoint again.
     let again = r.store.token_rejected(&cred, &old).await.unwrap_err();
     assert!(
         matches!(again, TokenError::Unavailable { retry_after: Some(d), .. } if d <= Duration::from_secs(2)),
         "{again}"
     );
-    assert_eq!(token_requests(&fake, Platform::Ubereats), calls);
+    assert_eq!(rig.token_requests(Platform::Ubereats), calls);
     // After it, the next call mints.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let renewed = replica.store.token_rejected(&cred, &old).await?;
@@ -529,27 +540,24 @@ async fn token_endpoint_refusals_and_outages_release_the_lease() -> anyhow::Resu
 
 #[tokio::test]
 async fn a_lease_outliving_its_holder_is_taken_over() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let (fake, _, _) = fake_with_orders().await?;
     // A lease shorter than the token call (the config refuses that; here it
     // plays a holder that stopped mid-call).
-    let slow = ProviderApiSettings {
+    let rig = Rig::start(ProviderApiSettings {
         request_timeout: Duration::from_secs(4),
         token_lease: Duration::from_secs(1),
         ..settings(Duration::ZERO)
-    };
-    let (a, b) = (
-        Replica::start(&nats, &slow).await?,
-        Replica::start(&nats, &slow).await?,
-    );
-    let cred = uber(&fake);
+    })
+    .await?;
+    let fake = &rig.fake;
+    let [a, b] = rig.replicas().await?;
+    let cred = rig.uber()?;
     fake.fault(Matcher::Token(Platform::Ubereats), FaultReply::hang());
     let stuck = {
         let (store, cred) = (a.store.clone(), cred.clone());
         tokio::spawn(async move { store.token(&cred).await })
     };
     orderhub_tests::eventually(Duration::from_secs(5), "the first token call", || async {
-        (token_requests(&fake, Platform::Ubereats) == 1).then_some(())
+        (rig.token_requests(Platform::Ubereats) == 1).then_some(())
     })
     .await?;
     let started = Instant::now();
@@ -566,14 +574,12 @@ async fn a_lease_outliving_its_holder_is_taken_over() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn an_entry_sealed_with_another_key_is_an_error_until_reseeded() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let (fake, _, _) = fake_with_orders().await?;
-    let s = settings(Duration::ZERO);
-    let good = Replica::start(&nats, &s).await?;
-    let cred = uber(&fake);
+    let rig = Rig::start(settings(Duration::ZERO)).await?;
+    let good = rig.replica().await?;
+    let cred = rig.uber()?;
     let token = good.store.token(&cred).await?;
 
-    let other = Replica::with_key(&nats, &s, TokenKey::generate()).await?;
+    let other = rig.replica_with_key(TokenKey::generate()).await?;
     let e = other.store.token(&cred).await.unwrap_err();
     assert_eq!(e.class(), FailureClass::TokenStoreFailed);
     assert_eq!(
@@ -586,26 +592,25 @@ async fn an_entry_sealed_with_another_key_is_an_error_until_reseeded() -> anyhow
         )
     );
     // Nothing was overwritten: the right key still reads the token.
-    let fresh = Replica::start(&nats, &s).await?;
+    let fresh = rig.replica().await?;
     assert_eq!(fresh.store.token(&cred).await?, token);
-    assert_eq!(fake.mints(Platform::Ubereats), 1);
+    assert_eq!(rig.fake.mints(Platform::Ubereats), 1);
     assert_eq!(other.failures("acme-uber", "store_failed"), 1);
 
     // An explicit re-seed drops the entry; the new key's store mints.
     other.store.reseed(&cred).await?;
     let minted = other.store.token(&cred).await?;
     assert_ne!(minted, token);
-    assert_eq!(fake.mints(Platform::Ubereats), 2);
+    assert_eq!(rig.fake.mints(Platform::Ubereats), 2);
     Ok(())
 }
 
 /// Keeps the tokens' `Debug` honest where the fetcher will print them.
 #[tokio::test]
 async fn tokens_and_errors_print_no_secret() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let (fake, _, _) = fake_with_orders().await?;
-    let r = Replica::start(&nats, &settings(Duration::ZERO)).await?;
-    let cred = wolt(&fake);
+    let rig = Rig::start(settings(Duration::ZERO)).await?;
+    let r = rig.replica().await?;
+    let cred = rig.wolt()?;
     let token: AccessToken = r.store.token(&cred).await?;
     let shown = format!("{token:?} {cred:?} {:?}", r.store);
     for secret in [token.expose(), WOLT_SEED, WOLT_SECRET, WOLT_CLIENT] {
