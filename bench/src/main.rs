@@ -1,8 +1,9 @@
 //! `orderhub-bench`: load benchmarks of orderhub's stages, each against its
 //! own nats-server on 127.0.0.1 with a fresh store, next to a bare baseline
 //! measured in the same run. One subcommand per stage (`ingress`,
-//! `forwarder`) and one for the whole pipeline (`e2e`), plus the internal
-//! servers they start as separate processes (`baseline-server`).
+//! `forwarder`), one for the whole pipeline (`e2e`) and one for the pull
+//! path of Uber Eats notifications (`pull`), plus the internal servers they
+//! start as separate processes (`baseline-server`).
 
 mod baseline;
 mod e2e;
@@ -12,6 +13,7 @@ mod load;
 mod nats;
 mod pipeline;
 mod procs;
+mod pull;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +39,11 @@ enum Command {
     /// backend in the bench process): sustained webhooks/s, acceptance-to-
     /// backend latency at full and paced load, RSS, consumer lag
     E2e(e2e::Args),
+    /// The pull path (Uber Eats notification → fetcher → fake provider API
+    /// → transformer → ORDERS): sustained notifications/s, notification-
+    /// to-order latency when paced, token mints, errors, CPU and RSS, for
+    /// several FETCHER_CONCURRENCY values; and the fake provider alone
+    Pull(pull::Args),
     /// (internal) The bare baseline server the `ingress` benchmark measures
     /// against: warp, POST /webhook, one HMAC, publish, await the ack, 202
     BaselineServer(baseline::Args),
@@ -118,6 +125,7 @@ fn main() -> std::process::ExitCode {
             let threads = args.client_threads;
             with_threads(threads, e2e::run(args))
         }
+        Command::Pull(args) => two_threads(pull::run(args)),
         // The same runtime as the ingress's `#[tokio::main]`: one worker
         // per core.
         Command::BaselineServer(args) => tokio::runtime::Builder::new_multi_thread()
