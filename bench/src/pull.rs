@@ -22,6 +22,7 @@
 //! bench fails otherwise, and exits non-zero when a run saw a fetch error,
 //! a dead letter or more than one mint.
 
+mod delay;
 mod fake;
 
 use std::collections::HashMap;
@@ -77,6 +78,13 @@ pub struct Args {
     /// Skip the paced runs (drains only)
     #[arg(long)]
     pub no_paced: bool,
+    /// Skip the drains (paced runs only, at --paced-rate)
+    #[arg(long, requires = "paced_rate")]
+    pub no_drain: bool,
+    /// Hold every order GET this long on its way to the fake provider (a
+    /// proxy in the bench), as a real provider API's latency would
+    #[arg(long, default_value_t = 0)]
+    pub api_delay_ms: u64,
     /// Keep-alive connections of the fake-alone measurement
     #[arg(long, default_value_t = 64)]
     pub fake_connections: usize,
@@ -165,9 +173,11 @@ fn webhook_number(id: &str) -> Option<u64> {
     id.strip_prefix("bench-")?.parse().ok()
 }
 
-/// One tenant and its Uber Eats account on the fake, with the fixture's
-/// store and every item and modifier mapped (the conversion looks each up).
-fn hub_toml(fake: &str) -> String {
+/// One tenant and its Uber Eats account, with the fixture's store and every
+/// item and modifier mapped (the conversion looks each up). Orders are read
+/// from `api` (the fake, or the delaying proxy in front of it), tokens from
+/// the fake.
+fn hub_toml(api: &str, fake: &str) -> String {
     format!(
         r#"[[tenant]]
 id = "{TENANT}"
@@ -187,7 +197,7 @@ default = true
 "MOD-TAHINI" = "prod_8100"
 "MOD-HUMMUS" = "prod_8101"
 [account.api]
-base_url = "{fake}"
+base_url = "{api}"
 token_url = "{fake}/oauth/v2/token"
 client_id_env = "BENCH_UBER_CLIENT_ID"
 client_secret_env = "BENCH_UBER_CLIENT_SECRET"
@@ -202,9 +212,10 @@ allowed_private_destinations = ["127.0.0.0/8"]
 /// nats-server, the fake provider with its orders, the fetcher and the
 /// transformer.
 struct Stack {
-    // Dropped first: the stages, then the fake, then NATS.
+    // Dropped first: the stages, then the proxy, the fake, then NATS.
     stages: Vec<Server>,
     ops: Vec<std::net::SocketAddr>,
+    _delay: Option<delay::Delay>,
     fake: Fake,
     nats: NatsServer,
     js: jetstream::Context,
@@ -229,7 +240,12 @@ impl Stack {
             .tempdir()?;
         let fake = Fake::start(dir.path()).await?;
         fake.load(orders, 0..count).await?;
-        let toml = hub_toml(&fake.url());
+        let proxy = match args.api_delay_ms {
+            0 => None,
+            ms => Some(delay::Delay::start(fake.addr, Duration::from_millis(ms)).await?),
+        };
+        let api = proxy.as_ref().map_or_else(|| fake.url(), delay::Delay::url);
+        let toml = hub_toml(&api, &fake.url());
         let hub_path = dir.path().join("hub.toml");
         std::fs::write(&hub_path, &toml)?;
         let hub = shared::config::HubConfig::from_toml(&toml, "bench", &|_| {
@@ -278,6 +294,7 @@ impl Stack {
         Ok(Stack {
             stages,
             ops,
+            _delay: proxy,
             fake,
             nats,
             js,
@@ -429,7 +446,7 @@ impl Stack {
     /// The warm-up: notifications `0..n`, all become orders.
     async fn warm_up(&self, orders: &Orders, n: u64) -> anyhow::Result<()> {
         self.notify(orders, 0..n, None).await?;
-        self.wait_orders(n, Duration::from_secs(60 + n / 100)).await
+        self.wait_orders(n, Duration::from_secs(60 + n / 50)).await
     }
 
     /// When each message of `stream` under `filter` was stored, by the
@@ -751,7 +768,7 @@ async fn drain(args: &Args, concurrency: usize, orders: &Arc<Orders>) -> anyhow:
     stack.notify(orders, w..w + n, None).await?;
     let published = started.elapsed();
     stack
-        .wait_orders(w + n, Duration::from_secs(60 + n / 100))
+        .wait_orders(w + n, Duration::from_secs(60 + n / 50))
         .await?;
     let cpu = meter.read();
     let ended = Instant::now();
@@ -815,7 +832,9 @@ async fn paced(
     stack.notify(orders, w..w + n, Some(rate)).await?;
     let window_end = Instant::now();
     let cpu = meter.read();
-    stack.wait_orders(w + n, Duration::from_secs(60)).await?;
+    stack
+        .wait_orders(w + n, Duration::from_secs(60 + n / 50))
+        .await?;
     let (lag, rss) = sampler.finish().await;
     let times = stack.times(w..w + n).await?;
     let lat: Vec<Duration> = times
@@ -864,6 +883,9 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     if args.rounds == 0 || args.orders == 0 || args.warmup == 0 {
         bail!("need a round, some orders and a warm-up");
     }
+    if args.no_drain && args.no_paced {
+        bail!("--no-drain and --no-paced leave nothing to measure");
+    }
     nats::server_bin()?;
     for s in STAGES {
         pipeline::stage_bin(s)?;
@@ -871,7 +893,11 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     println!("machine: {}", procs::machine());
     println!("nats-server: {}", nats::server_version());
     println!(
-        "pull: Uber Eats notifications → release fetcher (GET from the release fake-provider) → release transformer → ORDERS; {} notifications per drain after a {}-notification warm-up; FETCHER_CONCURRENCY {:?}; paced {} s at {}; stage env {:?}",
+        "pull: Uber Eats notifications → release fetcher (GET from the release fake-provider{}) → release transformer → ORDERS; {} notifications per drain after a {}-notification warm-up; FETCHER_CONCURRENCY {:?}; paced {} s at {}; stage env {:?}",
+        match args.api_delay_ms {
+            0 => String::new(),
+            ms => format!(", each GET held {ms} ms by a proxy"),
+        },
         args.orders,
         args.warmup,
         args.concurrency,
@@ -884,7 +910,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     );
     let orders = Arc::new(Orders::new());
     let mut alone = Vec::new();
-    let mut results: Vec<(usize, Measured, Option<Measured>)> = Vec::new();
+    let mut results: Vec<Row> = Vec::new();
     for round in 1..=args.rounds {
         println!("round {round}/{}", args.rounds);
         if args.fake_seconds > 0 {
@@ -898,7 +924,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             )
             .await?;
             println!(
-                "  fake alone: {} order GETs/s over {} connections ({} in {} s); CPU-s: {}{}",
+                "  fake alone: {} order GETs/s over {} connections ({} in {} s); CPU-s (µs per GET): {}{}",
                 thousands(a.rate),
                 args.fake_connections,
                 a.requests,
@@ -909,14 +935,24 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             alone.push((a.rate, per_order(&a.cpu, "fake-provider", a.requests)));
         }
         for &c in &args.concurrency {
-            let d = drain(&args, c, &orders).await?;
-            let p = if args.no_paced {
+            let d = if args.no_drain {
                 None
             } else {
-                let rate = args.paced_rate.unwrap_or(d.rate * args.paced_share);
-                Some(paced(&args, c, rate, &orders).await?)
+                Some(drain(&args, c, &orders).await?)
             };
-            results.push((c, d, p));
+            let p = match (args.no_paced, args.paced_rate, &d) {
+                (true, _, _) => None,
+                (false, Some(rate), _) => Some(paced(&args, c, rate, &orders).await?),
+                (false, None, Some(d)) => {
+                    Some(paced(&args, c, d.rate * args.paced_share, &orders).await?)
+                }
+                (false, None, None) => unreachable!("--no-drain requires --paced-rate"),
+            };
+            results.push(Row {
+                concurrency: c,
+                drain: d,
+                paced: p,
+            });
         }
     }
 
@@ -930,44 +966,55 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         );
     }
     for &c in &args.concurrency {
-        let rows: Vec<&(usize, Measured, Option<Measured>)> =
-            results.iter().filter(|r| r.0 == c).collect();
-        let of = |f: &dyn Fn(&Measured) -> f64| {
-            Spread::of(&rows.iter().map(|r| f(&r.1)).collect::<Vec<_>>())
+        let of = |pick: &dyn Fn(&Row) -> Option<&Measured>, f: &dyn Fn(&Measured) -> f64| {
+            Spread::of(
+                &results
+                    .iter()
+                    .filter(|r| r.concurrency == c)
+                    .filter_map(pick)
+                    .map(f)
+                    .collect::<Vec<_>>(),
+            )
         };
-        let us = |i: usize| of(&|m: &Measured| m.us[i]).show(1);
-        println!(
-            "FETCHER_CONCURRENCY={c}: drain {} orders/s; µs/order fetcher {}, transformer {}, fake-provider {}, nats-server {}, bench {}; peak RSS MiB fetcher {}, transformer {}",
-            of(&|m| m.rate).show(0),
-            us(0),
-            us(1),
-            us(2),
-            us(3),
-            us(4),
-            of(&|m| m.rss.first().copied().unwrap_or(f64::NAN)).show(1),
-            of(&|m| m.rss.get(1).copied().unwrap_or(f64::NAN)).show(1),
-        );
-        let paced: Vec<&Measured> = rows.iter().filter_map(|r| r.2.as_ref()).collect();
-        if !paced.is_empty() {
-            let of = |f: &dyn Fn(&Measured) -> f64| {
-                Spread::of(&paced.iter().map(|m| f(m)).collect::<Vec<_>>())
-            };
+        let drained: &dyn Fn(&Row) -> Option<&Measured> = &Row::drained;
+        let paced: &dyn Fn(&Row) -> Option<&Measured> = &Row::paced;
+        let cost = |pick: &dyn Fn(&Row) -> Option<&Measured>| {
+            format!(
+                "µs/order fetcher {}, transformer {}, fake-provider {}, nats-server {}, bench {}; peak RSS MiB fetcher {}, transformer {}",
+                of(pick, &|m| m.us[0]).show(1),
+                of(pick, &|m| m.us[1]).show(1),
+                of(pick, &|m| m.us[2]).show(1),
+                of(pick, &|m| m.us[3]).show(1),
+                of(pick, &|m| m.us[4]).show(1),
+                of(pick, &|m| m.rss.first().copied().unwrap_or(f64::NAN)).show(1),
+                of(pick, &|m| m.rss.get(1).copied().unwrap_or(f64::NAN)).show(1),
+            )
+        };
+        if !args.no_drain {
             println!(
-                "FETCHER_CONCURRENCY={c}: paced at {}/s: notification → order p50 {} ms, p99 {} ms",
-                of(&|m| m.rate).show(0),
-                of(&|m| m.p50).show(2),
-                of(&|m| m.p99).show(2),
+                "FETCHER_CONCURRENCY={c}: drain {} orders/s; {}",
+                of(drained, &|m| m.rate).show(0),
+                cost(drained),
+            );
+        }
+        if !args.no_paced {
+            println!(
+                "FETCHER_CONCURRENCY={c}: paced at {}/s: notification → order p50 {} ms, p99 {} ms; {}",
+                of(paced, &|m| m.rate).show(0),
+                of(paced, &|m| m.p50).show(2),
+                of(paced, &|m| m.p99).show(2),
+                cost(paced),
             );
         }
     }
     let all: Vec<&Health> = results
         .iter()
-        .flat_map(|r| std::iter::once(&r.1.health).chain(r.2.as_ref().map(|m| &m.health)))
+        .flat_map(|r| r.drain.iter().chain(&r.paced).map(|m| &m.health))
         .collect();
     let orders_total: u64 = all.iter().map(|h| h.notified).sum();
     let clean = all.iter().all(|h| h.clean());
     println!(
-        "every run: token mints {} for {} orders in {} runs ({} per run expected: 1); after the first of each run {:.2} per 10k orders; fetch errors {}, dead letters {}, DLQ {}: {}",
+        "every run: token mints {} for {} orders in {} runs ({} per run, expected 1); after the first of each run {:.2} per 10k orders; fetch errors {}, dead letters {}, DLQ {}: {}",
         all.iter().map(|h| h.mints).sum::<u64>(),
         thousands(orders_total as f64),
         all.len(),
@@ -987,6 +1034,23 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         }
     );
     Ok(clean)
+}
+
+/// One concurrency's runs of one round.
+struct Row {
+    concurrency: usize,
+    drain: Option<Measured>,
+    paced: Option<Measured>,
+}
+
+impl Row {
+    fn drained(&self) -> Option<&Measured> {
+        self.drain.as_ref()
+    }
+
+    fn paced(&self) -> Option<&Measured> {
+        self.paced.as_ref()
+    }
 }
 
 #[cfg(test)]
@@ -1017,13 +1081,16 @@ mod tests {
 
     #[test]
     fn the_hub_config_is_valid_and_maps_every_item_of_the_fixture() {
-        let hub =
-            shared::config::HubConfig::from_toml(&hub_toml("http://127.0.0.1:1"), "bench", &|_| {
-                Some("x".to_owned())
-            })
-            .unwrap();
+        let hub = shared::config::HubConfig::from_toml(
+            &hub_toml("http://127.0.0.1:1", "http://127.0.0.1:2"),
+            "bench",
+            &|_| Some("x".to_owned()),
+        )
+        .unwrap();
         let account = hub.account(Provider::Ubereats, ACCOUNT).unwrap();
-        assert!(account.api.is_some());
+        let api = account.api.as_ref().unwrap();
+        assert_eq!(api.base_url.as_str(), "http://127.0.0.1:1/");
+        assert_eq!(api.token_url.as_str(), "http://127.0.0.1:2/oauth/v2/token");
         let order = std::str::from_utf8(&Orders::new().body(0))
             .unwrap()
             .to_owned();
