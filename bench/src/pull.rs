@@ -13,6 +13,8 @@
 //!   latency from its notification's stored time to its order's.
 //! - **fake alone**: the fake provider without the hub, order GETs with one
 //!   token over keep-alive connections: whether the fake is the limit.
+//! - `--api-delay-ms`: every order GET is held that long by a proxy in the
+//!   bench ([`delay`]), as a real API's latency would hold it.
 //!
 //! Each drain and paced run is repeated for every `FETCHER_CONCURRENCY` of
 //! `--concurrency`. A run reports CPU seconds per process (per order and
