@@ -311,7 +311,7 @@ async fn drain(
     );
     if fail_percent > 0 {
         let failed = s.backend.failed();
-        let opens = breaker_opens(&metrics_text(s.ops).await);
+        let opens = breaker_opens(&crate::procs::metrics_text(s.ops).await);
         println!(
             "         answered 503 {failed} times ({:.1}% of {} requests); breakers opened: {}",
             failed as f64 * 100.0 / (failed + s.backend.count()) as f64,
@@ -433,25 +433,6 @@ async fn paced(args: &Args, tenants: usize, rate: f64, orders: &Orders) -> anyho
         p50: p(0.5),
         p99: p(0.99),
     })
-}
-
-/// `GET /metrics` of a stage's ops address (empty if it does not answer).
-async fn metrics_text(ops: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(ops).await.ok()?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .await
-            .ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        Some(String::from_utf8_lossy(&buf).into_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(5), attempt)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_default()
 }
 
 /// `forwarder_breaker_opens_total` summed over the tenants, by reason;

@@ -161,3 +161,22 @@ pub fn machine() -> String {
         .unwrap_or_else(|_| "unknown".to_owned());
     format!("{cores} cores, {model}, Linux {kernel}")
 }
+
+/// `GET /metrics` of a stage's ops address (empty if it does not answer).
+pub async fn metrics_text(ops: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(ops).await.ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        Some(String::from_utf8_lossy(&buf).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}

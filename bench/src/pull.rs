@@ -539,8 +539,8 @@ impl Stack {
     async fn health(&self, notified: u64) -> anyhow::Result<Health> {
         self.check_last_order().await?;
         let stats = self.fake.stats().await?;
-        let fetcher = metrics_text(self.ops[0]).await;
-        let transformer = metrics_text(self.ops[1]).await;
+        let fetcher = crate::procs::metrics_text(self.ops[0]).await;
+        let transformer = crate::procs::metrics_text(self.ops[1]).await;
         if fetcher.is_empty() || transformer.is_empty() {
             bail!("a stage's /metrics did not answer");
         }
@@ -647,25 +647,6 @@ impl Health {
             if self.clean() { "" } else { "  UNEXPECTED" }
         )
     }
-}
-
-/// `GET /metrics` of a stage's ops address (empty if it does not answer).
-async fn metrics_text(ops: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(ops).await.ok()?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .await
-            .ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        Some(String::from_utf8_lossy(&buf).into_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(5), attempt)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_default()
 }
 
 /// The sum of the series of `name` whose labels `keep` accepts.
