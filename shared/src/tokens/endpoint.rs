@@ -1,9 +1,13 @@
 //! One call to a provider's token endpoint, and what its answer means.
 //!
 //! - `2xx` with a JSON `access_token` (and, for Wolt, the next
-//!   `refresh_token`): a token. `expires_in` missing: one hour is assumed
-//!   (the shortest lifetime of the two providers), rather than dropping an
-//!   answer that may carry Wolt's only copy of the next refresh token.
+//!   `refresh_token`): a token. `expires_in` is read as an integer, a
+//!   fraction or a number in a string. Missing from a client-credentials
+//!   answer: one hour is assumed (the shortest lifetime of the two
+//!   providers). Missing, unreadable or not positive in a Wolt answer:
+//!   the tokens are kept with a short lifetime ([`UNREADABLE_EXPIRY`]) and
+//!   a warning, rather than dropping Wolt's only copy of the next refresh
+//!   token.
 //! - `400`/`401`/`403` and other `4xx` (bar 408 and 429): the credentials
 //!   are wrong, revoked or spent: [`CallError::Rejected`], permanent.
 //! - `429` (its `Retry-After` honoured), `408`, `5xx`, a timeout or a
@@ -19,12 +23,17 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use serde::Deserialize;
+use tracing::warn;
 
 use super::credential::{Credential, Grant};
 use crate::outbound::{OutboundPolicy, parse_retry_after, read_bounded, refused};
 
 /// The largest token answer read (a token answer is a few hundred bytes).
 pub(crate) const MAX_ANSWER: usize = 64 * 1024;
+
+/// The lifetime given a Wolt access token whose answer has no readable
+/// positive `expires_in` (the rotated refresh token is kept regardless).
+pub(crate) const UNREADABLE_EXPIRY: Duration = Duration::from_secs(300);
 
 /// What the endpoint issued.
 pub(crate) struct Issued {
@@ -147,6 +156,20 @@ struct Success {
     refresh_token: Option<String>,
 }
 
+/// A positive `expires_in`: a number (integer or not) or a number in a
+/// string (seen in the wild); `None` for anything else, and for less than
+/// a second (no usable lifetime).
+fn seconds(v: &serde_json::Value) -> Option<Duration> {
+    let secs = match v {
+        serde_json::Value::Number(n) => n.as_f64()?,
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 1.0)
+        .then(|| Duration::try_from_secs_f64(secs).ok())
+        .flatten()
+}
+
 #[derive(Deserialize)]
 struct Failure {
     error: Option<String>,
@@ -174,16 +197,20 @@ pub(crate) fn answer(
         if wants_refresh && refresh_token.is_none() {
             return Err(malformed("the next refresh_token"));
         }
-        // A number, or a number in a string (seen in the wild).
-        let expires_in = match ok.expires_in {
-            None => Duration::from_secs(3600),
-            Some(v) => match v
-                .as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            {
-                Some(secs) if secs > 0 => Duration::from_secs(secs),
-                _ => return Err(malformed("a positive expires_in")),
-            },
+        let expires_in = match (ok.expires_in.as_ref().and_then(seconds), wants_refresh) {
+            (Some(secs), _) => secs,
+            // A Wolt answer carries the only copy of the rotated refresh
+            // token: kept, with an access token trusted only briefly.
+            (None, true) => {
+                warn!(
+                    status,
+                    "the token endpoint answered without a readable positive expires_in; the tokens are kept and the access token is refreshed within {}s",
+                    UNREADABLE_EXPIRY.as_secs()
+                );
+                UNREADABLE_EXPIRY
+            }
+            (None, false) if ok.expires_in.is_none() => Duration::from_secs(3600),
+            (None, false) => return Err(malformed("a positive expires_in")),
         };
         return Ok(Issued {
             access_token,
@@ -260,6 +287,64 @@ mod tests {
             ok(r#"{"access_token":"a"}"#, false).expires_in,
             Duration::from_secs(3600)
         );
+    }
+
+    #[test]
+    fn a_wolt_answer_with_both_tokens_is_kept_whatever_its_expires_in() {
+        let wolt = |expires_in: &str| {
+            let body = format!(r#"{{"access_token":"eyJ","refresh_token":"rt-2"{expires_in}}}"#);
+            let i = ok(&body, true);
+            assert_eq!(i.access_token, "eyJ", "{body}");
+            assert_eq!(i.refresh_token.as_deref(), Some("rt-2"), "{body}");
+            i.expires_in
+        };
+        let hour = Duration::from_secs(3600);
+        assert_eq!(wolt(r#","expires_in":3600"#), hour);
+        assert_eq!(wolt(r#","expires_in":3600.0"#), hour);
+        assert_eq!(wolt(r#","expires_in":"3600""#), hour);
+        assert_eq!(wolt(r#","expires_in":"3600.0""#), hour);
+        assert_eq!(wolt(r#","expires_in":" 3600 ""#), hour);
+        assert_eq!(wolt(r#","expires_in":90.5"#), Duration::from_millis(90_500));
+        for odd in [
+            r#","expires_in":0"#,
+            r#","expires_in":-5"#,
+            r#","expires_in":0.2"#,
+            r#","expires_in":"0""#,
+            r#","expires_in":"soon""#,
+            r#","expires_in":null"#,
+            r#","expires_in":true"#,
+            r#","expires_in":{"s":1}"#,
+            r#","expires_in":1e300"#,
+            "",
+        ] {
+            assert_eq!(wolt(odd), UNREADABLE_EXPIRY, "{odd}");
+        }
+    }
+
+    #[test]
+    fn a_client_credentials_expires_in_is_read_in_its_forms() {
+        let hour = Duration::from_secs(3600);
+        for body in [
+            r#"{"access_token":"a","expires_in":3600.0}"#,
+            r#"{"access_token":"a","expires_in":"3600"}"#,
+            r#"{"access_token":"a","expires_in":"3600.0"}"#,
+            r#"{"access_token":"a"}"#,
+            r#"{"access_token":"a","expires_in":null}"#,
+        ] {
+            assert_eq!(ok(body, false).expires_in, hour, "{body}");
+        }
+        for body in [
+            r#"{"access_token":"a","expires_in":-1}"#,
+            r#"{"access_token":"a","expires_in":"x"}"#,
+        ] {
+            assert!(
+                matches!(
+                    answer(200, None, body.as_bytes(), false),
+                    Err(CallError::Unavailable { .. })
+                ),
+                "{body}"
+            );
+        }
     }
 
     #[test]
