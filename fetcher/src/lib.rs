@@ -402,23 +402,8 @@ impl Fetcher {
                 ),
             ));
         }
-        if plan.kind == Kind::New {
-            let age = SystemTime::now()
-                .duration_since(d.published)
-                .unwrap_or_default();
-            if age > target.api.fetch_deadline {
-                self.metrics
-                    .fetched(provider, FailureClass::FetchDeadlinePassed.as_str(), None);
-                return Err(dead(
-                    FailureClass::FetchDeadlinePassed,
-                    format!(
-                        "new {provider} order {} was notified {}s ago, past the account's fetch_deadline of {}s: the provider cancels orders left unanswered that long",
-                        plan.order_id,
-                        age.as_secs(),
-                        target.api.fetch_deadline.as_secs()
-                    ),
-                ));
-            }
+        if let Some(late) = self.past_deadline(provider, d, target, &plan) {
+            return Err(late);
         }
         let started = Instant::now();
         let answer = self.get(target, &plan, d.delivered).await;
@@ -436,6 +421,11 @@ impl Fetcher {
                 return Err(outcome);
             }
         };
+        // Getting a token may have waited on another replica's lease: an
+        // order the provider has cancelled meanwhile is not passed on.
+        if let Some(late) = self.past_deadline(provider, d, target, &plan) {
+            return Err(late);
+        }
         self.publish(d, provider, &account.id, webhook_id, &plan, body)
             .await
             .map_err(|f| {
@@ -445,6 +435,37 @@ impl Fetcher {
                     Outcome::Retry(f)
                 }
             })
+    }
+
+    /// A new order whose notification is older than the account's
+    /// `fetch_deadline`: dead-lettered, not fetched or passed on.
+    fn past_deadline(
+        &self,
+        provider: Provider,
+        d: &Delivery,
+        target: &ApiAccount,
+        plan: &Plan,
+    ) -> Option<Outcome> {
+        if plan.kind != Kind::New {
+            return None;
+        }
+        let age = SystemTime::now()
+            .duration_since(d.published)
+            .unwrap_or_default();
+        if age <= target.api.fetch_deadline {
+            return None;
+        }
+        self.metrics
+            .fetched(provider, FailureClass::FetchDeadlinePassed.as_str(), None);
+        Some(Outcome::DeadLetter(Failure::new(
+            FailureClass::FetchDeadlinePassed,
+            format!(
+                "new {provider} order {} was notified {}s ago, past the account's fetch_deadline of {}s: the provider cancels orders left unanswered that long",
+                plan.order_id,
+                age.as_secs(),
+                target.api.fetch_deadline.as_secs()
+            ),
+        )))
     }
 
     /// `GET`s the order with the account's token; one more try with a

@@ -305,8 +305,10 @@ impl Default for ProviderApiSettings {
 #[derive(Debug, Clone)]
 pub struct FetcherSettings {
     pub retry: RetrySchedule,
-    /// `404`s answered for an order before it is dead-lettered as
-    /// `order_not_found` (a new order may not be readable yet).
+    /// A `404` is retried while the notification has had at most this many
+    /// deliveries (every try counts, whatever it met), then dead-lettered
+    /// as `order_not_found`: a new order may not be readable yet. Below
+    /// `max_deliver`.
     pub not_found_retries: u32,
 }
 
@@ -861,6 +863,7 @@ impl RawHub {
         let ingress = ingress_section(&check, self.ingress)?;
         let provider_api = provider_api_section(&check, self.provider_api)?;
         let fetcher = fetcher_section(&check, self.fetcher)?;
+        plain_http_only_inside(&check, &accounts, &provider_api)?;
         Ok(HubConfig {
             tenants,
             accounts,
@@ -1279,9 +1282,8 @@ fn api_of(
     if fetch_deadline < Duration::from_secs(1) {
         return Err(check.err(at("fetch_deadline"), "must be at least 1s"));
     }
-    if let Some(v) = &raw.venue_id
-        && v.trim().is_empty()
-    {
+    let venue_id = raw.venue_id.map(|v| v.trim().to_owned());
+    if venue_id.as_deref().is_some_and(str::is_empty) {
         return Err(check.err(at("venue_id"), "is empty"));
     }
     Ok(ProviderApi {
@@ -1294,8 +1296,48 @@ fn api_of(
         callback_hosts,
         order_api,
         fetch_deadline,
-        venue_id: raw.venue_id,
+        venue_id,
     })
+}
+
+/// A provider API gets bearer tokens, client secrets and Wolt refresh
+/// tokens: `http://` is refused unless the host is an address the operator
+/// listed in `[provider_api] allowed_private_destinations` (a fake API on
+/// loopback, a sandbox inside the network).
+fn plain_http_only_inside(
+    check: &Check<'_>,
+    accounts: &[Account],
+    settings: &ProviderApiSettings,
+) -> Result<(), ConfigError> {
+    for a in accounts {
+        let Some(api) = &a.api else { continue };
+        for (field, url) in [("base_url", &api.base_url), ("token_url", &api.token_url)] {
+            if url.scheme() != "http" {
+                continue;
+            }
+            let ip = match url.host() {
+                Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+                Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+                _ => None,
+            };
+            let inside = ip.is_some_and(|ip| {
+                settings
+                    .allowed_private_destinations
+                    .iter()
+                    .any(|n| n.contains(&ip))
+            });
+            if !inside {
+                return Err(check.err(
+                    format!("account {}.api.{field}", a.id),
+                    format!(
+                        "{} would send credentials in clear text: use https:// (http:// only for an address in provider_api.allowed_private_destinations)",
+                        redact_url(url)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn provider_api_section(
@@ -1321,13 +1363,20 @@ fn provider_api_section(
     if settings.request_timeout.is_zero() {
         return Err(check.err("provider_api.request_timeout", "must be above 0"));
     }
-    if settings.max_body_bytes < 1024 {
-        return Err(check.err("provider_api.max_body_bytes", "must be at least 1024"));
+    if !(1024..=64 * 1024 * 1024).contains(&settings.max_body_bytes) {
+        return Err(check.err(
+            "provider_api.max_body_bytes",
+            "must be 1024 to 67108864 (64 MiB)",
+        ));
     }
     // The token call must end inside the lease, or a second replica could
     // take the lease and spend a Wolt refresh token the first one is still
     // spending.
-    if settings.token_lease < settings.request_timeout * 2 {
+    if settings
+        .request_timeout
+        .checked_mul(2)
+        .is_none_or(|twice| settings.token_lease < twice)
+    {
         return Err(check.err(
             "provider_api.token_lease",
             "must be at least twice provider_api.request_timeout",
@@ -1345,6 +1394,14 @@ fn fetcher_section(check: &Check<'_>, raw: RawFetcher) -> Result<FetcherSettings
     }
     let retry = RetrySchedule::new(delays, raw.max_deliver, raw.jitter, raw.max_hint)
         .map_err(|e| check.err(format!("fetcher.{}", e.field), e.message))?;
+    // A 404 on delivery `not_found_retries + 1` is final; with fewer
+    // deliveries allowed, the retries could never all happen.
+    if i64::from(raw.not_found_retries) >= raw.max_deliver {
+        return Err(check.err(
+            "fetcher.not_found_retries",
+            format!("must be below fetcher.max_deliver ({})", raw.max_deliver),
+        ));
+    }
     Ok(FetcherSettings {
         retry,
         not_found_retries: raw.not_found_retries,
@@ -2282,6 +2339,44 @@ refresh_token_env = "WOLT_REFRESH"
         for (text, want) in cases {
             assert_eq!(api_err(&text), format!("hub config hub.toml: {want}"));
         }
+        // Plain http only inside the networks the operator listed.
+        let plain = API.replace("https://api.uber.com", "http://api.uber.com");
+        assert_eq!(
+            api_err(&plain),
+            "hub config hub.toml: account acme-uber.api.base_url: http://api.uber.com/ would send credentials in clear text: use https:// (http:// only for an address in provider_api.allowed_private_destinations)"
+        );
+        let loopback = API.replace("https://api.uber.com", "http://127.0.0.1:8099");
+        assert!(
+            api_err(&loopback)
+                .contains("acme-uber.api.base_url: http://127.0.0.1:8099/ would send")
+        );
+        let listed = format!(
+            "{loopback}\n[provider_api]\nallowed_private_destinations = [\"127.0.0.0/8\"]\n"
+        );
+        assert!(api_load(&listed).is_ok());
+        let huge = format!("{API}\n[provider_api]\nmax_body_bytes = 100000000\n");
+        assert_eq!(
+            api_err(&huge),
+            "hub config hub.toml: provider_api.max_body_bytes: must be 1024 to 67108864 (64 MiB)"
+        );
+        let absurd = format!("{API}\n[provider_api]\nrequest_timeout = \"400000000years\"\n");
+        assert!(
+            api_err(&absurd).starts_with("hub config hub.toml: provider_api."),
+            "{}",
+            api_err(&absurd)
+        );
+        let retries = format!("{API}\n[fetcher]\nmax_deliver = 5\nnot_found_retries = 5\n");
+        assert_eq!(
+            api_err(&retries),
+            "hub config hub.toml: fetcher.not_found_retries: must be below fetcher.max_deliver (5)"
+        );
+        let venue = API.replace(
+            "refresh_token_env = \"WOLT_REFRESH\"",
+            "refresh_token_env = \"WOLT_REFRESH\"\nvenue_id = \" v-1 \"",
+        );
+        let hub = api_load(&venue).unwrap();
+        let wolt = hub.account(Provider::Wolt, "acme-wolt").unwrap();
+        assert_eq!(wolt.api.as_ref().unwrap().venue_id.as_deref(), Some("v-1"));
         // No secret value ever appears in an error.
         let e = api_err(&API.replace("https://api.uber.com", "https://uber-secret@"));
         assert!(!e.contains("uber-secret"), "{e}");

@@ -163,7 +163,13 @@ impl Definitions {
                 if let Some(r) = settings.replicas {
                     b.replicas = r;
                 }
-                if let Some(st) = &settings.storage {
+                // The token bucket stays on file whatever the global
+                // storage: a NATS restart must not lose Wolt's rotated
+                // refresh tokens (a lost chain means re-authorising the
+                // venue).
+                if let Some(st) = &settings.storage
+                    && b.name != TOKENS_BUCKET
+                {
                     b.storage = st.clone();
                 }
                 (b.name.clone(), b)
@@ -619,5 +625,12 @@ mod tests {
         let o = defs.stream("ORDERS");
         assert_eq!((o.replicas, o.storage.as_str()), (3, "memory"));
         assert_eq!(defs.bucket(FAILURES_BUCKET).replicas, 3);
+        assert_eq!(defs.bucket(FAILURES_BUCKET).storage, "memory");
+        assert_eq!(defs.bucket(TOKENS_BUCKET).replicas, 3);
+        assert_eq!(
+            defs.bucket(TOKENS_BUCKET).storage,
+            "file",
+            "Wolt refresh tokens survive a restart"
+        );
     }
 }

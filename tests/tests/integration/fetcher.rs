@@ -97,7 +97,7 @@ provider = "ubereats"
 tenant = "acme"
 secret_envs = ["S"]
 [account.api]
-base_url = "http://10.20.30.40"
+base_url = "https://10.20.30.40"
 token_url = "{url}/oauth/v2/token"
 client_id_env = "S"
 client_secret_env = "S"
