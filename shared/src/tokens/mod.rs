@@ -30,7 +30,11 @@
 //!   handed out if it still works, else [`TokenError::MintFloor`]); after a
 //!   failed call the next waits for `Retry-After` or a growing pause.
 //! - **Wolt's rotation**: the refresh token presented is the stored one
-//!   (the configured one only starts a chain); the rotated one is stored,
+//!   (the configured one only starts a chain, and only if the entry has
+//!   not seen it: the last eight seeds that started chains are remembered
+//!   as spent, so a replica still configured with an older one, in a
+//!   rolling update or after a config rollback, uses the stored chain and
+//!   logs an error); the rotated one is stored,
 //!   with the new access token, before anything uses either. If that write
 //!   fails the error says the venue may need authorising again.
 //! - **Secrets**: entries are sealed ([`cipher`]); tokens never appear in a

@@ -24,6 +24,11 @@ pub(crate) struct State {
     /// Wolt: the fingerprint of the configured refresh token that started
     /// this chain.
     pub seed: Option<String>,
+    /// Wolt: the fingerprints of configured refresh tokens that started
+    /// earlier chains (the last [`SPENT_SEEDS`], oldest first). Such a
+    /// token is spent: a replica still configured with it (a rolling
+    /// update, a config rollback) keeps using the stored chain.
+    pub spent_seeds: Vec<String>,
     /// When the token endpoint last issued a token for this credential.
     pub minted_at: Option<u64>,
     /// Who is calling the token endpoint now, and until when at most.
@@ -52,6 +57,7 @@ impl fmt::Debug for State {
             .field("expires_at", &self.expires_at)
             .field("refresh_token", &shown(&self.refresh_token))
             .field("seed", &self.seed.as_ref().map(|_| "[fingerprint]"))
+            .field("spent_seeds", &self.spent_seeds.len())
             .field("minted_at", &self.minted_at)
             .field("lease", &self.lease)
             .field("last_error", &self.last_error)
@@ -61,6 +67,21 @@ impl fmt::Debug for State {
             .field("not_before", &self.not_before)
             .finish()
     }
+}
+
+/// How many spent seed fingerprints an entry remembers.
+pub(crate) const SPENT_SEEDS: usize = 8;
+
+/// A configured Wolt refresh token, against a credential's entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seed {
+    /// It started the stored chain: the chain's token is presented.
+    Current,
+    /// It started an earlier chain: spent, never presented again; the
+    /// stored chain is used.
+    Spent,
+    /// Never seen: it starts a new chain (an operator re-authorised).
+    New,
 }
 
 /// A replica's claim on the right to call the token endpoint.
@@ -130,6 +151,17 @@ impl State {
         }
     }
 
+    /// What the configured seed with fingerprint `fp` is to this entry.
+    pub fn seed(&self, fp: &str) -> Seed {
+        if self.seed.as_deref() == Some(fp) {
+            Seed::Current
+        } else if self.spent_seeds.iter().any(|s| s == fp) {
+            Seed::Spent
+        } else {
+            Seed::New
+        }
+    }
+
     /// Decides for a caller at `now`. `seed`: the configured Wolt seed's
     /// fingerprint. `rejected`: the token a caller was answered 401 with
     /// (`None` for a plain request). `me`: this store's lease holder id.
@@ -148,7 +180,7 @@ impl State {
             };
         };
         let usable = s.usable(now, rejected);
-        let reseeded = seed.is_some_and(|fp| s.seed.as_deref() != Some(fp));
+        let reseeded = seed.is_some_and(|fp| s.seed(fp) == Seed::New);
         let mark_rejected = rejected.is_some() && rejected == s.access_token.as_deref();
         let why = if reseeded {
             Why::Reseeded
@@ -205,7 +237,10 @@ impl State {
         Next::Refresh { why, mark_rejected }
     }
 
-    /// The entry after a token was issued at `now`.
+    /// The entry after a token was issued at `now`. `seed`: the
+    /// fingerprint of the configured refresh token presented to start a
+    /// new chain (the chain's seed before it is then remembered as spent);
+    /// `None` when the chain's own token was presented (its seed stays).
     pub fn issued(
         &self,
         now: u64,
@@ -214,11 +249,28 @@ impl State {
         refresh_token: Option<String>,
         seed: Option<&str>,
     ) -> State {
+        let mut spent_seeds = self.spent_seeds.clone();
+        let chain_seed = match seed {
+            Some(new) => {
+                if let Some(old) = self.seed.clone()
+                    && old != new
+                    && !spent_seeds.contains(&old)
+                {
+                    spent_seeds.push(old);
+                }
+                spent_seeds.retain(|s| s != new);
+                let over = spent_seeds.len().saturating_sub(SPENT_SEEDS);
+                spent_seeds.drain(..over);
+                Some(new.to_owned())
+            }
+            None => self.seed.clone(),
+        };
         State {
             access_token: Some(access_token),
             expires_at: now.saturating_add(expires_in.as_millis() as u64),
             refresh_token,
-            seed: seed.map(str::to_owned),
+            seed: chain_seed,
+            spent_seeds,
             minted_at: Some(now),
             lease: None,
             last_error: None,
@@ -478,6 +530,66 @@ mod tests {
             State::next(Some(&s), NOW, T, Some("fp-old"), None, "me"),
             Next::Use { .. }
         ));
+    }
+
+    #[test]
+    fn a_spent_seed_is_never_taken_for_a_new_one() {
+        let chain = |s: &State, seed: Option<&str>| {
+            s.issued(
+                NOW,
+                "at".into(),
+                Duration::from_secs(3600),
+                Some("rt".into()),
+                seed,
+            )
+        };
+        // S1 starts a chain; its own later refreshes keep S1 as the seed.
+        let s1 = chain(&State::default(), Some("fp-1"));
+        let s1 = chain(&s1, None);
+        assert_eq!(s1.seed.as_deref(), Some("fp-1"));
+        assert!(s1.spent_seeds.is_empty());
+        assert_eq!(s1.seed("fp-1"), Seed::Current);
+        assert_eq!(s1.seed("fp-2"), Seed::New);
+        // S2 (a re-authorisation) starts a new chain: S1 is spent.
+        let s2 = chain(&s1, Some("fp-2"));
+        assert_eq!(s2.seed.as_deref(), Some("fp-2"));
+        assert_eq!(s2.spent_seeds, ["fp-1"]);
+        assert_eq!(s2.seed("fp-2"), Seed::Current);
+        assert_eq!(s2.seed("fp-1"), Seed::Spent);
+        // A replica still configured with S1 uses the chain, due or not.
+        assert!(matches!(
+            State::next(Some(&s2), NOW, T, Some("fp-1"), None, "me"),
+            Next::Use { .. }
+        ));
+        let due = State::next(Some(&s2), s2.expires_at, T, Some("fp-1"), None, "me");
+        assert_eq!(
+            due,
+            Next::Refresh {
+                why: Why::Expiring,
+                mark_rejected: false
+            }
+        );
+        // ... and its refresh, presenting the chain's token, keeps S2.
+        let s2 = chain(&s2, None);
+        assert_eq!(s2.seed.as_deref(), Some("fp-2"));
+        assert_eq!(s2.spent_seeds, ["fp-1"]);
+        // The list keeps the last SPENT_SEEDS, without repeats.
+        let mut s = s2;
+        for k in 3..20 {
+            s = chain(&s, Some(&format!("fp-{k}")));
+        }
+        assert_eq!(s.spent_seeds.len(), SPENT_SEEDS);
+        assert_eq!(s.spent_seeds.first().map(String::as_str), Some("fp-11"));
+        assert_eq!(s.spent_seeds.last().map(String::as_str), Some("fp-18"));
+        assert_eq!(s.seed("fp-19"), Seed::Current);
+        assert_eq!(s.seed("fp-18"), Seed::Spent);
+        // Forgotten beyond the bound: taken for new (the bound is the
+        // limit of this protection).
+        assert_eq!(s.seed("fp-1"), Seed::New);
+        // An entry written before the list existed reads as none spent.
+        let old: State = serde_json::from_str(r#"{"access_token":"a","seed":"fp-1"}"#).unwrap();
+        assert!(old.spent_seeds.is_empty());
+        assert_eq!(old.seed("fp-1"), Seed::Current);
     }
 
     #[test]

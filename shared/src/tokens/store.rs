@@ -16,7 +16,7 @@ use super::cipher::TokenKey;
 use super::credential::{Credential, Grant};
 use super::endpoint::{self, CallError};
 use super::metrics::{Outcome, TokenMetrics};
-use super::state::{Lease, Next, State, Timing, Why};
+use super::state::{Lease, Next, Seed, State, Timing, Why};
 use super::{AccessToken, TokenError, now_ms};
 use crate::config::ProviderApiSettings;
 use crate::outbound::OutboundPolicy;
@@ -208,12 +208,25 @@ impl TokenStore {
         // leases and a call.
         let deadline = now_ms() + 2 * inner.timing.lease + inner.request_timeout.as_millis() as u64;
         let mut poll = Duration::from_millis(20);
+        let mut told_spent = false;
         loop {
             let now = now_ms();
             let (state, revision) = self
                 .read(cred)
                 .await
                 .inspect_err(|e| self.failed(cred, e))?;
+            if !told_spent
+                && let (Some(s), Some(fp)) = (&state, cred.seed_fingerprint())
+                && s.seed(fp) == Seed::Spent
+            {
+                told_spent = true;
+                error!(
+                    provider = cred.provider.as_str(),
+                    account = cred.account,
+                    key = cred.key,
+                    "the configured refresh token is an old one, already spent: the stored chain is used; configure the venue's current refresh token (an old replica or a config rollback)"
+                );
+            }
             let next = State::next(
                 state.as_ref(),
                 now,
@@ -322,21 +335,18 @@ impl TokenStore {
         rejected: Option<&AccessToken>,
     ) -> Result<AccessToken, TokenError> {
         let inner = &*self.inner;
+        // A seed never seen starts a chain; else the chain's current token.
+        // A configured seed is never presented twice: neither the current
+        // chain's nor a spent one (an old replica, a config rollback).
+        let new_seed = cred
+            .seed_fingerprint()
+            .filter(|fp| leased.seed(fp) == Seed::New);
         let presented: Option<SecretString> = match &cred.grant {
             Grant::ClientCredentials { .. } => None,
-            // A new seed starts a chain; else the chain's current token.
-            // The configured one is never presented twice.
-            Grant::RefreshToken {
-                seed,
-                seed_fingerprint,
-                ..
-            } => {
-                if leased.seed.as_deref() != Some(seed_fingerprint.as_str()) {
-                    Some(seed.clone())
-                } else {
-                    leased.refresh_token.clone().map(SecretString::from)
-                }
-            }
+            Grant::RefreshToken { seed, .. } => match new_seed {
+                Some(_) => Some(seed.clone()),
+                None => leased.refresh_token.clone().map(SecretString::from),
+            },
         };
         info!(
             provider = cred.provider.as_str(),
@@ -367,7 +377,7 @@ impl TokenStore {
                     issued.access_token,
                     issued.expires_in,
                     issued.refresh_token,
-                    cred.seed_fingerprint(),
+                    new_seed,
                 );
                 let token = token_of(&new);
                 if let Err(reason) = self.write_settled(cred, &new, lease_revision).await {

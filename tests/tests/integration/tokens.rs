@@ -387,6 +387,46 @@ async fn wolt_replicas_racing_present_each_refresh_token_once() -> anyhow::Resul
 }
 
 #[tokio::test]
+async fn a_replica_configured_with_a_spent_seed_uses_the_stored_chain() -> anyhow::Result<()> {
+    let rig = Rig::start(settings(Duration::ZERO)).await?;
+    let fake = &rig.fake;
+    // Replica A (the old config, seed S1) starts the chain.
+    let old = rig.wolt()?;
+    let a = rig.replica().await?;
+    let first = a.store.token(&old).await?;
+    assert_eq!(fake.refresh_uses(WOLT_SEED), 1);
+
+    // The venue is authorised again; replica B (the new config, S2)
+    // starts a new chain during the rolling update.
+    fake.add_wolt_venue(WOLT_CLIENT, WOLT_SECRET, "wolt-second-seed");
+    let mut reauthorised = rig.api(Provider::Wolt, WOLT_SECRET);
+    reauthorised.refresh_token = Some(SecretString::from("wolt-second-seed".to_owned()));
+    let new = Credential::new(Provider::Wolt, "acme-wolt", &reauthorised)?;
+    let b = rig.replica().await?;
+    let second = b.store.token(&new).await?;
+    assert_ne!(first, second);
+    assert_eq!(fake.refresh_uses("wolt-second-seed"), 1);
+
+    // An S1 replica (restarted, or rolled back to) uses B's token, and
+    // after a 401 refreshes the stored chain: S1 is not presented again.
+    let a_again = rig.replica().await?;
+    assert_eq!(a_again.store.token(&old).await?, second);
+    let third = a_again.store.token_rejected(&old, &second).await?;
+    assert_ne!(third, second);
+    assert_eq!(fake.refresh_uses(WOLT_SEED), 1);
+    // And an S2 replica goes on with that chain, not with S2 again.
+    let b_again = rig.replica().await?;
+    assert_eq!(b_again.store.token(&new).await?, third);
+    let fourth = b_again.store.token_rejected(&new, &third).await?;
+    assert_ne!(fourth, third);
+    assert_eq!(fake.refresh_uses("wolt-second-seed"), 1);
+    assert_eq!(fake.mints(Platform::Wolt), 4);
+    assert_eq!(fake.refresh_token_reuses(), 0);
+    assert_eq!(fake.revoked(), 0);
+    Ok(())
+}
+
+#[tokio::test]
 async fn the_mint_floor_holds_back_a_second_mint() -> anyhow::Result<()> {
     let rig = Rig::start(settings(Duration::from_secs(60))).await?;
     let fake = &rig.fake;
