@@ -100,6 +100,23 @@ pub(crate) struct Timing {
     pub lease: u64,
 }
 
+/// What a lease must have left, beyond the token call's timeout, for the
+/// writes settling its outcome (a stored token, a released lease).
+pub(crate) const SETTLE_MARGIN: u64 = 5_000;
+
+/// Whether a lease ending at `until`, at `now` (its write just landed),
+/// leaves room for a token call of `request_timeout` and the settling
+/// writes ([`SETTLE_MARGIN`]); else another replica could take it over
+/// while this one still spends a Wolt refresh token. The room asked is at
+/// most three quarters of a `lease`, so that a lease shorter than the call
+/// plus the margin (tests) still works when its write is prompt.
+pub(crate) fn lease_leaves_room(until: u64, now: u64, request_timeout: u64, lease: u64) -> bool {
+    let needed = request_timeout
+        .saturating_add(SETTLE_MARGIN)
+        .min(lease / 4 * 3);
+    until.saturating_sub(now) >= needed
+}
+
 /// Why a token is refreshed (logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Why {
@@ -530,6 +547,20 @@ mod tests {
             State::next(Some(&s), NOW, T, Some("fp-old"), None, "me"),
             Next::Use { .. }
         ));
+    }
+
+    #[test]
+    fn a_lease_is_used_only_with_room_for_the_call_and_its_writes() {
+        // The defaults: a 30 s lease, a 10 s call: 15 s must be left.
+        let until = NOW + 30_000;
+        assert!(lease_leaves_room(until, NOW, 10_000, 30_000));
+        assert!(lease_leaves_room(until, NOW + 15_000, 10_000, 30_000));
+        assert!(!lease_leaves_room(until, NOW + 15_001, 10_000, 30_000));
+        assert!(!lease_leaves_room(until, until + 1, 10_000, 30_000));
+        // A short lease asks three quarters of itself.
+        assert!(lease_leaves_room(NOW + 5_000, NOW + 1_250, 2_000, 5_000));
+        assert!(!lease_leaves_room(NOW + 5_000, NOW + 1_251, 2_000, 5_000));
+        assert!(lease_leaves_room(NOW + 1_000, NOW, 4_000, 1_000));
     }
 
     #[test]

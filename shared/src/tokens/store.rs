@@ -16,7 +16,7 @@ use super::cipher::TokenKey;
 use super::credential::{Credential, Grant};
 use super::endpoint::{self, CallError};
 use super::metrics::{Outcome, TokenMetrics};
-use super::state::{Lease, Next, Seed, State, Timing, Why};
+use super::state::{Lease, Next, Seed, State, Timing, Why, lease_leaves_room};
 use super::{AccessToken, TokenError, now_ms};
 use crate::config::ProviderApiSettings;
 use crate::outbound::OutboundPolicy;
@@ -296,16 +296,34 @@ impl TokenStore {
                         return Err(e);
                     }
                     let before = state.unwrap_or_default();
+                    // Counted from the write, not from before the read.
                     let leased = State {
                         lease: Some(Lease {
                             holder: inner.holder.clone(),
-                            until: now + inner.timing.lease,
+                            until: now_ms() + inner.timing.lease,
                         }),
                         rejected: before.rejected || mark_rejected,
                         ..before.clone()
                     };
                     match self.write(cred, &leased, revision).await {
                         Ok(lease_revision) => {
+                            let until = leased.lease.as_ref().map_or(0, |l| l.until);
+                            if !lease_leaves_room(
+                                until,
+                                now_ms(),
+                                inner.request_timeout.as_millis() as u64,
+                                inner.timing.lease,
+                            ) {
+                                return self
+                                    .lease_too_short(
+                                        cred,
+                                        &before,
+                                        leased,
+                                        lease_revision,
+                                        rejected,
+                                    )
+                                    .await;
+                            }
                             return self
                                 .refresh(cred, &before, leased, lease_revision, why, rejected)
                                 .await;
@@ -321,6 +339,52 @@ impl TokenStore {
                 }
             }
         }
+    }
+
+    /// A lease whose write landed too late to hold the token call and its
+    /// writes: released without calling, the stored token handed out if it
+    /// still works.
+    async fn lease_too_short(
+        &self,
+        cred: &Credential,
+        before: &State,
+        leased: State,
+        lease_revision: u64,
+        rejected: Option<&AccessToken>,
+    ) -> Result<AccessToken, TokenError> {
+        let released = State {
+            lease: None,
+            ..leased
+        };
+        if self
+            .write(cred, &released, Some(lease_revision))
+            .await
+            .is_err()
+        {
+            warn!(
+                provider = cred.provider.as_str(),
+                account = cred.account,
+                key = cred.key,
+                "the token lease could not be released; it ends by itself"
+            );
+        }
+        warn!(
+            provider = cred.provider.as_str(),
+            account = cred.account,
+            key = cred.key,
+            "the token lease was written too late to hold a token call; no call made"
+        );
+        if before.usable(now_ms(), rejected.map(AccessToken::expose)) {
+            return Ok(token_of(before));
+        }
+        let e = TokenError::Unavailable {
+            provider: cred.provider,
+            account: cred.account.clone(),
+            reason: "the token store answered too slowly to lease a token call in time".to_owned(),
+            retry_after: None,
+        };
+        self.failed(cred, &e);
+        Err(e)
     }
 
     /// Holding the lease (written at `lease_revision`): calls the token
