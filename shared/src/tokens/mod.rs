@@ -37,6 +37,9 @@
 //!   logs an error); the rotated one is stored,
 //!   with the new access token, before anything uses either. If that write
 //!   fails the error says the venue may need authorising again.
+//! - **Calls outlive their callers**: a token call runs in its own task, so
+//!   a caller giving up cannot cut it between the answer and its write;
+//!   at shutdown [`TokenStore::settle`] waits for those still running.
 //! - **Secrets**: entries are sealed ([`cipher`]); tokens never appear in a
 //!   log line, an error or a `Debug` output.
 //!

@@ -43,6 +43,24 @@ struct Inner {
     cache: Mutex<HashMap<String, Cached>>,
     /// Per bucket key: held by the task refreshing it in this process.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Slow-path tasks running (see [`TokenStore::settle`]).
+    in_flight: tokio::sync::watch::Sender<usize>,
+}
+
+/// Counts a slow-path task from its spawn until it ends (or panics).
+struct InFlight(Arc<Inner>);
+
+impl InFlight {
+    fn new(inner: &Arc<Inner>) -> InFlight {
+        inner.in_flight.send_modify(|n| *n += 1);
+        InFlight(inner.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.send_modify(|n| *n -= 1);
+    }
 }
 
 struct Cached {
@@ -100,6 +118,7 @@ impl TokenStore {
                 holder: uuid::Uuid::new_v4().simple().to_string(),
                 cache: Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
+                in_flight: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -150,6 +169,20 @@ impl TokenStore {
         Ok(())
     }
 
+    /// Waits up to `within` for the token tasks of this store still running
+    /// (a caller may have given up on them, they go on to store what the
+    /// endpoint answered); true if none is left. For a stage's shutdown,
+    /// after it stopped asking for tokens and before the process exits: a
+    /// Wolt refresh cut between the answer and its write loses the venue's
+    /// refresh token.
+    pub async fn settle(&self, within: Duration) -> bool {
+        let mut running = self.inner.in_flight.subscribe();
+        matches!(
+            tokio::time::timeout(within, running.wait_for(|n| *n == 0)).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// The remembered token while it is fresh.
     fn fresh(&self, key: &str, now: u64) -> Option<AccessToken> {
         let cache = self.inner.cache.lock().expect("cache lock");
@@ -169,7 +202,9 @@ impl TokenStore {
     ) -> Result<AccessToken, TokenError> {
         let this = self.clone();
         let task_cred = cred.clone();
+        let in_flight = InFlight::new(&self.inner);
         let task = tokio::spawn(async move {
+            let _in_flight = in_flight;
             let cred = task_cred;
             let lock = this.lock_for(&cred.key);
             let _one_at_a_time = lock.lock().await;

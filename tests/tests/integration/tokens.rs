@@ -613,6 +613,33 @@ async fn a_lease_outliving_its_holder_is_taken_over() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn settle_waits_for_a_token_call_its_caller_gave_up_on() -> anyhow::Result<()> {
+    let rig = Rig::start(settings(Duration::ZERO)).await?;
+    let fake = &rig.fake;
+    let [a, b] = rig.replicas().await?;
+    let cred = rig.uber()?;
+    assert!(a.store.settle(Duration::ZERO).await, "nothing runs yet");
+    fake.fault(Matcher::Token(Platform::Ubereats), FaultReply::hang());
+    let caller = {
+        let (store, cred) = (a.store.clone(), cred.clone());
+        tokio::spawn(async move { store.token(&cred).await })
+    };
+    orderhub_tests::eventually(Duration::from_secs(5), "the token call", || async {
+        (rig.token_requests(Platform::Ubereats) == 1).then_some(())
+    })
+    .await?;
+    caller.abort();
+    // The call goes on without its caller until its timeout (2 s), then
+    // settles: the failure counted, the lease released.
+    assert!(!a.store.settle(Duration::from_millis(100)).await);
+    assert!(a.store.settle(Duration::from_secs(10)).await);
+    assert_eq!(a.failures("acme-uber", "unavailable"), 1);
+    b.store.token(&cred).await?;
+    assert_eq!(fake.mints(Platform::Ubereats), 1);
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_entry_sealed_with_another_key_is_an_error_until_reseeded() -> anyhow::Result<()> {
     let rig = Rig::start(settings(Duration::ZERO)).await?;
     let good = rig.replica().await?;
