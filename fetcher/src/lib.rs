@@ -194,6 +194,9 @@ pub struct Prepared {
     http: reqwest::Client,
     outbound: OutboundPolicy,
     token_key: Option<TokenKey>,
+    /// The token store, once the handler opened it; shared with [`run`]
+    /// so that shutdown waits for refreshes under way.
+    tokens: Arc<OnceCell<TokenStore>>,
 }
 
 /// Why the fetcher cannot start.
@@ -258,6 +261,7 @@ impl Prepared {
             http,
             outbound,
             token_key,
+            tokens: Arc::new(OnceCell::new()),
         })
     }
 }
@@ -270,7 +274,7 @@ pub struct Fetcher {
     http: reqwest::Client,
     outbound: OutboundPolicy,
     /// Opened on first use: the bucket exists once the stage is set up.
-    tokens: OnceCell<TokenStore>,
+    tokens: Arc<OnceCell<TokenStore>>,
     /// Moved into the store when it opens.
     token_key: std::sync::Mutex<Option<TokenKey>>,
     token_metrics: TokenMetrics,
@@ -294,7 +298,7 @@ impl Fetcher {
             js,
             http: prepared.http,
             outbound: prepared.outbound,
-            tokens: OnceCell::new(),
+            tokens: prepared.tokens,
             token_key: std::sync::Mutex::new(prepared.token_key),
             token_metrics,
             metrics,
@@ -794,7 +798,8 @@ pub async fn run(
         );
     }
     let retry = hub.fetcher.retry.clone();
-    shared::app::run_stage(
+    let tokens = prepared.tokens.clone();
+    let result = shared::app::run_stage(
         args,
         &hub,
         &SPEC,
@@ -805,5 +810,18 @@ pub async fn run(
         },
         shutdown,
     )
-    .await
+    .await;
+    // A token call under way when the worker stopped may be a Wolt refresh
+    // whose rotated token is not stored yet: wait for it (its lease bounds
+    // it) rather than lose the venue's chain with the process.
+    if let Some(store) = tokens.get() {
+        let within = hub.provider_api.request_timeout + Duration::from_secs(5);
+        if !store.settle(within).await {
+            warn!(
+                waited_ms = within.as_millis() as u64,
+                "a provider token call was still running at exit"
+            );
+        }
+    }
+    result
 }
