@@ -1240,7 +1240,14 @@ fn api_of(
         Some(s) if s.trim().is_empty() => {
             return Err(check.err(at("scope"), "is empty; leave it out for the default"));
         }
-        Some(s) => Some(s.split_whitespace().collect::<Vec<_>>().join(" ")),
+        // One spelling per set of scopes: accounts of one app that list
+        // them in another order still share one token.
+        Some(s) => {
+            let mut scopes: Vec<&str> = s.split_whitespace().collect();
+            scopes.sort_unstable();
+            scopes.dedup();
+            Some(scopes.join(" "))
+        }
         None if provider == Provider::Ubereats => Some("eats.order".to_owned()),
         None => None,
     };
@@ -2377,6 +2384,17 @@ refresh_token_env = "WOLT_REFRESH"
         let hub = api_load(&venue).unwrap();
         let wolt = hub.account(Provider::Wolt, "acme-wolt").unwrap();
         assert_eq!(wolt.api.as_ref().unwrap().venue_id.as_deref(), Some("v-1"));
+        // Scopes in any order are one set.
+        let scopes = API.replace(
+            "client_secret_env = \"UBER_SECRET\"",
+            "client_secret_env = \"UBER_SECRET\"\nscope = \"eats.store.orders.read  eats.order eats.order\"",
+        );
+        let hub = api_load(&scopes).unwrap();
+        let uber = hub.account(Provider::Ubereats, "acme-uber").unwrap();
+        assert_eq!(
+            uber.api.as_ref().unwrap().scope.as_deref(),
+            Some("eats.order eats.store.orders.read")
+        );
         // No secret value ever appears in an error.
         let e = api_err(&API.replace("https://api.uber.com", "https://uber-secret@"));
         assert!(!e.contains("uber-secret"), "{e}");
