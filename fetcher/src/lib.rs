@@ -548,7 +548,10 @@ impl Fetcher {
             } else {
                 (
                     FailureClass::ProviderUnreachable,
-                    format!("{provider} API unreachable: {}", without_url(&e)),
+                    format!(
+                        "{provider} API unreachable: {}",
+                        shared::outbound::error_text(&e, e.url().map_or("", |u| u.path()))
+                    ),
                 )
             };
             Answer::Failed(Failure::new(class, text))
@@ -560,7 +563,10 @@ impl Fetcher {
                 .map_err(|e| {
                     Answer::Failed(Failure::new(
                         FailureClass::ProviderUnreachable,
-                        format!("{provider} API answer cut off: {}", without_url(&e)),
+                        format!(
+                            "{provider} API answer cut off: {}",
+                            shared::outbound::error_text(&e, e.url().map_or("", |u| u.path()))
+                        ),
                     ))
                 })?;
             if read.bytes.len() > settings.max_body_bytes {
@@ -582,7 +588,10 @@ impl Fetcher {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(shared::outbound::parse_retry_after);
-        let said = snippet(resp).await;
+        let said = match shared::outbound::answer_text(resp, 256).await {
+            t if t.is_empty() => t,
+            t => format!(": {t}"),
+        };
         let what = format!("{provider} API answered {status} for {}{said}", plan.path);
         let failure = |class| Answer::Failed(Failure::new(class, what.clone()));
         Err(match status {
@@ -723,43 +732,6 @@ fn join(base: &url::Url, path_and_query: &str) -> url::Url {
     url.set_query(query);
     url.set_fragment(None);
     url
-}
-
-/// The first bytes of an error answer, as `: <text>` (or nothing).
-async fn snippet(resp: reqwest::Response) -> String {
-    let body = tokio::time::timeout(
-        Duration::from_secs(2),
-        shared::outbound::read_bounded(resp, 256),
-    )
-    .await
-    .ok()
-    .and_then(Result::ok)
-    .map(|b| b.bytes)
-    .unwrap_or_default();
-    let text: String = String::from_utf8_lossy(&body)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let text = text.trim();
-    if text.is_empty() {
-        String::new()
-    } else {
-        format!(": {}", shared::redact::truncate(text, 200))
-    }
-}
-
-/// reqwest's errors name the URL; the path is enough.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), url.path());
-    }
-    use std::error::Error as _;
-    if let Some(source) = e.source() {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
-    }
-    text
 }
 
 impl Handler for Fetcher {

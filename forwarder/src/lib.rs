@@ -43,7 +43,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -359,9 +358,9 @@ impl Forwarder {
             } else if e.is_timeout() {
                 DeliverError::Timeout(t.request_timeout)
             } else if e.is_connect() {
-                DeliverError::Connect(without_url(&e))
+                DeliverError::Connect(shared::outbound::error_text(&e, "<backend>"))
             } else {
-                DeliverError::Other(without_url(&e))
+                DeliverError::Other(shared::outbound::error_text(&e, "<backend>"))
             }
         })?;
         let status = resp.status().as_u16();
@@ -381,35 +380,12 @@ impl Forwarder {
             .and_then(shared::outbound::parse_retry_after);
         // The first bytes only: a backend answering a 200 MB error page
         // costs 512 bytes of memory, not 200 MB.
-        let body: Bytes = tokio::time::timeout(
-            Duration::from_secs(2),
-            shared::outbound::read_bounded(resp, BODY_SNIPPET),
-        )
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .map(|b| b.bytes)
-        .unwrap_or_default();
         Err(DeliverError::Status {
             status,
-            snippet: snippet(&body),
+            snippet: shared::outbound::answer_text(resp, BODY_SNIPPET).await,
             retry_after,
         })
     }
-}
-
-/// reqwest's errors name the URL, which may carry credentials in its query.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), "<backend>");
-    }
-    use std::error::Error as _;
-    if let Some(source) = e.source() {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
-    }
-    text
 }
 
 /// Where a redirect pointed, as a log may show it: the host and port of
@@ -437,17 +413,6 @@ fn location_host(base: &reqwest::Url, headers: &reqwest::header::HeaderMap) -> S
 }
 
 /// `Retry-After` as seconds or an HTTP date.
-/// The first bytes of an answer, as one line of text.
-fn snippet(body: &[u8]) -> String {
-    let cut = &body[..body.len().min(BODY_SNIPPET)];
-    String::from_utf8_lossy(cut)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_owned()
-}
-
 impl Handler for Forwarder {
     async fn handle(&self, d: &Delivery) -> Outcome {
         let Some(state) = d
@@ -636,13 +601,5 @@ mod tests {
         );
         let long = format!("https://{}.example/", "a".repeat(300));
         assert!(at(&long).ends_with("bytes)"), "{}", at(&long));
-    }
-
-    #[test]
-    fn snippets_are_short_single_lines() {
-        let body = format!("error\r\n{}", "x".repeat(1000));
-        let s = snippet(body.as_bytes());
-        assert!(s.starts_with("error  x"));
-        assert_eq!(s.chars().count(), BODY_SNIPPET);
     }
 }

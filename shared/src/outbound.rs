@@ -250,6 +250,43 @@ pub async fn read_bounded(
     })
 }
 
+/// The first `max` bytes of a refused answer as one line of text (control
+/// characters as spaces, trimmed), for an error message; read for at most
+/// 2 s, so a server dribbling its error page cannot hold the caller.
+pub async fn answer_text(resp: reqwest::Response, max: usize) -> String {
+    let body = tokio::time::timeout(Duration::from_secs(2), read_bounded(resp, max))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|b| b.bytes)
+        .unwrap_or_default();
+    one_line(&body)
+}
+
+/// Bytes as one line: control characters as spaces, trimmed.
+pub fn one_line(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// A request error as text, with its cause, and with the URL (which may
+/// carry credentials in its query) written as `url_shown_as`.
+pub fn error_text(e: &reqwest::Error, url_shown_as: &str) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), url_shown_as);
+    }
+    if let Some(source) = StdError::source(e) {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+    }
+    text
+}
+
 /// A `Retry-After` value: delay seconds or an IMF-fixdate (a date in the
 /// past is no delay).
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
@@ -310,6 +347,15 @@ mod tests {
             "{d:?}"
         );
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn answers_become_one_short_line() {
+        let body = format!("error\r\n{}", "x".repeat(1000));
+        let s = one_line(&body.as_bytes()[..512]);
+        assert!(s.starts_with("error  x"));
+        assert_eq!(s.chars().count(), 512);
+        assert_eq!(one_line(b" \n "), "");
     }
 
     /// A client under the policy that allows loopback, as tests need.
