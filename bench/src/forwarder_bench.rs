@@ -141,19 +141,7 @@ async fn publish(
     rate: Option<f64>,
 ) -> anyhow::Result<Vec<Instant>> {
     use shared::headers;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<jetstream::context::PublishAckFuture>(4096);
-    let acker = tokio::spawn(async move {
-        let mut failed = 0u64;
-        while let Some(ack) = rx.recv().await {
-            if tokio::time::timeout(STEP, ack)
-                .await
-                .map_or(true, |r| r.is_err())
-            {
-                failed += 1;
-            }
-        }
-        failed
-    });
+    let (tx, acker) = crate::nats::acker();
     let start = tokio::time::Instant::now();
     let mut sent = Vec::with_capacity((range.end - range.start) as usize);
     let first = range.start;

@@ -123,3 +123,27 @@ impl Drop for NatsServer {
         let _ = self.child.wait();
     }
 }
+
+/// Awaits publish acks in the background so a loader can keep publishing:
+/// send each ack future to the sender; the task ends when the sender is
+/// dropped and returns how many acks failed or took longer than [`crate::pipeline::STEP`].
+pub fn acker() -> (
+    tokio::sync::mpsc::Sender<async_nats::jetstream::context::PublishAckFuture>,
+    tokio::task::JoinHandle<u64>,
+) {
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<async_nats::jetstream::context::PublishAckFuture>(4096);
+    let task = tokio::spawn(async move {
+        let mut failed = 0u64;
+        while let Some(ack) = rx.recv().await {
+            if tokio::time::timeout(crate::pipeline::STEP, ack)
+                .await
+                .map_or(true, |r| r.is_err())
+            {
+                failed += 1;
+            }
+        }
+        failed
+    });
+    (tx, task)
+}

@@ -354,19 +354,7 @@ impl Stack {
         range: std::ops::Range<u64>,
         rate: Option<f64>,
     ) -> anyhow::Result<()> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<jetstream::context::PublishAckFuture>(4096);
-        let acker = tokio::spawn(async move {
-            let mut failed = 0u64;
-            while let Some(ack) = rx.recv().await {
-                if tokio::time::timeout(STEP, ack)
-                    .await
-                    .map_or(true, |r| r.is_err())
-                {
-                    failed += 1;
-                }
-            }
-            failed
-        });
+        let (tx, acker) = crate::nats::acker();
         let base = self.fake.url();
         let subject = shared::subjects::raw_webhook(Provider::Ubereats, ACCOUNT);
         let start = tokio::time::Instant::now();
