@@ -53,8 +53,12 @@ fn register(fake: &FakeProvider) {
 /// accounts that fail in their own ways, fast retries; `extra` goes into
 /// the first two accounts' `[account.api]`.
 fn small_hub(fake: &FakeProvider, extra: &str) -> shared::config::HubConfig {
+    hub_of(&small_hub_text(fake, extra))
+}
+
+fn small_hub_text(fake: &FakeProvider, extra: &str) -> String {
     let url = fake.url();
-    hub_of(&format!(
+    format!(
         r#"
 [[tenant]]
 id = "acme"
@@ -139,7 +143,7 @@ schedule = ["200ms", "400ms"]
 max_deliver = 30
 not_found_retries = 5
 "#
-    ))
+    )
 }
 
 fn uber_notification(order: &str, event: &str) -> String {
@@ -1011,5 +1015,48 @@ async fn a_notification_without_its_webhook_id_is_dead_lettered() -> anyhow::Res
     assert_eq!(entry.error_class, FailureClass::MissingHeader);
     assert_eq!(entry.error, "Orderhub-Webhook-Id is missing");
     assert_eq!(&msg.payload[..], body.as_bytes());
+    fetcher.stop().await
+}
+
+#[tokio::test]
+async fn a_new_order_fetched_past_its_deadline_is_not_passed_on() -> anyhow::Result<()> {
+    let fake = FakeProvider::start().await?;
+    register(&fake);
+    // The API answers after 3 s, within the request timeout but past the
+    // order's 2 s deadline.
+    let hub = hub_of(
+        &small_hub_text(&fake, r#"fetch_deadline = "2s""#)
+            .replace("request_timeout = \"2s\"", "request_timeout = \"6s\"")
+            .replace("token_lease = \"5s\"", "token_lease = \"12s\""),
+    );
+    let Rig {
+        nats,
+        fake,
+        hub,
+        js,
+    } = Rig::with(fake, hub).await?;
+    fake.fault(
+        Matcher::PathPrefix("/v2/eats/order/slow".into()),
+        FaultReply::status(200)
+            .with_body(r#"{"id":"slow"}"#)
+            .after(Duration::from_secs(3)),
+    );
+    let fetcher = InProcessStage::fetcher(&nats.url(), &hub, test_token_key());
+    notify_uber(&js, "slow", "orders.notification", "wh-slow").await?;
+    let (entry, msg) = await_dead_letter(&js).await?;
+    assert_eq!(entry.error_class, FailureClass::FetchDeadlinePassed);
+    assert!(
+        entry
+            .error
+            .starts_with("new ubereats order slow was notified 3s ago"),
+        "{}",
+        entry.error
+    );
+    assert_eq!(
+        &msg.payload[..],
+        uber_notification("slow", "orders.notification").as_bytes()
+    );
+    assert_eq!(fake.order_requests("/v2/eats/order/slow"), 1);
+    assert!(fetched(&js).await?.is_empty(), "nothing passed on");
     fetcher.stop().await
 }
