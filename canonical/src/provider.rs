@@ -48,6 +48,14 @@ impl Provider {
         matches!(self, Provider::Ubereats | Provider::Wolt)
     }
 
+    /// The provider cancels (or rejects) a new order nobody answered within
+    /// minutes (Uber Eats, Wolt, Deliveroo, Just Eat, Talabat): such
+    /// accounts accept automatically by default once the backend took the
+    /// order. Careem and `direct` wait.
+    pub const fn expires_unanswered(self) -> bool {
+        !matches!(self, Provider::Careem | Provider::Direct)
+    }
+
     /// The lowercase name used in URLs, subjects, config files and metric labels.
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -204,9 +204,34 @@ pub struct Account {
     /// Requests per second for this account (on top of the provider's limit).
     pub rate_limit: Option<RateLimit>,
     /// The provider's API as this account calls it (`[account.api]`): where
-    /// the fetcher fetches notified orders from, with which credentials.
-    /// `None`: the account only receives webhooks.
+    /// the fetcher fetches notified orders from and the status worker sends
+    /// the restaurant's answers, with which credentials. `None`: the account
+    /// only receives webhooks.
     pub api: Option<ProviderApi>,
+    /// `direct` accounts: where the status worker POSTs the backend's
+    /// decisions (Standard Webhooks, signed with the account's first
+    /// secret). Other providers: `None`.
+    pub status_url: Option<Url>,
+    /// The backend's 2xx for a `created` order is the restaurant's
+    /// acceptance: the hub accepts it at the provider. Default on for a
+    /// provider whose orders expire unanswered, when the account can call
+    /// its API.
+    pub auto_accept: bool,
+    /// A `created` order dead-lettered before the backend took it is
+    /// rejected at the provider (reason `other`), so the customer is not
+    /// left waiting. Default on when the account can reject.
+    pub auto_reject: bool,
+}
+
+impl Account {
+    /// Whether the status worker can call this account's provider at all.
+    pub fn can_answer(&self) -> bool {
+        match self.provider {
+            Provider::Direct => self.status_url.is_some(),
+            Provider::Careem => false,
+            _ => self.api.is_some(),
+        }
+    }
 }
 
 /// `[account.api]`: an account's credentials for its provider's API.
@@ -220,9 +245,14 @@ pub struct ProviderApi {
     /// `https://pos-integration-service.wolt.com`); tests and sandboxes
     /// point it elsewhere. Paths are appended to it.
     pub base_url: Url,
-    /// The OAuth token (or login) endpoint.
-    pub token_url: Url,
-    pub client_id: SecretString,
+    /// The OAuth token (or login) endpoint. `None` for a provider whose API
+    /// takes a static key (Just Eat).
+    pub token_url: Option<Url>,
+    /// The OAuth client id (Talabat: the middleware user name). `None` for
+    /// a static-key provider (Just Eat).
+    pub client_id: Option<SecretString>,
+    /// The OAuth client secret (Talabat: the middleware password; Just Eat:
+    /// the API key).
     pub client_secret: SecretString,
     /// Wolt: the refresh token of the venue's authorisation. Used only
     /// while the token store holds none for the account (first start), or
@@ -244,6 +274,35 @@ pub struct ProviderApi {
     /// Wolt: the venue id the tokens are bound to; a notification naming
     /// another venue is refused. Optional.
     pub venue_id: Option<String>,
+    /// How long after the hub received a new order the provider still takes
+    /// an accept or a reject (Uber Eats 11.5 min, Wolt 3 min, Deliveroo 10
+    /// min, Just Eat 5 min [DOC]; Talabat: the order's `expiryDate`, else
+    /// 15 min [GUESS]). The status worker never calls after it.
+    pub answer_deadline: Duration,
+    /// Just Eat: which API answers the order, JET Connect (`connect`, the
+    /// default) or the partner API (`partner`).
+    pub status_api: StatusApi,
+}
+
+/// Which of a provider's status APIs an account calls (only Just Eat has two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusApi {
+    /// The provider's only one.
+    Standard,
+    /// Just Eat JET Connect (`X-Flyt-Api-Key`): sent-to-pos success or failure.
+    JustEatConnect,
+    /// Just Eat partner API (`JE-API-KEY`): accept, reject, ready, ...
+    JustEatPartner,
+}
+
+impl StatusApi {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StatusApi::Standard => "standard",
+            StatusApi::JustEatConnect => "connect",
+            StatusApi::JustEatPartner => "partner",
+        }
+    }
 }
 
 /// Which of a provider's order APIs the fetcher reads.
@@ -310,6 +369,18 @@ pub struct FetcherSettings {
     /// as `order_not_found`: a new order may not be readable yet. Below
     /// `max_deliver`.
     pub not_found_retries: u32,
+}
+
+/// `[status_sync]`: the status worker's redelivery. Like the fetcher's, in
+/// seconds: an answer has minutes to reach the provider, and each action's
+/// deadline, not `max_deliver`, usually ends its retries.
+#[derive(Debug, Clone)]
+pub struct StatusSyncSettings {
+    pub retry: RetrySchedule,
+    /// How long an action without a provider deadline (ready, picked up,
+    /// delivered, cancel, delay) keeps being retried after the backend's
+    /// decision; then it is dead-lettered as `deadline_passed`.
+    pub late_action_window: Duration,
 }
 
 /// A token bucket: a sustained rate and a burst.
@@ -462,6 +533,7 @@ pub struct HubConfig {
     pub forwarder: ForwarderSettings,
     pub provider_api: ProviderApiSettings,
     pub fetcher: FetcherSettings,
+    pub status_sync: StatusSyncSettings,
 }
 
 impl HubConfig {
@@ -557,6 +629,8 @@ struct RawHub {
     provider_api: RawProviderApiSettings,
     #[serde(default)]
     fetcher: RawFetcher,
+    #[serde(default)]
+    status_sync: RawStatusSync,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -619,6 +693,39 @@ fn default_fetcher_max_deliver() -> i64 {
 
 fn default_not_found_retries() -> u32 {
     5
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatusSync {
+    #[serde(default = "default_fetcher_schedule")]
+    schedule: Vec<String>,
+    #[serde(default = "default_status_max_deliver")]
+    max_deliver: i64,
+    #[serde(default)]
+    jitter: f64,
+    #[serde(default, with = "humantime_serde")]
+    max_hint: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    late_action_window: Option<Duration>,
+}
+
+impl Default for RawStatusSync {
+    fn default() -> Self {
+        RawStatusSync {
+            schedule: default_fetcher_schedule(),
+            max_deliver: default_status_max_deliver(),
+            jitter: 0.0,
+            max_hint: None,
+            late_action_window: None,
+        }
+    }
+}
+
+/// With the fetcher's schedule, about 70 minutes of tries: past the
+/// default `late_action_window`, so the window ends them.
+fn default_status_max_deliver() -> i64 {
+    75
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -718,6 +825,9 @@ struct RawAccount {
     event: Option<String>,
     rate_limit: Option<RateLimit>,
     api: Option<RawApi>,
+    status_url: Option<String>,
+    auto_accept: Option<bool>,
+    auto_reject: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -738,6 +848,9 @@ struct RawApi {
     #[serde(default, with = "humantime_serde")]
     fetch_deadline: Option<Duration>,
     venue_id: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    answer_deadline: Option<Duration>,
+    status_api: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -863,6 +976,7 @@ impl RawHub {
         let ingress = ingress_section(&check, self.ingress)?;
         let provider_api = provider_api_section(&check, self.provider_api)?;
         let fetcher = fetcher_section(&check, self.fetcher)?;
+        let status_sync = status_sync_section(&check, self.status_sync)?;
         plain_http_only_inside(&check, &accounts, &provider_api)?;
         Ok(HubConfig {
             tenants,
@@ -873,6 +987,7 @@ impl RawHub {
             streams,
             provider_api,
             fetcher,
+            status_sync,
         })
     }
 }
@@ -1133,10 +1248,66 @@ fn account_section(
         }
         let api = match a.api {
             None => None,
+            Some(_) if matches!(provider, Provider::Careem | Provider::Direct) => {
+                return Err(check.err(
+                    at("api"),
+                    format!(
+                        "{provider} has no provider API to call{}",
+                        if provider == Provider::Direct {
+                            " (a direct account's answers go to its status_url)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
             Some(raw) => Some(api_of(check, &a.id, provider, raw, env)?),
+        };
+        let status_url = match a.status_url {
+            None => None,
+            Some(_) if provider != Provider::Direct => {
+                return Err(check.err(
+                    at("status_url"),
+                    format!("only direct accounts have a status_url ({provider} answers go to its [account.api])"),
+                ));
+            }
+            Some(u) => Some(http_url(&u).map_err(|m| check.err(at("status_url"), m))?),
+        };
+        let can_answer = match provider {
+            Provider::Direct => status_url.is_some(),
+            Provider::Careem => false,
+            _ => api.is_some(),
+        };
+        let how = if provider == Provider::Direct {
+            "a status_url"
+        } else {
+            "an [account.api]"
+        };
+        let auto_accept = match a.auto_accept {
+            Some(true) if !can_answer => {
+                return Err(check.err(
+                    at("auto_accept"),
+                    format!("the hub cannot answer {provider} for this account: it needs {how}"),
+                ));
+            }
+            Some(v) => v,
+            None => can_answer && provider.expires_unanswered(),
+        };
+        let auto_reject = match a.auto_reject {
+            Some(true) if !can_answer => {
+                return Err(check.err(
+                    at("auto_reject"),
+                    format!("the hub cannot answer {provider} for this account: it needs {how}"),
+                ));
+            }
+            Some(v) => v,
+            None => can_answer,
         };
         accounts.push(Account {
             api,
+            status_url,
+            auto_accept,
+            auto_reject,
             id: a.id,
             provider,
             tenant: a.tenant,
@@ -1189,9 +1360,19 @@ fn api_of(
 ) -> Result<ProviderApi, ConfigError> {
     let at = |f: &str| format!("account {account}.api.{f}");
     let base_url = http_url(&raw.base_url).map_err(|m| check.err(at("base_url"), m))?;
-    let token_url = match &raw.token_url {
-        Some(u) => http_url(u).map_err(|m| check.err(at("token_url"), m))?,
-        None => return Err(check.err(at("token_url"), "is required")),
+    // Just Eat's APIs take a static key (the client secret); every other
+    // provider's a token from its token or login endpoint.
+    let static_key = provider == Provider::Justeat;
+    let token_url = match (&raw.token_url, static_key) {
+        (Some(_), true) => {
+            return Err(check.err(
+                at("token_url"),
+                "Just Eat's APIs take a static key (client_secret_env), not a token",
+            ));
+        }
+        (Some(u), false) => Some(http_url(u).map_err(|m| check.err(at("token_url"), m))?),
+        (None, true) => None,
+        (None, false) => return Err(check.err(at("token_url"), "is required")),
     };
     let client_id = required_secret(
         check,
@@ -1200,8 +1381,19 @@ fn api_of(
         raw.client_id_env.as_deref(),
         raw.client_id_file.as_deref(),
         env,
-    )?
-    .ok_or_else(|| check.err(at("client_id_env"), "is required (or client_id_file)"))?;
+    )?;
+    match (&client_id, static_key) {
+        (None, false) => {
+            return Err(check.err(at("client_id_env"), "is required (or client_id_file)"));
+        }
+        (Some(_), true) => {
+            return Err(check.err(
+                at("client_id_env"),
+                "Just Eat's APIs take a static key only (client_secret_env)",
+            ));
+        }
+        _ => {}
+    }
     let client_secret = required_secret(
         check,
         &at,
@@ -1293,6 +1485,39 @@ fn api_of(
     if venue_id.as_deref().is_some_and(str::is_empty) {
         return Err(check.err(at("venue_id"), "is empty"));
     }
+    let answer_deadline = raw.answer_deadline.unwrap_or(match provider {
+        // Uber Eats auto-cancels an order not accepted in 11.5 minutes [DOC].
+        Provider::Ubereats => Duration::from_secs(690),
+        // Wolt: 3 minutes to accept [DOC].
+        Provider::Wolt => Duration::from_secs(180),
+        // Deliveroo auto-rejects ASAP orders after 10 minutes [DOC].
+        Provider::Deliveroo => Duration::from_secs(600),
+        // JET Connect: sent-to-pos within 5 minutes [CODE×2].
+        Provider::Justeat => Duration::from_secs(300),
+        // Talabat orders carry `expiryDate`; without one, ~15 minutes
+        // [CODE×1, GUESS].
+        _ => Duration::from_secs(900),
+    });
+    if answer_deadline < Duration::from_secs(1) {
+        return Err(check.err(at("answer_deadline"), "must be at least 1s"));
+    }
+    let status_api = match (provider, raw.status_api.as_deref()) {
+        (Provider::Justeat, None | Some("connect")) => StatusApi::JustEatConnect,
+        (Provider::Justeat, Some("partner")) => StatusApi::JustEatPartner,
+        (Provider::Justeat, Some(other)) => {
+            return Err(check.err(
+                at("status_api"),
+                format!("{other:?} is not connect or partner"),
+            ));
+        }
+        (_, None) => StatusApi::Standard,
+        (_, Some(_)) => {
+            return Err(check.err(
+                at("status_api"),
+                format!("{provider} has one status API; only Just Eat accounts choose (connect or partner)"),
+            ));
+        }
+    };
     Ok(ProviderApi {
         base_url,
         token_url,
@@ -1304,6 +1529,8 @@ fn api_of(
         order_api,
         fetch_deadline,
         venue_id,
+        answer_deadline,
+        status_api,
     })
 }
 
@@ -1317,8 +1544,18 @@ fn plain_http_only_inside(
     settings: &ProviderApiSettings,
 ) -> Result<(), ConfigError> {
     for a in accounts {
-        let Some(api) = &a.api else { continue };
-        for (field, url) in [("base_url", &api.base_url), ("token_url", &api.token_url)] {
+        let mut urls: Vec<(String, &Url)> = Vec::new();
+        if let Some(api) = &a.api {
+            urls.push((format!("account {}.api.base_url", a.id), &api.base_url));
+            if let Some(t) = &api.token_url {
+                urls.push((format!("account {}.api.token_url", a.id), t));
+            }
+        }
+        // A direct account's status calls are signed with its secret.
+        if let Some(u) = &a.status_url {
+            urls.push((format!("account {}.status_url", a.id), u));
+        }
+        for (field, url) in urls {
             if url.scheme() != "http" {
                 continue;
             }
@@ -1335,7 +1572,7 @@ fn plain_http_only_inside(
             });
             if !inside {
                 return Err(check.err(
-                    format!("account {}.api.{field}", a.id),
+                    field,
                     format!(
                         "{} would send credentials in clear text: use https:// (http:// only for an address in provider_api.allowed_private_destinations)",
                         redact_url(url)
@@ -1412,6 +1649,31 @@ fn fetcher_section(check: &Check<'_>, raw: RawFetcher) -> Result<FetcherSettings
     Ok(FetcherSettings {
         retry,
         not_found_retries: raw.not_found_retries,
+    })
+}
+
+fn status_sync_section(
+    check: &Check<'_>,
+    raw: RawStatusSync,
+) -> Result<StatusSyncSettings, ConfigError> {
+    let mut delays = Vec::with_capacity(raw.schedule.len());
+    for (k, s) in raw.schedule.iter().enumerate() {
+        let d = humantime::parse_duration(s).map_err(|e| {
+            check.err(format!("status_sync.schedule[{k}]"), format!("{s:?}: {e}"))
+        })?;
+        delays.push(d);
+    }
+    let retry = RetrySchedule::new(delays, raw.max_deliver, raw.jitter, raw.max_hint)
+        .map_err(|e| check.err(format!("status_sync.{}", e.field), e.message))?;
+    let late_action_window = raw
+        .late_action_window
+        .unwrap_or(Duration::from_secs(3600));
+    if late_action_window < Duration::from_secs(1) {
+        return Err(check.err("status_sync.late_action_window", "must be at least 1s"));
+    }
+    Ok(StatusSyncSettings {
+        retry,
+        late_action_window,
     })
 }
 
@@ -2196,7 +2458,7 @@ refresh_token_env = "WOLT_REFRESH"
         let hub = api_load(API).unwrap();
         let uber = hub.account(Provider::Ubereats, "acme-uber").unwrap();
         let api = uber.api.as_ref().unwrap();
-        assert_eq!(api.client_id.expose_secret(), "uber-client");
+        assert_eq!(api.client_id.as_ref().unwrap().expose_secret(), "uber-client");
         assert_eq!(api.client_secret.expose_secret(), "uber-secret");
         assert!(api.refresh_token.is_none());
         assert_eq!(api.scope.as_deref(), Some("eats.order"));
@@ -2398,5 +2660,140 @@ refresh_token_env = "WOLT_REFRESH"
         // No secret value ever appears in an error.
         let e = api_err(&API.replace("https://api.uber.com", "https://uber-secret@"));
         assert!(!e.contains("uber-secret"), "{e}");
+    }
+
+    const ANSWERING: &str = r#"
+[[account]]
+id = "acme-je"
+provider = "justeat"
+tenant = "acme"
+secret_envs = ["S"]
+[account.api]
+base_url = "https://uk-partnerapi.just-eat.io"
+client_secret_env = "JE_KEY"
+status_api = "partner"
+
+[[account]]
+id = "acme-direct"
+provider = "direct"
+tenant = "acme"
+secret_envs = ["WHSEC"]
+status_url = "https://pos.acme.example/orderhub/status"
+
+[[account]]
+id = "acme-careem"
+provider = "careem"
+tenant = "acme"
+secret_envs = ["S"]
+currency = "JOD"
+
+[[account]]
+id = "acme-talabat"
+provider = "talabat"
+tenant = "acme"
+secret_envs = ["S"]
+"#;
+
+    const ANSWERING_ENV: &[(&str, &str)] = &[
+        ("S", "webhook-secret"),
+        ("UBER_ID", "uber-client"),
+        ("UBER_SECRET", "uber-secret"),
+        ("WOLT_ID", "wolt-client"),
+        ("WOLT_SECRET", "wolt-secret"),
+        ("WOLT_REFRESH", "wolt-refresh"),
+        ("JE_KEY", "je-key"),
+        ("WHSEC", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+    ];
+
+    fn answering(extra: &str) -> Result<HubConfig, ConfigError> {
+        HubConfig::from_toml(
+            &format!("{API}{ANSWERING}{extra}"),
+            "hub.toml",
+            &env_with(ANSWERING_ENV),
+        )
+    }
+
+    #[test]
+    fn accounts_answer_automatically_where_orders_expire_and_the_hub_can_call() {
+        let hub = answering("").unwrap();
+        let get = |p, id| hub.account(p, id).unwrap();
+        let uber = get(Provider::Ubereats, "acme-uber");
+        assert!(uber.auto_accept && uber.auto_reject && uber.can_answer());
+        let api = uber.api.as_ref().unwrap();
+        assert_eq!(api.answer_deadline, Duration::from_secs(690));
+        assert_eq!(api.status_api, StatusApi::Standard);
+        let je = get(Provider::Justeat, "acme-je");
+        assert!(je.auto_accept && je.auto_reject);
+        let api = je.api.as_ref().unwrap();
+        assert_eq!(api.status_api, StatusApi::JustEatPartner);
+        assert_eq!(api.answer_deadline, Duration::from_secs(300));
+        assert!(api.token_url.is_none() && api.client_id.is_none());
+        // Direct orders do not expire: the backend answers when it likes.
+        let direct = get(Provider::Direct, "acme-direct");
+        assert!(!direct.auto_accept && direct.auto_reject && direct.can_answer());
+        assert_eq!(
+            direct.status_url.as_ref().unwrap().as_str(),
+            "https://pos.acme.example/orderhub/status"
+        );
+        // No API, nothing to call: both off.
+        for (p, id) in [(Provider::Careem, "acme-careem"), (Provider::Talabat, "acme-talabat")] {
+            let a = get(p, id);
+            assert!(!a.auto_accept && !a.auto_reject && !a.can_answer(), "{id}");
+        }
+        assert_eq!(hub.status_sync.late_action_window, Duration::from_secs(3600));
+        assert_eq!(hub.status_sync.retry.max_deliver(), 75);
+    }
+
+    #[test]
+    fn answering_settings_fail_closed() {
+        let err = |extra: &str| answering(extra).unwrap_err().to_string();
+        let on_talabat = ANSWERING.replace(
+            "id = \"acme-talabat\"\nprovider = \"talabat\"\ntenant = \"acme\"\nsecret_envs = [\"S\"]\n",
+            "id = \"acme-talabat\"\nprovider = \"talabat\"\ntenant = \"acme\"\nsecret_envs = [\"S\"]\nauto_accept = true\n",
+        );
+        let e = HubConfig::from_toml(
+            &format!("{API}{on_talabat}"),
+            "hub.toml",
+            &env_with(ANSWERING_ENV),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "hub config hub.toml: account acme-talabat.auto_accept: the hub cannot answer talabat for this account: it needs an [account.api]"
+        );
+        assert_eq!(
+            err("\n[[account]]\nid = \"x\"\nprovider = \"wolt\"\ntenant = \"acme\"\nsecret_envs = [\"S\"]\nstatus_url = \"https://x.example\"\n"),
+            "hub config hub.toml: account x.status_url: only direct accounts have a status_url (wolt answers go to its [account.api])"
+        );
+        assert_eq!(
+            err("\n[[account]]\nid = \"d2\"\nprovider = \"direct\"\ntenant = \"acme\"\nsecret_envs = [\"WHSEC\"]\nstatus_url = \"http://pos.acme.example/s\"\n"),
+            "hub config hub.toml: account d2.status_url: http://pos.acme.example/s would send credentials in clear text: use https:// (http:// only for an address in provider_api.allowed_private_destinations)"
+        );
+        assert_eq!(
+            err("\n[[account]]\nid = \"c2\"\nprovider = \"careem\"\ntenant = \"acme\"\nsecret_envs = [\"S\"]\ncurrency = \"JOD\"\n[account.api]\nbase_url = \"https://x.example\"\ntoken_url = \"https://x.example/t\"\nclient_id_env = \"S\"\nclient_secret_env = \"S\"\n"),
+            "hub config hub.toml: account c2.api: careem has no provider API to call"
+        );
+        let je = |api: &str| format!("\n[[account]]\nid = \"je2\"\nprovider = \"justeat\"\ntenant = \"acme\"\nsecret_envs = [\"S\"]\n[account.api]\nbase_url = \"https://x.example\"\n{api}");
+        assert_eq!(
+            err(&je("client_secret_env = \"S\"\nstatus_api = \"rest\"\n")),
+            "hub config hub.toml: account je2.api.status_api: \"rest\" is not connect or partner"
+        );
+        assert_eq!(
+            err(&je("client_secret_env = \"S\"\ntoken_url = \"https://x.example/t\"\n")),
+            "hub config hub.toml: account je2.api.token_url: Just Eat's APIs take a static key (client_secret_env), not a token"
+        );
+        assert_eq!(
+            err("\n[status_sync]\nlate_action_window = \"0s\"\n"),
+            "hub config hub.toml: status_sync.late_action_window: must be at least 1s"
+        );
+        let wolt_api = API.replace(
+            "refresh_token_env = \"WOLT_REFRESH\"\n",
+            "refresh_token_env = \"WOLT_REFRESH\"\nstatus_api = \"partner\"\n",
+        );
+        assert_eq!(
+            api_err(&wolt_api),
+            "hub config hub.toml: account acme-wolt.api.status_api: wolt has one status API; only Just Eat accounts choose (connect or partner)"
+        );
     }
 }

@@ -79,6 +79,8 @@ pub enum CredentialError {
         "account {account}: a Wolt venue needs the refresh token of its authorisation (api.refresh_token_env or api.refresh_token_file)"
     )]
     MissingRefreshToken { account: String },
+    #[error("account {account}: a token needs api.token_url and api.client_id_env")]
+    NoTokenEndpoint { account: String },
 }
 
 impl Credential {
@@ -88,19 +90,24 @@ impl Credential {
         account: &str,
         api: &ProviderApi,
     ) -> Result<Credential, CredentialError> {
+        let (Some(token_url), Some(client_id)) = (&api.token_url, &api.client_id) else {
+            return Err(CredentialError::NoTokenEndpoint {
+                account: account.to_owned(),
+            });
+        };
         let (key, grant) = match provider {
             Provider::Ubereats => {
                 let scope = api.scope.clone();
                 let key = format!(
                     "ubereats.{}",
                     &sha256_hex(&[
-                        api.token_url.as_str().as_bytes(),
-                        api.client_id.expose_secret().as_bytes(),
+                        token_url.as_str().as_bytes(),
+                        client_id.expose_secret().as_bytes(),
                         scope.as_deref().unwrap_or("").as_bytes(),
                     ])[..16]
                 );
                 let grant = Grant::ClientCredentials {
-                    client_id: api.client_id.clone(),
+                    client_id: client_id.clone(),
                     client_secret: api.client_secret.clone(),
                     scope,
                 };
@@ -113,7 +120,7 @@ impl Credential {
                     }
                 })?;
                 let grant = Grant::RefreshToken {
-                    client_id: api.client_id.clone(),
+                    client_id: client_id.clone(),
                     client_secret: api.client_secret.clone(),
                     seed_fingerprint: sha256_hex(&[seed.expose_secret().as_bytes()]),
                     seed,
@@ -135,7 +142,7 @@ impl Credential {
             provider,
             account: account.to_owned(),
             key,
-            token_url: api.token_url.clone(),
+            token_url: token_url.clone(),
             grant,
         })
     }
@@ -202,8 +209,8 @@ pub(crate) mod tests {
     pub(crate) fn api(token_url: &str, client_id: &str, refresh: Option<&str>) -> ProviderApi {
         ProviderApi {
             base_url: Url::parse("http://127.0.0.1:9/").unwrap(),
-            token_url: Url::parse(token_url).unwrap(),
-            client_id: SecretString::from(client_id.to_owned()),
+            token_url: Some(Url::parse(token_url).unwrap()),
+            client_id: Some(SecretString::from(client_id.to_owned())),
             client_secret: SecretString::from("client-secret-value".to_owned()),
             refresh_token: refresh.map(|r| SecretString::from(r.to_owned())),
             scope: if refresh.is_none() {
@@ -215,6 +222,8 @@ pub(crate) mod tests {
             order_api: OrderApi::V2,
             fetch_deadline: Duration::from_secs(180),
             venue_id: None,
+            answer_deadline: Duration::from_secs(180),
+            status_api: crate::config::StatusApi::Standard,
         }
     }
 

@@ -87,7 +87,10 @@ fn the_cluster_fetches_from_the_real_provider_apis() {
                 a.id
             )
         });
-        for url in [&api.base_url, &api.token_url] {
+        for url in [Some(&api.base_url), api.token_url.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             assert_eq!(url.scheme(), "https", "account {}: {url}", a.id);
         }
     }
