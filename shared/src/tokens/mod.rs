@@ -20,15 +20,20 @@
 //!   Within one process a lock per credential makes one task refresh while
 //!   the others wait for its result.
 //! - **Refresh ahead, never at start.** A stored token is used while it has
-//!   more than `token_refresh_ahead` left; a process starting with a valid
-//!   stored token does not mint.
+//!   more than `token_refresh_ahead` left, and at least for half its
+//!   lifetime (a 5-minute Deliveroo token against a longer
+//!   `token_refresh_ahead` is not renewed at every call); a process
+//!   starting with a valid stored token does not mint.
 //! - **After a 401, at most one refresh, and only for the current token**
 //!   ([`TokenStore::token_rejected`]): if the stored token is not the one
 //!   rejected (someone refreshed already), that one is returned.
 //! - **A mint floor**: no token is issued for a credential less than
 //!   `token_min_mint_interval` after the last one (the stored token is
 //!   handed out if it still works, else [`TokenError::MintFloor`]); after a
-//!   failed call the next waits for `Retry-After` or a growing pause.
+//!   failed call the next waits for `Retry-After` or a growing pause. A
+//!   renewal due by the token's age is held back at most half its
+//!   lifetime, so that a floor longer than a short token lives never lets
+//!   it expire; a mint after a 401 keeps the whole floor.
 //! - **Wolt's rotation**: the refresh token presented is the stored one
 //!   (the configured one only starts a chain, and only if the entry has
 //!   not seen it: the last eight seeds that started chains are remembered

@@ -160,6 +160,26 @@ pub(crate) enum Next {
 }
 
 impl State {
+    /// How long the current token was issued for (0 when unknown: an entry
+    /// without `minted_at`).
+    fn lifetime(&self) -> u64 {
+        self.minted_at
+            .map_or(0, |minted| self.expires_at.saturating_sub(minted))
+    }
+
+    /// When the current token is due for renewal: `refresh_ahead` before
+    /// it expires, but never before half its lifetime. A token shorter
+    /// than twice `refresh_ahead` (Deliveroo's 5 minutes against a
+    /// `token_refresh_ahead` of 10) is thus used for half its life, not
+    /// renewed at every call from its mint on.
+    pub fn renew_at(&self, timing: Timing) -> u64 {
+        let ahead = match self.minted_at {
+            Some(_) => timing.refresh_ahead.min(self.lifetime() / 2),
+            None => timing.refresh_ahead,
+        };
+        self.expires_at.saturating_sub(ahead)
+    }
+
     /// Whether the stored token may be handed out at `now` at all.
     pub fn usable(&self, now: u64, rejected: Option<&str>) -> bool {
         match &self.access_token {
@@ -205,11 +225,11 @@ impl State {
             Why::Absent
         } else if s.rejected || mark_rejected {
             Why::Rejected
-        } else if now.saturating_add(timing.refresh_ahead) >= s.expires_at {
+        } else if now >= s.renew_at(timing) {
             Why::Expiring
         } else {
             return Next::Use {
-                fresh_until: s.expires_at - timing.refresh_ahead,
+                fresh_until: s.renew_at(timing),
             };
         };
         // Due for a refresh. Whatever holds it back, a token that still
@@ -231,7 +251,17 @@ impl State {
             return hold(lease.until.min(now + timing.lease));
         }
         if let Some(minted) = s.minted_at {
-            let floor_end = minted.saturating_add(timing.min_mint_interval);
+            // A renewal due by age comes at least half a lifetime after the
+            // mint, which paces it by the provider's own lifetime: the
+            // floor holds it back no longer than that, so that a floor set
+            // longer than a short token lives (5 minutes at Deliveroo)
+            // does not leave it expired. Mints for any other reason (none
+            // stored, a 401, a new Wolt seed) keep the whole floor.
+            let floor = match why {
+                Why::Expiring => timing.min_mint_interval.min(s.lifetime() / 2),
+                Why::Absent | Why::Rejected | Why::Reseeded => timing.min_mint_interval,
+            };
+            let floor_end = minted.saturating_add(floor);
             if now < floor_end {
                 return match hold(floor_end) {
                     Next::Wait { .. } => Next::MintFloor {
@@ -456,10 +486,10 @@ mod tests {
             None,
             None,
         );
-        // In its refresh window (100 s < 120 s ahead) but minted 10 s ago:
-        // used until the floor ends.
+        // Due for a new Wolt chain (another seed configured) but minted
+        // 10 s ago: the stored token is used until the floor ends.
         assert_eq!(
-            next(&minted_now, None),
+            State::next(Some(&minted_now), NOW, T, Some("fp-new"), None, "me"),
             Next::Use {
                 fresh_until: NOW + 50_000
             }
@@ -480,6 +510,131 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_short_token_is_renewed_ahead_and_the_floor_does_not_let_it_expire() {
+        // Deliveroo: 5-minute tokens.
+        let minted = NOW;
+        let five_min =
+            State::default().issued(minted, "at-1".into(), Duration::from_secs(300), None, None);
+        let at = |s: &State, t: u64, timing: Timing, rejected: Option<&str>| {
+            State::next(Some(s), minted + t * 1000, timing, None, rejected, "me")
+        };
+        let refresh = Next::Refresh {
+            why: Why::Expiring,
+            mark_rejected: false,
+        };
+        // The defaults (2 min ahead, 1 min floor): used until 3 minutes,
+        // renewed then.
+        assert_eq!(five_min.renew_at(T), minted + 180_000);
+        assert_eq!(
+            at(&five_min, 10, T, None),
+            Next::Use {
+                fresh_until: minted + 180_000
+            }
+        );
+        assert_eq!(at(&five_min, 180, T, None), refresh);
+        // A 401 within the floor still waits for it.
+        assert_eq!(
+            at(&five_min, 10, T, Some("at-1")),
+            Next::MintFloor {
+                retry_after: Duration::from_secs(50)
+            }
+        );
+        // Renewing further ahead than the token lives: renewed at half its
+        // life, not due from its mint on (a mint at every floor's end).
+        let far_ahead = Timing {
+            refresh_ahead: 600_000,
+            ..T
+        };
+        assert_eq!(
+            at(&five_min, 10, far_ahead, None),
+            Next::Use {
+                fresh_until: minted + 150_000
+            }
+        );
+        assert_eq!(at(&five_min, 150, far_ahead, None), refresh);
+        // A floor longer than the token lives does not leave it to expire:
+        // renewed when due ...
+        let long_floor = Timing {
+            min_mint_interval: 600_000,
+            ..T
+        };
+        assert_eq!(at(&five_min, 180, long_floor, None), refresh);
+        assert_eq!(at(&five_min, 299, long_floor, None), refresh);
+        // ... while a 401 keeps the whole floor.
+        assert_eq!(
+            at(&five_min, 180, long_floor, Some("at-1")),
+            Next::MintFloor {
+                retry_after: Duration::from_secs(420)
+            }
+        );
+        // A long token is unchanged: 2 minutes ahead of a 30-day expiry.
+        let uber = State::default().issued(
+            minted,
+            "at-1".into(),
+            Duration::from_secs(2_592_000),
+            None,
+            None,
+        );
+        assert_eq!(uber.renew_at(far_ahead), minted + 2_592_000_000 - 600_000);
+        // An entry without minted_at (none is written so) renews
+        // refresh_ahead early.
+        let unknown = State {
+            minted_at: None,
+            ..five_min.clone()
+        };
+        assert_eq!(unknown.renew_at(T), minted + 180_000);
+    }
+
+    #[test]
+    fn an_hour_of_calls_on_five_minute_tokens_mints_only_when_due() {
+        // A call every second for an hour, one process: every call gets a
+        // token that works, and mints come once per due renewal.
+        for (timing, period_s) in [
+            (T, 180),
+            (
+                Timing {
+                    refresh_ahead: 600_000,
+                    ..T
+                },
+                150,
+            ),
+            (
+                Timing {
+                    min_mint_interval: 600_000,
+                    ..T
+                },
+                180,
+            ),
+        ] {
+            let mut entry: Option<State> = None;
+            let mut mints = Vec::new();
+            for t in 0..3600u64 {
+                let now = NOW + t * 1000;
+                match State::next(entry.as_ref(), now, timing, None, None, "me") {
+                    Next::Use { fresh_until } => {
+                        let s = entry.as_ref().unwrap();
+                        assert!(s.usable(now, None), "{timing:?} at {t}s");
+                        assert!(fresh_until > now, "{timing:?} at {t}s");
+                    }
+                    Next::Refresh { .. } => {
+                        mints.push(t);
+                        entry = Some(entry.unwrap_or_default().issued(
+                            now,
+                            format!("at-{t}"),
+                            Duration::from_secs(300),
+                            None,
+                            None,
+                        ));
+                    }
+                    other => panic!("{timing:?} at {t}s: {other:?}"),
+                }
+            }
+            let expected: Vec<u64> = (0..3600).step_by(period_s).collect();
+            assert_eq!(mints, expected, "{timing:?}");
+        }
     }
 
     #[test]

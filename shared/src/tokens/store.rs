@@ -123,9 +123,10 @@ impl TokenStore {
         }
     }
 
-    /// A token for `cred`: from memory while it has more than
-    /// `token_refresh_ahead` left, else from the bucket, else from the
-    /// token endpoint under the credential's lease.
+    /// A token for `cred`: from memory until it is due for renewal
+    /// (`token_refresh_ahead` before it expires, at most half its lifetime
+    /// early), else from the bucket, else from the token endpoint under the
+    /// credential's lease.
     pub async fn token(&self, cred: &Credential) -> Result<AccessToken, TokenError> {
         if let Some(t) = self.fresh(&cred.key, now_ms()) {
             return Ok(t);
@@ -521,11 +522,7 @@ impl TokenStore {
                         _ => "refreshed",
                     }
                 );
-                self.remember(
-                    cred,
-                    &token,
-                    new.expires_at.saturating_sub(inner.timing.refresh_ahead),
-                );
+                self.remember(cred, &token, new.renew_at(inner.timing));
                 inner.metrics.obtained(cred, outcome);
                 Ok(token)
             }
