@@ -13,9 +13,22 @@
 //!   configured refresh token only seeds the chain; its fingerprint is
 //!   stored so that a new one in the config (the venue authorised again)
 //!   replaces the chain and the old one is never presented twice.
+//! - Talabat (the Delivery Hero middleware): a login, `POST token_url`
+//!   (`…/v2/login`) with form `username` (the account's `client_id`),
+//!   `password` (its `client_secret`) and `grant_type=client_credentials`,
+//!   answering `{access_token, token_type, expires_in}` (about 30 minutes).
+//!   A token belongs to the middleware user, so the accounts of one user
+//!   share one entry, `talabat.<16 hex of sha256(token_url, username)>`.
+//! - Deliveroo: `client_credentials` with HTTP Basic client authentication
+//!   (`Authorization: Basic base64(client_id:client_secret)`, form
+//!   `grant_type=client_credentials` only), answering `{access_token,
+//!   expires_in: 300, token_type}`. A token belongs to the client, so the
+//!   entry is `deliveroo.<16 hex of sha256(token_url, client_id)>`. Its
+//!   5-minute tokens are renewed ahead like any other (the store renews a
+//!   token at most half its lifetime early).
 //!
-//! Other providers have no grant yet ([`CredentialError::Unsupported`]);
-//! the grant is an enum so that their logins slot in.
+//! Just Eat (a static key, no token), Careem and direct accounts (no
+//! provider API) have no grant: [`CredentialError::Unsupported`].
 
 use std::fmt;
 
@@ -44,6 +57,17 @@ pub(crate) enum Grant {
         /// sha256 of `seed`, hex.
         seed_fingerprint: String,
     },
+    /// Talabat: a login of the middleware user.
+    Login {
+        username: SecretString,
+        password: SecretString,
+    },
+    /// Deliveroo: a new token from the client credentials, presented with
+    /// HTTP Basic authentication.
+    ClientCredentialsBasic {
+        client_id: SecretString,
+        client_secret: SecretString,
+    },
 }
 
 /// One account's API credential, as the token store uses it. Cheap to
@@ -71,8 +95,10 @@ impl fmt::Debug for Credential {
 /// An account whose credential the token store cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
+    /// A provider whose API takes no token (Just Eat's static key) or that
+    /// has no API (Careem, direct).
     #[error(
-        "account {account}: the token store has no grant for {provider} yet (Uber Eats and Wolt only)"
+        "account {account}: {provider} takes no provider token (the token store serves Uber Eats, Wolt, Talabat and Deliveroo)"
     )]
     Unsupported { provider: Provider, account: String },
     #[error(
@@ -90,30 +116,40 @@ impl Credential {
         account: &str,
         api: &ProviderApi,
     ) -> Result<Credential, CredentialError> {
-        let (Some(token_url), Some(client_id)) = (&api.token_url, &api.client_id) else {
-            return Err(CredentialError::NoTokenEndpoint {
+        let endpoint = || match (&api.token_url, &api.client_id) {
+            (Some(token_url), Some(client_id)) => Ok((token_url, client_id)),
+            _ => Err(CredentialError::NoTokenEndpoint {
                 account: account.to_owned(),
-            });
+            }),
         };
-        let (key, grant) = match provider {
+        // A key shared by the accounts of one client: the provider and 16
+        // hex of sha256 over the token URL and the client's identity (which
+        // the key does not reveal).
+        let shared_key = |token_url: &Url, parts: &[&[u8]]| {
+            let mut all = vec![token_url.as_str().as_bytes()];
+            all.extend_from_slice(parts);
+            format!("{provider}.{}", &sha256_hex(&all)[..16])
+        };
+        let (token_url, key, grant) = match provider {
             Provider::Ubereats => {
+                let (token_url, client_id) = endpoint()?;
                 let scope = api.scope.clone();
-                let key = format!(
-                    "ubereats.{}",
-                    &sha256_hex(&[
-                        token_url.as_str().as_bytes(),
+                let key = shared_key(
+                    token_url,
+                    &[
                         client_id.expose_secret().as_bytes(),
                         scope.as_deref().unwrap_or("").as_bytes(),
-                    ])[..16]
+                    ],
                 );
                 let grant = Grant::ClientCredentials {
                     client_id: client_id.clone(),
                     client_secret: api.client_secret.clone(),
                     scope,
                 };
-                (key, grant)
+                (token_url, key, grant)
             }
             Provider::Wolt => {
+                let (token_url, client_id) = endpoint()?;
                 let seed = api.refresh_token.clone().ok_or_else(|| {
                     CredentialError::MissingRefreshToken {
                         account: account.to_owned(),
@@ -125,13 +161,27 @@ impl Credential {
                     seed_fingerprint: sha256_hex(&[seed.expose_secret().as_bytes()]),
                     seed,
                 };
-                (format!("wolt.{}", key_part(account)), grant)
+                (token_url, format!("wolt.{}", key_part(account)), grant)
             }
-            Provider::Careem
-            | Provider::Talabat
-            | Provider::Deliveroo
-            | Provider::Justeat
-            | Provider::Direct => {
+            Provider::Talabat => {
+                let (token_url, username) = endpoint()?;
+                let key = shared_key(token_url, &[username.expose_secret().as_bytes()]);
+                let grant = Grant::Login {
+                    username: username.clone(),
+                    password: api.client_secret.clone(),
+                };
+                (token_url, key, grant)
+            }
+            Provider::Deliveroo => {
+                let (token_url, client_id) = endpoint()?;
+                let key = shared_key(token_url, &[client_id.expose_secret().as_bytes()]);
+                let grant = Grant::ClientCredentialsBasic {
+                    client_id: client_id.clone(),
+                    client_secret: api.client_secret.clone(),
+                };
+                (token_url, key, grant)
+            }
+            Provider::Justeat | Provider::Careem | Provider::Direct => {
                 return Err(CredentialError::Unsupported {
                     provider,
                     account: account.to_owned(),
@@ -166,7 +216,9 @@ impl Credential {
             Grant::RefreshToken {
                 seed_fingerprint, ..
             } => Some(seed_fingerprint),
-            Grant::ClientCredentials { .. } => None,
+            Grant::ClientCredentials { .. }
+            | Grant::Login { .. }
+            | Grant::ClientCredentialsBasic { .. } => None,
         }
     }
 }
@@ -281,17 +333,137 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn other_providers_and_a_wolt_venue_without_refresh_token_are_refused() {
-        let e = Credential::new(
-            Provider::Talabat,
-            "acme-talabat",
-            &api("http://127.0.0.1:1/v2/login", "user", None),
-        )
-        .unwrap_err();
+    fn talabat_users_and_deliveroo_clients_each_share_a_key() {
+        let cred = |provider, account: &str, url: &str, client: &str| {
+            Credential::new(provider, account, &api(url, client, None)).unwrap()
+        };
+        let login = "https://integration-middleware.me.restaurant-partners.com/v2/login";
+        let talabat = cred(Provider::Talabat, "acme-talabat", login, "middleware-user");
+        assert_eq!(
+            talabat.key(),
+            format!(
+                "talabat.{}",
+                &sha256_hex(&[login.as_bytes(), b"middleware-user"])[..16]
+            )
+        );
+        assert!(!talabat.key().contains("middleware-user"));
+        // Another account of the same middleware user: the same token.
+        assert_eq!(
+            cred(
+                Provider::Talabat,
+                "acme-talabat-2",
+                login,
+                "middleware-user"
+            )
+            .key(),
+            talabat.key()
+        );
+        // Another user, or the same user name at another middleware: not.
+        assert_ne!(
+            cred(Provider::Talabat, "acme-talabat", login, "other-user").key(),
+            talabat.key()
+        );
+        let eu = "https://integration-middleware.eu.restaurant-partners.com/v2/login";
+        assert_ne!(
+            cred(Provider::Talabat, "acme-talabat", eu, "middleware-user").key(),
+            talabat.key()
+        );
+        assert!(matches!(
+            &talabat.grant,
+            Grant::Login { username, password }
+                if username.expose_secret() == "middleware-user"
+                    && password.expose_secret() == "client-secret-value"
+        ));
+
+        let token = "https://auth.developers.deliveroo.com/oauth2/token";
+        let deliveroo = cred(Provider::Deliveroo, "acme-roo", token, "roo-client");
+        assert_eq!(
+            deliveroo.key(),
+            format!(
+                "deliveroo.{}",
+                &sha256_hex(&[token.as_bytes(), b"roo-client"])[..16]
+            )
+        );
+        assert_eq!(
+            cred(Provider::Deliveroo, "acme-roo-2", token, "roo-client").key(),
+            deliveroo.key()
+        );
+        let sandbox = "https://auth-sandbox.developers.deliveroo.com/oauth2/token";
+        assert_ne!(
+            cred(Provider::Deliveroo, "acme-roo", sandbox, "roo-client").key(),
+            deliveroo.key()
+        );
+        assert!(matches!(
+            &deliveroo.grant,
+            Grant::ClientCredentialsBasic { client_id, client_secret }
+                if client_id.expose_secret() == "roo-client"
+                    && client_secret.expose_secret() == "client-secret-value"
+        ));
+        assert_eq!(deliveroo.seed_fingerprint(), None);
+        // The same client id at Talabat and Deliveroo: two entries.
+        assert_ne!(
+            cred(Provider::Talabat, "a", token, "roo-client").key(),
+            deliveroo.key()
+        );
+        // Uber Eats keys are computed as before (stored entries stay found).
+        let uber = "https://auth.uber.com/oauth/v2/token";
+        assert_eq!(
+            cred(Provider::Ubereats, "acme-uber", uber, "app-1").key(),
+            format!(
+                "ubereats.{}",
+                &sha256_hex(&[uber.as_bytes(), b"app-1", b"eats.order"])[..16]
+            )
+        );
+    }
+
+    #[test]
+    fn providers_without_a_token_and_incomplete_credentials_are_refused() {
+        // Just Eat: a static key, no token URL nor client id.
+        let static_key = ProviderApi {
+            token_url: None,
+            client_id: None,
+            ..api("http://127.0.0.1:1/unused", "unused", None)
+        };
+        let e = Credential::new(Provider::Justeat, "acme-je", &static_key).unwrap_err();
+        assert_eq!(
+            e,
+            CredentialError::Unsupported {
+                provider: Provider::Justeat,
+                account: "acme-je".into()
+            }
+        );
         assert_eq!(
             e.to_string(),
-            "account acme-talabat: the token store has no grant for talabat yet (Uber Eats and Wolt only)"
+            "account acme-je: justeat takes no provider token (the token store serves Uber Eats, Wolt, Talabat and Deliveroo)"
         );
+        for provider in [Provider::Careem, Provider::Direct, Provider::Justeat] {
+            assert_eq!(
+                Credential::new(
+                    provider,
+                    "acme",
+                    &api("http://127.0.0.1:1/token", "user", None)
+                )
+                .unwrap_err(),
+                CredentialError::Unsupported {
+                    provider,
+                    account: "acme".into()
+                }
+            );
+        }
+        for provider in [
+            Provider::Ubereats,
+            Provider::Wolt,
+            Provider::Talabat,
+            Provider::Deliveroo,
+        ] {
+            assert_eq!(
+                Credential::new(provider, "acme", &static_key).unwrap_err(),
+                CredentialError::NoTokenEndpoint {
+                    account: "acme".into()
+                },
+                "{provider}"
+            );
+        }
         let e = Credential::new(
             Provider::Wolt,
             "acme-wolt",
@@ -323,5 +495,18 @@ pub(crate) mod tests {
             shown,
             "Credential { provider: Wolt, account: \"acme-wolt\", key: \"wolt.acme-wolt\", secrets: \"[redacted]\" }"
         );
+        for provider in [Provider::Talabat, Provider::Deliveroo] {
+            let c = Credential::new(
+                provider,
+                "acme",
+                &api("http://127.0.0.1:1/token", "user-name", None),
+            )
+            .unwrap();
+            let shown = format!("{c:?}");
+            assert!(
+                !shown.contains("user-name") && !shown.contains("client-secret-value"),
+                "{shown}"
+            );
+        }
     }
 }

@@ -2,11 +2,18 @@
 //! credential in the `PROVIDER_TOKENS` key-value bucket, shared by every
 //! replica of every stage, sealed with `TOKEN_STORE_KEY`.
 //!
+//! The grants (see `credential`): Uber Eats client credentials, Wolt's
+//! rotating refresh token, the Talabat (Delivery Hero middleware) login,
+//! Deliveroo client credentials with HTTP Basic. Just Eat's static key,
+//! Careem and direct accounts take no token.
+//!
 //! Why a shared store and not a cache per process: Uber Eats allows 100
 //! token requests an hour per app and silently revokes the oldest token
 //! when a 101st is live, so a fleet minting per process locks itself out;
 //! a Wolt refresh token is single-use and rotated, and two replicas
-//! refreshing with the same one get both new pairs revoked.
+//! refreshing with the same one get both new pairs revoked. Talabat and
+//! Deliveroo tokens are shared for economy: one login per middleware user,
+//! one 5-minute Deliveroo token per client for the fleet.
 //!
 //! The contract of [`TokenStore`]:
 //! - **One writer per credential at a time, fleet-wide.** A replica that

@@ -442,7 +442,9 @@ impl TokenStore {
             .seed_fingerprint()
             .filter(|fp| leased.seed(fp) == Seed::New);
         let presented: Option<SecretString> = match &cred.grant {
-            Grant::ClientCredentials { .. } => None,
+            Grant::ClientCredentials { .. }
+            | Grant::Login { .. }
+            | Grant::ClientCredentialsBasic { .. } => None,
             Grant::RefreshToken { seed, .. } => match new_seed {
                 Some(_) => Some(seed.clone()),
                 None => leased.refresh_token.clone().map(SecretString::from),
@@ -498,9 +500,9 @@ impl TokenStore {
                         self.failed(cred, &e);
                         return Err(e);
                     }
-                    // A client-credentials token works without the store;
-                    // the fleet mints its own after the lease, one more
-                    // live token of the app's hundred.
+                    // A token without a refresh token works without the
+                    // store; the fleet mints its own after the lease (for
+                    // Uber Eats one more live token of the app's hundred).
                     warn!(
                         provider = cred.provider.as_str(),
                         account = cred.account,
@@ -587,6 +589,12 @@ impl TokenStore {
                     }
                     Grant::ClientCredentials { .. } => {
                         "check the account's api.client_id, client_secret and scope"
+                    }
+                    Grant::Login { .. } => {
+                        "check the account's api.client_id (the middleware user name) and client_secret (its password)"
+                    }
+                    Grant::ClientCredentialsBasic { .. } => {
+                        "check the account's api.client_id and client_secret"
                     }
                 };
                 (
