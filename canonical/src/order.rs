@@ -117,8 +117,13 @@ pub struct Order {
     /// Added. Whether the customer asked for cutlery; null if the provider
     /// does not say.
     pub cutlery: Option<bool>,
-    /// Where the raw webhook sits in JetStream, for audit and replay.
+    /// Where the raw webhook sits in JetStream, for audit and replay (for
+    /// `status_failed`: the decision on the `STATUS` stream).
     pub raw: Raw,
+    /// Added. Present on `status_failed` events only (absent, not null,
+    /// on every other event): the answer that did not reach the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_call: Option<crate::status::StatusCall>,
 }
 
 /// The `schema` field: serializes as [`SCHEMA_ID`] and refuses anything else.
@@ -175,7 +180,11 @@ impl schemars::JsonSchema for Provider {
     }
 }
 
-/// What happened to the order.
+/// What happened to the order. Added: `status_failed`, not from the
+/// provider: the hub could not deliver an answer to the provider (the
+/// backend's, or its own `auto_accept` / `auto_reject`) in time;
+/// `status_call` says which and why, and the order carries only its ids,
+/// like an update without a body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
@@ -183,6 +192,7 @@ pub enum Event {
     Created,
     Updated,
     Cancelled,
+    StatusFailed,
 }
 
 /// Added. The provider's status report that an update or cancellation carries.
@@ -669,6 +679,19 @@ impl Order {
             }
             _ => {}
         }
+        match (self.event, &self.status_call) {
+            (Event::StatusFailed, None) => e.push(
+                "status_call",
+                ProblemKind::Missing,
+                "is required for a status_failed event",
+            ),
+            (Event::Created | Event::Updated | Event::Cancelled, Some(_)) => e.push(
+                "status_call",
+                ProblemKind::Inconsistent,
+                "is only for status_failed events",
+            ),
+            _ => {}
+        }
         not_blank(e, "provider_order_id", &self.provider_order_id);
         opt_not_blank(e, "display_code", &self.display_code);
         not_blank(e, "tenant", &self.tenant);
@@ -990,7 +1013,12 @@ mod tests {
         match v {
             Value::Object(map) => {
                 if let Some(Value::Object(properties)) = map.get("properties") {
-                    let mut names: Vec<String> = properties.keys().cloned().collect();
+                    // `status_call` is written on `status_failed` events only.
+                    let mut names: Vec<String> = properties
+                        .keys()
+                        .filter(|k| *k != "status_call")
+                        .cloned()
+                        .collect();
                     names.sort();
                     map.insert("required".into(), names.into());
                 }
@@ -1075,7 +1103,7 @@ mod tests {
 
         assert_eq!(
             strings(&def(&s, "Event")["enum"]),
-            ["created", "updated", "cancelled"]
+            ["created", "updated", "cancelled", "status_failed"]
         );
         assert_eq!(
             strings(&def(&s, "FulfilmentType")["enum"]),
@@ -1662,6 +1690,7 @@ mod tests {
                             seq,
                             subject: format!("webhooks.raw.{provider}.acct"),
                         },
+                        status_call: None,
                     }
                 },
             )

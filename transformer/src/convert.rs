@@ -164,6 +164,7 @@ impl Input<'_> {
             allergy_notes: None,
             cutlery: None,
             raw: self.raw.clone(),
+            status_call: None,
         }
     }
 

@@ -224,6 +224,7 @@ fn event_name(event: Event) -> &'static str {
         Event::Created => "created",
         Event::Updated => "updated",
         Event::Cancelled => "cancelled",
+        Event::StatusFailed => "status_failed",
     }
 }
 
