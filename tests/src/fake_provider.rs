@@ -1,29 +1,63 @@
-//! A fake Uber Eats and Wolt API, for tests and for `scripts/dev-up` (the
-//! `fake-provider` binary): one loopback server plays both providers' token
-//! endpoints and order GETs, with the traps of the real ones, scripted
-//! faults, and counters a test asserts on. Point an account's `token_url`
-//! and `base_url` at it.
+//! A fake provider API, for tests and for `scripts/dev-up` (the
+//! `fake-provider` binary): one loopback server plays Uber Eats', Wolt's,
+//! Talabat's (the Delivery Hero middleware), Deliveroo's and Just Eat's
+//! token endpoints, Uber's and Wolt's order GETs, and every status call the
+//! hub makes (accept, reject, ready, ...), with the traps of the real ones,
+//! scripted faults, and counters a test asserts on. Point an account's
+//! `token_url` and `base_url` at it.
 //!
 //! | Path | Plays |
 //! |---|---|
 //! | `POST /oauth/v2/token` | Uber client credentials: form `client_id`, `client_secret`, `grant_type=client_credentials`, `scope` (any other body → 400). Unknown client or wrong secret → 401 `invalid_client`. More mints than the hourly cap within any rolling hour → 429 `rate_limited` with `Retry-After`. A mint that makes more than the live-token limit live revokes the client's oldest live tokens. |
 //! | `POST /oauth2/token` | Wolt: HTTP Basic client authentication (Bearer or none → 400 `invalid_request`, wrong client → 401 `invalid_client`); form `grant_type=refresh_token&refresh_token=` or `grant_type=authorization_code&code=`. Every success issues a new access token and a new refresh token; a refresh token is single-use, and presenting a used one revokes what was issued from it (and from its successors) and answers 400 `invalid_grant`. Authorization codes are single-use. |
+//! | `POST /v2/login` | Talabat middleware login: form `username`, `password`, `grant_type=client_credentials` → `{access_token, token_type: "Bearer", expires_in}` (default 1800). Unknown user or wrong password → 401; any other body → 400. |
+//! | `POST /deliveroo/oauth2/token` | Deliveroo: HTTP Basic client authentication (missing or wrong → 401 `invalid_client`), form `grant_type=client_credentials` (other → 400) → `{access_token, expires_in, token_type}` (default 300). Under `/deliveroo/` because Wolt's token endpoint is `/oauth2/token` with the same client authentication: [`FakeProvider::deliveroo_token_url`]. |
 //! | `GET /v2/eats/order/{id}`, `GET /v1/delivery/order/{id}` | Uber order V2, V1 (the query string is recorded) |
 //! | `GET /orders/{id}`, `GET /v2/orders/{id}` | Wolt order V1, V2 |
+//! | `POST /v1/eats/orders/{id}/accept_pos_order`, `deny_pos_order`, `cancel`, `restaurantdelivery/status` | Uber legacy status: 204 (cancel 200; a cancel of a denied or cancelled order → 404) |
+//! | `POST /v1/delivery/order/{id}/accept`, `deny`, `cancel`, `ready`, `update-ready-time` | Uber Order Fulfillment status: 204 |
+//! | `PUT /orders/{id}/accept`, `self-delivery/accept`, `confirm-preorder`, `reject`, `ready`, `delivered` | Wolt status (Bearer): 202, confirm-preorder 204 |
+//! | `POST /v2/order/status/{token}`, `POST /v2/orders/{token}/preparation-completed` | Talabat callbacks ([`FakeProvider::talabat_callback_urls`]): accepted, rejected (`reason` one of [`TALABAT_REJECT_REASONS`]) or picked up, told apart by the body's `status`; prepared has no body. 200 |
+//! | `PATCH /order/v1/orders/{id}`, `POST .../sync_status`, `POST .../prep_stage` | Deliveroo status: 204; `sync_status` once per order |
+//! | `POST /order/{id}/sent-to-pos-success`, `sent-to-pos-failed` | Just Eat's JET Connect (`X-Flyt-Api-Key`): 204 |
+//! | `PUT /orders/{id}/accept`, `reject`, `duedate`; `POST /orders/{id}/readyforcollection`, `dispatchedtocustomer`, `complete` | Just Eat partner API (`Authorization: JE-API-KEY <key>`): PUT 200, POST 204. Accept and reject share Wolt's paths: a request whose `Authorization` scheme is `JE-API-KEY` is Just Eat's, any other Wolt's. |
 //!
 //! An order GET needs `Authorization: Bearer` with a live access token of
 //! that provider (else 401 in the provider's error shape) and answers the
 //! stored body byte for byte, or 404 in the provider's error shape.
 //!
-//! Not modelled: scopes (echoed, never checked); which venue a Wolt token
-//! belongs to (any live Wolt token reads any Wolt order); Wolt's V2 media
-//! type on `GET /orders/{id}`; refresh-token lifetimes; status calls
-//! (accept, deny, ...), which answer 404 like any unknown path.
+//! A status request is checked as the real API would, in this order:
+//! authentication (a live bearer token of that provider that the fake
+//! issued, or a Just Eat key given with [`FakeProvider::add_justeat_key`];
+//! else 401 in the provider's error shape), then the body (JSON with
+//! `Content-Type: application/json`, the fields and enums of the
+//! provider's API, times in RFC 3339; else 400, see `status.rs`), then the
+//! order's state, kept per (provider, order id) with no need to store the
+//! order first: the first accept or reject wins, and a repeated or
+//! conflicting one gets the provider's "already done" answer (409: Uber
+//! `{"code":"resource_status_conflict",...}`, Wolt, Deliveroo and Just Eat
+//! their error shape, Talabat `{"currentState":"ACCEPTED"}` or
+//! `"REJECTED"`). Every status request, faulted or not, is recorded as a
+//! [`StatusCall`] (with the credentials it carried, for tests to assert).
+//!
+//! Not modelled: scopes (echoed, never checked); which venue, restaurant or
+//! brand a token or key belongs to (any live token of the provider works
+//! for any of its orders); Wolt's V2 media type on `GET /orders/{id}`;
+//! refresh-token lifetimes; status order rules beyond accept/reject (ready
+//! before accept is taken); Deliveroo's `occurred_at` window and per-order
+//! rate limits; Talabat's and Deliveroo's exact error bodies (nobody
+//! published them: `{code, message}`); Talabat's transient 409 states
+//! (`ASSIGNED_TO_TRANSPORT`, play them with a fault).
 //!
 //! Control over HTTP, for the binary: `POST /_fake/orders/{ubereats|wolt}/{v1|v2}/{id}`
-//! (the body is the order), `POST /_fake/faults` (see [`parse_fault`]),
-//! `POST /_fake/expire-tokens`, `GET /_fake/stats`. Control requests are
-//! neither recorded nor faulted.
+//! (the body is the order), `POST /_fake/talabat-users` (`{"username",
+//! "password"}`), `POST /_fake/deliveroo-clients` (`{"client_id",
+//! "client_secret"}`), `POST /_fake/justeat-keys` (`{"key"}`),
+//! `POST /_fake/faults` (see [`parse_fault`]), `POST /_fake/expire-tokens`,
+//! `GET /_fake/stats`, `GET /_fake/status-calls[?order_id=]` (the recorded
+//! status calls as a JSON array, see [`StatusCall::to_json`]: only the
+//! scheme of their credentials). Control requests are neither recorded nor
+//! faulted.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -40,26 +74,55 @@ use tokio_util::sync::CancellationToken;
 
 mod http;
 mod state;
+mod status;
 #[cfg(test)]
 mod tests;
 
 pub use http::parse_fault;
 use state::State;
+pub use status::{StatusEndpoint, TALABAT_REJECT_REASONS};
 
 /// The providers the fake plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Platform {
     Ubereats,
     Wolt,
+    Talabat,
+    Deliveroo,
+    Justeat,
 }
 
 impl Platform {
-    /// The name in `shared::Provider`'s spelling (`ubereats`, `wolt`).
+    pub const ALL: [Platform; 5] = [
+        Platform::Ubereats,
+        Platform::Wolt,
+        Platform::Talabat,
+        Platform::Deliveroo,
+        Platform::Justeat,
+    ];
+
+    /// The name in `shared::Provider`'s spelling (`ubereats`, `wolt`, ...).
     pub const fn as_str(self) -> &'static str {
         match self {
             Platform::Ubereats => "ubereats",
             Platform::Wolt => "wolt",
+            Platform::Talabat => "talabat",
+            Platform::Deliveroo => "deliveroo",
+            Platform::Justeat => "justeat",
         }
+    }
+
+    /// Whether the hub fetches this provider's orders (Uber, Wolt): the
+    /// others push the whole order, and the fake serves no order GET for
+    /// them.
+    pub const fn pulled(self) -> bool {
+        matches!(self, Platform::Ubereats | Platform::Wolt)
+    }
+
+    /// Whether the provider has a token endpoint (Just Eat's keys are
+    /// static).
+    pub const fn mints(self) -> bool {
+        !matches!(self, Platform::Justeat)
     }
 }
 
@@ -72,13 +135,14 @@ impl fmt::Display for Platform {
 impl FromStr for Platform {
     type Err = String;
     fn from_str(s: &str) -> Result<Platform, String> {
-        match s {
-            "ubereats" => Ok(Platform::Ubereats),
-            "wolt" => Ok(Platform::Wolt),
-            other => Err(format!(
-                "provider {other:?} is not one the fake plays (ubereats, wolt)"
-            )),
-        }
+        Platform::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "provider {s:?} is not one the fake plays (ubereats, wolt, talabat, deliveroo, justeat)"
+                )
+            })
     }
 }
 
@@ -87,6 +151,9 @@ impl From<Platform> for shared::Provider {
         match p {
             Platform::Ubereats => shared::Provider::Ubereats,
             Platform::Wolt => shared::Provider::Wolt,
+            Platform::Talabat => shared::Provider::Talabat,
+            Platform::Deliveroo => shared::Provider::Deliveroo,
+            Platform::Justeat => shared::Provider::Justeat,
         }
     }
 }
@@ -132,16 +199,22 @@ impl FromStr for Api {
 pub enum Endpoint {
     Token(Platform),
     Order(Platform, Api),
+    Status(StatusEndpoint),
 }
 
 impl Endpoint {
     /// The path of an order GET.
+    ///
+    /// Panics for a provider whose orders are pushed ([`Platform::pulled`]).
     pub fn order_path(platform: Platform, api: Api, id: &str) -> String {
         match (platform, api) {
             (Platform::Ubereats, Api::V2) => format!("/v2/eats/order/{id}"),
             (Platform::Ubereats, Api::V1) => format!("/v1/delivery/order/{id}"),
             (Platform::Wolt, Api::V1) => format!("/orders/{id}"),
             (Platform::Wolt, Api::V2) => format!("/v2/orders/{id}"),
+            (Platform::Talabat | Platform::Deliveroo | Platform::Justeat, _) => {
+                panic!("{platform} orders are pushed: the fake serves no order GET for them")
+            }
         }
     }
 }
@@ -153,6 +226,8 @@ pub enum Matcher {
     Token(Platform),
     /// The provider's order GETs, both APIs.
     Order(Platform),
+    /// Every status endpoint of the provider.
+    Status(Platform),
     /// Any provider request whose path (without the query) starts so.
     PathPrefix(String),
 }
@@ -162,6 +237,7 @@ impl Matcher {
         match (self, endpoint) {
             (Matcher::Token(p), Some(Endpoint::Token(q))) => *p == q,
             (Matcher::Order(p), Some(Endpoint::Order(q, _))) => *p == q,
+            (Matcher::Status(p), Some(Endpoint::Status(e))) => *p == e.platform(),
             (Matcher::PathPrefix(prefix), _) => path.starts_with(prefix.as_str()),
             _ => false,
         }
@@ -236,11 +312,68 @@ pub struct FakeRequest {
     /// Without the query.
     pub path: String,
     pub query: Option<String>,
-    /// The bearer token of an order request; never a token request's
-    /// credentials.
+    /// The bearer token of an order or status request; never a token
+    /// request's credentials.
     pub token: Option<String>,
     /// `None` for a path the fake does not play.
     pub endpoint: Option<Endpoint>,
+}
+
+/// One status request, as the provider received it and as the fake
+/// answered it. Requests a fault answered are recorded too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusCall {
+    /// `ubereats`, `wolt`, `talabat`, `deliveroo` or `justeat`.
+    pub provider: &'static str,
+    pub endpoint: StatusEndpoint,
+    /// The order id (Talabat: the callback token) from the path,
+    /// percent-decoded.
+    pub order_id: String,
+    pub method: String,
+    /// As received: still percent-encoded, without the query.
+    pub path: String,
+    /// The `Authorization` header as received, or `X-Flyt-Api-Key` for JET
+    /// Connect; `None` if absent.
+    pub auth: Option<String>,
+    /// `None` for an empty body; a body that is not JSON is kept as a JSON
+    /// string of its text.
+    pub body: Option<Value>,
+    /// The status the fake answered; 0 for a hanging fault (never
+    /// answered).
+    pub answered: u16,
+}
+
+impl StatusCall {
+    /// The call without its credentials, for `GET /_fake/status-calls`:
+    /// `auth` is only the scheme (`Bearer`, `JE-API-KEY`) or the header
+    /// name (`X-Flyt-Api-Key`).
+    pub fn to_json(&self) -> Value {
+        let auth = self.auth.as_ref().map(|a| {
+            if self.endpoint.flyt_key() {
+                "X-Flyt-Api-Key"
+            } else {
+                a.split(' ').next().unwrap_or("")
+            }
+        });
+        serde_json::json!({
+            "provider": self.provider,
+            "endpoint": format!("{:?}", self.endpoint),
+            "order_id": self.order_id,
+            "method": self.method,
+            "path": self.path,
+            "auth": auth,
+            "body": self.body,
+            "answered": self.answered,
+        })
+    }
+}
+
+/// The first accept or reject an order got: later ones are answered with
+/// the provider's conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Decision {
+    Accepted,
+    Rejected,
 }
 
 /// The running fake. Every method takes `&self` and may be called while
@@ -347,7 +480,7 @@ impl FakeProvider {
         self.serve().await
     }
 
-    /// `http://127.0.0.1:<port>`: the base URL of both providers' APIs.
+    /// `http://127.0.0.1:<port>`: the base URL of every provider's API.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -364,6 +497,38 @@ impl FakeProvider {
     /// Wolt's token endpoint.
     pub fn wolt_token_url(&self) -> String {
         format!("{}/oauth2/token", self.url())
+    }
+
+    /// Talabat's (Delivery Hero middleware's) login.
+    pub fn talabat_token_url(&self) -> String {
+        format!("{}/v2/login", self.url())
+    }
+
+    /// Deliveroo's token endpoint: under `/deliveroo/`, Wolt's being at
+    /// `/oauth2/token` with the same client authentication.
+    pub fn deliveroo_token_url(&self) -> String {
+        format!("{}/deliveroo/oauth2/token", self.url())
+    }
+
+    /// The `callbackUrls` object of a Talabat order whose callback token
+    /// is `order_token`, pointing at the fake (the token percent-encoded
+    /// as one path segment). Put it in a Talabat payload.
+    pub fn talabat_callback_urls(&self, order_token: &str) -> Value {
+        let url = |segments: &[&str]| {
+            let mut u = url::Url::parse(&self.url()).expect("the fake's URL");
+            u.path_segments_mut()
+                .expect("an http URL")
+                .pop_if_empty()
+                .extend(segments);
+            u.to_string()
+        };
+        let status = url(&["v2", "order", "status", order_token]);
+        serde_json::json!({
+            "orderAcceptedUrl": status,
+            "orderRejectedUrl": status,
+            "orderPickedUpUrl": status,
+            "orderPreparedUrl": url(&["v2", "orders", order_token, "preparation-completed"]),
+        })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -384,6 +549,33 @@ impl FakeProvider {
     /// A single-use authorization code for a Wolt venue's client.
     pub fn add_wolt_code(&self, client_id: &str, code: &str) {
         self.state().add_wolt_code(client_id, code);
+    }
+
+    /// Accepts a Talabat middleware login (a second call replaces its
+    /// password).
+    pub fn add_talabat_user(&self, username: &str, password: &str) {
+        self.state().add_talabat_user(username, password);
+    }
+
+    /// Accepts a Deliveroo client (a second call replaces its secret).
+    pub fn add_deliveroo_client(&self, client_id: &str, secret: &str) {
+        self.state().add_deliveroo_client(client_id, secret);
+    }
+
+    /// Accepts a Just Eat API key, for JET Connect (`X-Flyt-Api-Key`) and
+    /// the partner API (`Authorization: JE-API-KEY`).
+    pub fn add_justeat_key(&self, key: &str) {
+        self.state().add_justeat_key(key);
+    }
+
+    /// Lifetime of Talabat tokens issued from now on (default 1800 s).
+    pub fn set_talabat_expires_in(&self, d: Duration) {
+        self.state().talabat_expires_in = d;
+    }
+
+    /// Lifetime of Deliveroo tokens issued from now on (default 300 s).
+    pub fn set_deliveroo_expires_in(&self, d: Duration) {
+        self.state().deliveroo_expires_in = d;
     }
 
     /// Lifetime of Uber tokens minted from now on (default 30 days;
@@ -409,7 +601,13 @@ impl FakeProvider {
     }
 
     /// Stores an order the fake answers with, byte for byte.
+    ///
+    /// Panics for a provider whose orders are pushed ([`Platform::pulled`]).
     pub fn put_order(&self, platform: Platform, api: Api, id: &str, body: impl AsRef<[u8]>) {
+        assert!(
+            platform.pulled(),
+            "{platform} orders are pushed: the fake serves no order GET for them"
+        );
         self.state()
             .put_order(platform, api, id, Bytes::copy_from_slice(body.as_ref()));
     }
@@ -439,7 +637,7 @@ impl FakeProvider {
         self.state().faults_pending()
     }
 
-    /// Every live access token of both providers expires now (refresh
+    /// Every live access token of every provider expires now (refresh
     /// tokens stay usable).
     pub fn expire_all_tokens(&self) {
         self.state().expire_all(Instant::now());
@@ -461,13 +659,13 @@ impl FakeProvider {
         self.state().live_refresh_token(client_id)
     }
 
-    /// Tokens issued for a provider (Uber mints; Wolt refreshes and code
-    /// exchanges that succeeded).
+    /// Tokens issued for a provider (Uber and Deliveroo mints, Talabat
+    /// logins; Wolt refreshes and code exchanges that succeeded).
     pub fn mints(&self, platform: Platform) -> usize {
         self.state().mints(platform)
     }
 
-    /// Tokens issued for one client of a provider.
+    /// Tokens issued for one client (Talabat: user) of a provider.
     pub fn mints_by(&self, platform: Platform, client_id: &str) -> usize {
         self.state().mints_by(platform, client_id)
     }
@@ -501,6 +699,92 @@ impl FakeProvider {
     /// Every provider request so far, in arrival order.
     pub fn requests(&self) -> Vec<FakeRequest> {
         self.state().requests().to_vec()
+    }
+
+    /// Every status request so far, in arrival order.
+    pub fn status_calls(&self) -> Vec<StatusCall> {
+        self.state().status_calls().to_vec()
+    }
+
+    /// The status requests for one order id (of any provider), in arrival
+    /// order.
+    pub fn status_calls_for(&self, order_id: &str) -> Vec<StatusCall> {
+        self.state()
+            .status_calls()
+            .iter()
+            .filter(|c| c.order_id == order_id)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until at least `n` status requests were recorded, and returns
+    /// them all; an error naming what came if `timeout` passes first.
+    pub async fn wait_status_calls(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<StatusCall>> {
+        self.wait_for(n, timeout, None).await
+    }
+
+    /// [`FakeProvider::wait_status_calls`] for one order id.
+    pub async fn wait_status_calls_for(
+        &self,
+        order_id: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<StatusCall>> {
+        self.wait_for(n, timeout, Some(order_id)).await
+    }
+
+    async fn wait_for(
+        &self,
+        n: usize,
+        timeout: Duration,
+        order_id: Option<&str>,
+    ) -> anyhow::Result<Vec<StatusCall>> {
+        let recorded = self.state().recorded.clone();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before looking, so a call recorded in between
+            // still wakes this wait.
+            let notified = recorded.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let calls = match order_id {
+                Some(id) => self.status_calls_for(id),
+                None => self.status_calls(),
+            };
+            if calls.len() >= n {
+                return Ok(calls);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let seen: Vec<String> = calls
+                    .iter()
+                    .map(|c| format!("{} {} → {}", c.method, c.path, c.answered))
+                    .collect();
+                bail!(
+                    "{} status calls{} after {timeout:?}, not {n}: {seen:?}",
+                    calls.len(),
+                    order_id
+                        .map(|id| format!(" for {id:?}"))
+                        .unwrap_or_default(),
+                );
+            }
+        }
+    }
+
+    /// Whether an order was accepted or rejected at its provider (the
+    /// first accept or reject that the fake took).
+    pub fn decision(&self, platform: Platform, order_id: &str) -> Option<Decision> {
+        self.state().decision(platform, order_id)
+    }
+
+    /// Marks an order decided, as if the restaurant's tablet (or Wolt's
+    /// auto-accept) had answered first: the hub's accept or reject then
+    /// meets the provider's conflict.
+    pub fn set_decision(&self, platform: Platform, order_id: &str, decision: Decision) {
+        self.state().set_decision(platform, order_id, decision);
     }
 
     /// The counters, as `GET /_fake/stats` shows them.

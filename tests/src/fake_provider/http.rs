@@ -1,7 +1,7 @@
 //! The fake provider's HTTP side: which endpoint a request is, the checks a
 //! real provider makes before it looks at the request (content type, client
-//! authentication, bearer token), scripted faults, and the `/_fake/`
-//! control routes the binary is driven through.
+//! authentication, bearer token or API key), scripted faults, and the
+//! `/_fake/` control routes the binary is driven through.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,22 +13,53 @@ use serde_json::{Value, json};
 use warp::http::{HeaderMap, Method, Response};
 
 use super::state::{Answer, State};
-use super::{Api, Endpoint, FakeRequest, FaultReply, Matcher, Platform};
+use super::status::{self, Refusal, StatusEndpoint};
+use super::{Api, Endpoint, FakeRequest, FaultReply, Matcher, Platform, StatusCall};
 
-/// Which provider endpoint a path is, with the order id of an order GET.
-pub(super) fn classify(path: &str) -> Option<(Endpoint, Option<String>)> {
+/// Which provider endpoint a path is, with the order id of an order GET
+/// (as received) or of a status request (percent-decoded). `je_api_key`:
+/// the request's `Authorization` scheme is `JE-API-KEY`, which tells Just
+/// Eat's `/orders/{id}/accept` and `/reject` from Wolt's.
+pub(super) fn classify(path: &str, je_api_key: bool) -> Option<(Endpoint, Option<String>)> {
     let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
     let order =
         |p, api, id: &str| (!id.is_empty()).then(|| (Endpoint::Order(p, api), Some(id.to_owned())));
     match segments.as_slice() {
         ["oauth", "v2", "token"] => Some((Endpoint::Token(Platform::Ubereats), None)),
         ["oauth2", "token"] => Some((Endpoint::Token(Platform::Wolt), None)),
+        ["v2", "login"] => Some((Endpoint::Token(Platform::Talabat), None)),
+        ["deliveroo", "oauth2", "token"] => Some((Endpoint::Token(Platform::Deliveroo), None)),
         ["v2", "eats", "order", id] => order(Platform::Ubereats, Api::V2, id),
         ["v1", "delivery", "order", id] => order(Platform::Ubereats, Api::V1, id),
         ["orders", id] => order(Platform::Wolt, Api::V1, id),
         ["v2", "orders", id] => order(Platform::Wolt, Api::V2, id),
-        _ => None,
+        _ => status::classify(&segments, je_api_key)
+            .map(|(e, id)| (Endpoint::Status(e), Some(percent_decode(id)))),
     }
+}
+
+/// `%XX` escapes decoded (anything else as it is; invalid UTF-8 replaced).
+fn percent_decode(segment: &str) -> String {
+    let b = segment.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One incoming request, as warp hands it over.
@@ -45,12 +76,40 @@ impl Incoming {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    fn bearer(&self) -> Option<String> {
+    /// The `Authorization` credentials of `scheme`.
+    fn credentials(&self, scheme: &str) -> Option<String> {
         let v = self.header("authorization")?;
-        let (scheme, token) = v.split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned())
+        let (given, credentials) = v.split_once(' ')?;
+        given
+            .eq_ignore_ascii_case(scheme)
+            .then(|| credentials.trim().to_owned())
+    }
+
+    fn bearer(&self) -> Option<String> {
+        self.credentials("bearer")
+    }
+
+    /// HTTP Basic client authentication: `(client_id, secret)`.
+    fn basic(&self) -> Result<(String, String), &'static str> {
+        let credentials = self
+            .credentials("basic")
+            .ok_or("client authentication must be HTTP Basic")?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credentials)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok());
+        let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+            return Err("the Basic credentials are not base64(client_id:client_secret)");
+        };
+        Ok((id.to_owned(), secret.to_owned()))
+    }
+
+    fn is_json(&self) -> bool {
+        self.header("content-type").is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        })
     }
 
     fn is_form(&self) -> bool {
@@ -93,7 +152,8 @@ pub(super) async fn handle(state: Arc<Mutex<State>>, req: Incoming) -> Response<
         return control(&state, rest, &req);
     }
     let now = Instant::now();
-    let endpoint = classify(&req.path);
+    let je_api_key = req.credentials("je-api-key").is_some();
+    let endpoint = classify(&req.path, je_api_key);
     let fault = {
         let mut s = state.lock().unwrap();
         s.record(FakeRequest {
@@ -103,12 +163,17 @@ pub(super) async fn handle(state: Arc<Mutex<State>>, req: Incoming) -> Response<
             query: (!req.query.is_empty()).then(|| req.query.clone()),
             // The token endpoints' credentials are secrets: never recorded.
             token: match endpoint {
-                Some((Endpoint::Order(..), _)) => req.bearer(),
+                Some((Endpoint::Order(..) | Endpoint::Status(_), _)) => req.bearer(),
                 _ => None,
             },
             endpoint: endpoint.as_ref().map(|(e, _)| *e),
         });
-        s.take_fault(endpoint.as_ref().map(|(e, _)| *e), &req.path)
+        let fault = s.take_fault(endpoint.as_ref().map(|(e, _)| *e), &req.path);
+        if let (Some(f), Some((Endpoint::Status(e), Some(id)))) = (&fault, &endpoint) {
+            let answered = if f.hang { 0 } else { f.status };
+            s.record_status(status_call(*e, id, &req, answered));
+        }
+        fault
     };
     if let Some(fault) = fault {
         return faulted(fault).await;
@@ -122,21 +187,104 @@ pub(super) async fn handle(state: Arc<Mutex<State>>, req: Incoming) -> Response<
     let wanted = match endpoint {
         Endpoint::Token(_) => Method::POST,
         Endpoint::Order(..) => Method::GET,
+        Endpoint::Status(e) => Method::from_bytes(e.method().as_bytes()).expect("a method"),
     };
+    let mut s = state.lock().unwrap();
     if req.method != wanted {
-        return json_response(
+        let refused = json_response(
             405,
             json!({"error": format!("{} {} is not allowed", req.method, req.path)}),
         );
+        if let (Endpoint::Status(e), Some(id)) = (endpoint, &id) {
+            s.record_status(status_call(e, id, &req, 405));
+        }
+        return refused;
     }
-    let mut s = state.lock().unwrap();
     match endpoint {
         Endpoint::Token(Platform::Ubereats) => answer(uber_token(&mut s, &req, now)),
         Endpoint::Token(Platform::Wolt) => answer(wolt_token(&mut s, &req, now)),
+        Endpoint::Token(Platform::Talabat) => answer(talabat_token(&mut s, &req, now)),
+        Endpoint::Token(Platform::Deliveroo) => answer(deliveroo_token(&mut s, &req, now)),
+        Endpoint::Token(Platform::Justeat) => unreachable!("no path is Just Eat's token endpoint"),
         Endpoint::Order(platform, api) => {
             let id = id.expect("order endpoints have an id");
             order(&s, platform, api, &id, &req, now)
         }
+        Endpoint::Status(e) => {
+            let id = id.expect("status endpoints have an id");
+            let a = status_request(&mut s, e, &id, &req, now);
+            s.record_status(status_call(e, &id, &req, a.status));
+            answer(a)
+        }
+    }
+}
+
+/// The record of a status request answered `answered`.
+fn status_call(e: StatusEndpoint, id: &str, req: &Incoming, answered: u16) -> StatusCall {
+    let auth = if e.flyt_key() {
+        req.header("x-flyt-api-key")
+    } else {
+        req.header("authorization")
+    };
+    StatusCall {
+        provider: e.platform().as_str(),
+        endpoint: e,
+        order_id: id.to_owned(),
+        method: req.method.to_string(),
+        path: req.path.clone(),
+        auth: auth.map(str::to_owned),
+        body: (!req.body.is_empty()).then(|| {
+            serde_json::from_slice(&req.body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&req.body).into_owned()))
+        }),
+        answered,
+    }
+}
+
+/// A status request the fake plays: authentication, then the body, then
+/// what the order's state allows.
+fn status_request(
+    s: &mut State,
+    e: StatusEndpoint,
+    id: &str,
+    req: &Incoming,
+    now: Instant,
+) -> Answer {
+    let platform = e.platform();
+    let authorized = match platform {
+        Platform::Justeat if e.flyt_key() => req
+            .header("x-flyt-api-key")
+            .is_some_and(|k| s.justeat_key(k)),
+        Platform::Justeat => req
+            .credentials("je-api-key")
+            .is_some_and(|k| s.justeat_key(&k)),
+        _ => req
+            .bearer()
+            .is_some_and(|t| s.authorized(platform, &t, now)),
+    };
+    if !authorized {
+        let message = match platform {
+            Platform::Ubereats => "Invalid OAuth 2.0 credentials provided.",
+            Platform::Justeat if e.flyt_key() => "the X-Flyt-Api-Key is missing or unknown",
+            Platform::Justeat => "the JE-API-KEY is missing or unknown",
+            _ => "the access token is missing, unknown, expired or revoked",
+        };
+        return Answer::refused(platform, Refusal::Unauthorized, message);
+    }
+    let bad = |message: &str| Answer::refused(platform, Refusal::BadRequest, message);
+    let body = if req.body.is_empty() {
+        None
+    } else if !req.is_json() {
+        return bad("the body must be application/json");
+    } else {
+        match serde_json::from_slice::<Value>(&req.body) {
+            Ok(v) => Some(v),
+            Err(e) => return bad(&format!("the body is not JSON: {e}")),
+        }
+    };
+    match status::validate(e, body.as_ref()) {
+        Ok(effect) => s.status(e, id, effect),
+        Err(message) => bad(&message),
     }
 }
 
@@ -172,31 +320,43 @@ fn uber_token(s: &mut State, req: &Incoming, now: Instant) -> Answer {
 }
 
 fn wolt_token(s: &mut State, req: &Incoming, now: Instant) -> Answer {
-    let bad = |description: &str| Answer {
-        status: 400,
-        retry_after: None,
-        body: Bytes::from(
-            json!({"error": "invalid_request", "error_description": description}).to_string(),
-        ),
-    };
-    let Some((scheme, credentials)) = req.header("authorization").and_then(|v| v.split_once(' '))
-    else {
-        return bad("client authentication must be HTTP Basic");
-    };
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return bad("client authentication must be HTTP Basic");
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(credentials.trim())
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok());
-    let Some((client_id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
-        return bad("the Basic credentials are not base64(client_id:client_secret)");
+    let bad = |description: &str| Answer::oauth(400, "invalid_request", description);
+    let (client_id, secret) = match req.basic() {
+        Ok(credentials) => credentials,
+        Err(e) => return bad(e),
     };
     if !req.is_form() {
         return bad("the body must be application/x-www-form-urlencoded");
     }
-    s.wolt_token(client_id, secret, &req.form(), now)
+    s.wolt_token(&client_id, &secret, &req.form(), now)
+}
+
+fn talabat_token(s: &mut State, req: &Incoming, now: Instant) -> Answer {
+    if !req.is_form() {
+        return Answer::refused(
+            Platform::Talabat,
+            Refusal::BadRequest,
+            "the body must be application/x-www-form-urlencoded",
+        );
+    }
+    s.talabat_login(&req.form(), now)
+}
+
+/// Deliveroo: a client that does not authenticate with HTTP Basic is
+/// refused as an unknown one (401 `invalid_client`, RFC 6749 §5.2).
+fn deliveroo_token(s: &mut State, req: &Incoming, now: Instant) -> Answer {
+    let (client_id, secret) = match req.basic() {
+        Ok(credentials) => credentials,
+        Err(e) => return Answer::oauth(401, "invalid_client", e),
+    };
+    if !req.is_form() {
+        return Answer::oauth(
+            400,
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        );
+    }
+    s.deliveroo_token(&client_id, &secret, &req.form(), now)
 }
 
 fn order(
@@ -211,19 +371,11 @@ fn order(
         .bearer()
         .is_some_and(|t| s.authorized(platform, &t, now));
     if !authorized {
-        return json_response(
-            401,
-            match platform {
-                Platform::Ubereats => json!({
-                    "code": "unauthorized",
-                    "message": "Invalid OAuth 2.0 credentials provided.",
-                }),
-                Platform::Wolt => json!({
-                    "error_code": "UNAUTHORIZED",
-                    "reason": "the access token is missing, unknown, expired or revoked",
-                }),
-            },
-        );
+        let message = match platform {
+            Platform::Ubereats => "Invalid OAuth 2.0 credentials provided.",
+            _ => "the access token is missing, unknown, expired or revoked",
+        };
+        return answer(Answer::refused(platform, Refusal::Unauthorized, message));
     }
     match s.order(platform, api, id) {
         Some(body) => Response::builder()
@@ -231,35 +383,75 @@ fn order(
             .header("content-type", "application/json")
             .body(body)
             .expect("a valid fake response"),
-        None => json_response(
-            404,
-            match platform {
-                Platform::Ubereats => json!({
-                    "code": "resource_not_found",
-                    "message": format!("order {id} not found"),
-                }),
-                Platform::Wolt => json!({
-                    "error_code": "NOT_FOUND",
-                    "reason": format!("order {id} not found"),
-                }),
-            },
-        ),
+        None => answer(Answer::refused(
+            platform,
+            Refusal::NotFound,
+            &format!("order {id} not found"),
+        )),
     }
 }
 
-/// `/_fake/...`: orders, faults, expiry and stats over HTTP.
+/// The string fields of a control request's JSON object body.
+fn control_fields<const N: usize>(body: &[u8], names: [&str; N]) -> Result<[String; N], String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let mut out = names.map(|_| String::new());
+    for (name, slot) in names.iter().zip(out.iter_mut()) {
+        match v.get(name) {
+            Some(Value::String(s)) if !s.is_empty() => *slot = s.clone(),
+            _ => return Err(format!("{name} must be a non-empty string")),
+        }
+    }
+    Ok(out)
+}
+
+/// `/_fake/...`: orders, credentials, faults, expiry, stats and status
+/// calls over HTTP.
 fn control(state: &Mutex<State>, rest: &str, req: &Incoming) -> Response<Bytes> {
     let segments: Vec<&str> = rest.split('/').collect();
     let result = match (&req.method, segments.as_slice()) {
         (&Method::POST, ["orders", platform, api, id]) if !id.is_empty() => {
             platform.parse::<Platform>().and_then(|p| {
                 let api = api.parse::<Api>()?;
+                if !p.pulled() {
+                    return Err(format!(
+                        "{p} orders are pushed: the fake serves no order GET for them"
+                    ));
+                }
                 state
                     .lock()
                     .unwrap()
                     .put_order(p, api, id, req.body.clone());
                 Ok(None)
             })
+        }
+        (&Method::POST, ["talabat-users"]) => control_fields(&req.body, ["username", "password"])
+            .map(|[user, password]| {
+                state.lock().unwrap().add_talabat_user(&user, &password);
+                None
+            }),
+        (&Method::POST, ["deliveroo-clients"]) => {
+            control_fields(&req.body, ["client_id", "client_secret"]).map(|[id, secret]| {
+                state.lock().unwrap().add_deliveroo_client(&id, &secret);
+                None
+            })
+        }
+        (&Method::POST, ["justeat-keys"]) => control_fields(&req.body, ["key"]).map(|[key]| {
+            state.lock().unwrap().add_justeat_key(&key);
+            None
+        }),
+        (&Method::GET, ["status-calls"]) => {
+            let order_id = url::form_urlencoded::parse(req.query.as_bytes())
+                .find(|(k, _)| k == "order_id")
+                .map(|(_, v)| v.into_owned());
+            let s = state.lock().unwrap();
+            let calls: Vec<Value> = s
+                .status_calls()
+                .iter()
+                .filter(|c| order_id.as_ref().is_none_or(|id| &c.order_id == id))
+                .map(StatusCall::to_json)
+                .collect();
+            Ok(Some(Value::Array(calls)))
         }
         (&Method::POST, ["faults"]) => parse_fault(&req.body).map(|(matcher, reply)| {
             state.lock().unwrap().add_fault(matcher, reply);
@@ -285,7 +477,7 @@ fn control(state: &Mutex<State>, rest: &str, req: &Incoming) -> Response<Bytes> 
 }
 
 /// A fault from `POST /_fake/faults`: a matcher (`"provider"` and
-/// `"endpoint": "token" | "order"`, or `"path_prefix"`) and the reply
+/// `"endpoint": "token" | "order" | "status"`, or `"path_prefix"`) and the reply
 /// (`status`, `retry_after`, `body` (a string, or JSON sent as it is),
 /// `times` (default 1), `delay_ms`, `hang`).
 pub fn parse_fault(body: &[u8]) -> Result<(Matcher, FaultReply), String> {
@@ -313,14 +505,19 @@ pub fn parse_fault(body: &[u8]) -> Result<(Matcher, FaultReply), String> {
         (None, Some(p), Some(e)) => {
             let p = p.parse::<Platform>()?;
             match e.as_str() {
-                "token" => Matcher::Token(p),
-                "order" => Matcher::Order(p),
-                other => return Err(format!("endpoint {other:?} is not token or order")),
+                "token" if p.mints() => Matcher::Token(p),
+                "order" if p.pulled() => Matcher::Order(p),
+                "status" => Matcher::Status(p),
+                "token" | "order" => return Err(format!("{p} has no {e} endpoint")),
+                other => {
+                    return Err(format!("endpoint {other:?} is not token, order or status"));
+                }
             }
         }
         _ => {
             return Err(
-                "name either path_prefix, or provider and endpoint (token or order)".to_owned(),
+                "name either path_prefix, or provider and endpoint (token, order or status)"
+                    .to_owned(),
             );
         }
     };

@@ -1,21 +1,28 @@
-//! What the fake provider knows and decides, without HTTP: the clients and
-//! venues it accepts, every token it issued and whether it is still live,
-//! the stored orders, the recorded requests and the fault queue. Every
+//! What the fake provider knows and decides, without HTTP: the clients,
+//! venues, logins and keys it accepts, every token it issued and whether it
+//! is still live, the stored orders, what each order was answered at its
+//! provider, the recorded requests and status calls, and the fault queue. Every
 //! decision is made under one lock, so concurrent requests are served in
 //! some order, never interleaved (two refreshes with one Wolt refresh token:
 //! one wins, the other is a reuse).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{Api, Endpoint, FakeRequest, FaultReply, Matcher, Platform};
+use super::status::{Effect, Refusal, StatusEndpoint, error_body};
+use super::{Api, Decision, Endpoint, FakeRequest, FaultReply, Matcher, Platform, StatusCall};
 
 /// Uber's documented token lifetime (30 days) and Wolt's (1 hour).
 pub(super) const UBER_EXPIRES_IN: Duration = Duration::from_secs(2_592_000);
 pub(super) const WOLT_EXPIRES_IN: Duration = Duration::from_secs(3600);
+/// The Delivery Hero middleware's login (1800 s in two public clients) and
+/// Deliveroo's documented 5 minutes.
+pub(super) const TALABAT_EXPIRES_IN: Duration = Duration::from_secs(1800);
+pub(super) const DELIVEROO_EXPIRES_IN: Duration = Duration::from_secs(300);
 /// Uber: 100 token requests an hour, and minting when 100 are live evicts
 /// the oldest.
 pub(super) const UBER_HOURLY_CAP: usize = 100;
@@ -39,8 +46,21 @@ impl Answer {
         }
     }
 
+    /// A provider's error body for a refused request.
+    pub fn refused(platform: Platform, refusal: Refusal, message: &str) -> Answer {
+        Answer::json(refusal.status(), error_body(platform, refusal, message))
+    }
+
+    fn empty(status: u16) -> Answer {
+        Answer {
+            status,
+            retry_after: None,
+            body: Bytes::new(),
+        }
+    }
+
     /// An OAuth2 error (`{"error": ..., "error_description": ...}`).
-    fn oauth(status: u16, error: &str, description: impl Into<String>) -> Answer {
+    pub fn oauth(status: u16, error: &str, description: impl Into<String>) -> Answer {
         Answer::json(
             status,
             json!({"error": error, "error_description": description.into()}),
@@ -69,6 +89,18 @@ struct RefreshToken {
     issued: Option<(String, String)>,
 }
 
+/// What an order was told at its provider so far.
+#[derive(Debug, Default)]
+struct Progress {
+    decision: Option<Decision>,
+    /// Deliveroo: `confirmed` (after accepted).
+    confirmed: bool,
+    /// Deliveroo: `sync_status` was reported.
+    synced: bool,
+    /// Uber: cancelled by the restaurant.
+    cancelled: bool,
+}
+
 struct Fault {
     matcher: Matcher,
     reply: FaultReply,
@@ -81,7 +113,12 @@ pub(super) struct State {
     pub wolt_expires_in: Duration,
     pub uber_hourly_cap: usize,
     pub uber_live_limit: usize,
+    pub talabat_expires_in: Duration,
+    pub deliveroo_expires_in: Duration,
     uber_clients: HashMap<String, String>,
+    talabat_users: HashMap<String, String>,
+    deliveroo_clients: HashMap<String, String>,
+    justeat_keys: HashSet<String>,
     wolt_venues: HashMap<String, String>,
     /// Wolt authorization codes: client id, and whether it was exchanged.
     wolt_codes: HashMap<String, (String, bool)>,
@@ -96,6 +133,10 @@ pub(super) struct State {
     revoked: usize,
     orders: HashMap<(Platform, Api, String), Bytes>,
     requests: Vec<FakeRequest>,
+    progress: HashMap<(Platform, String), Progress>,
+    status_calls: Vec<StatusCall>,
+    /// Woken at every recorded status call.
+    pub recorded: Arc<tokio::sync::Notify>,
     faults: Vec<Fault>,
 }
 
@@ -106,7 +147,12 @@ impl Default for State {
             wolt_expires_in: WOLT_EXPIRES_IN,
             uber_hourly_cap: UBER_HOURLY_CAP,
             uber_live_limit: UBER_LIVE_LIMIT,
+            talabat_expires_in: TALABAT_EXPIRES_IN,
+            deliveroo_expires_in: DELIVEROO_EXPIRES_IN,
             uber_clients: HashMap::new(),
+            talabat_users: HashMap::new(),
+            deliveroo_clients: HashMap::new(),
+            justeat_keys: HashSet::new(),
             wolt_venues: HashMap::new(),
             wolt_codes: HashMap::new(),
             access: HashMap::new(),
@@ -118,6 +164,9 @@ impl Default for State {
             revoked: 0,
             orders: HashMap::new(),
             requests: Vec::new(),
+            progress: HashMap::new(),
+            status_calls: Vec::new(),
+            recorded: Default::default(),
             faults: Vec::new(),
         }
     }
@@ -147,6 +196,24 @@ impl State {
         );
     }
 
+    pub fn add_talabat_user(&mut self, username: &str, password: &str) {
+        self.talabat_users
+            .insert(username.to_owned(), password.to_owned());
+    }
+
+    pub fn add_deliveroo_client(&mut self, id: &str, secret: &str) {
+        self.deliveroo_clients
+            .insert(id.to_owned(), secret.to_owned());
+    }
+
+    pub fn add_justeat_key(&mut self, key: &str) {
+        self.justeat_keys.insert(key.to_owned());
+    }
+
+    pub fn justeat_key(&self, key: &str) -> bool {
+        self.justeat_keys.contains(key)
+    }
+
     pub fn add_wolt_code(&mut self, client_id: &str, code: &str) {
         self.wolt_codes
             .insert(code.to_owned(), (client_id.to_owned(), false));
@@ -166,6 +233,89 @@ impl State {
 
     pub fn requests(&self) -> &[FakeRequest] {
         &self.requests
+    }
+
+    pub fn record_status(&mut self, call: StatusCall) {
+        self.status_calls.push(call);
+        self.recorded.notify_waiters();
+    }
+
+    pub fn status_calls(&self) -> &[StatusCall] {
+        &self.status_calls
+    }
+
+    pub fn decision(&self, platform: Platform, id: &str) -> Option<Decision> {
+        self.progress
+            .get(&(platform, id.to_owned()))
+            .and_then(|p| p.decision)
+    }
+
+    pub fn set_decision(&mut self, platform: Platform, id: &str, decision: Decision) {
+        self.progress
+            .entry((platform, id.to_owned()))
+            .or_default()
+            .decision = Some(decision);
+    }
+
+    /// A valid, authorized status request for order `id`: the provider's
+    /// success, or its "already done" answer.
+    pub fn status(&mut self, e: StatusEndpoint, id: &str, effect: Effect) -> Answer {
+        let platform = e.platform();
+        let p = self.progress.entry((platform, id.to_owned())).or_default();
+        let conflict = |message: String| match platform {
+            // The middleware names the order's state; the hub retries on
+            // some of them (a fault plays those).
+            Platform::Talabat => Answer::json(
+                409,
+                json!({"currentState": match p.decision {
+                    Some(Decision::Rejected) => "REJECTED",
+                    _ => "ACCEPTED",
+                }}),
+            ),
+            _ => Answer::refused(platform, Refusal::Conflict, &message),
+        };
+        let decided = |d: Decision| match d {
+            Decision::Accepted => "accepted",
+            Decision::Rejected => "rejected",
+        };
+        match effect {
+            Effect::Accept | Effect::Reject => {
+                if let Some(d) = p.decision {
+                    return conflict(format!("order {id} is already {}", decided(d)));
+                }
+                p.decision = Some(match effect {
+                    Effect::Accept => Decision::Accepted,
+                    _ => Decision::Rejected,
+                });
+            }
+            Effect::Confirm => {
+                if p.decision != Some(Decision::Accepted) || p.confirmed {
+                    return conflict(format!("order {id} cannot be confirmed now"));
+                }
+                p.confirmed = true;
+            }
+            Effect::Sync => {
+                if p.synced {
+                    return conflict(format!("order {id} already has a sync status"));
+                }
+                p.synced = true;
+            }
+            Effect::Cancel => {
+                if p.cancelled || p.decision == Some(Decision::Rejected) {
+                    let message = format!("order {id} is already cancelled or denied");
+                    return match e {
+                        // Uber's legacy cancel: 404 for a terminal order.
+                        StatusEndpoint::UberCancel => {
+                            Answer::refused(platform, Refusal::NotFound, &message)
+                        }
+                        _ => conflict(message),
+                    };
+                }
+                p.cancelled = true;
+            }
+            Effect::Progress => {}
+        }
+        Answer::empty(e.success())
     }
 
     pub fn add_fault(&mut self, matcher: Matcher, reply: FaultReply) {
@@ -244,19 +394,7 @@ impl State {
         }
         times.push_back(now);
 
-        let token = new_token("KA.fake-");
-        self.access.insert(
-            token.clone(),
-            AccessToken {
-                platform: Platform::Ubereats,
-                expires_at: now + self.uber_expires_in,
-                revoked: false,
-            },
-        );
-        *self
-            .mints
-            .entry((Platform::Ubereats, client.to_owned()))
-            .or_default() += 1;
+        let token = self.issue(Platform::Ubereats, client, self.uber_expires_in, now);
         // More live tokens than the limit: the oldest live ones are evicted.
         let minted = self.uber_minted.entry(client.to_owned()).or_default();
         minted.push_back(token.clone());
@@ -276,6 +414,103 @@ impl State {
                 "token_type": "Bearer",
                 "scope": form["scope"],
                 "refresh_token": "",
+            }),
+        )
+    }
+
+    /// An access token of `platform` for `owner`, counted as a mint.
+    fn issue(
+        &mut self,
+        platform: Platform,
+        owner: &str,
+        expires_in: Duration,
+        now: Instant,
+    ) -> String {
+        let token = new_token(match platform {
+            Platform::Talabat => "talabat-at-",
+            Platform::Deliveroo => "deliveroo-at-",
+            Platform::Ubereats => "KA.fake-",
+            Platform::Wolt => "wolt-at-",
+            Platform::Justeat => unreachable!("Just Eat has no tokens"),
+        });
+        self.access.insert(
+            token.clone(),
+            AccessToken {
+                platform,
+                expires_at: now + expires_in,
+                revoked: false,
+            },
+        );
+        *self.mints.entry((platform, owner.to_owned())).or_default() += 1;
+        token
+    }
+
+    /// `POST /v2/login` with a parsed form: the Delivery Hero middleware.
+    pub fn talabat_login(&mut self, form: &HashMap<String, String>, now: Instant) -> Answer {
+        let bad =
+            |message: String| Answer::refused(Platform::Talabat, Refusal::BadRequest, &message);
+        for field in ["username", "password", "grant_type"] {
+            if form.get(field).is_none_or(|v| v.is_empty()) {
+                return bad(format!("missing {field}"));
+            }
+        }
+        if form["grant_type"] != "client_credentials" {
+            return bad(format!(
+                "grant_type {:?} is not client_credentials",
+                form["grant_type"]
+            ));
+        }
+        let user = form["username"].as_str();
+        if self.talabat_users.get(user) != Some(&form["password"]) {
+            return Answer::refused(
+                Platform::Talabat,
+                Refusal::Unauthorized,
+                "unknown user or wrong password",
+            );
+        }
+        let expires_in = self.talabat_expires_in;
+        let token = self.issue(Platform::Talabat, user, expires_in, now);
+        Answer::json(
+            200,
+            json!({
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": expires_in.as_secs(),
+            }),
+        )
+    }
+
+    /// `POST /deliveroo/oauth2/token` for a client already authenticated
+    /// as `client_id` with `secret` (HTTP Basic).
+    pub fn deliveroo_token(
+        &mut self,
+        client_id: &str,
+        secret: &str,
+        form: &HashMap<String, String>,
+        now: Instant,
+    ) -> Answer {
+        if self.deliveroo_clients.get(client_id).map(String::as_str) != Some(secret) {
+            return Answer::oauth(401, "invalid_client", "unknown client or wrong secret");
+        }
+        match form.get("grant_type").map(String::as_str) {
+            Some("client_credentials") => {}
+            Some(other) => {
+                return Answer::oauth(
+                    400,
+                    "unsupported_grant_type",
+                    format!("grant_type {other:?} is not client_credentials"),
+                );
+            }
+            None => return Answer::oauth(400, "invalid_request", "missing grant_type"),
+        }
+        let expires_in = self.deliveroo_expires_in;
+        let token = self.issue(Platform::Deliveroo, client_id, expires_in, now);
+        Answer::json(
+            200,
+            json!({
+                "access_token": token,
+                "expires_in": expires_in.as_secs(),
+                "token_type": "Bearer",
             }),
         )
     }
@@ -352,16 +587,8 @@ impl State {
 
     /// A new access token and refresh token for a venue.
     fn wolt_issue(&mut self, client_id: &str, now: Instant) -> (String, String, Value) {
-        let access = new_token("wolt-at-");
+        let access = self.issue(Platform::Wolt, client_id, self.wolt_expires_in, now);
         let refresh = new_token("wolt-rt-");
-        self.access.insert(
-            access.clone(),
-            AccessToken {
-                platform: Platform::Wolt,
-                expires_at: now + self.wolt_expires_in,
-                revoked: false,
-            },
-        );
         self.refresh.insert(
             refresh.clone(),
             RefreshToken {
@@ -372,10 +599,6 @@ impl State {
                 issued: None,
             },
         );
-        *self
-            .mints
-            .entry((Platform::Wolt, client_id.to_owned()))
-            .or_default() += 1;
         let body = json!({
             "access_token": access,
             "token_type": "Bearer",
@@ -485,8 +708,24 @@ impl State {
         self.revoked
     }
 
+    /// Whether the fake accepts some client of the provider, or issued it
+    /// a token.
+    fn knows(&self, p: Platform) -> bool {
+        let registered = match p {
+            Platform::Ubereats => !self.uber_clients.is_empty(),
+            Platform::Wolt => !self.wolt_venues.is_empty(),
+            Platform::Talabat => !self.talabat_users.is_empty(),
+            Platform::Deliveroo => !self.deliveroo_clients.is_empty(),
+            Platform::Justeat => !self.justeat_keys.is_empty(),
+        };
+        registered || self.mints(p) > 0
+    }
+
     /// The counters as JSON (`GET /_fake/stats`). No token or secret is in
-    /// it: the binary's stats are for people watching a dev hub.
+    /// it: the binary's stats are for people watching a dev hub. Mints and
+    /// live tokens are shown for the providers with a token endpoint that
+    /// the fake has a client of; status calls by provider, for those that
+    /// got any.
     pub fn stats(&self, now: Instant) -> Value {
         let mut by_client = serde_json::Map::new();
         for ((p, client), n) in &self.mints {
@@ -502,20 +741,29 @@ impl State {
                 .filter(|a| a.platform == p && a.live(now))
                 .count()
         };
+        let minting = || {
+            Platform::ALL
+                .into_iter()
+                .filter(|p| p.mints() && self.knows(*p))
+        };
+        let mints: serde_json::Map<String, Value> = minting()
+            .map(|p| (p.to_string(), json!(self.mints(p))))
+            .collect();
+        let live: serde_json::Map<String, Value> =
+            minting().map(|p| (p.to_string(), json!(live(p)))).collect();
+        let mut calls: BTreeMap<&str, usize> = BTreeMap::new();
+        for c in &self.status_calls {
+            *calls.entry(c.provider).or_default() += 1;
+        }
         json!({
-            "mints": {
-                "ubereats": self.mints(Platform::Ubereats),
-                "wolt": self.mints(Platform::Wolt),
-            },
+            "mints": mints,
             "mints_by_client": by_client,
-            "live_access_tokens": {
-                "ubereats": live(Platform::Ubereats),
-                "wolt": live(Platform::Wolt),
-            },
+            "live_access_tokens": live,
             "refresh_token_reuses": self.reuses,
             "revoked": self.revoked,
             "requests": self.requests.len(),
             "requests_by_path": paths,
+            "status_calls": calls,
             "faults_pending": self.faults_pending(),
         })
     }

@@ -659,6 +659,7 @@ async fn fake_provider_http_control_routes() {
                 "/v2/eats/order/uber-1": 1,
                 "/orders/w-9": 2,
             },
+            "status_calls": {},
             "faults_pending": 1,
         })
     );
@@ -733,4 +734,1405 @@ fn fake_provider_reads_orders_laid_out_as_fixtures() {
         err.contains("d.json") && err.contains("no order id"),
         "{err}"
     );
+}
+
+// ---- Status endpoints (issue 14) ----
+
+/// Sends a request with `headers`, and a JSON body if any; `(status,
+/// body)`, the body `Null` when empty.
+async fn send(
+    fake: &FakeProvider,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = client().request(
+        reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+        format!("{}{path}", fake.url()),
+    );
+    for (name, value) in headers {
+        r = r.header(*name, *value);
+    }
+    if let Some(body) = body {
+        r = r.json(&body);
+    }
+    let r = r.send().await.expect("status request");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("a body");
+    if text.is_empty() {
+        return (status, Value::Null);
+    }
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text })),
+    )
+}
+
+async fn talabat_login(fake: &FakeProvider, user: &str, password: &str) -> (u16, Value) {
+    let r = client()
+        .post(fake.talabat_token_url())
+        .form(&[
+            ("username", user),
+            ("password", password),
+            ("grant_type", "client_credentials"),
+        ])
+        .send()
+        .await
+        .expect("login request");
+    json_of(r).await
+}
+
+async fn deliveroo_mint(url: &str, secret: &str) -> (u16, Value) {
+    let r = client()
+        .post(url)
+        .header("authorization", basic("roo-app", secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token request");
+    json_of(r).await
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+const NOW: &str = "2026-03-01T12:00:00Z";
+
+#[tokio::test]
+async fn fake_provider_talabat_login_answers_a_bearer_token_for_its_users_only() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.add_talabat_user("tb-user", "tb-pass");
+    let (status, body) = talabat_login(&fake, "tb-user", "tb-pass").await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    assert!(token.starts_with("talabat-at-"), "{token}");
+    assert_eq!(
+        body,
+        json!({"access_token": token, "token_type": "Bearer", "expires_in": 1800})
+    );
+    assert!(fake.token_live(token));
+    assert_eq!(fake.mints_by(Platform::Talabat, "tb-user"), 1);
+
+    for (user, password) in [("tb-user", "wrong"), ("nobody", "tb-pass")] {
+        let (status, body) = talabat_login(&fake, user, password).await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("UNAUTHORIZED")));
+    }
+    let r = client()
+        .post(fake.talabat_token_url())
+        .json(&json!({"username": "tb-user", "password": "tb-pass", "grant_type": "client_credentials"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a JSON login");
+    let r = client()
+        .post(fake.talabat_token_url())
+        .form(&[
+            ("username", "tb-user"),
+            ("password", "tb-pass"),
+            ("grant_type", "password"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "another grant");
+
+    fake.set_talabat_expires_in(Duration::from_secs(60));
+    let (_, body) = talabat_login(&fake, "tb-user", "tb-pass").await;
+    assert_eq!(body["expires_in"], 60);
+    assert_eq!(fake.mints(Platform::Talabat), 2);
+}
+
+#[tokio::test]
+async fn fake_provider_talabat_callbacks_take_the_first_answer_and_409_the_next() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.add_talabat_user("tb-user", "tb-pass");
+    let (_, body) = talabat_login(&fake, "tb-user", "tb-pass").await;
+    let auth = bearer(body["access_token"].as_str().unwrap());
+    let h = [("authorization", auth.as_str())];
+
+    // The token goes in as one path segment.
+    let urls = fake.talabat_callback_urls("tok 1/a");
+    let status_url = format!("{}/v2/order/status/tok%201%2Fa", fake.url());
+    assert_eq!(
+        urls,
+        json!({
+            "orderAcceptedUrl": status_url,
+            "orderRejectedUrl": status_url,
+            "orderPickedUpUrl": status_url,
+            "orderPreparedUrl": format!("{}/v2/orders/tok%201%2Fa/preparation-completed", fake.url()),
+        })
+    );
+    let path = "/v2/order/status/tok%201%2Fa";
+    let accepted = json!({"status": "order_accepted", "acceptanceTime": "2026-03-01T12:20:00.000Z", "remoteOrderId": "OH-1"});
+    assert_eq!(
+        send(&fake, "POST", path, &h, Some(accepted.clone())).await,
+        (200, Value::Null)
+    );
+    assert_eq!(
+        fake.decision(Platform::Talabat, "tok 1/a"),
+        Some(Decision::Accepted)
+    );
+    assert_eq!(
+        send(&fake, "POST", path, &h, Some(accepted.clone())).await,
+        (409, json!({"currentState": "ACCEPTED"}))
+    );
+    let rejected = json!({"status": "order_rejected", "reason": "TOO_BUSY", "message": "Busy"});
+    assert_eq!(
+        send(&fake, "POST", path, &h, Some(rejected.clone())).await,
+        (409, json!({"currentState": "ACCEPTED"}))
+    );
+    assert_eq!(
+        send(
+            &fake,
+            "POST",
+            path,
+            &h,
+            Some(json!({"status": "order_picked_up"}))
+        )
+        .await,
+        (200, Value::Null)
+    );
+    let prepared = "/v2/orders/tok%201%2Fa/preparation-completed";
+    assert_eq!(send(&fake, "POST", prepared, &h, None).await.0, 200);
+
+    // A reject first: the accept after it meets REJECTED.
+    let other = "/v2/order/status/tok-2";
+    assert_eq!(send(&fake, "POST", other, &h, Some(rejected)).await.0, 200);
+    assert_eq!(
+        send(&fake, "POST", other, &h, Some(accepted.clone())).await,
+        (409, json!({"currentState": "REJECTED"}))
+    );
+
+    let calls = fake.status_calls_for("tok 1/a");
+    let seen: Vec<_> = calls
+        .iter()
+        .map(|c| (c.endpoint, c.method.as_str(), c.answered))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (StatusEndpoint::TalabatOrderStatus, "POST", 200),
+            (StatusEndpoint::TalabatOrderStatus, "POST", 409),
+            (StatusEndpoint::TalabatOrderStatus, "POST", 409),
+            (StatusEndpoint::TalabatOrderStatus, "POST", 200),
+            (StatusEndpoint::TalabatPreparationCompleted, "POST", 200),
+        ]
+    );
+    assert_eq!(
+        calls[0],
+        StatusCall {
+            provider: "talabat",
+            endpoint: StatusEndpoint::TalabatOrderStatus,
+            order_id: "tok 1/a".to_owned(),
+            method: "POST".to_owned(),
+            path: path.to_owned(),
+            auth: Some(auth.clone()),
+            body: Some(accepted),
+            answered: 200,
+        }
+    );
+    assert_eq!(calls[4].body, None);
+    assert_eq!(fake.status_calls().len(), 7);
+}
+
+#[tokio::test]
+async fn fake_provider_talabat_refuses_bad_bodies_and_foreign_tokens() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.add_talabat_user("tb-user", "tb-pass");
+    fake.add_uber_client("uber-app", "uber-secret");
+    let (_, body) = talabat_login(&fake, "tb-user", "tb-pass").await;
+    let auth = bearer(body["access_token"].as_str().unwrap());
+    let h = [("authorization", auth.as_str())];
+    let path = "/v2/order/status/tok-1";
+    for (bad, names) in [
+        (
+            json!({"status": "order_rejected", "reason": "SOLD_OUT"}),
+            "SOLD_OUT",
+        ),
+        (json!({"status": "order_rejected"}), "missing reason"),
+        (
+            json!({"status": "order_accepted", "acceptanceTime": "in 20 minutes"}),
+            "acceptanceTime",
+        ),
+        (
+            json!({"status": "order_accepted"}),
+            "missing acceptanceTime",
+        ),
+        (json!({"status": "order_prepared"}), "order_prepared"),
+        (
+            json!({"status": "order_picked_up", "at": NOW}),
+            "unknown field at",
+        ),
+        (json!(["order_accepted"]), "JSON object"),
+    ] {
+        let (status, body) = send(&fake, "POST", path, &h, Some(bad.clone())).await;
+        assert_eq!(status, 400, "{bad}");
+        assert_eq!(body["code"], "BAD_REQUEST", "{bad}");
+        assert!(
+            body["message"].as_str().unwrap().contains(names),
+            "{bad}: {body}"
+        );
+    }
+    // Every one of the documented reasons is taken.
+    for (i, reason) in TALABAT_REJECT_REASONS.iter().enumerate() {
+        let body = json!({"status": "order_rejected", "reason": reason});
+        let (status, _) = send(
+            &fake,
+            "POST",
+            &format!("/v2/order/status/r-{i}"),
+            &h,
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, 200, "{reason}");
+    }
+    let (status, _) = send(
+        &fake,
+        "POST",
+        "/v2/orders/tok-1/preparation-completed",
+        &h,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 400, "prepared takes no body");
+
+    let uber = uber_token(&fake).await;
+    let accepted = json!({"status": "order_accepted", "acceptanceTime": NOW});
+    for auth in [
+        bearer(&uber),
+        bearer("talabat-at-unknown"),
+        "tb-user:tb-pass".to_owned(),
+    ] {
+        let (status, body) = send(
+            &fake,
+            "POST",
+            path,
+            &[("authorization", &auth)],
+            Some(accepted.clone()),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("UNAUTHORIZED")),
+            "{auth}"
+        );
+    }
+    fake.expire_all_tokens();
+    assert_eq!(
+        send(&fake, "POST", path, &h, Some(accepted.clone()))
+            .await
+            .0,
+        401
+    );
+    // Nothing above decided the order.
+    assert_eq!(fake.decision(Platform::Talabat, "tok-1"), None);
+    let calls = fake.status_calls_for("tok-1");
+    assert!(
+        calls.iter().all(|c| [400, 401].contains(&c.answered)),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn fake_provider_deliveroo_token_and_status_calls() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.add_deliveroo_client("roo-app", "roo-secret");
+    fake.add_wolt_venue("venue-1", "wolt-secret", "rt-0");
+    let (status, body) = deliveroo_mint(&fake.deliveroo_token_url(), "roo-secret").await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        body,
+        json!({"access_token": token, "expires_in": 300, "token_type": "Bearer"})
+    );
+    assert_eq!(fake.mints_by(Platform::Deliveroo, "roo-app"), 1);
+    let (status, body) = deliveroo_mint(&fake.deliveroo_token_url(), "wrong").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    // Wolt's token endpoint does not know Deliveroo's clients.
+    let (status, body) = deliveroo_mint(&fake.wolt_token_url(), "roo-secret").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let r = client()
+        .post(fake.deliveroo_token_url())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "roo-app"),
+            ("client_secret", "roo-secret"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "credentials in the body, not Basic");
+    let r = client()
+        .post(fake.deliveroo_token_url())
+        .header("authorization", basic("roo-app", "roo-secret"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(r).await.1["error"], "unsupported_grant_type");
+    assert_eq!(fake.mints(Platform::Deliveroo), 1);
+
+    let auth = bearer(&token);
+    let h = [("authorization", auth.as_str())];
+    let id = "gb:0d5a-7c1e";
+    let sync = format!("/order/v1/orders/{id}/sync_status");
+    let order = format!("/order/v1/orders/{id}");
+    let succeeded = json!({"status": "succeeded", "occurred_at": NOW});
+    // Accept: sync_status, then the PATCH; each once.
+    assert_eq!(
+        send(&fake, "POST", &sync, &h, Some(succeeded.clone())).await,
+        (204, Value::Null)
+    );
+    assert_eq!(
+        send(
+            &fake,
+            "PATCH",
+            &order,
+            &h,
+            Some(json!({"status": "accepted"}))
+        )
+        .await,
+        (204, Value::Null)
+    );
+    let (status, body) = send(&fake, "POST", &sync, &h, Some(succeeded)).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")));
+    let rejected = json!({"status": "rejected", "reject_reason": "busy", "notes": "Busy"});
+    let (status, body) = send(&fake, "PATCH", &order, &h, Some(rejected.clone())).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")));
+    assert_eq!(
+        send(
+            &fake,
+            "PATCH",
+            &order,
+            &h,
+            Some(json!({"status": "confirmed"}))
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        fake.decision(Platform::Deliveroo, id),
+        Some(Decision::Accepted)
+    );
+    for stage in [
+        json!({"stage": "in_kitchen", "delay": 4, "occurred_at": NOW}),
+        json!({"stage": "ready_for_collection", "occurred_at": NOW}),
+        json!({"stage": "collected", "occurred_at": "2026-03-01T13:00:00.5+01:00"}),
+    ] {
+        let path = format!("/order/v1/orders/{id}/prep_stage");
+        assert_eq!(
+            send(&fake, "POST", &path, &h, Some(stage.clone())).await.0,
+            204,
+            "{stage}"
+        );
+    }
+
+    let other = "/order/v1/orders/gb:2";
+    for (method, path, bad) in [
+        ("PATCH", other.to_owned(), json!({"status": "rejected"})),
+        (
+            "PATCH",
+            other.to_owned(),
+            json!({"status": "rejected", "reject_reason": "sold_out"}),
+        ),
+        (
+            "PATCH",
+            other.to_owned(),
+            json!({"status": "accepted", "reject_reason": "busy"}),
+        ),
+        ("PATCH", other.to_owned(), json!({"status": "delivered"})),
+        (
+            "POST",
+            format!("{other}/sync_status"),
+            json!({"status": "failed", "occurred_at": NOW}),
+        ),
+        (
+            "POST",
+            format!("{other}/sync_status"),
+            json!({"status": "succeeded"}),
+        ),
+        (
+            "POST",
+            format!("{other}/sync_status"),
+            json!({"status": "succeeded", "occurred_at": "2026-02-30T10:00:00Z"}),
+        ),
+        (
+            "POST",
+            format!("{other}/prep_stage"),
+            json!({"stage": "in_kitchen", "delay": 3, "occurred_at": NOW}),
+        ),
+        (
+            "POST",
+            format!("{other}/prep_stage"),
+            json!({"stage": "collected", "delay": 2, "occurred_at": NOW}),
+        ),
+        (
+            "POST",
+            format!("{other}/prep_stage"),
+            json!({"stage": "cooking", "occurred_at": NOW}),
+        ),
+    ] {
+        let (status, body) = send(&fake, method, &path, &h, Some(bad.clone())).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("bad_request")),
+            "{bad}: {body}"
+        );
+    }
+    assert_eq!(fake.decision(Platform::Deliveroo, "gb:2"), None);
+    let (status, _) = send(
+        &fake,
+        "POST",
+        other,
+        &h,
+        Some(json!({"status": "accepted"})),
+    )
+    .await;
+    assert_eq!(status, 405, "the order call is a PATCH");
+
+    let (_, wolt) = wolt_refresh(&fake, "wolt-secret", "rt-0").await;
+    let wolt = bearer(wolt["access_token"].as_str().unwrap());
+    let (status, body) = send(
+        &fake,
+        "PATCH",
+        other,
+        &[("authorization", &wolt)],
+        Some(json!({"status": "accepted"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("unauthorized")),
+        "a Wolt token"
+    );
+    assert_eq!(fake.decision(Platform::Deliveroo, "gb:2"), None);
+}
+
+#[tokio::test]
+async fn fake_provider_uber_status_calls_both_generations() {
+    let fake = uber_fake().await;
+    let auth = bearer(&uber_token(&fake).await);
+    let h = [("authorization", auth.as_str())];
+
+    let accept = json!({"reason": "accepted", "pickup_time": 1_772_366_400});
+    assert_eq!(
+        send(
+            &fake,
+            "POST",
+            "/v1/eats/orders/u-1/accept_pos_order",
+            &h,
+            Some(accept.clone())
+        )
+        .await,
+        (204, Value::Null)
+    );
+    let (status, body) = send(
+        &fake,
+        "POST",
+        "/v1/eats/orders/u-1/accept_pos_order",
+        &h,
+        Some(accept),
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert_eq!(body["code"], "resource_status_conflict");
+    assert!(
+        body["message"].as_str().unwrap().contains("accepted"),
+        "{body}"
+    );
+    let deny = json!({"reason": {"explanation": "Sold out", "code": "ITEM_AVAILABILITY", "out_of_stock_items": ["i-1"]}});
+    let (status, body) = send(
+        &fake,
+        "POST",
+        "/v1/eats/orders/u-1/deny_pos_order",
+        &h,
+        Some(deny.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("resource_status_conflict"))
+    );
+    let delivered = json!({"status": "delivered"});
+    assert_eq!(
+        send(
+            &fake,
+            "POST",
+            "/v1/eats/orders/u-1/restaurantdelivery/status",
+            &h,
+            Some(delivered)
+        )
+        .await
+        .0,
+        204
+    );
+    // Cancel: 200, then 404 (the order is terminal).
+    let cancel = json!({"reason": "KITCHEN_CLOSED", "details": "Closed"});
+    assert_eq!(
+        send(
+            &fake,
+            "POST",
+            "/v1/eats/orders/u-1/cancel",
+            &h,
+            Some(cancel.clone())
+        )
+        .await,
+        (200, Value::Null)
+    );
+    let (status, body) = send(
+        &fake,
+        "POST",
+        "/v1/eats/orders/u-1/cancel",
+        &h,
+        Some(cancel),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("resource_not_found"))
+    );
+
+    assert_eq!(
+        send(
+            &fake,
+            "POST",
+            "/v1/eats/orders/u-2/deny_pos_order",
+            &h,
+            Some(deny)
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        fake.decision(Platform::Ubereats, "u-2"),
+        Some(Decision::Rejected)
+    );
+
+    // Order Fulfillment.
+    let v1 = |call: &str| format!("/v1/delivery/order/u-3/{call}");
+    let deny_v1 = json!({"deny_reason": {"type": "ITEM_ISSUE", "info": "Sold out",
+        "item_metadata": {"invalid_item": [{"id": "i-1", "type": "OUT_OF_ITEM"}]}}});
+    assert_eq!(
+        send(&fake, "POST", &v1("deny"), &h, Some(deny_v1)).await.0,
+        204
+    );
+    let (status, body) = send(
+        &fake,
+        "POST",
+        &v1("accept"),
+        &h,
+        Some(json!({"accepted_by": "orderhub", "ready_for_pickup_time": "2026-03-01T12:20:00+01:00"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("resource_status_conflict"))
+    );
+    let (status, _) = send(
+        &fake,
+        "POST",
+        &v1("cancel"),
+        &h,
+        Some(json!({"cancellation_reason": {"type": "OTHER", "info": "x"}})),
+    )
+    .await;
+    assert_eq!(status, 409, "a denied order cannot be cancelled");
+    let v1 = |call: &str| format!("/v1/delivery/order/u-4/{call}");
+    assert_eq!(
+        send(
+            &fake,
+            "POST",
+            &v1("accept"),
+            &h,
+            Some(json!({"accepted_by": "orderhub"}))
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        send(&fake, "POST", &v1("ready"), &h, Some(json!({})))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        send(
+            &fake,
+            "POST",
+            &v1("update-ready-time"),
+            &h,
+            Some(json!({"ready_for_pickup_time": NOW}))
+        )
+        .await
+        .0,
+        204
+    );
+
+    let u5 = "/v1/eats/orders/u-5";
+    for (path, bad, names) in [
+        (
+            format!("{u5}/deny_pos_order"),
+            json!({"reason": {"code": "SOLD_OUT"}}),
+            "reason.code",
+        ),
+        (
+            format!("{u5}/deny_pos_order"),
+            json!({"reason": "ITEM_AVAILABILITY"}),
+            "reason must be an object",
+        ),
+        (
+            format!("{u5}/accept_pos_order"),
+            json!({"reason": "ok", "pickup_time": "12:20"}),
+            "pickup_time",
+        ),
+        (
+            format!("{u5}/accept_pos_order"),
+            json!({"reasons": "ok"}),
+            "unknown field reasons",
+        ),
+        (
+            format!("{u5}/cancel"),
+            json!({"reason": "TOO_BUSY"}),
+            "TOO_BUSY",
+        ),
+        (
+            format!("{u5}/restaurantdelivery/status"),
+            json!({"status": "ready"}),
+            "ready",
+        ),
+        (
+            "/v1/delivery/order/u-5/deny".to_owned(),
+            json!({"deny_reason": {"type": "ITEM_ISSUE",
+            "item_metadata": {"invalid_item": [{"id": "i-1", "type": "GONE"}]}}}),
+            "deny_reason.item_metadata.invalid_item[0].type",
+        ),
+        (
+            "/v1/delivery/order/u-5/update-ready-time".to_owned(),
+            json!({}),
+            "missing ready_for_pickup_time",
+        ),
+        (
+            "/v1/delivery/order/u-5/accept".to_owned(),
+            json!({"ready_for_pickup_time": "2026-03-01 12:20"}),
+            "RFC 3339",
+        ),
+    ] {
+        let (status, body) = send(&fake, "POST", &path, &h, Some(bad.clone())).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_payload")),
+            "{bad}"
+        );
+        assert!(
+            body["message"].as_str().unwrap().contains(names),
+            "{bad}: {body}"
+        );
+    }
+    let (status, _) = send(&fake, "POST", "/v1/delivery/order/u-5/ready", &h, None).await;
+    assert_eq!(status, 400, "ready takes {{}}");
+    let r = client()
+        .post(format!(
+            "{}/v1/eats/orders/u-5/accept_pos_order",
+            fake.url()
+        ))
+        .header("authorization", &auth)
+        .body(r#"{"reason":"accepted"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        400,
+        "JSON without Content-Type: application/json"
+    );
+    assert_eq!(fake.decision(Platform::Ubereats, "u-5"), None);
+
+    let (status, body) = send(
+        &fake,
+        "POST",
+        "/v1/eats/orders/u-5/accept_pos_order",
+        &[("authorization", "Bearer KA.unknown")],
+        Some(json!({"reason": "accepted"})),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+}
+
+#[tokio::test]
+async fn fake_provider_wolt_status_calls() {
+    let fake = wolt_fake().await;
+    fake.add_uber_client("uber-app", "uber-secret");
+    let (_, issued) = wolt_refresh(&fake, "wolt-secret", "rt-0").await;
+    let auth = bearer(issued["access_token"].as_str().unwrap());
+    let h = [("authorization", auth.as_str())];
+
+    assert_eq!(
+        send(&fake, "PUT", "/orders/w-1/accept", &h, None).await,
+        (202, Value::Null)
+    );
+    let (status, body) = send(&fake, "PUT", "/orders/w-1/accept", &h, None).await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (409, Some("INVALID_ORDER_STATE"))
+    );
+    let reject = json!({"reason": "Sold out", "code": "ITEMS_UNAVAILABLE"});
+    assert_eq!(
+        send(&fake, "PUT", "/orders/w-1/reject", &h, Some(reject.clone()))
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        send(&fake, "PUT", "/orders/w-1/ready", &h, None).await,
+        (202, Value::Null)
+    );
+    assert_eq!(
+        send(&fake, "PUT", "/orders/w-1/delivered", &h, None)
+            .await
+            .0,
+        202
+    );
+
+    let pickup = json!({"adjusted_pickup_time": "2026-03-01T12:20:00.631Z"});
+    assert_eq!(
+        send(&fake, "PUT", "/orders/w-2/accept", &h, Some(pickup))
+            .await
+            .0,
+        202
+    );
+    let delivery = json!({"total_delivery_time": NOW});
+    assert_eq!(
+        send(
+            &fake,
+            "PUT",
+            "/orders/w-3/self-delivery/accept",
+            &h,
+            Some(delivery)
+        )
+        .await
+        .0,
+        202
+    );
+    assert_eq!(
+        send(&fake, "PUT", "/orders/w-3/accept", &h, None).await.0,
+        409
+    );
+    assert_eq!(
+        send(&fake, "PUT", "/orders/w-4/confirm-preorder", &h, None).await,
+        (204, Value::Null)
+    );
+    assert_eq!(
+        send(&fake, "PUT", "/orders/w-5/reject", &h, Some(reject))
+            .await
+            .0,
+        202
+    );
+    assert_eq!(
+        fake.decision(Platform::Wolt, "w-5"),
+        Some(Decision::Rejected)
+    );
+    let null_code = json!({"reason": "Closing", "code": null});
+    assert_eq!(
+        send(&fake, "PUT", "/orders/w-6/reject", &h, Some(null_code))
+            .await
+            .0,
+        202
+    );
+
+    for (path, bad) in [
+        ("/orders/w-7/reject", Some(json!({"code": "GENERIC"}))),
+        (
+            "/orders/w-7/reject",
+            Some(json!({"reason": "", "code": "GENERIC"})),
+        ),
+        (
+            "/orders/w-7/reject",
+            Some(json!({"reason": "x", "code": "CLOSED"})),
+        ),
+        ("/orders/w-7/reject", None),
+        (
+            "/orders/w-7/accept",
+            Some(json!({"adjusted_pickup_time": 15})),
+        ),
+        ("/orders/w-7/accept", Some(json!({"eta_minutes": 15}))),
+        ("/orders/w-7/ready", Some(json!({}))),
+        ("/orders/w-7/confirm-preorder", Some(json!({}))),
+    ] {
+        let (status, body) = send(&fake, "PUT", path, &h, bad.clone()).await;
+        assert_eq!(
+            (status, body["error_code"].as_str()),
+            (400, Some("INVALID_PAYLOAD")),
+            "{path} {bad:?}"
+        );
+    }
+    assert_eq!(
+        send(&fake, "POST", "/orders/w-7/accept", &h, None).await.0,
+        405
+    );
+    let uber = bearer(&uber_token(&fake).await);
+    let (status, body) = send(
+        &fake,
+        "PUT",
+        "/orders/w-7/accept",
+        &[("authorization", &uber)],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (401, Some("UNAUTHORIZED"))
+    );
+    assert_eq!(
+        send(&fake, "PUT", "/orders/w-7/accept", &[], None).await.0,
+        401
+    );
+    assert_eq!(fake.decision(Platform::Wolt, "w-7"), None);
+}
+
+#[tokio::test]
+async fn fake_provider_just_eat_status_calls_with_its_keys() {
+    let fake = wolt_fake().await;
+    fake.add_justeat_key("je-key");
+    let flyt = [("x-flyt-api-key", "je-key")];
+    let success = json!({"happenedAt": NOW});
+    assert_eq!(
+        send(
+            &fake,
+            "POST",
+            "/order/je-1/sent-to-pos-success",
+            &flyt,
+            Some(success.clone())
+        )
+        .await,
+        (204, Value::Null)
+    );
+    let (status, body) = send(
+        &fake,
+        "POST",
+        "/order/je-1/sent-to-pos-success",
+        &flyt,
+        Some(success.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errors"][0]["errorCode"].as_str()),
+        (409, Some("Conflict"))
+    );
+    let failed =
+        json!({"happenedAt": NOW, "errorCode": "MENU_ERROR", "errorMessage": "Unknown PLU"});
+    assert_eq!(
+        send(
+            &fake,
+            "POST",
+            "/order/je-1/sent-to-pos-failed",
+            &flyt,
+            Some(failed.clone())
+        )
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        send(
+            &fake,
+            "POST",
+            "/order/je-2/sent-to-pos-failed",
+            &flyt,
+            Some(failed)
+        )
+        .await
+        .0,
+        204
+    );
+    let bad_code = json!({"happenedAt": NOW, "errorCode": "SOLD_OUT", "errorMessage": "x"});
+    let (status, body) = send(
+        &fake,
+        "POST",
+        "/order/je-3/sent-to-pos-failed",
+        &flyt,
+        Some(bad_code),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errors"][0]["errorCode"].as_str()),
+        (400, Some("BadRequest"))
+    );
+    for wrong in [
+        vec![("x-flyt-api-key", "other")],
+        vec![("authorization", "JE-API-KEY je-key")],
+        vec![],
+    ] {
+        let (status, body) = send(
+            &fake,
+            "POST",
+            "/order/je-3/sent-to-pos-success",
+            &wrong,
+            Some(success.clone()),
+        )
+        .await;
+        assert_eq!(
+            (status, body["errors"][0]["errorCode"].as_str()),
+            (401, Some("Unauthorized")),
+            "{wrong:?}"
+        );
+        assert!(body["faultId"].is_string());
+    }
+
+    // The partner API: accept and reject share Wolt's paths.
+    let key = [("authorization", "JE-API-KEY je-key")];
+    let accept = json!({"TimeAcceptedFor": "2026-03-01T12:45:00+01:00"});
+    assert_eq!(
+        send(
+            &fake,
+            "PUT",
+            "/orders/je-4/accept",
+            &key,
+            Some(accept.clone())
+        )
+        .await,
+        (200, Value::Null)
+    );
+    let (status, body) = send(
+        &fake,
+        "PUT",
+        "/orders/je-4/reject",
+        &key,
+        Some(json!({"Message": "x"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errors"][0]["errorCode"].as_str()),
+        (409, Some("Conflict"))
+    );
+    assert_eq!(
+        fake.decision(Platform::Justeat, "je-4"),
+        Some(Decision::Accepted)
+    );
+    assert_eq!(fake.decision(Platform::Wolt, "je-4"), None);
+    for call in ["readyforcollection", "dispatchedtocustomer", "complete"] {
+        let path = format!("/orders/je-4/{call}");
+        assert_eq!(
+            send(&fake, "POST", &path, &key, None).await.0,
+            204,
+            "{call}"
+        );
+    }
+    assert_eq!(
+        send(
+            &fake,
+            "PUT",
+            "/orders/je-4/duedate",
+            &key,
+            Some(json!({"DueDate": NOW}))
+        )
+        .await
+        .0,
+        200
+    );
+    for (path, bad) in [
+        ("/orders/je-5/reject", json!({"message": "lower case"})),
+        ("/orders/je-5/accept", json!({})),
+        ("/orders/je-5/duedate", json!({"DueDate": "tomorrow"})),
+    ] {
+        assert_eq!(
+            send(&fake, "PUT", path, &key, Some(bad.clone())).await.0,
+            400,
+            "{bad}"
+        );
+    }
+    let (status, _) = send(
+        &fake,
+        "PUT",
+        "/orders/je-5/accept",
+        &[("authorization", "JE-API-KEY other")],
+        Some(accept.clone()),
+    )
+    .await;
+    assert_eq!(status, 401);
+    // A Bearer token makes the same path Wolt's.
+    let (status, body) = send(
+        &fake,
+        "PUT",
+        "/orders/je-5/accept",
+        &[("authorization", "Bearer x")],
+        Some(accept),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (401, Some("UNAUTHORIZED"))
+    );
+
+    let calls = fake.status_calls_for("je-4");
+    assert_eq!(calls[0].provider, "justeat");
+    assert_eq!(calls[0].endpoint, StatusEndpoint::JustEatAccept);
+    assert_eq!(calls[0].auth.as_deref(), Some("JE-API-KEY je-key"));
+    let jet = &fake.status_calls_for("je-1")[0];
+    assert_eq!(
+        (jet.endpoint, jet.auth.as_deref()),
+        (StatusEndpoint::JetSentToPosSuccess, Some("je-key"))
+    );
+}
+
+#[tokio::test]
+async fn fake_provider_faults_answer_status_calls_and_are_recorded() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.add_deliveroo_client("roo-app", "roo-secret");
+    let (_, body) = deliveroo_mint(&fake.deliveroo_token_url(), "roo-secret").await;
+    let auth = bearer(body["access_token"].as_str().unwrap());
+    let h = [("authorization", auth.as_str())];
+    fake.fault(Matcher::Status(Platform::Wolt), FaultReply::status(500));
+    fake.fault(
+        Matcher::Status(Platform::Deliveroo),
+        FaultReply::status(503).with_retry_after("1"),
+    );
+    fake.fault(
+        Matcher::PathPrefix("/order/v1/orders/gb:1/prep_stage".to_owned()),
+        FaultReply::status(429),
+    );
+    let accepted = json!({"status": "accepted"});
+    assert_eq!(
+        send(
+            &fake,
+            "PATCH",
+            "/order/v1/orders/gb:1",
+            &h,
+            Some(accepted.clone())
+        )
+        .await
+        .0,
+        503
+    );
+    assert_eq!(
+        fake.decision(Platform::Deliveroo, "gb:1"),
+        None,
+        "a faulted call decides nothing"
+    );
+    assert_eq!(
+        send(&fake, "PATCH", "/order/v1/orders/gb:1", &h, Some(accepted))
+            .await
+            .0,
+        204
+    );
+    let stage = json!({"stage": "collected", "occurred_at": NOW});
+    assert_eq!(
+        send(
+            &fake,
+            "POST",
+            "/order/v1/orders/gb:1/prep_stage",
+            &h,
+            Some(stage.clone())
+        )
+        .await
+        .0,
+        429
+    );
+    assert_eq!(
+        send(
+            &fake,
+            "POST",
+            "/order/v1/orders/gb:1/prep_stage",
+            &h,
+            Some(stage)
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        fake.faults_pending(),
+        1,
+        "the Wolt fault waits for a Wolt call"
+    );
+
+    fake.fault(Matcher::Status(Platform::Deliveroo), FaultReply::hang());
+    let short = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let err = short
+        .post(format!("{}/order/v1/orders/gb:1/sync_status", fake.url()))
+        .header("authorization", &auth)
+        .json(&json!({"status": "succeeded", "occurred_at": NOW}))
+        .send()
+        .await
+        .expect_err("a hanging fault never answers");
+    assert!(err.is_timeout(), "{err}");
+
+    let answered: Vec<_> = fake
+        .status_calls_for("gb:1")
+        .iter()
+        .map(|c| c.answered)
+        .collect();
+    assert_eq!(answered, [503, 204, 429, 204, 0]);
+    let calls = fake.status_calls_for("gb:1");
+    assert_eq!(calls[0].body, Some(json!({"status": "accepted"})));
+    assert_eq!(calls[0].auth.as_deref(), Some(auth.as_str()));
+}
+
+#[tokio::test]
+async fn fake_provider_wait_status_calls_wakes_on_the_call_or_times_out() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.add_justeat_key("je-key");
+    let err = fake
+        .wait_status_calls(1, Duration::from_millis(100))
+        .await
+        .expect_err("no call came");
+    assert!(err.to_string().contains("0 status calls"), "{err}");
+
+    let url = format!("{}/order/je-1/sent-to-pos-success", fake.url());
+    let waiting = fake.wait_status_calls_for("je-1", 2, STEP);
+    let sending = async {
+        for _ in 0..2 {
+            client()
+                .post(&url)
+                .header("x-flyt-api-key", "je-key")
+                .json(&json!({"happenedAt": NOW}))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let (calls, ()) = tokio::join!(waiting, sending);
+    let answered: Vec<_> = calls.unwrap().iter().map(|c| c.answered).collect();
+    assert_eq!(answered, [204, 409]);
+    let err = fake
+        .wait_status_calls_for("je-2", 1, Duration::from_millis(50))
+        .await
+        .expect_err("none for je-2");
+    assert!(err.to_string().contains("\"je-2\""), "{err}");
+}
+
+#[tokio::test]
+async fn fake_provider_http_control_routes_for_status_providers() {
+    let fake = FakeProvider::start().await.unwrap();
+    let c = client();
+    let control = |route: &str, body: Value| {
+        c.post(format!("{}/_fake/{route}", fake.url()))
+            .json(&body)
+            .send()
+    };
+    let r = control(
+        "talabat-users",
+        json!({"username": "tb-user", "password": "tb-pass"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = control(
+        "deliveroo-clients",
+        json!({"client_id": "roo-app", "client_secret": "roo-secret"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = control("justeat-keys", json!({"key": "je-key"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (status, body) = json_of(control("justeat-keys", json!({"key": ""})).await.unwrap()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("key must be a non-empty string"))
+    );
+    let (status, body) = json_of(
+        control("talabat-users", json!({"username": "u"}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("password must be a non-empty string"))
+    );
+    let (status, body) = json_of(control("orders/talabat/v1/t-1", json!({})).await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("pushed"), "{body}");
+    let (status, body) = json_of(
+        control(
+            "faults",
+            json!({"provider": "justeat", "endpoint": "token", "status": 500}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("justeat has no token endpoint"))
+    );
+    let r = control(
+        "faults",
+        json!({"provider": "talabat", "endpoint": "status", "status": 502}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 204);
+
+    let (_, login) = talabat_login(&fake, "tb-user", "tb-pass").await;
+    let auth = bearer(login["access_token"].as_str().unwrap());
+    let h = [("authorization", auth.as_str())];
+    let accepted = json!({"status": "order_accepted", "acceptanceTime": NOW});
+    assert_eq!(
+        send(
+            &fake,
+            "POST",
+            "/v2/order/status/t-1",
+            &h,
+            Some(accepted.clone())
+        )
+        .await
+        .0,
+        502
+    );
+    assert_eq!(
+        send(
+            &fake,
+            "POST",
+            "/v2/order/status/t-1",
+            &h,
+            Some(accepted.clone())
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, _) = send(
+        &fake,
+        "POST",
+        "/order/je-1/sent-to-pos-success",
+        &[("x-flyt-api-key", "je-key")],
+        Some(json!({"happenedAt": NOW})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = deliveroo_mint(&fake.deliveroo_token_url(), "roo-secret").await;
+    assert_eq!(status, 200);
+
+    let (status, calls) = json_of(
+        c.get(format!("{}/_fake/status-calls", fake.url()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        calls,
+        json!([
+            {"provider": "talabat", "endpoint": "TalabatOrderStatus", "order_id": "t-1", "method": "POST",
+             "path": "/v2/order/status/t-1", "auth": "Bearer", "body": accepted, "answered": 502},
+            {"provider": "talabat", "endpoint": "TalabatOrderStatus", "order_id": "t-1", "method": "POST",
+             "path": "/v2/order/status/t-1", "auth": "Bearer", "body": accepted, "answered": 200},
+            {"provider": "justeat", "endpoint": "JetSentToPosSuccess", "order_id": "je-1", "method": "POST",
+             "path": "/order/je-1/sent-to-pos-success", "auth": "X-Flyt-Api-Key", "body": {"happenedAt": NOW},
+             "answered": 204},
+        ])
+    );
+    assert!(
+        !calls.to_string().contains("je-key"),
+        "no key in the control view"
+    );
+    let (_, only) = json_of(
+        c.get(format!("{}/_fake/status-calls?order_id=je-1", fake.url()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(only, json!([calls[2]]));
+
+    let stats = fake.stats();
+    assert_eq!(stats["mints"], json!({"talabat": 1, "deliveroo": 1}));
+    assert_eq!(
+        stats["live_access_tokens"],
+        json!({"talabat": 1, "deliveroo": 1})
+    );
+    assert_eq!(stats["status_calls"], json!({"justeat": 1, "talabat": 2}));
+    assert!(
+        !stats
+            .to_string()
+            .contains(login["access_token"].as_str().unwrap())
+    );
+}
+
+#[test]
+fn fake_provider_status_paths_classify_back_to_their_endpoint() {
+    for e in StatusEndpoint::ALL {
+        let je = matches!(
+            e,
+            StatusEndpoint::JustEatAccept | StatusEndpoint::JustEatReject
+        );
+        assert_eq!(
+            http::classify(&e.path("id%2F1"), je),
+            Some((Endpoint::Status(e), Some("id/1".to_owned()))),
+            "{e:?}"
+        );
+        let method = match e.platform() {
+            Platform::Wolt => "PUT",
+            _ => e.method(),
+        };
+        assert_eq!(e.method(), method);
+        assert!((200..300).contains(&e.success()), "{e:?}");
+    }
+    // The pull paths keep their meaning.
+    assert_eq!(
+        http::classify("/v2/orders/w-1", false),
+        Some((
+            Endpoint::Order(Platform::Wolt, Api::V2),
+            Some("w-1".to_owned())
+        ))
+    );
+    assert_eq!(
+        http::classify("/orders/w-1", true),
+        Some((
+            Endpoint::Order(Platform::Wolt, Api::V1),
+            Some("w-1".to_owned())
+        ))
+    );
+    assert_eq!(http::classify("/orders//accept", false), None);
+    assert_eq!(http::classify("/v1/eats/orders/x/approve", false), None);
+}
+
+#[test]
+fn fake_provider_rfc3339_check() {
+    for good in [
+        "2026-03-01T12:00:00Z",
+        "2026-03-01t12:00:00z",
+        "2026-03-01T12:00:00.123456789Z",
+        "2026-03-01T12:00:00+01:00",
+        "2024-02-29T23:59:60-05:30",
+    ] {
+        assert!(status::is_rfc3339(good), "{good}");
+    }
+    for bad in [
+        "",
+        "2026-03-01",
+        "2026-03-01 12:00:00Z",
+        "2026-03-01T12:00:00",
+        "2026-03-01T12:00Z",
+        "2026-03-01T12:00:00.Z",
+        "2026-03-01T12:00:00+0100",
+        "2026-03-01T12:00:00+01:00 ",
+        "2025-02-29T12:00:00Z",
+        "2026-13-01T12:00:00Z",
+        "2026-04-31T12:00:00Z",
+        "2026-03-01T24:00:00Z",
+        "2026-03-01T12:00:00+24:00",
+        "1772366400",
+    ] {
+        assert!(!status::is_rfc3339(bad), "{bad}");
+    }
 }
