@@ -298,9 +298,7 @@ impl StatusRequest {
                 ));
             }
             match (action, ready_at.is_some()) {
-                (Action::Delay, false)
-                    if !errors.iter().any(|e| e.field == "ready_at") =>
-                {
+                (Action::Delay, false) if !errors.iter().any(|e| e.field == "ready_at") => {
                     errors.push(FieldError::new("ready_at", "is required to delay"))
                 }
                 (Action::Accept | Action::Delay, _) | (_, false) => {}
@@ -399,9 +397,12 @@ fn parse_items(items: Vec<Value>, errors: &mut Vec<FieldError>) -> Vec<String> {
             Value::String(s) if s.trim().is_empty() => {
                 errors.push(FieldError::new(field, "is blank"))
             }
-            Value::String(s) if s.chars().count() > MAX_ITEM_ID_CHARS => errors.push(
-                FieldError::new(field, format!("is longer than {MAX_ITEM_ID_CHARS} characters")),
-            ),
+            Value::String(s) if s.chars().count() > MAX_ITEM_ID_CHARS => {
+                errors.push(FieldError::new(
+                    field,
+                    format!("is longer than {MAX_ITEM_ID_CHARS} characters"),
+                ))
+            }
             Value::String(s) if s.chars().any(char::is_control) => {
                 errors.push(FieldError::new(field, "contains control characters"))
             }
@@ -410,7 +411,10 @@ fn parse_items(items: Vec<Value>, errors: &mut Vec<FieldError>) -> Vec<String> {
                     out.push(s);
                 }
             }
-            _ => errors.push(FieldError::new(field, "must be a string (a provider item id)")),
+            _ => errors.push(FieldError::new(
+                field,
+                "must be a string (a provider item id)",
+            )),
         }
     }
     out
@@ -614,12 +618,18 @@ mod tests {
                 r#"{"action":"ready","reason":{"code":"other"},"ready_at":"2026-12-02T18:30:00Z","unavailable_items":["a"]}"#
             ),
             vec![
-                ("reason".into(), "is only for reject and cancel, not ready".into()),
+                (
+                    "reason".into(),
+                    "is only for reject and cancel, not ready".into()
+                ),
                 (
                     "unavailable_items".into(),
                     "is only for reject and cancel, not ready".into()
                 ),
-                ("ready_at".into(), "is only for accept and delay, not ready".into()),
+                (
+                    "ready_at".into(),
+                    "is only for accept and delay, not ready".into()
+                ),
             ]
         );
         assert_eq!(errors("{}"), vec![("action".into(), "is required".into())]);

@@ -1658,16 +1658,13 @@ fn status_sync_section(
 ) -> Result<StatusSyncSettings, ConfigError> {
     let mut delays = Vec::with_capacity(raw.schedule.len());
     for (k, s) in raw.schedule.iter().enumerate() {
-        let d = humantime::parse_duration(s).map_err(|e| {
-            check.err(format!("status_sync.schedule[{k}]"), format!("{s:?}: {e}"))
-        })?;
+        let d = humantime::parse_duration(s)
+            .map_err(|e| check.err(format!("status_sync.schedule[{k}]"), format!("{s:?}: {e}")))?;
         delays.push(d);
     }
     let retry = RetrySchedule::new(delays, raw.max_deliver, raw.jitter, raw.max_hint)
         .map_err(|e| check.err(format!("status_sync.{}", e.field), e.message))?;
-    let late_action_window = raw
-        .late_action_window
-        .unwrap_or(Duration::from_secs(3600));
+    let late_action_window = raw.late_action_window.unwrap_or(Duration::from_secs(3600));
     if late_action_window < Duration::from_secs(1) {
         return Err(check.err("status_sync.late_action_window", "must be at least 1s"));
     }
@@ -1691,12 +1688,36 @@ fn retry_section(check: &Check<'_>, raw: RawRetry) -> Result<RetrySchedule, Conf
 fn stream_section(check: &Check<'_>, raw: RawStreams) -> Result<StreamSettings, ConfigError> {
     check_storage(check, "streams.storage", &raw.storage)?;
     for (name, o) in &raw.overrides {
+        // The order-context bucket's TTL is an operator's choice; the other
+        // buckets' lifetimes are part of their design.
+        if name == crate::answer::ORDER_CONTEXT_BUCKET {
+            if o.duplicate_window.is_some()
+                || o.max_bytes.is_some()
+                || o.max_msg_size.is_some()
+                || o.replicas.is_some()
+                || o.storage.is_some()
+                || o.retention.is_some()
+            {
+                return Err(check.err(
+                    format!("streams.overrides.{name}"),
+                    "a key-value bucket takes max_age only",
+                ));
+            }
+            if o.max_age.is_some_and(|a| a < Duration::from_secs(3600)) {
+                return Err(check.err(
+                    format!("streams.overrides.{name}.max_age"),
+                    "must be at least 1h: an order's context must outlive its answers",
+                ));
+            }
+            continue;
+        }
         if !crate::streams::STREAM_NAMES.contains(&name.as_str()) {
             return Err(check.err(
                 format!("streams.overrides.{name}"),
                 format!(
-                    "unknown stream (known: {})",
-                    crate::streams::STREAM_NAMES.join(", ")
+                    "unknown stream (known: {}; bucket {})",
+                    crate::streams::STREAM_NAMES.join(", "),
+                    crate::answer::ORDER_CONTEXT_BUCKET
                 ),
             ));
         }
@@ -2238,7 +2259,15 @@ max_deliver = 10
             ),
             (
                 format!("{GOOD}\n[streams.overrides.ORDRES]\nmax_age = \"1d\"\n"),
-                "streams.overrides.ORDRES: unknown stream (known: WEBHOOKS, ORDERS, DLQ, ADVISORIES)",
+                "streams.overrides.ORDRES: unknown stream (known: WEBHOOKS, ORDERS, STATUS, DLQ, ADVISORIES; bucket ORDER_CONTEXT)",
+            ),
+            (
+                format!("{GOOD}\n[streams.overrides.ORDER_CONTEXT]\nmax_age = \"10m\"\n"),
+                "streams.overrides.ORDER_CONTEXT.max_age: must be at least 1h: an order's context must outlive its answers",
+            ),
+            (
+                format!("{GOOD}\n[streams.overrides.ORDER_CONTEXT]\nreplicas = 3\n"),
+                "streams.overrides.ORDER_CONTEXT: a key-value bucket takes max_age only",
             ),
         ];
         for (text, want) in cases {
@@ -2458,7 +2487,10 @@ refresh_token_env = "WOLT_REFRESH"
         let hub = api_load(API).unwrap();
         let uber = hub.account(Provider::Ubereats, "acme-uber").unwrap();
         let api = uber.api.as_ref().unwrap();
-        assert_eq!(api.client_id.as_ref().unwrap().expose_secret(), "uber-client");
+        assert_eq!(
+            api.client_id.as_ref().unwrap().expose_secret(),
+            "uber-client"
+        );
         assert_eq!(api.client_secret.expose_secret(), "uber-secret");
         assert!(api.refresh_token.is_none());
         assert_eq!(api.scope.as_deref(), Some("eats.order"));
@@ -2736,11 +2768,17 @@ secret_envs = ["S"]
             "https://pos.acme.example/orderhub/status"
         );
         // No API, nothing to call: both off.
-        for (p, id) in [(Provider::Careem, "acme-careem"), (Provider::Talabat, "acme-talabat")] {
+        for (p, id) in [
+            (Provider::Careem, "acme-careem"),
+            (Provider::Talabat, "acme-talabat"),
+        ] {
             let a = get(p, id);
             assert!(!a.auto_accept && !a.auto_reject && !a.can_answer(), "{id}");
         }
-        assert_eq!(hub.status_sync.late_action_window, Duration::from_secs(3600));
+        assert_eq!(
+            hub.status_sync.late_action_window,
+            Duration::from_secs(3600)
+        );
         assert_eq!(hub.status_sync.retry.max_deliver(), 75);
     }
 
@@ -2763,24 +2801,36 @@ secret_envs = ["S"]
             "hub config hub.toml: account acme-talabat.auto_accept: the hub cannot answer talabat for this account: it needs an [account.api]"
         );
         assert_eq!(
-            err("\n[[account]]\nid = \"x\"\nprovider = \"wolt\"\ntenant = \"acme\"\nsecret_envs = [\"S\"]\nstatus_url = \"https://x.example\"\n"),
+            err(
+                "\n[[account]]\nid = \"x\"\nprovider = \"wolt\"\ntenant = \"acme\"\nsecret_envs = [\"S\"]\nstatus_url = \"https://x.example\"\n"
+            ),
             "hub config hub.toml: account x.status_url: only direct accounts have a status_url (wolt answers go to its [account.api])"
         );
         assert_eq!(
-            err("\n[[account]]\nid = \"d2\"\nprovider = \"direct\"\ntenant = \"acme\"\nsecret_envs = [\"WHSEC\"]\nstatus_url = \"http://pos.acme.example/s\"\n"),
+            err(
+                "\n[[account]]\nid = \"d2\"\nprovider = \"direct\"\ntenant = \"acme\"\nsecret_envs = [\"WHSEC\"]\nstatus_url = \"http://pos.acme.example/s\"\n"
+            ),
             "hub config hub.toml: account d2.status_url: http://pos.acme.example/s would send credentials in clear text: use https:// (http:// only for an address in provider_api.allowed_private_destinations)"
         );
         assert_eq!(
-            err("\n[[account]]\nid = \"c2\"\nprovider = \"careem\"\ntenant = \"acme\"\nsecret_envs = [\"S\"]\ncurrency = \"JOD\"\n[account.api]\nbase_url = \"https://x.example\"\ntoken_url = \"https://x.example/t\"\nclient_id_env = \"S\"\nclient_secret_env = \"S\"\n"),
+            err(
+                "\n[[account]]\nid = \"c2\"\nprovider = \"careem\"\ntenant = \"acme\"\nsecret_envs = [\"S\"]\ncurrency = \"JOD\"\n[account.api]\nbase_url = \"https://x.example\"\ntoken_url = \"https://x.example/t\"\nclient_id_env = \"S\"\nclient_secret_env = \"S\"\n"
+            ),
             "hub config hub.toml: account c2.api: careem has no provider API to call"
         );
-        let je = |api: &str| format!("\n[[account]]\nid = \"je2\"\nprovider = \"justeat\"\ntenant = \"acme\"\nsecret_envs = [\"S\"]\n[account.api]\nbase_url = \"https://x.example\"\n{api}");
+        let je = |api: &str| {
+            format!(
+                "\n[[account]]\nid = \"je2\"\nprovider = \"justeat\"\ntenant = \"acme\"\nsecret_envs = [\"S\"]\n[account.api]\nbase_url = \"https://x.example\"\n{api}"
+            )
+        };
         assert_eq!(
             err(&je("client_secret_env = \"S\"\nstatus_api = \"rest\"\n")),
             "hub config hub.toml: account je2.api.status_api: \"rest\" is not connect or partner"
         );
         assert_eq!(
-            err(&je("client_secret_env = \"S\"\ntoken_url = \"https://x.example/t\"\n")),
+            err(&je(
+                "client_secret_env = \"S\"\ntoken_url = \"https://x.example/t\"\n"
+            )),
             "hub config hub.toml: account je2.api.token_url: Just Eat's APIs take a static key (client_secret_env), not a token"
         );
         assert_eq!(

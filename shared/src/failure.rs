@@ -136,6 +136,25 @@ failure_classes! {
     /// request failed otherwise.
     ProviderUnreachable = "provider_unreachable", false;
 
+    // The status worker (the way back).
+    /// The answer's deadline passed before the provider took it (accept or
+    /// reject: the provider's; later actions: `[status_sync]
+    /// late_action_window`); the backend hears it as `status_failed`.
+    DeadlinePassed = "deadline_passed", true;
+    /// The order names no callback URL for this answer (Talabat's
+    /// `callbackUrls`).
+    CallbackMissing = "callback_missing", true;
+    /// A callback URL from the order's payload names a host that is not the
+    /// account's `api.base_url` host nor in `api.callback_hosts`: never
+    /// called (no request forgery through a payload).
+    CallbackRefused = "callback_refused", true;
+    /// The provider has no call for this action on this order (the status
+    /// API refuses it with 422; an automatic decision can meet it).
+    UnsupportedAction = "unsupported_action", true;
+    /// No context for the order in `ORDER_CONTEXT` (expired, or the order
+    /// never became a canonical `created` order), or its account is gone.
+    UnknownOrder = "unknown_order", true;
+
     // Provider API tokens (`shared::tokens`).
     /// The provider's token endpoint refused the account's credentials
     /// (wrong, revoked, or a spent Wolt refresh token): an operator must
@@ -314,6 +333,11 @@ mod tests {
                 "provider_forbidden",
                 "provider_rejected",
                 "provider_address_refused",
+                "deadline_passed",
+                "callback_missing",
+                "callback_refused",
+                "unsupported_action",
+                "unknown_order",
                 "token_rejected",
                 "deliveries_exhausted",
                 "terminated",

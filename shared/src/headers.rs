@@ -16,6 +16,11 @@ pub const TRACEPARENT: &str = "traceparent";
 /// (`Orderhub-Path-Remoteid`, `Orderhub-Path-Remoteorderid`,
 /// `Orderhub-Path-Event`), set by the ingress.
 pub const PATH_PREFIX: &str = "Orderhub-Path-";
+/// On a canonical order: its `event` (`created`, `updated`, ...), so the
+/// forwarder knows a new order (auto-accept) without parsing the body.
+pub const EVENT: &str = "Orderhub-Event";
+/// On a status command: its `status_id`.
+pub const STATUS_ID: &str = "Orderhub-Status-Id";
 /// Set on a message republished by `dlq-inspector replay`.
 pub const REPLAY_OF: &str = "Orderhub-Replay-Of";
 

@@ -20,6 +20,7 @@
 //! - `tokens` (feature `provider-api`): the provider API tokens the whole
 //!   fleet shares, in a NATS key-value bucket, sealed at rest.
 
+pub mod answer;
 pub mod app;
 pub mod backoff;
 pub mod config;

@@ -21,17 +21,20 @@ pub const FAILURES_BUCKET: &str = "FAILURES";
 pub const TOKENS_BUCKET: &str = "PROVIDER_TOKENS";
 
 /// The consumers `nats/streams.toml` defines, by durable name.
-pub const CONSUMER_NAMES: [&str; 6] = [
+pub const CONSUMER_NAMES: [&str; 9] = [
     "transformer",
     "fetcher",
     "forwarder",
+    "status-sync",
+    "auto-reject",
     "mover-transformer",
     "mover-fetcher",
     "mover-forwarder",
+    "mover-status-sync",
 ];
 
 /// The streams `nats/streams.toml` defines, by name.
-pub const STREAM_NAMES: [&str; 4] = ["WEBHOOKS", "ORDERS", "DLQ", "ADVISORIES"];
+pub const STREAM_NAMES: [&str; 5] = ["WEBHOOKS", "ORDERS", "STATUS", "DLQ", "ADVISORIES"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -171,6 +174,11 @@ impl Definitions {
                     && b.name != TOKENS_BUCKET
                 {
                     b.storage = st.clone();
+                }
+                // A bucket is a stream: `[streams.overrides.<BUCKET>]`
+                // sets its max_age too (ORDER_CONTEXT's TTL).
+                if let Some(v) = settings.overrides.get(&b.name).and_then(|o| o.max_age) {
+                    b.max_age = v;
                 }
                 (b.name.clone(), b)
             })
@@ -511,7 +519,17 @@ mod tests {
         let mut want = STREAM_NAMES.to_vec();
         want.sort();
         assert_eq!(names, want);
-        for work in defs.consumers.iter().filter(|c| c.stream != "ADVISORIES") {
+        // Readers of ADVISORIES (movers) and of the DLQ (auto-reject) read
+        // the only record of what they handle: they retry without limit
+        // and have no mover.
+        let auto_reject = defs.consumer("DLQ", "auto-reject");
+        assert_eq!(auto_reject.max_deliver, Some(-1));
+        assert_eq!(auto_reject.filter_subjects, ["dlq.forwarder.>"]);
+        for work in defs
+            .consumers
+            .iter()
+            .filter(|c| !matches!(c.stream.as_str(), "ADVISORIES" | "DLQ"))
+        {
             let mover = defs.mover_of(work);
             let consumer = if work.per_tenant {
                 "*"

@@ -9,6 +9,8 @@ pub const DLQ_STREAM: &str = "DLQ";
 /// Captures the consumers' max-deliveries and terminated advisories, which
 /// are plain core-NATS messages and would otherwise be lost.
 pub const ADVISORIES_STREAM: &str = "ADVISORIES";
+/// The restaurants' answers on their way to the providers.
+pub const STATUS_STREAM: &str = "STATUS";
 
 /// `webhooks.raw.<provider>.<account>`
 pub fn raw_webhook(provider: Provider, account: &str) -> String {
@@ -39,6 +41,17 @@ pub fn order(tenant: &str, provider: Provider) -> String {
     debug_assert!(check_token(tenant).is_ok());
     format!("orders.{tenant}.{provider}")
 }
+
+/// `status.<provider>.<account>`: a decision about an order of that
+/// account (the backend's, or the hub's auto-accept / auto-reject), for the
+/// status worker.
+pub fn status_command(provider: Provider, account: &str) -> String {
+    debug_assert!(check_token(account).is_ok());
+    format!("status.{provider}.{account}")
+}
+
+/// All status commands.
+pub const STATUS_ALL: &str = "status.>";
 
 /// All canonical orders.
 pub const ORDERS_ALL: &str = "orders.>";
@@ -118,6 +131,10 @@ mod tests {
             "webhooks.raw.careem.acme-careem"
         );
         assert_eq!(order("acme", Provider::Talabat), "orders.acme.talabat");
+        assert_eq!(
+            status_command(Provider::Wolt, "acme-wolt"),
+            "status.wolt.acme-wolt"
+        );
         assert_eq!(dead_letter("forwarder", "wolt"), "dlq.forwarder.wolt");
         assert_eq!(
             advisories_of("ORDERS", "forwarder")[0],
