@@ -14,7 +14,7 @@ use orderhub_tests::NatsServer;
 use orderhub_tests::fake_provider::{Api, Endpoint, FakeProvider, FaultReply, Matcher, Platform};
 use secrecy::SecretString;
 use shared::Provider;
-use shared::config::{OrderApi, ProviderApi, ProviderApiSettings, StreamSettings};
+use shared::config::{OrderApi, ProviderApi, ProviderApiSettings, StatusApi, StreamSettings};
 use shared::failure::FailureClass;
 use shared::tokens::{AccessToken, Credential, TokenError, TokenKey, TokenMetrics, TokenStore};
 use url::Url;
@@ -91,8 +91,8 @@ impl Rig {
         };
         ProviderApi {
             base_url: Url::parse(&self.fake.url()).unwrap(),
-            token_url: Url::parse(&token_url).unwrap(),
-            client_id: SecretString::from(client.to_owned()),
+            token_url: Some(Url::parse(&token_url).unwrap()),
+            client_id: Some(SecretString::from(client.to_owned())),
             client_secret: SecretString::from(secret.to_owned()),
             refresh_token: refresh.map(|r| SecretString::from(r.to_owned())),
             scope: scope.map(str::to_owned),
@@ -100,6 +100,8 @@ impl Rig {
             order_api: OrderApi::V2,
             fetch_deadline: Duration::from_secs(180),
             venue_id: None,
+            answer_deadline: Duration::from_secs(180),
+            status_api: StatusApi::Standard,
         }
     }
 
