@@ -2,16 +2,19 @@
 //! nats-server and the fake provider API: "replicas" are token stores with
 //! their own NATS connections over one `PROVIDER_TOKENS` bucket; requests
 //! are order GETs at the fake, retried once after a 401 with
-//! `token_rejected`, as the fetcher does.
+//! `token_rejected`, as the fetcher does (Uber Eats, Wolt), or status calls
+//! (Talabat, Deliveroo: their orders are pushed, never fetched).
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, ensure};
 use async_nats::jetstream::kv;
 use base64::Engine;
 use futures::StreamExt;
-use orderhub_tests::NatsServer;
-use orderhub_tests::fake_provider::{Api, Endpoint, FakeProvider, FaultReply, Matcher, Platform};
+use orderhub_tests::fake_provider::{
+    Api, Endpoint, FakeProvider, FaultReply, Matcher, Platform, StatusEndpoint,
+};
+use orderhub_tests::{NatsServer, STEP};
 use secrecy::SecretString;
 use shared::Provider;
 use shared::config::{OrderApi, ProviderApi, ProviderApiSettings, StatusApi, StreamSettings};
@@ -24,6 +27,10 @@ const UBER_SECRET: &str = "uber-client-secret-1";
 const WOLT_CLIENT: &str = "wolt-venue-client";
 const WOLT_SECRET: &str = "wolt-client-secret-1";
 const WOLT_SEED: &str = "wolt-first-refresh-token-1";
+const TALABAT_USER: &str = "talabat-middleware-user";
+const TALABAT_PASSWORD: &str = "talabat-middleware-password-1";
+const ROO_CLIENT: &str = "deliveroo-client";
+const ROO_SECRET: &str = "deliveroo-client-secret-1";
 const KEY: [u8; 32] = *b"0123456789abcdef0123456789abcdef";
 
 fn settings(min_mint_interval: Duration) -> ProviderApiSettings {
@@ -54,6 +61,8 @@ impl Rig {
         let fake = FakeProvider::start().await?;
         fake.add_uber_client(UBER_APP, UBER_SECRET);
         fake.add_wolt_venue(WOLT_CLIENT, WOLT_SECRET, WOLT_SEED);
+        fake.add_talabat_user(TALABAT_USER, TALABAT_PASSWORD);
+        fake.add_deliveroo_client(ROO_CLIENT, ROO_SECRET);
         fake.put_order(Platform::Ubereats, Api::V2, "u-1", r#"{"id":"u-1"}"#);
         fake.put_order(Platform::Wolt, Api::V2, "w-1", r#"{"id":"w-1"}"#);
         let url = |platform, id| {
@@ -82,6 +91,8 @@ impl Rig {
                 None,
                 Some("eats.order"),
             ),
+            Provider::Talabat => (self.fake.talabat_token_url(), TALABAT_USER, None, None),
+            Provider::Deliveroo => (self.fake.deliveroo_token_url(), ROO_CLIENT, None, None),
             _ => (
                 self.fake.wolt_token_url(),
                 WOLT_CLIENT,
@@ -105,11 +116,13 @@ impl Rig {
         }
     }
 
-    /// The credential of the provider's account (`acme-uber`, `acme-wolt`)
-    /// with `secret`.
+    /// The credential of the provider's account (`acme-uber`, `acme-wolt`,
+    /// `acme-talabat`, `acme-roo`) with `secret`.
     fn credential(&self, provider: Provider, secret: &str) -> anyhow::Result<Credential> {
         let account = match provider {
             Provider::Ubereats => "acme-uber",
+            Provider::Talabat => "acme-talabat",
+            Provider::Deliveroo => "acme-roo",
             _ => "acme-wolt",
         };
         Ok(Credential::new(
@@ -125,6 +138,14 @@ impl Rig {
 
     fn wolt(&self) -> anyhow::Result<Credential> {
         self.credential(Provider::Wolt, WOLT_SECRET)
+    }
+
+    fn talabat(&self) -> anyhow::Result<Credential> {
+        self.credential(Provider::Talabat, TALABAT_PASSWORD)
+    }
+
+    fn deliveroo(&self) -> anyhow::Result<Credential> {
+        self.credential(Provider::Deliveroo, ROO_SECRET)
     }
 
     /// One replica sealing with the fleet's key.
@@ -186,6 +207,10 @@ impl Replica {
             "fetcher_provider_token_{name}_total{{provider=\"{}\",account=\"{account}\",{label}=\"{value}\"}} ",
             if account.contains("wolt") {
                 "wolt"
+            } else if account.contains("talabat") {
+                "talabat"
+            } else if account.contains("roo") {
+                "deliveroo"
             } else {
                 "ubereats"
             },
@@ -685,5 +710,220 @@ async fn tokens_and_errors_print_no_secret() -> anyhow::Result<()> {
     for secret in [token.expose(), WOLT_SEED, WOLT_SECRET, WOLT_CLIENT] {
         assert!(!shown.contains(secret), "{shown}");
     }
+    Ok(())
+}
+
+/// One status call at the fake with `token`, as the status worker makes
+/// it: Talabat's "prepared" callback (no body), Deliveroo's prep stage.
+/// `id` is the order (Talabat: the callback token). The fake answers it
+/// 200 (Talabat) or 204 (Deliveroo) only with a live token of the
+/// provider, else 401.
+async fn status_call(
+    http: &reqwest::Client,
+    fake_url: &str,
+    provider: Provider,
+    id: &str,
+    token: &AccessToken,
+) -> anyhow::Result<u16> {
+    let request = match provider {
+        Provider::Talabat => http.post(format!(
+            "{fake_url}{}",
+            StatusEndpoint::TalabatPreparationCompleted.path(id)
+        )),
+        Provider::Deliveroo => http
+            .post(format!(
+                "{fake_url}{}",
+                StatusEndpoint::DeliverooPrepStage.path(id)
+            ))
+            .json(&serde_json::json!({
+                "stage": "in_kitchen",
+                "occurred_at": shared::dlq::rfc3339(SystemTime::now()),
+            })),
+        other => anyhow::bail!("no status call for {other} here"),
+    };
+    let answer = tokio::time::timeout(STEP, request.bearer_auth(token.expose()).send()).await??;
+    Ok(answer.status().as_u16())
+}
+
+#[tokio::test]
+async fn talabat_and_deliveroo_tokens_come_from_the_fake_and_one_mint_serves_many_calls()
+-> anyhow::Result<()> {
+    let rig = Rig::start(settings(Duration::from_secs(60))).await?;
+    let fake = &rig.fake;
+    let replicas: [Replica; 2] = rig.replicas().await?;
+    let (talabat, deliveroo) = (rig.talabat()?, rig.deliveroo()?);
+    for r in &replicas {
+        r.metrics.start_at_zero([&talabat, &deliveroo]);
+    }
+    let http = reqwest::Client::new();
+
+    // 2 replicas × 10 concurrent status calls per provider, each with the
+    // token its store hands out.
+    let mut calls = Vec::new();
+    for (k, r) in replicas.iter().enumerate() {
+        for n in 0..10 {
+            for (cred, id) in [
+                (&talabat, format!("tal-{k}-{n}")),
+                (&deliveroo, format!("gb:roo-{k}-{n}")),
+            ] {
+                let (http, store, cred, url) =
+                    (http.clone(), r.store.clone(), cred.clone(), fake.url());
+                calls.push(tokio::spawn(async move {
+                    let token = tokio::time::timeout(STEP, store.token(&cred)).await??;
+                    let provider = cred.provider();
+                    anyhow::Ok((
+                        provider,
+                        status_call(&http, &url, provider, &id, &token).await?,
+                    ))
+                }));
+            }
+        }
+    }
+    let mut answered = Vec::new();
+    for call in calls {
+        answered.push(tokio::time::timeout(STEP, call).await???);
+    }
+    assert_eq!(answered.len(), 40);
+    for (provider, status) in &answered {
+        let expected = if *provider == Provider::Talabat {
+            200
+        } else {
+            204
+        };
+        assert_eq!(*status, expected, "{provider}");
+    }
+    assert_eq!(fake.mints_by(Platform::Talabat, TALABAT_USER), 1);
+    assert_eq!(fake.mints_by(Platform::Deliveroo, ROO_CLIENT), 1);
+    assert_eq!(rig.token_requests(Platform::Talabat), 1);
+    assert_eq!(rig.token_requests(Platform::Deliveroo), 1);
+    // One replica minted each; the other read what it stored.
+    assert_eq!(outcomes(&replicas, "acme-talabat"), [1, 0, 1]);
+    assert_eq!(outcomes(&replicas, "acme-roo"), [1, 0, 1]);
+    for r in &replicas {
+        for account in ["acme-talabat", "acme-roo"] {
+            for reason in ["rejected", "unavailable", "mint_floor", "store_failed"] {
+                assert_eq!(r.failures(account, reason), 0, "{account} {reason}");
+            }
+        }
+    }
+
+    // Another account of the same middleware user shares the login.
+    let [a, b] = &replicas;
+    let second = Credential::new(
+        Provider::Talabat,
+        "acme-talabat-2",
+        &rig.api(Provider::Talabat, TALABAT_PASSWORD),
+    )?;
+    assert_eq!(second.key(), talabat.key());
+    let shared_token = tokio::time::timeout(STEP, b.store.token(&second)).await??;
+    assert_eq!(
+        shared_token,
+        tokio::time::timeout(STEP, a.store.token(&talabat)).await??
+    );
+    assert_eq!(fake.mints_by(Platform::Talabat, TALABAT_USER), 1);
+    // The two providers' tokens are their own.
+    let roo_token = tokio::time::timeout(STEP, a.store.token(&deliveroo)).await??;
+    assert_ne!(roo_token, shared_token);
+    assert_eq!(
+        status_call(&http, &fake.url(), Provider::Talabat, "tal-x", &roo_token).await?,
+        401
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_short_deliveroo_token_is_renewed_ahead_under_the_default_floor() -> anyhow::Result<()> {
+    // The defaults: renewed 2 min ahead, at most one mint a minute. A
+    // token living 12 s is renewed at half its life (6 s), not held back
+    // by the floor until it expired.
+    let rig = Rig::start(settings(Duration::from_secs(60))).await?;
+    let fake = &rig.fake;
+    fake.set_deliveroo_expires_in(Duration::from_secs(12));
+    let r = rig.replica().await?;
+    let cred = rig.deliveroo()?;
+    r.metrics.start_at_zero([&cred]);
+    let http = reqwest::Client::new();
+
+    let first = tokio::time::timeout(STEP, r.store.token(&cred)).await??;
+    assert_eq!(first.generation(), 1);
+    let mut n = 0;
+    let renewed = loop {
+        n += 1;
+        ensure!(n <= 200, "no renewal after {n} calls");
+        let token = tokio::time::timeout(STEP, r.store.token(&cred)).await??;
+        // Every call's token works: none is handed out expired.
+        let status = status_call(
+            &http,
+            &fake.url(),
+            Provider::Deliveroo,
+            &format!("gb:{n}"),
+            &token,
+        )
+        .await?;
+        assert_eq!(
+            status,
+            204,
+            "call {n}, token generation {}",
+            token.generation()
+        );
+        if token != first {
+            break token;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(renewed.generation(), 2);
+    assert!(renewed.expires_at() > first.expires_at());
+    // Many calls on the first token, one renewal, no error of any kind.
+    assert!(n > 2, "{n}");
+    assert_eq!(fake.mints_by(Platform::Deliveroo, ROO_CLIENT), 2);
+    assert_eq!(outcomes([&r], "acme-roo"), [1, 1, 0]);
+    for reason in ["rejected", "unavailable", "mint_floor", "store_failed"] {
+        assert_eq!(r.failures("acme-roo", reason), 0, "{reason}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wrong_talabat_password_or_deliveroo_secret_is_refused_naming_no_secret()
+-> anyhow::Result<()> {
+    let rig = Rig::start(settings(Duration::from_secs(60))).await?;
+    let r = rig.replica().await?;
+    for (provider, account, secret, hint) in [
+        (
+            Provider::Talabat,
+            "acme-talabat",
+            "wrong-talabat-password",
+            "check the account's api.client_id (the middleware user name) and client_secret (its password)",
+        ),
+        (
+            Provider::Deliveroo,
+            "acme-roo",
+            "wrong-deliveroo-secret",
+            "check the account's api.client_id and client_secret",
+        ),
+    ] {
+        let cred = rig.credential(provider, secret)?;
+        let e = tokio::time::timeout(STEP, r.store.token(&cred))
+            .await?
+            .unwrap_err();
+        assert_eq!(e.class(), FailureClass::TokenRejected);
+        let said = match provider {
+            Provider::Deliveroo => "401 invalid_client",
+            _ => "401",
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{provider} account {account}: the token endpoint refused the credentials: \
+                 the token endpoint answered {said}; {hint}"
+            )
+        );
+        for secret in [secret, TALABAT_USER, ROO_CLIENT] {
+            assert!(!e.to_string().contains(secret), "{e}");
+        }
+        assert_eq!(r.failures(account, "rejected"), 1);
+    }
+    assert_eq!(rig.fake.mints(Platform::Talabat), 0);
+    assert_eq!(rig.fake.mints(Platform::Deliveroo), 0);
     Ok(())
 }
