@@ -620,7 +620,7 @@ pub fn callback_allowed(
     let host_ok = base_url
         .host_str()
         .is_some_and(|b| b.eq_ignore_ascii_case(&host))
-        || callback_hosts.iter().any(|h| *h == host);
+        || callback_hosts.contains(&host);
     if !host_ok {
         return Err(format!(
             "host {:?} is neither the account's api.base_url host nor in api.callback_hosts",
