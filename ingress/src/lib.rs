@@ -23,7 +23,13 @@
 //!   per-provider and per-account rate limits drawn only by verified
 //!   requests (429 + `Retry-After`), per-account IP allow-lists honouring
 //!   `X-Forwarded-For` only from trusted proxies (403).
-//! - The webhook port serves only the webhook routes; `/health`, `/ready`
+//! - The backend's status API, `POST
+//!   /api/tenants/{tenant}/orders/{provider}/{provider_order_id}/status`
+//!   ([`status`]): verified with the tenant's signing secrets, checked
+//!   against the order's context in the `ORDER_CONTEXT` bucket, stored on
+//!   the `STATUS` stream (`status.<provider>.<account>`) and answered 202
+//!   only after JetStream acked.
+//! - The webhook port serves only the webhook and status routes; `/health`, `/ready`
 //!   and `/metrics` are on the ops address alone.
 //! - Stateless: no database; any number of replicas behind a load balancer.
 
@@ -32,6 +38,7 @@ pub mod net;
 pub mod pipeline;
 pub mod routes;
 pub mod server;
+pub mod status;
 
 /// Provider signature schemes; they live in `shared` because the forwarder
 /// signs with Standard Webhooks too.
@@ -89,7 +96,8 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Connects, makes sure `WEBHOOKS` exists, binds both servers and serves
+/// Connects, makes sure `WEBHOOKS`, `STATUS` and the `ORDER_CONTEXT`
+/// bucket exist, binds both servers and serves
 /// until `shutdown`. Returns once listening.
 pub async fn start(
     common: &CommonArgs,
@@ -106,7 +114,16 @@ pub async fn start(
     shared::app::ensure_streams(
         &js,
         &defs,
-        &[shared::subjects::WEBHOOKS_STREAM],
+        &[
+            shared::subjects::WEBHOOKS_STREAM,
+            shared::subjects::STATUS_STREAM,
+        ],
+        common.manage_streams,
+    )
+    .await?;
+    let contexts = shared::app::ensure_bucket_retrying(
+        &js,
+        defs.bucket(shared::answer::ORDER_CONTEXT_BUCKET),
         common.manage_streams,
     )
     .await?;
@@ -127,6 +144,11 @@ pub async fn start(
         webhooks,
         &mut registry,
     ));
+    let status_api = Arc::new(status::StatusApi::new(
+        ingress.clone(),
+        contexts,
+        &mut registry,
+    ));
     readiness.add_condition("publishing", ingress.publishing.clone());
     let registry = Arc::new(registry);
 
@@ -138,11 +160,11 @@ pub async fn start(
                 source,
             })?;
     // The webhook port is the internet-facing one: no ops routes on it.
-    let routes = routes::webhooks(
-        ingress.clone(),
-        Duration::from_millis(args.body_read_timeout_ms),
-    )
-    .recover(routes::recover);
+    let body_timeout = Duration::from_millis(args.body_read_timeout_ms);
+    let routes = routes::webhooks(ingress.clone(), body_timeout)
+        .or(routes::status(status_api, body_timeout))
+        .unify()
+        .recover(routes::recover);
     let (listener, addr) =
         server::bind(args.listen_addr)
             .await

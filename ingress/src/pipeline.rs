@@ -334,19 +334,20 @@ pub const DEFAULT_PROVIDER_LIMIT: RateLimit = RateLimit {
 
 /// Shared state of the ingress.
 pub struct Ingress {
-    hub: Arc<HubConfig>,
-    /// Publishes raw webhooks, with `publish_timeout` as its ack timeout.
-    publisher: jetstream::Context,
+    pub(crate) hub: Arc<HubConfig>,
+    /// Publishes raw webhooks (and status commands), with
+    /// `publish_timeout` as its ack timeout.
+    pub(crate) publisher: jetstream::Context,
     webhooks: jetstream::stream::Stream,
     providers: Vec<ProviderState>,
     trusted: NetSet,
     clients: ClientLimits,
     clock: DefaultClock,
     /// Secrets nobody has, as many as the most any account has.
-    dummy_secrets: Arc<[SecretString]>,
+    pub(crate) dummy_secrets: Arc<[SecretString]>,
     /// Verifications of large bodies running on blocking threads.
-    heavy_verifications: Arc<tokio::sync::Semaphore>,
-    publish_timeout: Duration,
+    pub(crate) heavy_verifications: Arc<tokio::sync::Semaphore>,
+    pub(crate) publish_timeout: Duration,
     /// False after a publish failed, until one succeeds: part of `/ready`.
     pub publishing: Arc<AtomicBool>,
     metrics: Metrics,
@@ -387,7 +388,14 @@ impl Ingress {
                 }
             })
             .collect::<Vec<ProviderState>>();
-        let dummies = providers.iter().map(|p| p.max_secrets).max().unwrap_or(1);
+        // The status API verifies with tenants' signing secrets: as many
+        // dummies as the tenant with the most has, too.
+        let dummies = providers
+            .iter()
+            .map(|p| p.max_secrets)
+            .chain([max_tenant_secrets(&hub)])
+            .max()
+            .unwrap_or(1);
         let publish_timeout = hub.ingress.publish_timeout;
         Ingress {
             trusted: NetSet::new(&hub.ingress.trusted_proxies),
@@ -440,7 +448,7 @@ impl Ingress {
     }
 
     /// Charges a refusal before verification to the client's budget.
-    fn charge_client(&self, client: Option<Client>, rejection: &Rejection) {
+    pub(crate) fn charge_client(&self, client: Option<Client>, rejection: &Rejection) {
         if let Some(c) = client
             && rejection.is_unauthenticated()
             && self.clients.charge(c.budget_key()) == ChargeOutcome::Overflow
@@ -703,6 +711,17 @@ impl Ingress {
     }
 }
 
+/// The most signing secrets any tenant has (at least 1): every refusal of
+/// the status API costs this many secrets' verification.
+pub(crate) fn max_tenant_secrets(hub: &HubConfig) -> usize {
+    hub.tenants
+        .iter()
+        .map(|t| t.signing_secrets.len())
+        .max()
+        .unwrap_or(0)
+        .max(1)
+}
+
 fn account_state(index: usize, a: &Account) -> AccountState {
     let defaults = VerifyOptions::default();
     AccountState {
@@ -925,21 +944,8 @@ fn uuid_string(id: uuid::Uuid) -> String {
 /// nats-server parses every header of a message whose `traceparent` is
 /// sampled, for its own message tracing (BENCHMARKS.md).
 fn traceparent(h: &HeaderMap, sample_percent: u8) -> String {
-    if let Some(v) = h.get("traceparent").and_then(|v| v.to_str().ok()) {
-        let mut parts = v.split('-');
-        fn hex(s: Option<&str>, n: usize) -> Option<&str> {
-            s.filter(|s| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit()))
-        }
-        if let (Some(_), Some(trace), Some(_), Some(_), None) = (
-            hex(parts.next(), 2),
-            hex(parts.next(), 32),
-            hex(parts.next(), 16),
-            hex(parts.next(), 2),
-            parts.next(),
-        ) && trace != "00000000000000000000000000000000"
-        {
-            return v.to_ascii_lowercase();
-        }
+    if let Some(v) = incoming_traceparent(h) {
+        return v;
     }
     // Version-4 UUIDs are 122 random bits from a thread-local generator;
     // the fixed version and variant bits keep both ids non-zero (the span id
@@ -954,6 +960,29 @@ fn traceparent(h: &HeaderMap, sample_percent: u8) -> String {
     tp.push_str(&uuid::Uuid::new_v4().simple().encode_lower(&mut buf)[16..]);
     tp.push_str(if sampled { "-01" } else { "-00" });
     tp
+}
+
+/// The request's W3C `traceparent`, lowercased, if it is well-formed.
+pub(crate) fn incoming_traceparent(h: &HeaderMap) -> Option<String> {
+    let v = h.get("traceparent")?.to_str().ok()?;
+    let mut parts = v.split('-');
+    fn hex(s: Option<&str>, n: usize) -> Option<&str> {
+        s.filter(|s| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+    match (
+        hex(parts.next(), 2),
+        hex(parts.next(), 32),
+        hex(parts.next(), 16),
+        hex(parts.next(), 2),
+        parts.next(),
+    ) {
+        (Some(_), Some(trace), Some(_), Some(_), None)
+            if trace != "00000000000000000000000000000000" =>
+        {
+            Some(v.to_ascii_lowercase())
+        }
+        _ => None,
+    }
 }
 
 /// Copies the provider's own headers later stages need (content type, event

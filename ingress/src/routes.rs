@@ -20,6 +20,7 @@ use warp::http::{HeaderMap, Method, StatusCode};
 use warp::{Filter, Reply};
 
 use crate::pipeline::{Accepted, Incoming, Ingress, Rejection, Route};
+use crate::status::{StatusApi, StatusIncoming, StatusRejection, Stored, percent_decode};
 
 /// The peer address of the connection, put on each request by the server.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +36,7 @@ pub const ROUTES: &[(&str, &str)] = &[
         "/api/webhooks/talabat/{account}/remoteId/{remoteId}/remoteOrder/{remoteOrderId}/posOrderStatus",
     ),
     ("POST", "/api/webhooks/justeat/{account}/{event}"),
+    ("POST", crate::status::ROUTE),
 ];
 
 /// What the routes extract before the body is read.
@@ -125,6 +127,39 @@ fn target() -> impl Filter<Extract = (Target,), Error = warp::Rejection> + Clone
             .or(default_account)
             .unify(),
     )
+}
+
+/// What the status route extracts before the body is read.
+#[derive(Debug, PartialEq, Eq)]
+struct StatusTarget {
+    tenant: String,
+    provider: Provider,
+    provider_order_id: String,
+}
+
+/// A percent-decoded path segment; one that does not decode is no route.
+fn decoded() -> impl Filter<Extract = (String,), Error = warp::Rejection> + Clone {
+    warp::path::param::<String>()
+        .and_then(|s: String| async move { percent_decode(&s).ok_or_else(warp::reject::not_found) })
+}
+
+/// Matches the status route ([`crate::status::ROUTE`]); an unknown
+/// provider is a 404, as on the webhook routes.
+fn status_target() -> impl Filter<Extract = (StatusTarget,), Error = warp::Rejection> + Clone {
+    warp::path("api")
+        .and(warp::path("tenants"))
+        .and(decoded())
+        .and(warp::path("orders"))
+        .and(provider())
+        .and(decoded())
+        .and(warp::path("status"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .map(|tenant, provider, provider_order_id| StatusTarget {
+            tenant,
+            provider,
+            provider_order_id,
+        })
 }
 
 /// A refused body is read and thrown away up to this many times
@@ -284,6 +319,115 @@ pub fn webhooks(
         )
 }
 
+/// The backend's status API ([`crate::status`]), with the webhook routes'
+/// client budget, body limit and body timeout.
+pub fn status(
+    api: Arc<StatusApi>,
+    body_timeout: Duration,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
++ Clone
++ Send
++ Sync
++ 'static {
+    status_target()
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<Peer>())
+        .and(warp::body::stream())
+        .then(
+            move |t: StatusTarget,
+                  declared: Option<u64>,
+                  headers: HeaderMap,
+                  peer: Option<Peer>,
+                  body| {
+                let api = api.clone();
+                async move {
+                    let ingress = api.ingress();
+                    let client = ingress.client_ip(peer.map(|p| p.0), &headers);
+                    let max = ingress.max_body_bytes();
+                    let drain = !expects_continue(&headers);
+                    if let Err(r) = ingress.check_client(client) {
+                        if drain && declared.is_none_or(|n| n <= max) {
+                            let deadline = tokio::time::Instant::now() + body_timeout;
+                            futures::pin_mut!(body);
+                            discard(body, declared.unwrap_or(max), deadline).await;
+                        }
+                        api.record_early(t.provider, client, &r);
+                        return status_answer(Err(StatusRejection::Webhook(r)));
+                    }
+                    let body = match read_body(declared, drain, body, max, body_timeout).await {
+                        Ok(b) => b,
+                        Err(r) => {
+                            api.record_early(t.provider, client, &r);
+                            return status_answer(Err(StatusRejection::Webhook(r)));
+                        }
+                    };
+                    let result = api
+                        .handle(StatusIncoming {
+                            tenant: t.tenant,
+                            provider: t.provider,
+                            provider_order_id: t.provider_order_id,
+                            headers,
+                            client,
+                            body,
+                        })
+                        .await;
+                    status_answer(result)
+                }
+            },
+        )
+}
+
+/// `{"statusId": ..., "status": "queued" | "duplicate"}`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusAnswer<'a> {
+    status_id: &'a str,
+    status: &'static str,
+}
+
+/// The status API's answer: 202 / 200 with the status id, 400 with every
+/// field error, 404 `unknown_order`, 422 `unsupported_action`, and the
+/// webhook routes' bodies for 401, 408, 413, 429 and 503.
+pub fn status_answer(result: Result<Stored, StatusRejection>) -> warp::reply::Response {
+    match result {
+        Ok(Stored::Queued { status_id }) => json(
+            StatusCode::ACCEPTED,
+            &StatusAnswer {
+                status_id: &status_id,
+                status: "queued",
+            },
+        ),
+        Ok(Stored::Duplicate { status_id }) => json(
+            StatusCode::OK,
+            &StatusAnswer {
+                status_id: &status_id,
+                status: "duplicate",
+            },
+        ),
+        Err(r) => {
+            let status = r.status();
+            match r {
+                StatusRejection::Webhook(r) => rejection(status, &r),
+                StatusRejection::Invalid(errors) => json(
+                    status,
+                    &serde_json::json!({"error": "invalid_request", "errors": errors}),
+                ),
+                StatusRejection::UnknownOrder => {
+                    json(status, &serde_json::json!({"error": "unknown_order"}))
+                }
+                StatusRejection::Unsupported { provider, action } => json(
+                    status,
+                    &serde_json::json!({
+                        "error": "unsupported_action",
+                        "message": format!("{provider} has no call to {action} this order"),
+                    }),
+                ),
+            }
+        }
+    }
+}
+
 fn json(status: StatusCode, value: &impl serde::Serialize) -> warp::reply::Response {
     warp::reply::with_status(warp::reply::json(value), status).into_response()
 }
@@ -381,7 +525,11 @@ pub fn answer(
 /// One body per status, never more specific than the status: the 401 is the
 /// same for an unknown account, a bad signature and a missing header.
 fn reject(provider: Provider, r: &Rejection) -> warp::reply::Response {
-    let status = provider_status(provider, r.status());
+    rejection(provider_status(provider, r.status()), r)
+}
+
+/// A refusal's body and `Retry-After`, with `status`.
+fn rejection(status: StatusCode, r: &Rejection) -> warp::reply::Response {
     let body = match r {
         Rejection::Unauthorized(_) => serde_json::json!({"error": "unauthorized"}),
         Rejection::Forbidden => serde_json::json!({"error": "forbidden"}),
@@ -652,6 +800,131 @@ mod tests {
             .await,
         );
         assert_eq!(body.as_ref(), br#"{"error":"unauthorized"}"#);
+    }
+
+    #[tokio::test]
+    async fn the_status_route_decodes_its_segments_and_knows_its_providers() {
+        let target = |method: &'static str, path: &'static str| async move {
+            warp::test::request()
+                .method(method)
+                .path(path)
+                .filter(&status_target())
+                .await
+                .ok()
+        };
+        assert_eq!(
+            target(
+                "POST",
+                "/api/tenants/%D9%85%D8%B7%D8%B9%D9%85/orders/deliveroo/gb%3A5f1c%2Fx%20y/status"
+            )
+            .await,
+            Some(StatusTarget {
+                tenant: "مطعم".into(),
+                provider: Provider::Deliveroo,
+                provider_order_id: "gb:5f1c/x y".into(),
+            })
+        );
+        for (method, path) in [
+            ("POST", "/api/tenants/acme/orders/foodora/o1/status"),
+            ("GET", "/api/tenants/acme/orders/wolt/o1/status"),
+            ("POST", "/api/tenants/acme/orders/wolt/o1/status/x"),
+            ("POST", "/api/tenants/acme/orders/wolt/%FF/status"),
+            ("POST", "/api/tenants/acme/orders/wolt/status"),
+        ] {
+            assert_eq!(target(method, path).await, None, "{method} {path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn status_answers_have_their_documented_bodies() {
+        use canonical::status::{Action, FieldError};
+        let answer = |r| async move {
+            let resp = status_answer(r);
+            let status = resp.status().as_u16();
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = String::from_utf8(http_body_util_collect(resp).await).unwrap();
+            (status, body, retry)
+        };
+        assert_eq!(
+            answer(Ok(Stored::Queued {
+                status_id: "s1".into()
+            }))
+            .await,
+            (202, r#"{"statusId":"s1","status":"queued"}"#.into(), None)
+        );
+        assert_eq!(
+            answer(Ok(Stored::Duplicate {
+                status_id: "s1".into()
+            }))
+            .await,
+            (
+                200,
+                r#"{"statusId":"s1","status":"duplicate"}"#.into(),
+                None
+            )
+        );
+        let errors =
+            canonical::status::StatusRequest::parse(br#"{"action":"reject","x":1}"#).unwrap_err();
+        assert_eq!(
+            errors,
+            vec![
+                FieldError {
+                    field: "x".into(),
+                    message: "is not a field of a status request (action, reason, ready_at, unavailable_items)".into()
+                },
+                FieldError {
+                    field: "reason".into(),
+                    message: "is required to reject".into()
+                }
+            ]
+        );
+        assert_eq!(
+            answer(Err(StatusRejection::Invalid(errors))).await,
+            (
+                400,
+                r#"{"error":"invalid_request","errors":[{"field":"x","message":"is not a field of a status request (action, reason, ready_at, unavailable_items)"},{"field":"reason","message":"is required to reject"}]}"#.into(),
+                None
+            )
+        );
+        assert_eq!(
+            answer(Err(StatusRejection::UnknownOrder)).await,
+            (404, r#"{"error":"unknown_order"}"#.into(), None)
+        );
+        assert_eq!(
+            answer(Err(StatusRejection::Unsupported {
+                provider: Provider::Careem,
+                action: Action::Accept
+            }))
+            .await,
+            (
+                422,
+                r#"{"error":"unsupported_action","message":"careem has no call to accept this order"}"#.into(),
+                None
+            )
+        );
+        // Every 401 is the webhook routes' one body, whatever the reason.
+        for reason in [
+            "unknown_tenant",
+            "bad_signature",
+            "stale_timestamp",
+            "missing_header",
+        ] {
+            assert_eq!(
+                answer(Err(StatusRejection::Webhook(Rejection::Unauthorized(
+                    reason
+                ))))
+                .await,
+                (401, r#"{"error":"unauthorized"}"#.into(), None)
+            );
+        }
+        let (status, _, retry) = answer(Err(StatusRejection::Webhook(Rejection::Unavailable(
+            "x".into(),
+        ))))
+        .await;
+        assert_eq!((status, retry.as_deref()), (503, Some("1")));
     }
 
     async fn http_body_util_collect(r: warp::reply::Response) -> Vec<u8> {
