@@ -16,8 +16,13 @@
 //! Conversion is pure: no I/O, no clock (a missing provider timestamp falls
 //! back to the ingress's `Orderhub-Received-At`), so the same delivery
 //! always gives the same order; golden and property tests call it directly.
+//!
+//! A `created` order also gets its answering context
+//! ([`shared::answer::OrderContext`], [`convert_with_hints`]) from the
+//! adapter's [`AnswerHints`] and the account: the canonical order does not
+//! change for it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_nats::HeaderMap;
 use canonical::money::{Currency, Decimal, MoneyError};
@@ -28,6 +33,7 @@ use canonical::order::{
 use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer};
 use shared::Provider;
+use shared::answer::OrderContext;
 use shared::config::{Account, HubConfig, Tenant};
 use shared::failure::FailureClass;
 use shared::headers;
@@ -210,6 +216,29 @@ pub struct Draft {
     /// The country the payload itself names (Talabat's `countryCode`), for
     /// phone numbers; the account's `country` otherwise.
     pub country: Option<String>,
+    /// What answering the order at its provider needs, beyond the order
+    /// (a `created` order's [`shared::answer::OrderContext`]).
+    pub answer: AnswerHints,
+}
+
+/// What a provider's payload says about answering its order, for the
+/// order's [`shared::answer::OrderContext`]; not part of the canonical
+/// order. Empty (the default) for providers that hand over nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnswerHints {
+    /// The order's own deadline to accept or reject (Talabat `expiryDate`);
+    /// `None`: the account's `answer_deadline` applies.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Which of the provider's order APIs the order came from (`v1`, `v2`;
+    /// Uber Eats and Wolt): their status calls differ.
+    pub api: Option<&'static str>,
+    /// URLs the provider gave for answering, by its own names (Talabat
+    /// `callbackUrls`).
+    pub callbacks: BTreeMap<String, String>,
+    /// The restaurant delivers it itself (Wolt `delivery.self_delivery`).
+    pub self_delivery: bool,
+    /// Placed in advance (Wolt `type: preorder` or a `pre_order`).
+    pub preorder: bool,
 }
 
 impl Draft {
@@ -218,6 +247,7 @@ impl Draft {
             order,
             store_ids: Vec::new(),
             country: None,
+            answer: AnswerHints::default(),
         }
     }
 
@@ -526,8 +556,27 @@ pub fn excerpt(text: &str) -> String {
     }
 }
 
+/// How long a provider takes an answer to a new order when neither the
+/// order nor the account's `[account.api] answer_deadline` says.
+pub const DEFAULT_ANSWER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// One converted delivery: the canonical order and, for a `created` order,
+/// what answering it at its provider needs.
+#[derive(Debug)]
+pub struct Converted {
+    pub order: Order,
+    pub answer: AnswerHints,
+    /// `Some` for a `created` order only.
+    pub context: Option<OrderContext>,
+}
+
 /// Converts one delivery of a raw webhook into its canonical order.
 pub fn convert(hub: &HubConfig, delivery: &Delivery) -> Result<Order, ConvertError> {
+    convert_with_hints(hub, delivery).map(|c| c.order)
+}
+
+/// [`convert`], keeping what the payload says about answering the order.
+pub fn convert_with_hints(hub: &HubConfig, delivery: &Delivery) -> Result<Converted, ConvertError> {
     let h = &delivery.headers;
     let provider_name = header_of(h, headers::PROVIDER)
         .or_else(|| shared::subjects::token(&delivery.subject, 2))
@@ -564,15 +613,59 @@ pub fn convert(hub: &HubConfig, delivery: &Delivery) -> Result<Order, ConvertErr
     };
     let mut problems = Problems::default();
     let draft = adapters::adapter(provider).convert(&input, &mut problems)?;
-    finish(&input, draft, problems)
+    let mut converted = finish(&input, draft, problems)?;
+    if converted.order.event == Event::Created {
+        let received_at = received_at.unwrap_or_else(|| OffsetDateTime::from(delivery.published));
+        converted.context = Some(context(
+            account,
+            &converted.order,
+            &converted.answer,
+            received_at,
+        ));
+    }
+    Ok(converted)
+}
+
+/// A new order's answering context: its deadline is the order's own
+/// expiry, else `received_at` plus the account's `answer_deadline` (or
+/// [`DEFAULT_ANSWER_DEADLINE`] without an `[account.api]`).
+pub fn context(
+    account: &Account,
+    order: &Order,
+    answer: &AnswerHints,
+    received_at: OffsetDateTime,
+) -> OrderContext {
+    let deadline = account
+        .api
+        .as_ref()
+        .map_or(DEFAULT_ANSWER_DEADLINE, |api| api.answer_deadline);
+    OrderContext {
+        tenant: order.tenant.clone(),
+        provider: order.provider,
+        account: account.id.clone(),
+        provider_order_id: order.provider_order_id.clone(),
+        webhook_id: order.webhook_id.clone(),
+        display_code: order.display_code.clone(),
+        received_at,
+        answer_by: answer.expires_at.unwrap_or(received_at + deadline),
+        api: answer.api.map(str::to_owned),
+        callbacks: answer.callbacks.clone(),
+        self_delivery: answer.self_delivery,
+        preorder: answer.preorder,
+    }
 }
 
 /// The part every provider shares: mappings, phone, the order's rules.
-fn finish(input: &Input<'_>, draft: Draft, mut problems: Problems) -> Result<Order, ConvertError> {
+fn finish(
+    input: &Input<'_>,
+    draft: Draft,
+    mut problems: Problems,
+) -> Result<Converted, ConvertError> {
     let Draft {
         mut order,
         store_ids,
         country,
+        answer,
     } = draft;
     let account = input.account;
 
@@ -614,7 +707,11 @@ fn finish(input: &Input<'_>, draft: Draft, mut problems: Problems) -> Result<Ord
 
     problems.check(&order);
     if problems.is_empty() {
-        Ok(order)
+        Ok(Converted {
+            order,
+            answer,
+            context: None,
+        })
     } else {
         Err(ConvertError::Invalid {
             class: problems.class(),

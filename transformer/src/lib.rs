@@ -9,9 +9,17 @@
 //!   the account's branch and items to its products, normalises the phone
 //!   ([`phone`]), and checks the order's rules, collecting every problem
 //!   ([`convert`]).
+//! - For a `created` order, first writes its answering context
+//!   ([`shared::answer::OrderContext`]: ids, account, deadline, what the
+//!   provider handed over for answering) to the `ORDER_CONTEXT` bucket, so
+//!   a backend answering the order at once finds it; a failed write is
+//!   transient (retried, class `publish_failed`) and nothing is published.
+//!   A re-delivered order writes the same context again.
 //! - Publishes the order as JSON to `orders.<tenant>.<provider>` with
-//!   `Nats-Msg-Id: order:<webhook_id>`, `Content-Type: application/json` and
-//!   the hub headers copied forward (`Orderhub-*`, `traceparent`), awaits
+//!   `Nats-Msg-Id: order:<webhook_id>`, `Content-Type: application/json`,
+//!   `Orderhub-Event` (its `event`: the forwarder auto-accepts `created`
+//!   orders by it) and the hub headers copied forward (`Orderhub-*`,
+//!   `traceparent`), awaits
 //!   JetStream's ack (a `duplicate` ack is success: the order was stored by
 //!   an earlier delivery), and only then lets the loop ack the raw message.
 //!   A transformer killed between the two is redelivered and its second
@@ -38,6 +46,7 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use async_nats::jetstream::context::PublishError;
+use async_nats::jetstream::kv;
 use bytes::Bytes;
 use canonical::order::{Event, Order};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -45,15 +54,17 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use shared::answer::{ORDER_CONTEXT_BUCKET, OrderContext};
 use shared::app::{StageError, StageSpec};
 use shared::config::{CommonArgs, HubConfig};
 use shared::failure::{FailureClass, classify_publish};
 use shared::headers;
 use shared::worker::{Delivery, Failure, Handler, Outcome};
+use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use convert::{ConvertError, convert};
+pub use convert::{ConvertError, Converted, convert, convert_with_hints};
 
 /// The stage: its consumer and the streams it reads and writes.
 pub const SPEC: StageSpec = StageSpec {
@@ -61,7 +72,7 @@ pub const SPEC: StageSpec = StageSpec {
     stream: "WEBHOOKS",
     durable: "transformer",
     streams: &["WEBHOOKS", "ORDERS", "DLQ", "ADVISORIES"],
-    buckets: &[],
+    buckets: &[ORDER_CONTEXT_BUCKET],
 };
 
 /// The headers of the raw webhook that travel on with its order.
@@ -232,6 +243,8 @@ fn event_name(event: Event) -> &'static str {
 pub struct Transformer {
     hub: Arc<HubConfig>,
     js: jetstream::Context,
+    /// `ORDER_CONTEXT`, opened on first use (the stage runner creates it).
+    contexts: OnceCell<kv::Store>,
     metrics: Metrics,
     publish_timeout: Duration,
 }
@@ -246,9 +259,49 @@ impl Transformer {
         Transformer {
             hub,
             js,
+            contexts: OnceCell::new(),
             metrics,
             publish_timeout,
         }
+    }
+
+    /// Stores a new order's answering context (before its order, so a
+    /// backend answering at once finds it); any failure is transient.
+    async fn store_context(&self, ctx: &OrderContext) -> Result<(), Failure> {
+        let failed = |what: String| Failure::new(FailureClass::PublishFailed, what);
+        let write = async {
+            let kv = self
+                .contexts
+                .get_or_try_init(|| async {
+                    self.js
+                        .get_key_value(ORDER_CONTEXT_BUCKET)
+                        .await
+                        .map_err(|e| {
+                            failed(format!("cannot open bucket {ORDER_CONTEXT_BUCKET}: {e}"))
+                        })
+                })
+                .await?;
+            let value = serde_json::to_vec(ctx).map_err(|e| {
+                Failure::new(
+                    FailureClass::InvalidPayload,
+                    format!("cannot encode order context: {e}"),
+                )
+            })?;
+            kv.put(ctx.key(), Bytes::from(value)).await.map_err(|e| {
+                failed(format!(
+                    "cannot write the order context to {ORDER_CONTEXT_BUCKET}: {e}"
+                ))
+            })
+        };
+        tokio::time::timeout(self.publish_timeout, write)
+            .await
+            .map_err(|_| {
+                failed(format!(
+                    "no ack for the order context in {ORDER_CONTEXT_BUCKET} within {}",
+                    humanize(self.publish_timeout)
+                ))
+            })??;
+        Ok(())
     }
 
     /// Publishes the order and waits for its ack; a failure keeps its
@@ -262,6 +315,7 @@ impl Transformer {
                 h.insert(name, v.as_str());
             }
         }
+        h.insert(headers::EVENT, event_name(order.event));
         h.insert("Content-Type", "application/json");
         h.insert("Nats-Msg-Id", order_msg_id(&order.webhook_id).as_str());
         let body = serde_json::to_vec(order).map_err(|e| {
@@ -308,20 +362,29 @@ fn humanize(d: Duration) -> String {
 impl Handler for Transformer {
     async fn handle(&self, delivery: &Delivery) -> Outcome {
         let started = Instant::now();
-        let converted = convert(&self.hub, delivery);
+        let converted = convert_with_hints(&self.hub, delivery);
         let provider = delivery
             .provider
             .parse::<shared::Provider>()
             .map(|p| p.as_str())
             .unwrap_or("unknown");
         self.metrics.converted(provider, started.elapsed());
-        let order = match converted {
-            Ok(order) => order,
+        let Converted { order, context, .. } = match converted {
+            Ok(c) => c,
             Err(e) => {
                 self.metrics.conversion_failed(provider, &e);
                 return Outcome::DeadLetter(Failure::new(e.class(), e.to_string()));
             }
         };
+        if let Some(ctx) = &context
+            && let Err(f) = self.store_context(ctx).await
+        {
+            return if f.class.is_permanent() {
+                Outcome::DeadLetter(f)
+            } else {
+                Outcome::Retry(f)
+            };
+        }
         match self.publish(delivery, &order).await {
             Ok(_) => Outcome::Ack,
             Err(f) if f.class.is_permanent() => Outcome::DeadLetter(f),
@@ -448,8 +511,10 @@ currency = "JOD"
         );
     }
 
+    /// A new order's context is written first: without NATS that write
+    /// times out, and the order is retried without being published.
     #[tokio::test]
-    async fn a_publish_without_an_ack_is_retried() {
+    async fn a_new_order_whose_context_is_not_stored_is_retried_unpublished() {
         let (t, registry) = offline().await;
         let body = r#"{"order_id":"T1","items":[{"name":"Burger","price":10}],"total_amount":10}"#;
         let outcome = tokio::time::timeout(Duration::from_secs(5), t.handle(&delivery(body)))
@@ -459,7 +524,7 @@ currency = "JOD"
             outcome,
             Outcome::Retry(Failure::new(
                 FailureClass::PublishFailed,
-                "no ack for orders.acme.careem within 200ms"
+                "no ack for the order context in ORDER_CONTEXT within 200ms"
             ))
         );
         let text = shared::telemetry::encode(&registry);

@@ -38,8 +38,14 @@
 //! grand total adds up). Tax counts as included when `grandTotal` adds up
 //! without `vatTotal` (Gulf menus are VAT-inclusive).
 //!
+//! Answering (the order context, not the canonical order): a new order's
+//! `expiryDate` is its deadline to accept or reject, and its
+//! `callbackUrls` the URLs the status worker calls.
+//!
 //! A product's `variation` (size) is appended to its name in parentheses
 //! when it differs from the name. `selectedChoices` are read like toppings.
+
+use std::collections::BTreeMap;
 
 use canonical::money::{Currency, Decimal, empty_as_none};
 use canonical::order::{
@@ -48,10 +54,13 @@ use canonical::order::{
 };
 use serde::Deserialize;
 use serde::de::IgnoredAny;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::{Adapter, Coord, Id, coords, event_of, tax_inclusive};
 use crate::convert::{
-    self, ConvertError, Draft, Input, Money, Problems, Quantity, excerpt, join, quantity, text,
+    self, AnswerHints, ConvertError, Draft, Input, Money, Problems, Quantity, excerpt, join,
+    quantity, text,
 };
 
 pub struct Talabat;
@@ -78,6 +87,13 @@ struct OrderIn {
     short_code: Option<String>,
     #[serde(default)]
     created_at: Option<String>,
+    /// Until when Talabat takes an accept or a reject (the order context).
+    #[serde(default)]
+    expiry_date: Option<String>,
+    /// The order's own status URLs by name (the order context); any JSON,
+    /// of which string values are kept.
+    #[serde(default)]
+    callback_urls: Option<serde_json::Value>,
     #[serde(default)]
     pre_order: bool,
     #[serde(default)]
@@ -522,6 +538,32 @@ fn funder(sponsor: Option<&str>) -> Option<Funder> {
     }
 }
 
+/// What a new order hands over for answering it: `expiryDate` (an
+/// unreadable one is left out: the account's `answer_deadline` applies, and
+/// the order itself is not refused for it) and the string values of
+/// `callbackUrls`, by name.
+fn answer_hints(o: &OrderIn) -> AnswerHints {
+    let expires_at = o
+        .expiry_date
+        .as_deref()
+        .and_then(|t| OffsetDateTime::parse(t.trim(), &Rfc3339).ok());
+    let callbacks = match &o.callback_urls {
+        Some(serde_json::Value::Object(urls)) => urls
+            .iter()
+            .filter_map(|(name, url)| {
+                let url = text(url.as_str())?;
+                Some((name.clone(), url))
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    AnswerHints {
+        expires_at,
+        callbacks,
+        ..AnswerHints::default()
+    }
+}
+
 /// Fills `order` with the content of a Talabat order; returns the store id
 /// candidates it names.
 fn fill(input: &Input<'_>, p: &mut Problems, order: &mut Order, o: &OrderIn) -> Option<String> {
@@ -779,9 +821,11 @@ impl Adapter for Talabat {
             let o: OrderIn = input.parse()?;
             let mut order = input.order(Event::Created, o.code.trim());
             let platform_id = fill(input, p, &mut order, &o);
+            let answer = answer_hints(&o);
             let country = o.local_info.and_then(|l| text(l.country_code.as_deref()));
             let mut draft = Draft::new(order).store(remote_id).store(platform_id);
             draft.country = country;
+            draft.answer = answer;
             return Ok(draft);
         }
 

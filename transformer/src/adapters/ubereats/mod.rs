@@ -362,9 +362,13 @@ impl Adapter for UberEats {
                 excerpt(n.meta.resource_id.trim()),
             )));
         }
-        match fetched::api(input, probe.shape(), &SHAPES)? {
-            Api::V2 => v2::convert(input, p),
-            Api::V1 => v1::convert(input, p, probe.order.is_some()),
-        }
+        let api = fetched::api(input, probe.shape(), &SHAPES)?;
+        let mut draft = match api {
+            Api::V2 => v2::convert(input, p)?,
+            Api::V1 => v1::convert(input, p, probe.order.is_some())?,
+        };
+        // The status calls differ between the two APIs.
+        draft.answer.api = Some(api.as_str());
+        Ok(draft)
     }
 }

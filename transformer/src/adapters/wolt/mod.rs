@@ -41,6 +41,8 @@
 //! - Money: `{amount, currency}` in minor units; every currency must be the
 //!   order's. Wolt's markets list VAT-inclusive prices and the bodies carry
 //!   no tax amount: `tax` 0, `tax_inclusive`.
+//! - For answering (the order context): the API (`v1`, `v2`), a
+//!   self-delivered home delivery, a pre-order.
 
 use canonical::money::Currency;
 use canonical::order::{
@@ -54,7 +56,7 @@ use shared::headers;
 use super::fetched::{self, Api, Minor, Shapes, line_total};
 use super::{Adapter, Coord, Id, address, coords};
 use crate::convert::{
-    self, ConvertError, Draft, Input, Problems, Quantity, excerpt, quantity, text,
+    self, AnswerHints, ConvertError, Draft, Input, Problems, Quantity, excerpt, quantity, text,
 };
 
 mod v1;
@@ -399,8 +401,15 @@ fn happened(input: &Input<'_>, p: &mut Problems, ids: &Ids) -> (Event, Option<St
     }
 }
 
-/// Fills what both versions share: times, customer, fulfilment, notes.
-fn fill_common(input: &Input<'_>, p: &mut Problems, order: &mut Order, c: &Common) {
+/// Fills what both versions share: times, customer, fulfilment, notes;
+/// and what answering the order needs (self-delivery, pre-order).
+fn fill_common(
+    input: &Input<'_>,
+    p: &mut Problems,
+    order: &mut Order,
+    c: &Common,
+    answer: &mut AnswerHints,
+) {
     order.placed_at = match text(c.created_at.as_deref()) {
         Some(t) => convert::rfc3339(p, "created_at", &t),
         None => input.received_at,
@@ -466,6 +475,11 @@ fn fill_common(input: &Input<'_>, p: &mut Problems, order: &mut Order, c: &Commo
         || c.kind
             .as_deref()
             .is_some_and(|k| k.trim().eq_ignore_ascii_case("preorder"));
+    // Wolt takes a different accept for each (self-delivery accept,
+    // pre-order confirm).
+    answer.self_delivery =
+        kind == FulfilmentType::Delivery && delivered_by == Some(Courier::Restaurant);
+    answer.preorder = preorder;
     if preorder {
         let wanted = c
             .pre_order
@@ -501,14 +515,20 @@ impl Adapter for Wolt {
             .as_ref()
             .and_then(|n| text(Some(n.as_str())));
         order.status = status;
+        let mut answer = AnswerHints {
+            api: Some(api.as_str()),
+            ..AnswerHints::default()
+        };
         if content {
             let common: Common = input.parse()?;
-            fill_common(input, p, &mut order, &common);
+            fill_common(input, p, &mut order, &common, &mut answer);
             match api {
                 Api::V1 => v1::fill(input, p, &mut order)?,
                 Api::V2 => v2::fill(input, p, &mut order)?,
             }
         }
-        Ok(Draft::new(order).store(ids.venue.as_ref().and_then(|v| v.id.as_deref())))
+        let mut draft = Draft::new(order).store(ids.venue.as_ref().and_then(|v| v.id.as_deref()));
+        draft.answer = answer;
+        Ok(draft)
     }
 }
