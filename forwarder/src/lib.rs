@@ -36,13 +36,31 @@
 //!   deliveries of the failures that opened the breaker. An order older
 //!   than `max_order_age` is dead-lettered as stale, breaker or not; a
 //!   replayed order (`Orderhub-Replay-Of`) is as old as its replay.
+//! - Auto-accept (issue 14): the backend's 2xx or 409 for a `created` order
+//!   (`Orderhub-Event`) of an account with `auto_accept` (by
+//!   `Orderhub-Provider` and `Orderhub-Account`) is the restaurant's
+//!   acceptance. Before the order
+//!   is acked, an accept [`StatusCommand`] (origin `auto_accept`, status id
+//!   `auto-accept-<webhook id>`) is stored on `STATUS`
+//!   (`status.<provider>.<account>`, `Nats-Msg-Id: status:<status id>`, so
+//!   a redelivery's second accept is dropped by the duplicate window) and
+//!   its ack awaited. If that publish fails the order is retried (the
+//!   backend dedupes on `Idempotency-Key`): an order is never acked without
+//!   its accept stored. Other events, other accounts: unchanged. A 4xx is
+//!   dead-lettered with the order's headers (`Orderhub-Event`, `-Account`,
+//!   `-Provider`, `-Tenant`), which the status worker's `auto-reject`
+//!   consumer reads from `dlq.forwarder.>`.
 
 pub mod breaker;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use bytes::Bytes;
+use canonical::status::{Action, Origin, StatusCommand, StatusSchemaV1};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -50,11 +68,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use secrecy::ExposeSecret;
+use serde::Deserialize;
+use shared::Provider;
 use shared::config::{HubConfig, Tenant};
-use shared::failure::FailureClass;
+use shared::failure::{FailureClass, classify_publish};
+use shared::headers;
 use shared::outbound::{OutboundPolicy, RefusedDestination};
 use shared::worker::{Delivery, Failure, Handler, Outcome};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use breaker::{Breaker, Change, Reason, Verdict};
 
@@ -70,9 +91,30 @@ pub const SPEC: shared::app::StageSpec = shared::app::StageSpec {
     stage: "forwarder",
     stream: shared::subjects::ORDERS_STREAM,
     durable: "forwarder",
-    streams: &["ORDERS", "DLQ", "ADVISORIES"],
+    streams: &[
+        shared::subjects::ORDERS_STREAM,
+        shared::subjects::STATUS_STREAM,
+        "DLQ",
+        "ADVISORIES",
+    ],
     buckets: &[],
 };
+
+/// How long an auto-accept's publish may wait for JetStream's ack before
+/// the order is retried.
+pub const STATUS_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The `status_id` of the hub's accept of the order with webhook id
+/// `webhook_id` (its `Nats-Msg-Id` is `status:<status_id>`).
+pub fn auto_accept_status_id(webhook_id: &str) -> String {
+    format!("auto-accept-{webhook_id}")
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderOutcome {
+    provider: &'static str,
+    outcome: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TenantOutcome {
@@ -100,6 +142,7 @@ struct Metrics {
     breaker_state: Family<TenantLabel, Gauge>,
     breaker_opens: Family<TenantReason, Counter>,
     held: Family<TenantLabel, Gauge>,
+    auto_accepts: Family<ProviderOutcome, Counter>,
 }
 
 impl Metrics {
@@ -112,6 +155,7 @@ impl Metrics {
             breaker_state: Family::default(),
             breaker_opens: Family::default(),
             held: Family::default(),
+            auto_accepts: Family::default(),
         };
         registry.register(
             "backend_requests",
@@ -138,8 +182,37 @@ impl Metrics {
             "Orders waiting for their tenant's breaker",
             m.held.clone(),
         );
+        registry.register(
+            "auto_accepts",
+            "Accepts the hub stored on STATUS for new orders the backend took, by provider and outcome (published, failed)",
+            m.auto_accepts.clone(),
+        );
+        for provider in Provider::ALL {
+            for outcome in ["published", "failed"] {
+                let _ = m.auto_accepts.get_or_create(&ProviderOutcome {
+                    provider: provider.as_str(),
+                    outcome,
+                });
+            }
+        }
         m
     }
+
+    fn auto_accept(&self, provider: Provider, outcome: &'static str) {
+        self.auto_accepts
+            .get_or_create(&ProviderOutcome {
+                provider: provider.as_str(),
+                outcome,
+            })
+            .inc();
+    }
+}
+
+/// What an auto-accept reads of the canonical order.
+#[derive(Deserialize)]
+struct OrderIds {
+    webhook_id: String,
+    provider_order_id: String,
 }
 
 /// How one request ended.
@@ -230,10 +303,15 @@ pub struct Forwarder {
     tenants: HashMap<String, Arc<TenantState>>,
     max_order_age: Duration,
     metrics: Metrics,
+    /// Accounts whose new orders the hub accepts at the provider.
+    auto_accept: HashSet<(Provider, String)>,
+    /// Where the accepts are stored (`STATUS`).
+    js: jetstream::Context,
 }
 
 impl Forwarder {
-    pub fn new(hub: &HubConfig, registry: &mut Registry) -> Self {
+    /// `js` publishes the auto-accepts.
+    pub fn new(hub: &HubConfig, registry: &mut Registry, js: jetstream::Context) -> Self {
         let metrics = Metrics::register(registry);
         let tenants = hub
             .tenants
@@ -287,12 +365,118 @@ impl Forwarder {
             .tcp_nodelay(true)
             .build()
             .expect("the HTTP client's settings are valid");
+        let auto_accept = hub
+            .accounts
+            .iter()
+            .filter(|a| a.auto_accept)
+            .map(|a| (a.provider, a.id.clone()))
+            .collect();
         Forwarder {
             http,
             outbound,
             tenants,
             max_order_age: hub.forwarder.max_order_age,
             metrics,
+            auto_accept,
+            js,
+        }
+    }
+
+    /// The provider and account of an order the hub accepts itself once
+    /// its backend took it: a `created` order of an `auto_accept` account.
+    fn auto_accepted(&self, d: &Delivery) -> Option<(Provider, String)> {
+        if d.header(headers::EVENT) != Some("created") {
+            return None;
+        }
+        let provider = d.header(headers::PROVIDER)?.parse::<Provider>().ok()?;
+        let account = d.header(headers::ACCOUNT)?;
+        let key = (provider, account.to_owned());
+        self.auto_accept.contains(&key).then_some(key)
+    }
+
+    /// Stores the hub's accept of the order on `STATUS` and waits for the
+    /// ack (a duplicate ack: an earlier delivery stored it). `Err`: the
+    /// order must be retried, not acked.
+    async fn store_accept(
+        &self,
+        t: &Tenant,
+        d: &Delivery,
+        provider: Provider,
+        account: &str,
+    ) -> Result<(), Failure> {
+        let ids: OrderIds = match serde_json::from_slice(&d.payload) {
+            Ok(ids) => ids,
+            Err(e) => {
+                return Err(Failure::new(
+                    FailureClass::InvalidPayload,
+                    format!("cannot read the order's ids to accept it: {e}"),
+                ));
+            }
+        };
+        let command = StatusCommand {
+            schema: StatusSchemaV1,
+            status_id: auto_accept_status_id(&ids.webhook_id),
+            tenant: t.id.clone(),
+            provider,
+            account: account.to_owned(),
+            provider_order_id: ids.provider_order_id,
+            action: Action::Accept,
+            reason: None,
+            ready_at: None,
+            unavailable_items: Vec::new(),
+            origin: Origin::AutoAccept,
+            decided_at: time::OffsetDateTime::now_utc(),
+            order_webhook_id: Some(ids.webhook_id),
+        };
+        let body = serde_json::to_vec(&command).map_err(|e| {
+            Failure::new(
+                FailureClass::InvalidPayload,
+                format!("cannot encode the accept: {e}"),
+            )
+        })?;
+        let subject = shared::subjects::status_command(provider, account);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "Nats-Msg-Id",
+            format!("status:{}", command.status_id).as_str(),
+        );
+        h.insert("Content-Type", "application/json");
+        h.insert(headers::STATUS_ID, command.status_id.as_str());
+        h.insert(headers::TENANT, command.tenant.as_str());
+        h.insert(headers::PROVIDER, provider.as_str());
+        h.insert(headers::ACCOUNT, account);
+        if let Some(tp) = d.header(headers::TRACEPARENT) {
+            h.insert(headers::TRACEPARENT, tp);
+        }
+        let publish = async {
+            let ack = self
+                .js
+                .publish_with_headers(subject.clone(), h, Bytes::from(body))
+                .await?;
+            ack.await
+        };
+        match tokio::time::timeout(STATUS_PUBLISH_TIMEOUT, publish).await {
+            Ok(Ok(ack)) => {
+                info!(
+                    tenant = %t.id,
+                    status_id = %command.status_id,
+                    subject,
+                    duplicate = ack.duplicate,
+                    "auto-accept stored"
+                );
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Failure::new(
+                classify_publish(&e),
+                format!("cannot store the auto-accept on {subject}: {e}"),
+            )),
+            Err(_) => Err(Failure::new(
+                FailureClass::PublishFailed,
+                format!(
+                    "no ack for the auto-accept on {subject} within {}ms",
+                    STATUS_PUBLISH_TIMEOUT.as_millis()
+                ),
+            )),
         }
     }
 
@@ -519,7 +703,31 @@ impl Handler for Forwarder {
             return match result {
                 Ok(status) => {
                     info!(tenant = %t.id, attempt = d.delivered, status, "delivered");
-                    Outcome::Ack
+                    let Some((provider, account)) = self.auto_accepted(d) else {
+                        return Outcome::Ack;
+                    };
+                    match self.store_accept(t, d, provider, &account).await {
+                        Ok(()) => {
+                            self.metrics.auto_accept(provider, "published");
+                            Outcome::Ack
+                        }
+                        // The transformer wrote the body: no later
+                        // delivery reads it better, and a dead letter
+                        // would have the order rejected at the provider
+                        // although the backend took it.
+                        Err(f) if f.class == FailureClass::InvalidPayload => {
+                            error!(tenant = %t.id, error = %f.message, "auto-accept impossible; the order stays unanswered at the provider");
+                            self.metrics.auto_accept(provider, "failed");
+                            Outcome::Ack
+                        }
+                        // Never acked without its accept stored: the
+                        // backend dedupes the next delivery's request.
+                        Err(f) => {
+                            warn!(tenant = %t.id, error = %f.message, "auto-accept not stored; retrying the order");
+                            self.metrics.auto_accept(provider, "failed");
+                            Outcome::Retry(Failure::new(FailureClass::PublishFailed, f.message))
+                        }
+                    }
                 }
                 Err(e) if e.is_permanent() => {
                     warn!(tenant = %t.id, attempt = d.delivered, error = %e, "backend refused the order");

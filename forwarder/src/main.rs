@@ -27,7 +27,7 @@ async fn main() -> std::process::ExitCode {
         &args.common,
         &hub,
         &forwarder::SPEC,
-        |registry, _| forwarder::Forwarder::new(&hub, registry),
+        |registry, js| forwarder::Forwarder::new(&hub, registry, js.clone()),
         |o| o.concurrency = concurrency,
         shared::app::shutdown_on_signals(),
     )

@@ -425,7 +425,7 @@ impl InProcessStage {
                 &args,
                 &hub,
                 &forwarder::SPEC,
-                |registry, _| forwarder::Forwarder::new(&hub, registry),
+                |registry, js| forwarder::Forwarder::new(&hub, registry, js.clone()),
                 |o| {
                     o.concurrency = concurrency;
                     o.pull_expires = Duration::from_secs(1);
