@@ -1,9 +1,10 @@
 //! `orderhub-bench`: load benchmarks of orderhub's stages, each against its
 //! own nats-server on 127.0.0.1 with a fresh store, next to a bare baseline
 //! measured in the same run. One subcommand per stage (`ingress`,
-//! `forwarder`), one for the whole pipeline (`e2e`) and one for the pull
-//! path of Uber Eats notifications (`pull`), plus the internal servers they
-//! start as separate processes (`baseline-server`).
+//! `forwarder`), one for the whole pipeline (`e2e`), one for the pull path
+//! of Uber Eats notifications (`pull`) and one for the way back to the
+//! provider (`status`), plus the internal servers they start as separate
+//! processes (`baseline-server`).
 
 mod baseline;
 mod e2e;
@@ -15,6 +16,7 @@ mod pipeline;
 mod procs;
 mod pull;
 mod stats;
+mod status;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +46,10 @@ enum Command {
     /// to-order latency when paced, token mints, errors, CPU and RSS, for
     /// several FETCHER_CONCURRENCY values; and the fake provider alone
     Pull(pull::Args),
+    /// The way back (backend 2xx → auto-accept → status-sync → the fake
+    /// Uber Eats API): status calls/s to drain, 2xx-to-accept latency when
+    /// paced, CPU and RSS of the forwarder and status-sync
+    Status(status::Args),
     /// (internal) The bare baseline server the `ingress` benchmark measures
     /// against: warp, POST /webhook, one HMAC, publish, await the ack, 202
     BaselineServer(baseline::Args),
@@ -126,6 +132,7 @@ fn main() -> std::process::ExitCode {
             with_threads(threads, e2e::run(args))
         }
         Command::Pull(args) => two_threads(pull::run(args)),
+        Command::Status(args) => two_threads(status::run(args)),
         // The same runtime as the ingress's `#[tokio::main]`: one worker
         // per core.
         Command::BaselineServer(args) => tokio::runtime::Builder::new_multi_thread()

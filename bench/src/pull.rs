@@ -25,7 +25,7 @@
 //! a dead letter or more than one mint.
 
 mod delay;
-mod fake;
+pub mod fake;
 
 use std::collections::HashMap;
 use std::sync::Arc;
