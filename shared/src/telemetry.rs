@@ -53,7 +53,9 @@ fn colour_wanted() -> bool {
 
 /// A fresh registry whose metric names start with `<stage>_`.
 pub fn registry(stage: &str) -> Registry {
-    Registry::with_prefix(stage)
+    // A metric name takes no `-`: the `status-sync` stage's metrics are
+    // `status_sync_*`.
+    Registry::with_prefix(stage.replace('-', "_"))
 }
 
 /// Prometheus text exposition of `registry`.
