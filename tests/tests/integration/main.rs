@@ -4,6 +4,7 @@
 //! `cargo nextest run -p orderhub-tests -E 'test(/^soak::/)'` or
 //! `cargo test -p orderhub-tests --test integration soak:: -- --nocapture`.
 
+mod auto_accept;
 mod cluster;
 mod deploy;
 mod devup;
