@@ -437,6 +437,24 @@ impl InProcessStage {
         })
     }
 
+    /// The real status-sync stage (and its auto-reject reader), with `key`
+    /// for the token store.
+    pub fn status_sync(
+        nats_url: &str,
+        hub: &shared::config::HubConfig,
+        key: shared::tokens::TokenKey,
+    ) -> InProcessStage {
+        let prepared = status_sync::Prepared::new(std::sync::Arc::new(hub.clone()), Ok(key))
+            .expect("the status worker's accounts are valid");
+        InProcessStage::spawn(nats_url, move |args, token| async move {
+            let options = status_sync::Options {
+                concurrency: 16,
+                publish_timeout: Duration::from_secs(5),
+            };
+            status_sync::run(&args, prepared, options, token).await
+        })
+    }
+
     /// `http://127.0.0.1:<ops port>`.
     pub fn ops_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.ops_port)

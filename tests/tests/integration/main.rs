@@ -12,6 +12,7 @@ mod e2e;
 mod fetcher;
 mod ingress;
 mod soak;
+mod status_api;
 mod streams;
 mod tokens;
 mod transformer;
