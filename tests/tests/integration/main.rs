@@ -13,6 +13,7 @@ mod fetcher;
 mod ingress;
 mod soak;
 mod status_api;
+mod status_sync;
 mod streams;
 mod tokens;
 mod transformer;
