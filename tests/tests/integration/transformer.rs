@@ -275,6 +275,18 @@ async fn killed_after_publishing_before_acking_still_makes_one_order() -> anyhow
         webhook_id: Some("wh-killed".to_owned()),
         headers,
     };
+    // The stage runner sets up the bucket a new order's context goes to;
+    // this handler runs without it.
+    let defs = shared::streams::Definitions::load(&hub.streams);
+    tokio::time::timeout(
+        STEP,
+        shared::app::ensure_bucket_retrying(
+            &js,
+            defs.bucket(shared::answer::ORDER_CONTEXT_BUCKET),
+            true,
+        ),
+    )
+    .await??;
     let mut registry = shared::telemetry::registry("transformer");
     let first = transformer::Transformer::new(
         Arc::new(hub.clone()),
@@ -315,5 +327,36 @@ async fn killed_after_publishing_before_acking_still_makes_one_order() -> anyhow
     let info = js.get_stream("ORDERS").await?.info().await?.clone();
     assert_eq!(info.state.last_sequence, 1, "a second order was stored");
     assert!(dead_letters(&js).await?.is_empty());
+    stage.stop().await
+}
+
+#[tokio::test]
+async fn a_new_order_leaves_its_context_before_it_is_published() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let (hub, js) = setup(&nats).await?;
+    let stage = InProcessStage::transformer(&nats.url(), &hub);
+    publish_raw(&js, "wh-ctx", ORDER).await?;
+
+    let orders = eventually(STEP, "an order on ORDERS", || async {
+        let m = stream_messages(&js, "ORDERS").await.ok()?;
+        (!m.is_empty()).then_some(m)
+    })
+    .await?;
+    assert_eq!(header(&orders[0], shared::headers::EVENT), Some("created"));
+    let kv = js
+        .get_key_value(shared::answer::ORDER_CONTEXT_BUCKET)
+        .await?;
+    let key = shared::answer::key("acme", shared::Provider::Careem, "TEST123");
+    let entry = tokio::time::timeout(STEP, kv.get(&key))
+        .await??
+        .ok_or_else(|| anyhow::anyhow!("no context at {key}"))?;
+    let ctx: shared::answer::OrderContext = serde_json::from_slice(&entry)?;
+    assert_eq!(ctx.webhook_id, "wh-ctx");
+    assert_eq!(ctx.account, "acme-careem");
+    assert_eq!(ctx.provider_order_id, "TEST123");
+    // Careem has no [account.api]: 15 minutes from when the hub received it.
+    assert_eq!((ctx.answer_by - ctx.received_at).whole_seconds(), 15 * 60);
+    assert_eq!(ctx.api, None);
+    assert!(ctx.callbacks.is_empty());
     stage.stop().await
 }
