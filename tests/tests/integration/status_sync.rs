@@ -25,6 +25,11 @@ use time::format_description::well_known::Rfc3339;
 const SECRET: &str = "whsec_dGVzdA==";
 
 fn hub(fake: &FakeProvider) -> shared::config::HubConfig {
+    hub_with(fake, "")
+}
+
+/// The test hub with `extra` accounts.
+fn hub_with(fake: &FakeProvider, extra: &str) -> shared::config::HubConfig {
     let url = fake.url();
     let deliveroo_token = fake.deliveroo_token_url();
     let text = format!(
@@ -96,6 +101,8 @@ secret_envs = ["S"]
 base_url = "{url}"
 client_secret_env = "S"
 status_api = "partner"
+
+{extra}
 
 [provider_api]
 allowed_private_destinations = ["127.0.0.0/8"]
@@ -955,4 +962,58 @@ async fn a_worker_killed_mid_call_is_absorbed_by_the_retry() -> anyhow::Result<(
     assert_eq!(r.fake.status_calls_for("w-kill").len(), 2);
     assert!(dead_letters(&r.js).await?.is_empty());
     second.stop().await
+}
+
+/// A `direct` account: the stored command, byte for byte, POSTed to its
+/// `status_url` with Standard Webhooks headers (webhook-id = status id).
+#[tokio::test]
+async fn a_direct_account_gets_the_signed_command() -> anyhow::Result<()> {
+    let mut r = rig().await?;
+    let backend = TestBackend::start().await?;
+    r.hub = hub_with(
+        &r.fake,
+        &format!(
+            r#"
+[[account]]
+id = "acme-direct"
+provider = "direct"
+tenant = "acme"
+secret_envs = ["S"]
+status_url = "{}/status"
+"#,
+            backend.url()
+        ),
+    );
+    let stage = r.stage();
+    let c = ctx(Provider::Direct, "acme-direct", "dir-1");
+    r.put_context(&c).await?;
+    let cmd = command(&c, Action::Ready);
+    r.send(&cmd).await?;
+    let got = eventually(STEP, "the direct status call", || async {
+        let reqs = backend.requests();
+        (!reqs.is_empty()).then_some(reqs)
+    })
+    .await?;
+    r.settled().await?;
+    assert_eq!(backend.requests().len(), 1);
+    let req = &got[0];
+    assert_eq!(req.method, "POST");
+    assert!(req.path.ends_with("/status"), "{}", req.path);
+    let stored = stream_messages(&r.js, "STATUS").await?;
+    assert_eq!(req.body, stored[0].payload);
+    let h = |name: &str| req.headers.get(name).unwrap().to_str().unwrap().to_owned();
+    assert_eq!(h("webhook-id"), cmd.status_id);
+    assert_eq!(h("content-type"), "application/json");
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(h("webhook-timestamp").parse()?);
+    let want = shared::verify::direct::sign(
+        &req.body,
+        &secrecy::SecretString::from(SECRET),
+        &cmd.status_id,
+        at,
+    )?;
+    assert_eq!(
+        h("webhook-signature"),
+        want.get("webhook-signature").unwrap().to_str()?
+    );
+    stage.stop().await
 }
