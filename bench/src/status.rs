@@ -637,9 +637,10 @@ impl Health {
 struct Measured {
     /// Drain: status calls/s; paced: the offered rate.
     rate: f64,
-    /// Paced only: backend 2xx → accept answered, p50 and p99 ms.
+    /// Paced only: backend 2xx → accept answered, p50, p99 and max ms.
     p50: f64,
     p99: f64,
+    max: f64,
     /// µs per order of [`CHARGED`].
     us: [f64; 5],
     /// Peak RSS MiB: forwarder, status-sync.
@@ -772,6 +773,7 @@ async fn drain(args: &Args) -> anyhow::Result<Measured> {
         rate,
         p50: f64::NAN,
         p99: f64::NAN,
+        max: f64::NAN,
         us: cpu_row(&cpu, n),
         rss,
         health,
@@ -862,6 +864,7 @@ async fn paced(args: &Args, rate: f64) -> anyhow::Result<Measured> {
         rate: offered,
         p50: p(0.5),
         p99: p(0.99),
+        max: p(1.0),
         us: cpu_row(&cpu, n),
         rss,
         health,
@@ -939,10 +942,11 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     }
     if !paceds.is_empty() {
         println!(
-            "paced at {}/s: backend 2xx → provider accept p50 {} ms, p99 {} ms; {}",
+            "paced at {}/s: backend 2xx → provider accept p50 {} ms, p99 {} ms, max {} ms; {}",
             of(&paceds, &|m| m.rate).show(0),
             of(&paceds, &|m| m.p50).show(2),
             of(&paceds, &|m| m.p99).show(2),
+            of(&paceds, &|m| m.max).show(2),
             cost(&paceds)
         );
     }
