@@ -1061,7 +1061,10 @@ mod tests {
         let account = hub.account(Provider::Ubereats, ACCOUNT).unwrap();
         let api = account.api.as_ref().unwrap();
         assert_eq!(api.base_url.as_str(), "http://127.0.0.1:1/");
-        assert_eq!(api.token_url.as_ref().unwrap().as_str(), "http://127.0.0.1:2/oauth/v2/token");
+        assert_eq!(
+            api.token_url.as_ref().unwrap().as_str(),
+            "http://127.0.0.1:2/oauth/v2/token"
+        );
         let order = std::str::from_utf8(&Orders::new().body(0))
             .unwrap()
             .to_owned();

@@ -1,5 +1,5 @@
 //! The whole hub as separate processes, for end-to-end and soak tests: a
-//! nats-server, the `ingress`, `fetcher`, `transformer` and `forwarder`
+//! nats-server, the `ingress`, `fetcher`, `transformer`, `forwarder` and `status-sync`
 //! binaries, the in-test [`TestBackend`] and the in-test
 //! [`FakeProvider`] (Uber Eats and Wolt APIs, which the fetcher reads).
 //! Each stage can be SIGKILLed and restarted.
@@ -54,7 +54,13 @@ pub struct Stack {
 }
 
 /// The stages, in start order.
-pub const STAGES: [&str; 4] = ["ingress", "fetcher", "transformer", "forwarder"];
+pub const STAGES: [&str; 5] = [
+    "ingress",
+    "fetcher",
+    "transformer",
+    "forwarder",
+    "status-sync",
+];
 
 impl Stack {
     /// Starts NATS, the backend, the fake provider API (with every

@@ -24,12 +24,13 @@ fn cluster_hub() -> HubConfig {
 }
 
 /// The worker consumers of `nats/streams.toml` (the movers on `ADVISORIES`
-/// run inside their stage's process).
+/// and the status worker's `auto-reject` on the DLQ run inside their
+/// stage's process).
 fn worker_consumers(hub: &HubConfig) -> Vec<shared::streams::ConsumerDef> {
     shared::streams::Definitions::load(&hub.streams)
         .consumers
         .into_iter()
-        .filter(|c| c.stream != "ADVISORIES")
+        .filter(|c| !matches!(c.stream.as_str(), "ADVISORIES" | "DLQ"))
         .collect()
 }
 
@@ -154,14 +155,17 @@ fn every_stage_has_a_deployment_with_probes_secrets_and_scaling() {
             "the overlay does not pin the {stage} image"
         );
     }
-    // The token store's key reaches the fetcher, from its own Secret.
-    let fetcher = read("k8s/base/fetcher.yaml");
-    assert!(
-        fetcher.contains(
-            "name: TOKEN_STORE_KEY\n              valueFrom:\n                secretKeyRef: {name: orderhub-token-store, key: TOKEN_STORE_KEY}"
-        ),
-        "fetcher.yaml takes TOKEN_STORE_KEY from the orderhub-token-store Secret"
-    );
+    // The token store's key reaches the stages that call providers, from
+    // its own Secret.
+    for stage in ["fetcher", "status-sync"] {
+        let text = read(&format!("k8s/base/{stage}.yaml"));
+        assert!(
+            text.contains(
+                "name: TOKEN_STORE_KEY\n              valueFrom:\n                secretKeyRef: {name: orderhub-token-store, key: TOKEN_STORE_KEY}"
+            ),
+            "{stage}.yaml takes TOKEN_STORE_KEY from the orderhub-token-store Secret"
+        );
+    }
 }
 
 #[test]

@@ -79,6 +79,7 @@ struct Ports {
     transformer_ops: u16,
     fetcher_ops: u16,
     forwarder_ops: u16,
+    status_sync_ops: u16,
 }
 
 impl Ports {
@@ -92,6 +93,7 @@ impl Ports {
             transformer_ops: free_port(),
             fetcher_ops: free_port(),
             forwarder_ops: free_port(),
+            status_sync_ops: free_port(),
         }
     }
 }
@@ -107,6 +109,7 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
         "transformer",
         "fetcher",
         "forwarder",
+        "status-sync",
         "sample-backend",
         "fake-provider",
     ] {
@@ -134,6 +137,10 @@ fn start_dev_up(dir: &Path, hub: &Path, ports: &Ports) -> anyhow::Result<DevUp> 
         )
         .env("DEV_FETCHER_OPS_PORT", ports.fetcher_ops.to_string())
         .env("DEV_FORWARDER_OPS_PORT", ports.forwarder_ops.to_string())
+        .env(
+            "DEV_STATUS_SYNC_OPS_PORT",
+            ports.status_sync_ops.to_string(),
+        )
         .env("DEV_READY_TIMEOUT_SECS", "60")
         // A newcomer has no key: dev-up makes one.
         .env_remove("TOKEN_STORE_KEY")
@@ -300,6 +307,66 @@ fn uber_eats_and_wolt_notifications_become_orders_at_the_sample_backend() -> any
                 "not at the sample backend: {missing:#?}\nbackend.log:\n{printed}\nfetcher.log:\n{}\nfake-provider.log:\n{}",
                 tail("fetcher.log"),
                 tail("fake-provider.log")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The sample backend's 2xx accepted each created order at the fake
+    // provider (auto_accept): one accept per created Uber Eats and Wolt
+    // order, answered 2xx.
+    let created: Vec<String> = fixtures::all()
+        .into_iter()
+        .filter(|f| f.provider.sends_notifications_only() && !f.is_refused())
+        .filter(|f| f.expected["event"] == "created")
+        .filter(|f| {
+            let account = f
+                .path_headers
+                .get(shared::headers::ACCOUNT)
+                .cloned()
+                .unwrap_or_else(|| format!("acme-{}", f.provider));
+            config.account(f.provider, &account).is_some()
+        })
+        .filter_map(|f| f.expected["provider_order_id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!created.is_empty(), "a created Uber Eats or Wolt order");
+    let calls_url = format!(
+        "http://127.0.0.1:{}/_fake/status-calls",
+        ports.fake_provider
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // dev-up's own tool for its /ready checks; this test is synchronous.
+        let out = Command::new("curl")
+            .args(["-sf", "--max-time", "5", &calls_url])
+            .output()
+            .context("run curl")?;
+        let calls: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let accepted = |id: &str| {
+            calls.as_array().is_some_and(|calls| {
+                calls.iter().any(|c| {
+                    c["order_id"] == id
+                        && c["endpoint"]
+                            .as_str()
+                            .is_some_and(|e| e.contains("Accept") || e.contains("ConfirmPreorder"))
+                        && c["answered"]
+                            .as_u64()
+                            .is_some_and(|s| (200..300).contains(&s))
+                })
+            })
+        };
+        let missing: Vec<&String> = created.iter().filter(|id| !accepted(id)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let tail = |name: &str| {
+                std::fs::read_to_string(devup.data.join("logs").join(name)).unwrap_or_default()
+            };
+            bail!(
+                "not accepted at the fake provider: {missing:?}\ncalls: {calls:#}\nstatus-sync.log:\n{}",
+                tail("status-sync.log")
             );
         }
         std::thread::sleep(Duration::from_millis(200));
