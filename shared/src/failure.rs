@@ -154,6 +154,13 @@ failure_classes! {
     /// No context for the order in `ORDER_CONTEXT` (expired, or the order
     /// never became a canonical `created` order), or its account is gone.
     UnknownOrder = "unknown_order", true;
+    /// The provider says the order is between states and the answer may be
+    /// taken shortly (Talabat's 409 `ASSIGNED_TO_TRANSPORT` or
+    /// `WAITING_FOR_ACKNOWLEDGEMENT`): retried until the deadline.
+    ProviderBusy = "provider_busy", false;
+    /// The `ORDER_CONTEXT` bucket could not be read (NATS unavailable or
+    /// slow): retried.
+    ContextUnavailable = "context_unavailable", false;
 
     // Provider API tokens (`shared::tokens`).
     /// The provider's token endpoint refused the account's credentials

@@ -587,7 +587,7 @@ pub fn classify(
             match state {
                 Some(s) if TALABAT_TRANSIENT_STATES.contains(&s.as_str()) => {
                     // Not a final answer: the order is between states.
-                    Verdict::Failed(failure(FailureClass::Provider5xx))
+                    Verdict::Failed(failure(FailureClass::ProviderBusy))
                 }
                 _ => Verdict::AlreadyDone,
             }

@@ -403,7 +403,7 @@ impl StatusSync {
     async fn context(&self, cmd: &StatusCommand) -> Result<Option<OrderContext>, Failure> {
         let kv_failed = |e: String| {
             Failure::new(
-                FailureClass::PublishFailed,
+                FailureClass::ContextUnavailable,
                 format!("cannot read bucket {ORDER_CONTEXT_BUCKET}: {e}"),
             )
         };

@@ -790,7 +790,7 @@ fn answers_are_classified() {
     for state in ["ASSIGNED_TO_TRANSPORT", "WAITING_FOR_ACKNOWLEDGEMENT"] {
         let body = format!(r#"{{"currentState":"{state}"}}"#);
         let f = class(v(DoneOn::TalabatConflict, 409, &body));
-        assert_eq!(f.0, FailureClass::Provider5xx);
+        assert_eq!(f.0, FailureClass::ProviderBusy);
         assert!(!f.0.is_permanent());
     }
     assert_eq!(
