@@ -17,4 +17,5 @@ mod status_sync;
 mod streams;
 mod tokens;
 mod transformer;
+mod way_back;
 mod worker;
