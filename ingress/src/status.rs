@@ -22,7 +22,7 @@
 //! - Publishes a [`StatusCommand`] (origin `backend`) to
 //!   `status.<provider>.<account>` on the `STATUS` stream with
 //!   `Nats-Msg-Id: status:<status_id>`, `status_id` being the first 32 hex
-//!   digits of SHA-256(tenant `\n` webhook-id): a re-sent request is stored
+//!   digits of SHA-256(tenant `\n` provider `\n` order id `\n` webhook-id): a re-sent request is stored
 //!   once. 202 `queued` only after JetStream acked; a duplicate ack is 200
 //!   `duplicate` with the same id. No connection, no ack in time, a
 //!   publish or bucket read that fails: 503 with `Retry-After`.
@@ -262,7 +262,7 @@ impl StatusApi {
             .get(verify::direct::ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .expect("a verified request has its webhook-id");
-        let status_id = status_id(&tenant.id, webhook_id);
+        let status_id = status_id(&tenant.id, req.provider, &req.provider_order_id, webhook_id);
         let request = StatusRequest::parse(&req.body).map_err(StatusRejection::Invalid)?;
         let ctx = self
             .context(&tenant.id, req.provider, &req.provider_order_id)
@@ -458,12 +458,23 @@ impl StatusApi {
 }
 
 /// The id of a backend's decision: the first 32 hex digits of
-/// SHA-256(tenant `\n` webhook-id), so a re-send (same `webhook-id`) gets
-/// the same id and JetStream's duplicate window stores it once, and two
-/// tenants' ids never meet.
-pub fn status_id(tenant: &str, webhook_id: &str) -> String {
+/// SHA-256(tenant `\n` provider `\n` order id `\n` webhook-id), so a re-send
+/// (same `webhook-id`, same order) gets the same id and JetStream's
+/// duplicate window stores it once, while a `webhook-id` reused for another
+/// order (the signature covers the body, not the path) is another decision,
+/// never answered `duplicate` unstored; two tenants' ids never meet.
+pub fn status_id(
+    tenant: &str,
+    provider: Provider,
+    provider_order_id: &str,
+    webhook_id: &str,
+) -> String {
     let digest = Sha256::new()
         .chain_update(tenant.as_bytes())
+        .chain_update(b"\n")
+        .chain_update(provider.as_str().as_bytes())
+        .chain_update(b"\n")
+        .chain_update(provider_order_id.as_bytes())
         .chain_update(b"\n")
         .chain_update(webhook_id.as_bytes())
         .finalize();
@@ -496,18 +507,22 @@ mod tests {
 
     #[test]
     fn status_ids_are_the_same_for_a_resend_and_apart_across_tenants() {
-        let id = status_id("acme", "msg_1");
+        let of = |tenant, order, msg| status_id(tenant, Provider::Wolt, order, msg);
+        let id = of("acme", "o1", "msg_1");
         assert_eq!(id.len(), 32);
         assert!(
             id.bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         );
-        assert_eq!(status_id("acme", "msg_1"), id);
-        assert_ne!(status_id("other", "msg_1"), id);
-        assert_ne!(status_id("acme", "msg_2"), id);
-        // SHA-256("acme\nmsg_1"), first 16 bytes: stable across releases,
-        // as the duplicate window depends on it.
-        assert_eq!(id, "e876fdba8170039ea95784b112e2e040");
+        assert_eq!(of("acme", "o1", "msg_1"), id);
+        assert_ne!(of("other", "o1", "msg_1"), id);
+        assert_ne!(of("acme", "o1", "msg_2"), id);
+        // The same webhook-id for another order is another decision.
+        assert_ne!(of("acme", "o2", "msg_1"), id);
+        assert_ne!(status_id("acme", Provider::Talabat, "o1", "msg_1"), id);
+        // SHA-256("acme\nwolt\no1\nmsg_1"), first 16 bytes: stable across
+        // releases, as the duplicate window depends on it.
+        assert_eq!(id, "2d806707e96f73a776bfb2d51444cc73");
     }
 
     #[test]

@@ -8,7 +8,11 @@
 //!   letter is read once, so nothing here gives up on one).
 //! - An entry whose original is a canonical order with event `created`
 //!   (header `Orderhub-Event`, else the body's `event`) of an account
-//!   (`Orderhub-Provider`, `Orderhub-Account`) with `auto_reject` becomes a
+//!   (`Orderhub-Provider`, `Orderhub-Account`) with `auto_reject`, whose
+//!   dead-letter class says the backend never took it ([`NEVER_TAKEN`]:
+//!   refused, unreachable to the end, stale; not `publish_failed` or the
+//!   mover's `deliveries_exhausted`, after which the backend may hold it),
+//!   becomes a
 //!   [`StatusCommand`] `reject` (reason `other`, origin `auto_reject`,
 //!   `status_id` `auto-reject-<order webhook id>`) published to
 //!   `status.<provider>.<account>` with `Nats-Msg-Id: status:<status_id>`;
@@ -33,6 +37,7 @@ use prometheus_client::registry::Registry;
 use serde_json::Value;
 use shared::Provider;
 use shared::config::HubConfig;
+use shared::failure::FailureClass;
 use shared::headers;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -52,9 +57,10 @@ struct OutcomeLabels {
 }
 
 /// How a dead letter ended here.
-pub const OUTCOMES: [&str; 6] = [
+pub const OUTCOMES: [&str; 7] = [
     "published",
     "not_created",
+    "backend_may_have_it",
     "auto_reject_off",
     "unknown_account",
     "unreadable",
@@ -98,6 +104,23 @@ pub enum Decision {
     Skip(&'static str),
 }
 
+/// The forwarder's dead-letter classes that mean the backend never took
+/// the order (it refused it, or could not be reached until the last
+/// delivery, or the order went stale waiting).
+pub const NEVER_TAKEN: &[FailureClass] = &[
+    FailureClass::BackendRejected,
+    FailureClass::BackendRedirect,
+    FailureClass::BackendAddressRefused,
+    FailureClass::Backend429,
+    FailureClass::Backend408,
+    FailureClass::Backend5xx,
+    FailureClass::BackendTimeout,
+    FailureClass::BackendUnreachable,
+    FailureClass::BackendError,
+    FailureClass::UnknownTenant,
+    FailureClass::Stale,
+];
+
 /// Reads a forwarder dead letter (its headers and the original's body).
 pub fn decide(hub: &HubConfig, h: &HeaderMap, body: &[u8], now: OffsetDateTime) -> Decision {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
@@ -112,6 +135,18 @@ pub fn decide(hub: &HubConfig, h: &HeaderMap, body: &[u8], now: OffsetDateTime) 
         .or_else(|| field("event"));
     if event.as_deref() != Some("created") {
         return Decision::Skip("not_created");
+    }
+    // Only a dead letter whose class says the backend never took the
+    // order. A forwarder that got the backend's 2xx but could not store the
+    // auto-accept retries the order and may die on `publish_failed` (or
+    // the mover's `deliveries_exhausted`): rejecting then would cancel an
+    // order the restaurant took.
+    let never_taken = h
+        .get(headers::dlq::ERROR_CLASS)
+        .and_then(|c| c.as_str().parse::<FailureClass>().ok())
+        .is_some_and(|c| NEVER_TAKEN.contains(&c));
+    if !never_taken {
+        return Decision::Skip("backend_may_have_it");
     }
     let get = |name: &str| h.get(name).map(|v| v.as_str().to_owned());
     let (Some(provider), Some(account_id)) = (
@@ -354,6 +389,7 @@ refresh_token_env = "S"
         h.insert(headers::PROVIDER, "wolt");
         h.insert(headers::ACCOUNT, account);
         h.insert(headers::TENANT, "acme");
+        h.insert(headers::dlq::ERROR_CLASS, "backend_rejected");
         if let Some(e) = event {
             h.insert(headers::EVENT, e);
         }
@@ -418,5 +454,15 @@ refresh_token_env = "S"
             ),
             Decision::Skip("unreadable")
         );
+        // The backend may have taken it: never rejected.
+        for class in ["publish_failed", "deliveries_exhausted", "nonsense"] {
+            let mut h = headers("acme-wolt", None);
+            h.insert(headers::dlq::ERROR_CLASS, class);
+            assert_eq!(
+                decide(&hub, &h, BODY, now),
+                Decision::Skip("backend_may_have_it"),
+                "{class}"
+            );
+        }
     }
 }

@@ -617,14 +617,20 @@ pub fn callback_allowed(
     let Some(host) = url.host_str().map(str::to_ascii_lowercase) else {
         return Err("has no host".to_owned());
     };
-    let host_ok = base_url
+    // The port too: another port of an allowed host is another service,
+    // which must not receive the account's bearer token. base_url's host:
+    // base_url's port; a callback_hosts entry: its scheme's default port.
+    let port = url.port_or_known_default();
+    let host_ok = (base_url
         .host_str()
         .is_some_and(|b| b.eq_ignore_ascii_case(&host))
-        || callback_hosts.contains(&host);
+        && port == base_url.port_or_known_default())
+        || (callback_hosts.contains(&host) && port == default_port(url.scheme()));
     if !host_ok {
         return Err(format!(
-            "host {:?} is neither the account's api.base_url host nor in api.callback_hosts",
-            shared::redact::truncate(&host, 64)
+            "host {:?} (port {}) is neither the account's api.base_url host and port nor in api.callback_hosts (default port)",
+            shared::redact::truncate(&host, 64),
+            port.map_or_else(|| "none".to_owned(), |p| p.to_string())
         ));
     }
     if !url.username().is_empty() || url.password().is_some() {
@@ -635,6 +641,14 @@ pub fn callback_allowed(
         "http" if private_ok(url) => Ok(()),
         "http" => Err("is http to an address that is not an allowed private one".to_owned()),
         other => Err(format!("has scheme {other:?}, not https")),
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "https" => Some(443),
+        "http" => Some(80),
+        _ => None,
     }
 }
 

@@ -528,6 +528,21 @@ impl StatusSync {
         let url = match &call.target {
             Target::Api(segments) => {
                 let api = account.api.as_ref().expect("planned only with an api");
+                // The url crate drops a `.` or `..` segment (and an empty
+                // one would change the path): such an order id would call
+                // another endpoint than the documented one.
+                if let Some(bad) = segments
+                    .iter()
+                    .find(|s| matches!(s.as_str(), "" | "." | ".."))
+                {
+                    return Err(Failure::new(
+                        FailureClass::InvalidPayload,
+                        format!(
+                            "order id {bad:?} cannot be a path segment of {} account {}",
+                            account.provider, account.id
+                        ),
+                    ));
+                }
                 let mut url = api.base_url.clone();
                 url.set_query(None);
                 url.set_fragment(None);
@@ -816,6 +831,24 @@ impl StatusSync {
         }
         match self.publish_failed(d, cmd, ctx, &f).await {
             Ok(()) => Outcome::DeadLetter(f),
+            // The last delivery: the decision goes to the DLQ with its own
+            // class rather than as "deliveries exhausted", and the missing
+            // event is said loudly (the DLQ entry is then the only trace).
+            Err(e) if d.is_last => {
+                error!(
+                    tenant = %cmd.tenant,
+                    provider = %cmd.provider,
+                    order = %shared::redact::truncate(&cmd.provider_order_id, 64),
+                    action = %cmd.action,
+                    status_id = %cmd.status_id,
+                    error = %e.message,
+                    "the backend was not told that an answer failed: the status_failed order could not be stored"
+                );
+                Outcome::DeadLetter(Failure::new(
+                    f.class,
+                    format!("{} (the backend was not told: {})", f.message, e.message),
+                ))
+            }
             Err(e) => Outcome::Retry(Failure::new(
                 if e.class.is_permanent() {
                     FailureClass::PublishFailed

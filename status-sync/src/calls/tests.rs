@@ -855,6 +855,26 @@ fn callbacks_go_only_to_the_account_hosts() {
         ),
         Ok(())
     );
+    // Another port of an allowed host is another service.
+    for other_port in [
+        "https://middleware.talabat.com:8443/v2/order/status/t",
+        "https://cb.talabat.com:444/x",
+    ] {
+        assert!(
+            check(other_port).unwrap_err().contains("port"),
+            "{other_port}"
+        );
+    }
+    assert_eq!(check("https://cb.talabat.com:443/x"), Ok(()));
+    assert!(
+        callback_allowed(
+            &url::Url::parse("http://127.0.0.1:4001/v2/x").unwrap(),
+            &local_base,
+            &[],
+            |u| { u.host_str() == Some("127.0.0.1") }
+        )
+        .is_err()
+    );
 }
 
 #[test]

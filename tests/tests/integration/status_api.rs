@@ -191,8 +191,9 @@ async fn answer(r: reqwest::Response) -> anyhow::Result<(u16, String)> {
     Ok((status, String::from_utf8(r.bytes().await?.to_vec())?))
 }
 
+/// The status id of a decision about `ORDER_ID` of the direct account.
 fn sha256_id(tenant: &str, webhook_id: &str) -> String {
-    ingress::status::status_id(tenant, webhook_id)
+    ingress::status::status_id(tenant, Provider::Direct, ORDER_ID, webhook_id)
 }
 
 fn unix_now() -> i64 {

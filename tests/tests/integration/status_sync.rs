@@ -895,6 +895,7 @@ async fn a_dead_lettered_new_order_is_rejected_at_the_provider() -> anyhow::Resu
     h.insert(headers::WEBHOOK_ID, "wh-w-orphan");
     h.insert(headers::EVENT, "created");
     h.insert(headers::dlq::STAGE, "forwarder");
+    h.insert(headers::dlq::ERROR_CLASS, "backend_rejected");
     h.insert("Nats-Msg-Id", "dlq:ORDERS:1");
     let body = json!({"schema": "orderhub.order.v1", "webhook_id": "wh-w-orphan", "event": "created",
         "provider": "wolt", "provider_order_id": "w-orphan", "tenant": "acme"});
