@@ -374,6 +374,8 @@ async fn backend_refusal_rejects(stack: &Stack, js: &jetstream::Context) -> anyh
         .collect();
     assert_eq!(entries.len(), 1, "{dead:?}");
     assert_eq!(entries[0].0.stage, "forwarder");
+    assert_eq!(entries[0].0.error_class, FailureClass::BackendRejected);
+    assert_eq!(entries[0].0.deliveries, 1);
 
     quiet().await;
     assert_eq!(fake.status_calls_for("wo-wb-refused").len(), 1);
