@@ -55,7 +55,7 @@ use shared::config::{CommonArgs, HubConfig, OrderApi};
 use shared::failure::{FailureClass, classify_publish};
 use shared::headers;
 use shared::outbound::OutboundPolicy;
-use shared::tokens::{AccessToken, Credential, TokenKey, TokenMetrics, TokenStore};
+use shared::tokens::{AccessToken, Credential, LazyTokenStore, TokenKey, TokenMetrics, TokenStore};
 use shared::worker::{Delivery, Failure, Handler, Outcome};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -273,11 +273,7 @@ pub struct Fetcher {
     js: jetstream::Context,
     http: reqwest::Client,
     outbound: OutboundPolicy,
-    /// Opened on first use: the bucket exists once the stage is set up.
-    tokens: Arc<OnceCell<TokenStore>>,
-    /// Moved into the store when it opens.
-    token_key: std::sync::Mutex<Option<TokenKey>>,
-    token_metrics: TokenMetrics,
+    tokens: LazyTokenStore,
     metrics: Metrics,
     publish_timeout: Duration,
 }
@@ -292,52 +288,31 @@ impl Fetcher {
         let metrics = Metrics::register(registry);
         let token_metrics = TokenMetrics::register(registry);
         token_metrics.start_at_zero(prepared.accounts.values().map(|a| &a.credential));
+        let tokens = LazyTokenStore::new(
+            js.clone(),
+            prepared.token_key,
+            prepared.tokens,
+            &prepared.hub.provider_api,
+            token_metrics,
+            (
+                FailureClass::FetchRequired,
+                "no TOKEN_STORE_KEY: the fetcher cannot keep provider tokens",
+            ),
+        );
         Fetcher {
             hub: prepared.hub,
             accounts: prepared.accounts,
             js,
             http: prepared.http,
             outbound: prepared.outbound,
-            tokens: prepared.tokens,
-            token_key: std::sync::Mutex::new(prepared.token_key),
-            token_metrics,
+            tokens,
             metrics,
             publish_timeout,
         }
     }
 
     async fn tokens(&self) -> Result<&TokenStore, Failure> {
-        self.tokens
-            .get_or_try_init(|| async {
-                let kv = self
-                    .js
-                    .get_key_value(shared::streams::TOKENS_BUCKET)
-                    .await
-                    .map_err(|e| {
-                        Failure::new(
-                            FailureClass::TokenStoreFailed,
-                            format!("cannot open bucket {}: {e}", shared::streams::TOKENS_BUCKET),
-                        )
-                    })?;
-                let key = self
-                    .token_key
-                    .lock()
-                    .expect("not poisoned")
-                    .take()
-                    .ok_or_else(|| {
-                        Failure::new(
-                            FailureClass::FetchRequired,
-                            "no TOKEN_STORE_KEY: the fetcher cannot keep provider tokens",
-                        )
-                    })?;
-                Ok(TokenStore::new(
-                    kv,
-                    key,
-                    &self.hub.provider_api,
-                    self.token_metrics.clone(),
-                ))
-            })
-            .await
+        self.tokens.get().await
     }
 
     /// The whole fetch of one notification.

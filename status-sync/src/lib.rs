@@ -71,7 +71,7 @@ use shared::config::{Account, CommonArgs, HubConfig};
 use shared::failure::{FailureClass, classify_publish};
 use shared::headers;
 use shared::outbound::OutboundPolicy;
-use shared::tokens::{AccessToken, Credential, TokenKey, TokenMetrics, TokenStore};
+use shared::tokens::{AccessToken, Credential, LazyTokenStore, TokenKey, TokenMetrics, TokenStore};
 use shared::worker::{Delivery, Failure, Handler, Outcome};
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
@@ -324,9 +324,7 @@ pub struct StatusSync {
     js: jetstream::Context,
     http: reqwest::Client,
     outbound: OutboundPolicy,
-    tokens: Arc<OnceCell<TokenStore>>,
-    token_key: std::sync::Mutex<Option<TokenKey>>,
-    token_metrics: TokenMetrics,
+    tokens: LazyTokenStore,
     contexts: OnceCell<jetstream::kv::Store>,
     metrics: Metrics,
     publish_timeout: Duration,
@@ -351,15 +349,24 @@ impl StatusSync {
         let metrics = Metrics::register(registry);
         let token_metrics = TokenMetrics::register(registry);
         token_metrics.start_at_zero(prepared.credentials.values());
+        let tokens = LazyTokenStore::new(
+            js.clone(),
+            prepared.token_key,
+            prepared.tokens,
+            &prepared.hub.provider_api,
+            token_metrics,
+            (
+                FailureClass::TokenRejected,
+                "no TOKEN_STORE_KEY: the status worker cannot keep provider tokens",
+            ),
+        );
         StatusSync {
             hub: prepared.hub,
             credentials: prepared.credentials,
             js,
             http: prepared.http,
             outbound: prepared.outbound,
-            tokens: prepared.tokens,
-            token_key: std::sync::Mutex::new(prepared.token_key),
-            token_metrics,
+            tokens,
             contexts: OnceCell::new(),
             metrics,
             publish_timeout,
@@ -367,37 +374,7 @@ impl StatusSync {
     }
 
     async fn tokens(&self) -> Result<&TokenStore, Failure> {
-        self.tokens
-            .get_or_try_init(|| async {
-                let kv = self
-                    .js
-                    .get_key_value(shared::streams::TOKENS_BUCKET)
-                    .await
-                    .map_err(|e| {
-                        Failure::new(
-                            FailureClass::TokenStoreFailed,
-                            format!("cannot open bucket {}: {e}", shared::streams::TOKENS_BUCKET),
-                        )
-                    })?;
-                let key = self
-                    .token_key
-                    .lock()
-                    .expect("not poisoned")
-                    .take()
-                    .ok_or_else(|| {
-                        Failure::new(
-                            FailureClass::TokenRejected,
-                            "no TOKEN_STORE_KEY: the status worker cannot keep provider tokens",
-                        )
-                    })?;
-                Ok(TokenStore::new(
-                    kv,
-                    key,
-                    &self.hub.provider_api,
-                    self.token_metrics.clone(),
-                ))
-            })
-            .await
+        self.tokens.get().await
     }
 
     async fn context(&self, cmd: &StatusCommand) -> Result<Option<OrderContext>, Failure> {

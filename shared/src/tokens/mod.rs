@@ -70,12 +70,14 @@ use crate::failure::FailureClass;
 pub mod cipher;
 mod credential;
 mod endpoint;
+mod lazy;
 mod metrics;
 mod state;
 mod store;
 
 pub use cipher::{KEY_ENV, KEY_FILE_ENV, OpenError, TokenKey};
 pub use credential::{Credential, CredentialError};
+pub use lazy::LazyTokenStore;
 pub use metrics::TokenMetrics;
 pub use store::TokenStore;
 
