@@ -59,6 +59,7 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream;
+use backon::Retryable;
 use bytes::Bytes;
 use canonical::status::{Action, Origin, StatusCommand, StatusSchemaV1};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -706,7 +707,14 @@ impl Handler for Forwarder {
                     let Some((provider, account)) = self.auto_accepted(d) else {
                         return Outcome::Ack;
                     };
-                    match self.store_accept(t, d, provider, &account).await {
+                    // A brief NATS hiccup should not cost the order a
+                    // delivery (and the backend a second request): a few
+                    // quick tries, then the order's own retry.
+                    let stored = (|| self.store_accept(t, d, provider, &account))
+                        .retry(shared::backoff::infra().with_max_times(3))
+                        .when(|f: &Failure| f.class != FailureClass::InvalidPayload)
+                        .await;
+                    match stored {
                         Ok(()) => {
                             self.metrics.auto_accept(provider, "published");
                             Outcome::Ack
