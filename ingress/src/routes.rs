@@ -19,6 +19,7 @@ use shared::Provider;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::{Filter, Reply};
 
+use crate::net::Client;
 use crate::pipeline::{Accepted, Incoming, Ingress, Rejection, Route};
 use crate::status::{StatusApi, StatusIncoming, StatusRejection, Stored, percent_decode};
 
@@ -259,6 +260,39 @@ fn expects_continue(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
+/// What every POST route does before its handler: the client's budget
+/// (refused unread, draining what the client may already be writing so it
+/// reads the 429), then the body within the size limit and the body
+/// timeout. `Err` carries the client too, for the route's own accounting.
+async fn guarded_body<S, B>(
+    ingress: &Ingress,
+    headers: &HeaderMap,
+    peer: Option<Peer>,
+    declared: Option<u64>,
+    body: S,
+    body_timeout: Duration,
+) -> (Option<Client>, Result<Bytes, Rejection>)
+where
+    S: futures::Stream<Item = Result<B, warp::Error>> + Send,
+    B: warp::Buf,
+{
+    let client = ingress.client_ip(peer.map(|p| p.0), headers);
+    let max = ingress.max_body_bytes();
+    let drain = !expects_continue(headers);
+    if let Err(r) = ingress.check_client(client) {
+        if drain && declared.is_none_or(|n| n <= max) {
+            let deadline = tokio::time::Instant::now() + body_timeout;
+            futures::pin_mut!(body);
+            discard(body, declared.unwrap_or(max), deadline).await;
+        }
+        return (client, Err(r));
+    }
+    (
+        client,
+        read_body(declared, drain, body, max, body_timeout).await,
+    )
+}
+
 /// The webhook routes with their handler.
 pub fn webhooks(
     ingress: Arc<Ingress>,
@@ -281,21 +315,9 @@ pub fn webhooks(
                   body| {
                 let ingress = ingress.clone();
                 async move {
-                    let client = ingress.client_ip(peer.map(|p| p.0), &headers);
-                    let max = ingress.max_body_bytes();
-                    let drain = !expects_continue(&headers);
-                    if let Err(r) = ingress.check_client(client) {
-                        // Refused unread; drain what a client may already
-                        // be writing, so it reads the 429.
-                        if drain && declared.is_none_or(|n| n <= max) {
-                            let deadline = tokio::time::Instant::now() + body_timeout;
-                            futures::pin_mut!(body);
-                            discard(body, declared.unwrap_or(max), deadline).await;
-                        }
-                        ingress.record_early(t.provider, client, &r);
-                        return answer(t.provider, &t.route, Err(r), &Bytes::new());
-                    }
-                    let body = match read_body(declared, drain, body, max, body_timeout).await {
+                    let (client, body) =
+                        guarded_body(&ingress, &headers, peer, declared, body, body_timeout).await;
+                    let body = match body {
                         Ok(b) => b,
                         Err(r) => {
                             ingress.record_early(t.provider, client, &r);
@@ -342,20 +364,10 @@ pub fn status(
                   body| {
                 let api = api.clone();
                 async move {
-                    let ingress = api.ingress();
-                    let client = ingress.client_ip(peer.map(|p| p.0), &headers);
-                    let max = ingress.max_body_bytes();
-                    let drain = !expects_continue(&headers);
-                    if let Err(r) = ingress.check_client(client) {
-                        if drain && declared.is_none_or(|n| n <= max) {
-                            let deadline = tokio::time::Instant::now() + body_timeout;
-                            futures::pin_mut!(body);
-                            discard(body, declared.unwrap_or(max), deadline).await;
-                        }
-                        api.record_early(t.provider, client, &r);
-                        return status_answer(Err(StatusRejection::Webhook(r)));
-                    }
-                    let body = match read_body(declared, drain, body, max, body_timeout).await {
+                    let (client, body) =
+                        guarded_body(api.ingress(), &headers, peer, declared, body, body_timeout)
+                            .await;
+                    let body = match body {
                         Ok(b) => b,
                         Err(r) => {
                             api.record_early(t.provider, client, &r);
