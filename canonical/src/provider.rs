@@ -18,6 +18,15 @@ pub enum Provider {
     Ubereats,
     Wolt,
     Justeat,
+    /// DoorDash Marketplace (full orders pushed with a static token).
+    Doordash,
+    /// Glovo's restaurant Partners API (full orders pushed with a static
+    /// token; no reject or cancel API).
+    Glovo,
+    /// GrabFood (full orders pushed with a bearer token the hub issued).
+    Grab,
+    /// Keeta (a signed envelope whose `message` is a JSON string).
+    Keeta,
     /// A channel that sends canonical orders itself (e.g. the restaurant's own
     /// web shop), signed with Standard Webhooks.
     Direct,
@@ -25,13 +34,17 @@ pub enum Provider {
 
 impl Provider {
     /// Every provider, in registry order.
-    pub const ALL: [Provider; 7] = [
+    pub const ALL: [Provider; 11] = [
         Provider::Careem,
         Provider::Talabat,
         Provider::Deliveroo,
         Provider::Ubereats,
         Provider::Wolt,
         Provider::Justeat,
+        Provider::Doordash,
+        Provider::Glovo,
+        Provider::Grab,
+        Provider::Keeta,
         Provider::Direct,
     ];
 
@@ -49,9 +62,11 @@ impl Provider {
     }
 
     /// The provider cancels (or rejects) a new order nobody answered within
-    /// minutes (Uber Eats, Wolt, Deliveroo, Just Eat, Talabat): such
-    /// accounts accept automatically by default once the backend took the
-    /// order. Careem and `direct` wait.
+    /// minutes (Uber Eats, Wolt, Deliveroo, Just Eat, Talabat, DoorDash;
+    /// Glovo, Grab and Keeta publish no deadline but their orders are
+    /// live-kitchen orders, assumed to as well [GUESS]): such accounts
+    /// accept automatically by default once the backend took the order.
+    /// Careem and `direct` wait.
     pub const fn expires_unanswered(self) -> bool {
         !matches!(self, Provider::Careem | Provider::Direct)
     }
@@ -65,6 +80,10 @@ impl Provider {
             Provider::Ubereats => "ubereats",
             Provider::Wolt => "wolt",
             Provider::Justeat => "justeat",
+            Provider::Doordash => "doordash",
+            Provider::Glovo => "glovo",
+            Provider::Grab => "grab",
+            Provider::Keeta => "keeta",
             Provider::Direct => "direct",
         }
     }
@@ -89,7 +108,7 @@ impl fmt::Display for Provider {
 /// The name is not one of [`Provider::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown provider {0:?} (known: careem, talabat, deliveroo, ubereats, wolt, justeat, direct)"
+    "unknown provider {0:?} (known: careem, talabat, deliveroo, ubereats, wolt, justeat, doordash, glovo, grab, keeta, direct)"
 )]
 pub struct UnknownProvider(pub String);
 

@@ -997,7 +997,14 @@ fn forward_headers(provider: Provider, h: &HeaderMap, out: &mut async_nats::Head
         ],
         Provider::Ubereats => &["X-Environment"],
         Provider::Direct => &["webhook-id", "webhook-timestamp"],
-        Provider::Careem | Provider::Talabat | Provider::Wolt | Provider::Justeat => &[],
+        Provider::Careem
+        | Provider::Talabat
+        | Provider::Wolt
+        | Provider::Justeat
+        | Provider::Doordash
+        | Provider::Glovo
+        | Provider::Grab
+        | Provider::Keeta => &[],
     };
     for name in ["Content-Type", "User-Agent"].iter().chain(wanted) {
         let Some(v) = h.get(*name).and_then(|v| v.to_str().ok()) else {

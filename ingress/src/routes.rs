@@ -585,6 +585,10 @@ pub fn provider_status(provider: Provider, status: StatusCode) -> StatusCode {
         | Provider::Ubereats
         | Provider::Wolt
         | Provider::Justeat
+        | Provider::Doordash
+        | Provider::Glovo
+        | Provider::Grab
+        | Provider::Keeta
         | Provider::Direct => status,
     }
 }

@@ -71,6 +71,14 @@ pub struct OrderContext {
     /// Placed in advance; Wolt confirms a pre-order instead of accepting it.
     #[serde(default)]
     pub preorder: bool,
+    /// The provider's store id the order names (the first candidate the
+    /// adapter found): Glovo's and Grab's calls name the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
+    /// The customer collects it (Glovo's "picked up by customer" differs
+    /// from its courier's pick-up).
+    #[serde(default)]
+    pub pickup: bool,
 }
 
 /// The bucket key of an order's context.
@@ -113,6 +121,29 @@ pub fn supports(account: &Account, ctx: &OrderContext, action: Action) -> bool {
         Provider::Wolt => matches!(action, Accept | Reject | Ready | Delivered),
         Provider::Talabat => matches!(action, Accept | Reject | Ready | PickedUp),
         Provider::Deliveroo => matches!(action, Accept | Reject | Ready | PickedUp | Delay),
+        // Confirm (success or fail), ready, cancel [DOC]; a self-delivered
+        // order also reports its pick-up and delivery (`/events/...`).
+        Provider::Doordash => {
+            matches!(action, Accept | Reject | Ready | Cancel)
+                || (ctx.self_delivery && matches!(action, PickedUp | Delivered))
+        }
+        // No reject or cancel API [DOC-3rd]; "out for delivery" only for
+        // the restaurant's own couriers, "picked up by customer" only for
+        // collection orders [CODE×2].
+        Provider::Glovo => {
+            matches!(action, Accept | Ready)
+                || (action == PickedUp && (ctx.self_delivery || ctx.pickup))
+        }
+        // Accept/reject (manual-accept stores), ready, new ready time,
+        // cancel [SDK].
+        Provider::Grab => matches!(action, Accept | Reject | Ready | Delay | Cancel),
+        // Confirm, cancel (also before confirming: Keeta has no separate
+        // reject of a new order), meal ready [DOC]; a self-delivered order
+        // also reports dispatch and delivery [DOC].
+        Provider::Keeta => {
+            matches!(action, Accept | Reject | Ready | Cancel)
+                || (ctx.self_delivery && matches!(action, PickedUp | Delivered))
+        }
         Provider::Justeat => match status_api {
             StatusApi::JustEatPartner => {
                 matches!(
@@ -159,6 +190,8 @@ mod tests {
             callbacks: BTreeMap::from([(callback::ACCEPTED.into(), "https://x/a".into())]),
             self_delivery: false,
             preorder: false,
+            store_id: Some("s1".into()),
+            pickup: false,
         };
         let json = serde_json::to_vec(&ctx).unwrap();
         assert_eq!(serde_json::from_slice::<OrderContext>(&json).unwrap(), ctx);

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use canonical::money::Currency;
 use ipnet::IpNet;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
@@ -221,7 +221,42 @@ pub struct Account {
     /// rejected at the provider (reason `other`), so the customer is not
     /// left waiting. Default on when the account can reject.
     pub auto_reject: bool,
+    /// Grab: the client credentials Grab presents at the hub's token
+    /// endpoint (`[account.token_endpoint]`); required on Grab accounts,
+    /// refused elsewhere. The tokens the hub issues are signed with the
+    /// account's `secrets` (the first signs, any verifies: rotation).
+    pub token_endpoint: Option<TokenEndpoint>,
+    /// Keeta: the webhook URL exactly as registered with Keeta. Keeta's
+    /// `sig` is SHA-256 over a URL, the sorted parameters and the app
+    /// secret [DOC]; that a push is signed over the receiver's registered
+    /// URL is inferred [GUESS], so it is configured, not derived from the
+    /// request. Required on Keeta accounts, refused elsewhere.
+    pub webhook_url: Option<String>,
 }
+
+/// `[account.token_endpoint]`: a provider that obtains its bearer token
+/// from the hub (GrabFood's "partner OAuth" [SDK]) presents these client
+/// credentials; the hub answers with a short-lived token every ingress
+/// replica verifies.
+#[derive(Debug, Clone)]
+pub struct TokenEndpoint {
+    /// The client id issued to the provider (not a secret).
+    pub client_id: String,
+    /// Any of these is the client secret (rotation). Never logged.
+    pub client_secrets: Vec<SecretString>,
+    /// How long an issued token is valid (default 1h; 1m to 24h).
+    pub token_lifetime: Duration,
+    /// Token requests per second for this account (default 1/s, burst 10).
+    pub rate_limit: RateLimit,
+}
+
+/// [`TokenEndpoint::token_lifetime`] unless configured: short enough that a
+/// leaked token is soon useless, long enough that Grab asks rarely (its own
+/// tokens last 7 days [SDK]; how early Grab renews is not published).
+pub const DEFAULT_ISSUED_TOKEN_LIFETIME: Duration = Duration::from_secs(60 * 60);
+
+/// The least length of a secret that signs issued tokens (HMAC-SHA256 key).
+pub const MIN_TOKEN_SIGNING_SECRET_BYTES: usize = 32;
 
 impl Account {
     /// Whether the status worker can call this account's provider at all.
@@ -249,11 +284,21 @@ pub struct ProviderApi {
     /// takes a static key (Just Eat).
     pub token_url: Option<Url>,
     /// The OAuth client id (Talabat: the middleware user name). `None` for
-    /// a static-key provider (Just Eat).
+    /// a static-key provider (Just Eat, Glovo) and DoorDash (its own JWT).
     pub client_id: Option<SecretString>,
     /// The OAuth client secret (Talabat: the middleware password; Just Eat:
-    /// the API key).
+    /// the API key; Glovo: the partner token; DoorDash: the JWT signing
+    /// secret, base64url as the portal shows it).
     pub client_secret: SecretString,
+    /// DoorDash: the developer id (the JWT's `iss`).
+    pub developer_id: Option<String>,
+    /// DoorDash: the key id (the JWT's `kid`).
+    pub key_id: Option<String>,
+    /// Keeta: the application id (`appId`) every call carries.
+    pub app_id: Option<String>,
+    /// Keeta: the store's (or brand's) OAuth access token every call
+    /// carries (90 days [DOC]; renewed by replacing the secret).
+    pub access_token: Option<SecretString>,
     /// Wolt: the refresh token of the venue's authorisation. Used only
     /// while the token store holds none for the account (first start), or
     /// when it changes here (the venue was authorised again).
@@ -280,11 +325,13 @@ pub struct ProviderApi {
     /// 15 min [GUESS]). The status worker never calls after it.
     pub answer_deadline: Duration,
     /// Just Eat: which API answers the order, JET Connect (`connect`, the
-    /// default) or the partner API (`partner`).
+    /// default) or the partner API (`partner`); Glovo: `legacy` (default)
+    /// or `integrations`.
     pub status_api: StatusApi,
 }
 
-/// Which of a provider's status APIs an account calls (only Just Eat has two).
+/// Which of a provider's status APIs an account calls (Just Eat and Glovo
+/// have two).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusApi {
     /// The provider's only one.
@@ -293,6 +340,12 @@ pub enum StatusApi {
     JustEatConnect,
     /// Just Eat partner API (`JE-API-KEY`): accept, reject, ready, ...
     JustEatPartner,
+    /// Glovo's legacy `PUT /webhook/stores/{store}/orders/{id}/status`
+    /// (`legacy`, the default) [CODE×5].
+    GlovoLegacy,
+    /// Glovo's newer `PUT /api/v0/integrations/orders/{id}/...` with the
+    /// store in `Glovo-Store-Address-External-Id` (`integrations`) [CODE×4].
+    GlovoIntegrations,
 }
 
 impl StatusApi {
@@ -301,6 +354,8 @@ impl StatusApi {
             StatusApi::Standard => "standard",
             StatusApi::JustEatConnect => "connect",
             StatusApi::JustEatPartner => "partner",
+            StatusApi::GlovoLegacy => "legacy",
+            StatusApi::GlovoIntegrations => "integrations",
         }
     }
 }
@@ -828,6 +883,21 @@ struct RawAccount {
     status_url: Option<String>,
     auto_accept: Option<bool>,
     auto_reject: Option<bool>,
+    token_endpoint: Option<RawTokenEndpoint>,
+    webhook_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokenEndpoint {
+    client_id: String,
+    #[serde(default)]
+    client_secret_envs: Vec<String>,
+    #[serde(default)]
+    client_secret_files: Vec<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    token_lifetime: Option<Duration>,
+    rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -851,6 +921,11 @@ struct RawApi {
     #[serde(default, with = "humantime_serde")]
     answer_deadline: Option<Duration>,
     status_api: Option<String>,
+    developer_id: Option<String>,
+    key_id: Option<String>,
+    app_id: Option<String>,
+    access_token_env: Option<String>,
+    access_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1196,6 +1271,63 @@ fn account_section(
                 }
             }
         }
+        // A Grab account's secrets sign the tokens the hub issues to Grab:
+        // HMAC-SHA256 keys, so at least 32 bytes.
+        if provider == Provider::Grab {
+            for (field, secret) in &secrets {
+                if secret.expose_secret().len() < MIN_TOKEN_SIGNING_SECRET_BYTES {
+                    return Err(check.err(
+                        field.clone(),
+                        format!("a grab account's secret signs the tokens the hub issues: at least {MIN_TOKEN_SIGNING_SECRET_BYTES} bytes (e.g. openssl rand -base64 32)"),
+                    ));
+                }
+            }
+        }
+        let token_endpoint = match (a.token_endpoint, provider) {
+            (None, Provider::Grab) => {
+                return Err(check.err(
+                    at("token_endpoint"),
+                    "a grab account needs [account.token_endpoint] (the client credentials Grab presents for its token)",
+                ));
+            }
+            (None, _) => None,
+            (Some(_), p) if p != Provider::Grab => {
+                return Err(check.err(
+                    at("token_endpoint"),
+                    format!(
+                        "{p} does not obtain its token from the hub; only grab accounts have one"
+                    ),
+                ));
+            }
+            (Some(raw), _) => Some(token_endpoint_of(check, &at, raw, env)?),
+        };
+        let webhook_url = match (a.webhook_url, provider) {
+            (None, Provider::Keeta) => {
+                return Err(check.err(
+                    at("webhook_url"),
+                    "a keeta account needs the webhook URL registered with Keeta (its sig covers it)",
+                ));
+            }
+            (None, _) => None,
+            (Some(_), p) if p != Provider::Keeta => {
+                return Err(check.err(
+                    at("webhook_url"),
+                    format!("only keeta accounts sign over their URL ({p} has no webhook_url)"),
+                ));
+            }
+            (Some(u), _) => {
+                let parsed = Url::parse(u.trim()).map_err(|e| {
+                    check.err(at("webhook_url"), format!("{u:?} is not a URL: {e}"))
+                })?;
+                if !matches!(parsed.scheme(), "https" | "http") || parsed.query().is_some() {
+                    return Err(check.err(
+                        at("webhook_url"),
+                        "must be an http(s) URL without a query, as registered with Keeta",
+                    ));
+                }
+                Some(u.trim().to_owned())
+            }
+        };
         let mut allowed_ips = Vec::with_capacity(a.allowed_ips.len());
         for (k, cidr) in a.allowed_ips.iter().enumerate() {
             allowed_ips
@@ -1300,8 +1432,14 @@ fn account_section(
                     format!("the hub cannot answer {provider} for this account: it needs {how}"),
                 ));
             }
+            Some(true) if !provider_can_reject(provider) => {
+                return Err(check.err(
+                    at("auto_reject"),
+                    format!("{provider} has no API to reject an order"),
+                ));
+            }
             Some(v) => v,
-            None => can_answer,
+            None => can_answer && provider_can_reject(provider),
         };
         accounts.push(Account {
             api,
@@ -1324,9 +1462,76 @@ fn account_section(
             jwt_iat_skew: a.jwt_iat_skew,
             event: a.event,
             rate_limit: a.rate_limit,
+            token_endpoint,
+            webhook_url,
         });
     }
     Ok(accounts)
+}
+
+/// Whether the provider has any API call that rejects a new order (Glovo
+/// has none: the restaurant phones Glovo's support [DOC-3rd]).
+fn provider_can_reject(provider: Provider) -> bool {
+    !matches!(provider, Provider::Glovo | Provider::Careem)
+}
+
+fn token_endpoint_of(
+    check: &Check<'_>,
+    at: &dyn Fn(&str) -> String,
+    raw: RawTokenEndpoint,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<TokenEndpoint, ConfigError> {
+    let at = |f: &str| at(&format!("token_endpoint.{f}"));
+    let client_id = raw.client_id.trim();
+    if client_id.is_empty()
+        || client_id.len() > 256
+        || !client_id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(check.err(at("client_id"), "must be 1 to 256 visible ASCII characters"));
+    }
+    if raw.client_secret_envs.is_empty() && raw.client_secret_files.is_empty() {
+        return Err(check.err(
+            at("client_secret_envs"),
+            "needs at least one client secret (client_secret_envs or client_secret_files)",
+        ));
+    }
+    let sources = (raw.client_secret_envs.iter().enumerate())
+        .map(|(k, n)| {
+            (
+                at(&format!("client_secret_envs[{k}]")),
+                SecretSource::Env(n),
+            )
+        })
+        .chain(raw.client_secret_files.iter().enumerate().map(|(k, f)| {
+            (
+                at(&format!("client_secret_files[{k}]")),
+                SecretSource::File(f),
+            )
+        }));
+    let client_secrets = secret_list(check, sources, env)?;
+    for (field, secret) in &client_secrets {
+        if secret.expose_secret().len() < 16 {
+            return Err(check.err(
+                field.clone(),
+                "a client secret the hub issues must be at least 16 bytes",
+            ));
+        }
+    }
+    let token_lifetime = raw.token_lifetime.unwrap_or(DEFAULT_ISSUED_TOKEN_LIFETIME);
+    if !(Duration::from_secs(60)..=Duration::from_secs(24 * 60 * 60)).contains(&token_lifetime) {
+        return Err(check.err(at("token_lifetime"), "must be between 1m and 24h"));
+    }
+    let rate_limit = raw.rate_limit.unwrap_or(RateLimit {
+        per_second: 1,
+        burst: 10,
+    });
+    check_rate(check, at("rate_limit"), &rate_limit)?;
+    Ok(TokenEndpoint {
+        client_id: client_id.to_owned(),
+        client_secrets: client_secrets.into_iter().map(|(_, s)| s).collect(),
+        token_lifetime,
+        rate_limit,
+    })
 }
 
 /// One secret that must be there, from `<name>_env` or `<name>_file`.
@@ -1360,14 +1565,27 @@ fn api_of(
 ) -> Result<ProviderApi, ConfigError> {
     let at = |f: &str| format!("account {account}.api.{f}");
     let base_url = http_url(&raw.base_url).map_err(|m| check.err(at("base_url"), m))?;
-    // Just Eat's APIs take a static key (the client secret); every other
-    // provider's a token from its token or login endpoint.
-    let static_key = provider == Provider::Justeat;
+    // Just Eat's and Glovo's APIs take a static key (the client secret),
+    // DoorDash a JWT the hub signs with it; every other provider's a token
+    // from its token or login endpoint.
+    let static_key = matches!(
+        provider,
+        Provider::Justeat | Provider::Glovo | Provider::Doordash | Provider::Keeta
+    );
+    let key_kind = match provider {
+        Provider::Doordash => {
+            "a JWT the hub signs itself (developer_id, key_id, client_secret_env)"
+        }
+        Provider::Keeta => {
+            "calls signed with the app secret (app_id, client_secret_env, access_token_env)"
+        }
+        _ => "a static key (client_secret_env)",
+    };
     let token_url = match (&raw.token_url, static_key) {
         (Some(_), true) => {
             return Err(check.err(
                 at("token_url"),
-                "Just Eat's APIs take a static key (client_secret_env), not a token",
+                format!("{provider}'s API takes {key_kind}, not a token from a token endpoint"),
             ));
         }
         (Some(u), false) => Some(http_url(u).map_err(|m| check.err(at("token_url"), m))?),
@@ -1389,7 +1607,7 @@ fn api_of(
         (Some(_), true) => {
             return Err(check.err(
                 at("client_id_env"),
-                "Just Eat's APIs take a static key only (client_secret_env)",
+                format!("{provider}'s API takes {key_kind}, no client id"),
             ));
         }
         _ => {}
@@ -1441,6 +1659,8 @@ fn api_of(
             Some(scopes.join(" "))
         }
         None if provider == Provider::Ubereats => Some("eats.order".to_owned()),
+        // The scope Grab's SDK asks for [SDK].
+        None if provider == Provider::Grab => Some("food.partner_api".to_owned()),
         None => None,
     };
     let mut callback_hosts = Vec::with_capacity(raw.callback_hosts.len());
@@ -1494,6 +1714,11 @@ fn api_of(
         Provider::Deliveroo => Duration::from_secs(600),
         // JET Connect: sent-to-pos within 5 minutes [CODE×2].
         Provider::Justeat => Duration::from_secs(300),
+        // DoorDash treats an order not confirmed in 3-8 minutes as failed
+        // [CODE×1 quoting DOC]: the low end.
+        Provider::Doordash => Duration::from_secs(180),
+        // Glovo, Grab and Keeta publish none [GUESS]: 5 minutes.
+        Provider::Glovo | Provider::Grab | Provider::Keeta => Duration::from_secs(300),
         // Talabat orders carry `expiryDate`; without one, ~15 minutes
         // [CODE×1, GUESS].
         _ => Duration::from_secs(900),
@@ -1510,15 +1735,94 @@ fn api_of(
                 format!("{other:?} is not connect or partner"),
             ));
         }
+        (Provider::Glovo, None | Some("legacy")) => StatusApi::GlovoLegacy,
+        (Provider::Glovo, Some("integrations")) => StatusApi::GlovoIntegrations,
+        (Provider::Glovo, Some(other)) => {
+            return Err(check.err(
+                at("status_api"),
+                format!("{other:?} is not legacy or integrations"),
+            ));
+        }
         (_, None) => StatusApi::Standard,
         (_, Some(_)) => {
             return Err(check.err(
                 at("status_api"),
-                format!("{provider} has one status API; only Just Eat accounts choose (connect or partner)"),
+                format!("{provider} has one status API; only Just Eat (connect or partner) and Glovo (legacy or integrations) accounts choose"),
             ));
         }
     };
+    let plain = |name: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
+        match v.map(|v| v.trim().to_owned()) {
+            Some(_) if provider != Provider::Doordash => Err(check.err(
+                at(name),
+                format!("only doordash accounts sign their own JWT ({provider} has no {name})"),
+            )),
+            Some(v) if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()) => {
+                Err(check.err(at(name), "must be visible ASCII, not empty"))
+            }
+            Some(v) => Ok(Some(v)),
+            None if provider == Provider::Doordash => {
+                Err(check.err(at(name), "is required for a doordash account's JWT"))
+            }
+            None => Ok(None),
+        }
+    };
+    let developer_id = plain("developer_id", raw.developer_id)?;
+    let key_id = plain("key_id", raw.key_id)?;
+    let app_id = match raw.app_id.map(|v| v.trim().to_owned()) {
+        Some(_) if provider != Provider::Keeta => {
+            return Err(check.err(
+                at("app_id"),
+                format!("only keeta accounts have an app_id ({provider})"),
+            ));
+        }
+        Some(v) if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) => {
+            return Err(check.err(at("app_id"), "must be Keeta's numeric application id"));
+        }
+        Some(v) => Some(v),
+        None if provider == Provider::Keeta => {
+            return Err(check.err(at("app_id"), "is required for a keeta account"));
+        }
+        None => None,
+    };
+    let access_token = required_secret(
+        check,
+        &at,
+        "access_token",
+        raw.access_token_env.as_deref(),
+        raw.access_token_file.as_deref(),
+        env,
+    )?;
+    match (&access_token, provider) {
+        (None, Provider::Keeta) => {
+            return Err(check.err(
+                at("access_token_env"),
+                "a keeta account needs the store's access token (or access_token_file)",
+            ));
+        }
+        (Some(_), p) if p != Provider::Keeta => {
+            return Err(check.err(
+                at("access_token_env"),
+                format!("only keeta accounts take a static access token ({p})"),
+            ));
+        }
+        _ => {}
+    }
+    // DoorDash signs with the base64url-decoded secret [DOC]: one that does
+    // not decode would start fine and fail every call.
+    if provider == Provider::Doordash
+        && crate::secret::doordash_signing_key(&client_secret).is_none()
+    {
+        return Err(check.err(
+            at("client_secret_env"),
+            "a DoorDash signing secret is base64url (as the developer portal shows it)",
+        ));
+    }
     Ok(ProviderApi {
+        developer_id,
+        key_id,
+        app_id,
+        access_token,
         base_url,
         token_url,
         client_id,
@@ -1974,8 +2278,6 @@ pub fn ip_net(text: &str) -> Result<IpNet, String> {
 
 #[cfg(test)]
 mod tests {
-    use secrecy::ExposeSecret;
-
     use super::*;
 
     fn env_with(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
@@ -2098,7 +2400,7 @@ max_deliver = 10
         let e = err_of(&GOOD.replace("provider = \"careem\"", "provider = \"carem\""));
         assert_eq!(
             e,
-            "hub config hub.toml: account acme-careem.provider: unknown provider \"carem\" (known: careem, talabat, deliveroo, ubereats, wolt, justeat, direct)"
+            "hub config hub.toml: account acme-careem.provider: unknown provider \"carem\" (known: careem, talabat, deliveroo, ubereats, wolt, justeat, doordash, glovo, grab, keeta, direct)"
         );
     }
 
@@ -2423,8 +2725,13 @@ max_deliver = 10
 
     #[test]
     fn the_embedded_default_is_valid_with_the_example_environment() {
-        let hub = HubConfig::from_toml(EMBEDDED_HUB_CONFIG, "(embedded default)", &|_| {
-            Some("whsec_ZXhhbXBsZS1zZWNyZXQtZG8tbm90LXVzZQ==".to_owned())
+        // Every secret one value; DoorDash's signing secret is base64url.
+        let hub = HubConfig::from_toml(EMBEDDED_HUB_CONFIG, "(embedded default)", &|name| {
+            Some(if name.contains("DOORDASH_SIGNING") {
+                "ZXhhbXBsZS1zZWNyZXQtZG8tbm90LXVzZQ".to_owned()
+            } else {
+                "whsec_ZXhhbXBsZS1zZWNyZXQtZG8tbm90LXVzZQ==".to_owned()
+            })
         })
         .unwrap();
         for p in Provider::ALL {
@@ -2831,7 +3138,7 @@ secret_envs = ["S"]
             err(&je(
                 "client_secret_env = \"S\"\ntoken_url = \"https://x.example/t\"\n"
             )),
-            "hub config hub.toml: account je2.api.token_url: Just Eat's APIs take a static key (client_secret_env), not a token"
+            "hub config hub.toml: account je2.api.token_url: justeat's API takes a static key (client_secret_env), not a token from a token endpoint"
         );
         assert_eq!(
             err("\n[status_sync]\nlate_action_window = \"0s\"\n"),
@@ -2843,7 +3150,198 @@ secret_envs = ["S"]
         );
         assert_eq!(
             api_err(&wolt_api),
-            "hub config hub.toml: account acme-wolt.api.status_api: wolt has one status API; only Just Eat accounts choose (connect or partner)"
+            "hub config hub.toml: account acme-wolt.api.status_api: wolt has one status API; only Just Eat (connect or partner) and Glovo (legacy or integrations) accounts choose"
         );
+    }
+
+    /// A DoorDash, a Glovo and a Grab account with everything they take.
+    const NEW_PROVIDERS: &str = r#"
+[[account]]
+id = "acme-dd"
+provider = "doordash"
+tenant = "acme"
+secret_envs = ["S"]
+[account.api]
+base_url = "https://openapi.doordash.com/marketplace"
+developer_id = "dev-1"
+key_id = "key-1"
+client_secret_env = "DD_SIGNING"
+
+[[account]]
+id = "acme-glovo"
+provider = "glovo"
+tenant = "acme"
+secret_envs = ["S"]
+[account.api]
+base_url = "https://api.glovoapp.com"
+client_secret_env = "GLOVO_TOKEN"
+
+[[account]]
+id = "acme-grab"
+provider = "grab"
+tenant = "acme"
+secret_envs = ["GRAB_KEY"]
+[account.token_endpoint]
+client_id = "grab-client"
+client_secret_envs = ["GRAB_SECRET", "GRAB_SECRET_NEXT"]
+[account.api]
+base_url = "https://partner-api.grab.com/grabfood"
+token_url = "https://api.grab.com/grabid/v1/oauth2/token"
+client_id_env = "GRAB_API_ID"
+client_secret_env = "GRAB_API_SECRET"
+"#;
+
+    const NEW_PROVIDERS_ENV: &[(&str, &str)] = &[
+        ("S", "webhook-secret"),
+        ("UBER_ID", "uber-client"),
+        ("UBER_SECRET", "uber-secret"),
+        ("WOLT_ID", "wolt-client"),
+        ("WOLT_SECRET", "wolt-secret"),
+        ("WOLT_REFRESH", "wolt-refresh"),
+        ("DD_SIGNING", "c2VjcmV0Pz4"),
+        ("GLOVO_TOKEN", "glovo-token"),
+        ("GRAB_KEY", "grab-token-signing-key-of-32-bytes-or-more"),
+        ("GRAB_SECRET", "grab-client-secret-1"),
+        ("GRAB_SECRET_NEXT", "grab-client-secret-2"),
+        ("GRAB_API_ID", "grab-api-id"),
+        ("GRAB_API_SECRET", "grab-api-secret"),
+    ];
+
+    fn new_providers(text: &str) -> Result<HubConfig, ConfigError> {
+        HubConfig::from_toml(
+            &format!("{API}{text}"),
+            "hub.toml",
+            &env_with(NEW_PROVIDERS_ENV),
+        )
+    }
+
+    #[test]
+    fn doordash_glovo_and_grab_accounts_read_with_their_defaults() {
+        let hub = new_providers(NEW_PROVIDERS).unwrap();
+        let dd = hub.account(Provider::Doordash, "acme-dd").unwrap();
+        let api = dd.api.as_ref().unwrap();
+        assert_eq!(api.developer_id.as_deref(), Some("dev-1"));
+        assert_eq!(api.key_id.as_deref(), Some("key-1"));
+        assert!(api.token_url.is_none() && api.client_id.is_none());
+        assert_eq!(api.answer_deadline, Duration::from_secs(180));
+        assert!(dd.auto_accept && dd.auto_reject && dd.token_endpoint.is_none());
+
+        let glovo = hub.account(Provider::Glovo, "acme-glovo").unwrap();
+        let api = glovo.api.as_ref().unwrap();
+        assert_eq!(api.status_api, StatusApi::GlovoLegacy);
+        assert_eq!(api.client_secret.expose_secret(), "glovo-token");
+        // Glovo has no reject API: nothing to auto-reject with.
+        assert!(glovo.auto_accept && !glovo.auto_reject);
+
+        let grab = hub.account(Provider::Grab, "acme-grab").unwrap();
+        let te = grab.token_endpoint.as_ref().unwrap();
+        assert_eq!(te.client_id, "grab-client");
+        assert_eq!(te.client_secrets.len(), 2);
+        assert_eq!(te.token_lifetime, DEFAULT_ISSUED_TOKEN_LIFETIME);
+        assert_eq!(
+            te.rate_limit,
+            RateLimit {
+                per_second: 1,
+                burst: 10
+            }
+        );
+        let api = grab.api.as_ref().unwrap();
+        assert_eq!(api.scope.as_deref(), Some("food.partner_api"));
+        assert!(grab.auto_accept && grab.auto_reject);
+        let shown = format!("{hub:?}{}", hub.summary());
+        for secret in ["grab-client-secret-1", "glovo-token", "c2VjcmV0Pz4"] {
+            assert!(!shown.contains(secret), "{secret} shown");
+        }
+    }
+
+    #[test]
+    fn doordash_glovo_and_grab_settings_fail_closed() {
+        let err = |from: &str, to: &str| {
+            assert!(NEW_PROVIDERS.contains(from), "{from}");
+            new_providers(&NEW_PROVIDERS.replace(from, to))
+                .unwrap_err()
+                .to_string()
+                .replace("hub config hub.toml: ", "")
+        };
+        let cases = [
+            (
+                "key_id = \"key-1\"\n",
+                "",
+                "account acme-dd.api.key_id: is required for a doordash account's JWT",
+            ),
+            (
+                "developer_id = \"dev-1\"",
+                "developer_id = \" \"",
+                "account acme-dd.api.developer_id: must be visible ASCII, not empty",
+            ),
+            (
+                "client_secret_env = \"DD_SIGNING\"",
+                "client_secret_env = \"GLOVO_TOKEN\"",
+                "account acme-dd.api.client_secret_env: a DoorDash signing secret is base64url (as the developer portal shows it)",
+            ),
+            (
+                "base_url = \"https://openapi.doordash.com/marketplace\"",
+                "base_url = \"https://openapi.doordash.com/marketplace\"\ntoken_url = \"https://x.example/t\"",
+                "account acme-dd.api.token_url: doordash's API takes a JWT the hub signs itself (developer_id, key_id, client_secret_env), not a token from a token endpoint",
+            ),
+            (
+                "client_secret_env = \"GLOVO_TOKEN\"",
+                "client_secret_env = \"GLOVO_TOKEN\"\nstatus_api = \"v9\"",
+                "account acme-glovo.api.status_api: \"v9\" is not legacy or integrations",
+            ),
+            (
+                "client_secret_env = \"GLOVO_TOKEN\"",
+                "client_secret_env = \"GLOVO_TOKEN\"\nclient_id_env = \"S\"",
+                "account acme-glovo.api.client_id_env: glovo's API takes a static key (client_secret_env), no client id",
+            ),
+            (
+                "client_secret_env = \"GLOVO_TOKEN\"",
+                "client_secret_env = \"GLOVO_TOKEN\"\nkey_id = \"k\"",
+                "account acme-glovo.api.key_id: only doordash accounts sign their own JWT (glovo has no key_id)",
+            ),
+            (
+                "provider = \"glovo\"\ntenant = \"acme\"\n",
+                "provider = \"glovo\"\ntenant = \"acme\"\nauto_reject = true\n",
+                "account acme-glovo.auto_reject: glovo has no API to reject an order",
+            ),
+            (
+                "secret_envs = [\"GRAB_KEY\"]",
+                "secret_envs = [\"S\"]",
+                "account acme-grab.secret_envs[0]: a grab account's secret signs the tokens the hub issues: at least 32 bytes (e.g. openssl rand -base64 32)",
+            ),
+            (
+                "[account.token_endpoint]\nclient_id = \"grab-client\"\nclient_secret_envs = [\"GRAB_SECRET\", \"GRAB_SECRET_NEXT\"]\n",
+                "",
+                "account acme-grab.token_endpoint: a grab account needs [account.token_endpoint] (the client credentials Grab presents for its token)",
+            ),
+            (
+                "client_secret_envs = [\"GRAB_SECRET\", \"GRAB_SECRET_NEXT\"]",
+                "client_secret_envs = []",
+                "account acme-grab.token_endpoint.client_secret_envs: needs at least one client secret (client_secret_envs or client_secret_files)",
+            ),
+            (
+                "client_secret_envs = [\"GRAB_SECRET\", \"GRAB_SECRET_NEXT\"]",
+                "client_secret_envs = [\"GLOVO_TOKEN\"]",
+                "account acme-grab.token_endpoint.client_secret_envs[0]: a client secret the hub issues must be at least 16 bytes",
+            ),
+            (
+                "client_id = \"grab-client\"",
+                "client_id = \"grab client\"",
+                "account acme-grab.token_endpoint.client_id: must be 1 to 256 visible ASCII characters",
+            ),
+            (
+                "client_id = \"grab-client\"",
+                "client_id = \"grab-client\"\ntoken_lifetime = \"30s\"",
+                "account acme-grab.token_endpoint.token_lifetime: must be between 1m and 24h",
+            ),
+            (
+                "id = \"acme-glovo\"\nprovider = \"glovo\"\ntenant = \"acme\"\nsecret_envs = [\"S\"]\n",
+                "id = \"acme-glovo\"\nprovider = \"glovo\"\ntenant = \"acme\"\nsecret_envs = [\"S\"]\n[account.token_endpoint]\nclient_id = \"c\"\nclient_secret_envs = [\"GRAB_SECRET\"]\n",
+                "account acme-glovo.token_endpoint: glovo does not obtain its token from the hub; only grab accounts have one",
+            ),
+        ];
+        for (from, to, want) in cases {
+            assert_eq!(err(from, to), want, "{to}");
+        }
     }
 }

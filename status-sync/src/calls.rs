@@ -163,6 +163,10 @@ pub fn plan(
     };
     let calls = match account.provider {
         Provider::Careem => return Err(unsupported()),
+        // Until their calls land (this change).
+        Provider::Doordash | Provider::Glovo | Provider::Grab | Provider::Keeta => {
+            return Err(unsupported());
+        }
         Provider::Direct => vec![call(
             Method::POST,
             Target::StatusUrl,

@@ -239,6 +239,9 @@ pub struct AnswerHints {
     pub self_delivery: bool,
     /// Placed in advance (Wolt `type: preorder` or a `pre_order`).
     pub preorder: bool,
+    /// The provider's store id its calls name; `None`: the first store id
+    /// candidate of the draft.
+    pub store_id: Option<String>,
 }
 
 impl Draft {
@@ -650,8 +653,17 @@ pub fn context(
         answer_by: answer.expires_at.unwrap_or(received_at + deadline),
         api: answer.api.map(str::to_owned),
         callbacks: answer.callbacks.clone(),
-        self_delivery: answer.self_delivery,
+        self_delivery: answer.self_delivery
+            || order
+                .fulfilment
+                .as_ref()
+                .is_some_and(|f| f.delivered_by == Some(canonical::order::Courier::Restaurant)),
         preorder: answer.preorder,
+        store_id: answer.store_id.clone(),
+        pickup: order
+            .fulfilment
+            .as_ref()
+            .is_some_and(|f| f.kind == canonical::order::FulfilmentType::Pickup),
     }
 }
 
@@ -665,8 +677,11 @@ fn finish(
         mut order,
         store_ids,
         country,
-        answer,
+        mut answer,
     } = draft;
+    if answer.store_id.is_none() {
+        answer.store_id = store_ids.first().cloned();
+    }
     let account = input.account;
 
     if order.branch.is_none() {

@@ -60,6 +60,8 @@ fn a_talabat_order_leaves_its_callback_urls_and_its_expiry() {
     assert_eq!(
         context(&d),
         Some(OrderContext {
+            store_id: None,
+            pickup: false,
             tenant: "acme".into(),
             provider: Provider::Talabat,
             account: "acme-talabat".into(),

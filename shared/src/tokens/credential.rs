@@ -181,7 +181,13 @@ impl Credential {
                 };
                 (token_url, key, grant)
             }
-            Provider::Justeat | Provider::Careem | Provider::Direct => {
+            Provider::Justeat
+            | Provider::Glovo
+            | Provider::Doordash
+            | Provider::Grab
+            | Provider::Keeta
+            | Provider::Careem
+            | Provider::Direct => {
                 return Err(CredentialError::Unsupported {
                     provider,
                     account: account.to_owned(),
@@ -260,6 +266,10 @@ pub(crate) mod tests {
 
     pub(crate) fn api(token_url: &str, client_id: &str, refresh: Option<&str>) -> ProviderApi {
         ProviderApi {
+            developer_id: None,
+            key_id: None,
+            app_id: None,
+            access_token: None,
             base_url: Url::parse("http://127.0.0.1:9/").unwrap(),
             token_url: Some(Url::parse(token_url).unwrap()),
             client_id: Some(SecretString::from(client_id.to_owned())),
@@ -420,6 +430,10 @@ pub(crate) mod tests {
     fn providers_without_a_token_and_incomplete_credentials_are_refused() {
         // Just Eat: a static key, no token URL nor client id.
         let static_key = ProviderApi {
+            developer_id: None,
+            key_id: None,
+            app_id: None,
+            access_token: None,
             token_url: None,
             client_id: None,
             ..api("http://127.0.0.1:1/unused", "unused", None)

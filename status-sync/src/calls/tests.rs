@@ -113,6 +113,8 @@ const NOW: &str = "2026-12-02T18:00:00Z";
 
 fn ctx(provider: Provider) -> OrderContext {
     OrderContext {
+        store_id: None,
+        pickup: false,
         tenant: "acme".into(),
         provider,
         account: "a".into(),

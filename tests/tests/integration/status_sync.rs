@@ -179,6 +179,8 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 fn ctx(provider: Provider, account: &str, order_id: &str) -> OrderContext {
     OrderContext {
+        store_id: None,
+        pickup: false,
         tenant: "acme".into(),
         provider,
         account: account.into(),

@@ -101,6 +101,10 @@ impl Rig {
             ),
         };
         ProviderApi {
+            developer_id: None,
+            key_id: None,
+            app_id: None,
+            access_token: None,
             base_url: Url::parse(&self.fake.url()).unwrap(),
             token_url: Some(Url::parse(&token_url).unwrap()),
             client_id: Some(SecretString::from(client.to_owned())),

@@ -49,6 +49,16 @@ pub fn adapter(provider: Provider) -> &'static dyn Adapter {
         Provider::Wolt => &wolt::Wolt,
         Provider::Justeat => &justeat::JustEat,
         Provider::Direct => &direct::Direct,
+        // Until their adapters land (this change).
+        Provider::Doordash | Provider::Glovo | Provider::Grab | Provider::Keeta => &Pending,
+    }
+}
+
+struct Pending;
+
+impl Adapter for Pending {
+    fn convert(&self, input: &Input<'_>, _: &mut Problems) -> Result<Draft, ConvertError> {
+        Err(ConvertError::UnknownProvider(input.provider.to_string()))
     }
 }
 
