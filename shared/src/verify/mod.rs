@@ -30,6 +30,7 @@ pub mod careem;
 pub mod deliveroo;
 pub mod direct;
 pub mod justeat;
+pub mod keeta;
 pub mod talabat;
 pub mod ubereats;
 pub mod wolt;
