@@ -10,7 +10,7 @@ use http::HeaderMap;
 use secrecy::SecretString;
 
 use super::common;
-use super::{SignError, Verified, Verifier, VerifyError, VerifyOptions};
+use super::{SignError, Signed, Verified, Verifier, VerifyError, VerifyOptions};
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "x-careem-signature";
@@ -43,8 +43,8 @@ impl Verifier for Careem {
         secret: &SecretString,
         _options: &VerifyOptions,
         _at: SystemTime,
-    ) -> Result<HeaderMap, SignError> {
-        Ok(sign(body, secret))
+    ) -> Result<Signed, SignError> {
+        Ok(Signed::headers(sign(body, secret)))
     }
 }
 

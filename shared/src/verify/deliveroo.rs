@@ -15,7 +15,7 @@ use http::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::common::{self, hmac_sha256, hmac_sha256_matches};
-use super::{SignError, Verified, Verifier, VerifyError, VerifyOptions};
+use super::{SignError, Signed, Verified, Verifier, VerifyError, VerifyOptions};
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "x-deliveroo-hmac-sha256";
@@ -83,9 +83,9 @@ impl Verifier for Deliveroo {
         secret: &SecretString,
         _options: &VerifyOptions,
         at: SystemTime,
-    ) -> Result<HeaderMap, SignError> {
+    ) -> Result<Signed, SignError> {
         let guid = common::derived_id(body, at)?;
-        sign(body, secret, &guid, MessageForm::Current)
+        sign(body, secret, &guid, MessageForm::Current).map(Signed::headers)
     }
 }
 
@@ -184,7 +184,8 @@ mod tests {
         let options = VerifyOptions::default();
         let signed = Deliveroo
             .sign(b"{}", &key, &options, at(1_718_388_131))
-            .unwrap();
+            .unwrap()
+            .headers;
         let guid = value(&signed, GUID_HEADER).to_owned();
         assert_eq!(guid.len(), 16);
         assert_eq!(verify(&signed, b"{}", &["s"]), verified(&guid, 0));
@@ -192,7 +193,8 @@ mod tests {
         // Another event signed at the same instant gets another guid.
         let other = Deliveroo
             .sign(b"[]", &key, &options, at(1_718_388_131))
-            .unwrap();
+            .unwrap()
+            .headers;
         assert_ne!(value(&other, GUID_HEADER), guid);
     }
 

@@ -19,7 +19,7 @@ use http::HeaderMap;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
 use super::common::{self, hmac_sha256, hmac_sha256_tag};
-use super::{SignError, Verified, Verifier, VerifyError, VerifyOptions};
+use super::{SignError, Signed, Verified, Verifier, VerifyError, VerifyOptions};
 
 /// The event id header.
 pub const ID_HEADER: &str = "webhook-id";
@@ -158,9 +158,9 @@ impl Verifier for Direct {
         secret: &SecretString,
         _options: &VerifyOptions,
         at: SystemTime,
-    ) -> Result<HeaderMap, SignError> {
+    ) -> Result<Signed, SignError> {
         let id = format!("msg_{}", common::derived_id(body, at)?);
-        sign(body, secret, &id, at)
+        sign(body, secret, &id, at).map(Signed::headers)
     }
 }
 
@@ -314,7 +314,8 @@ mod tests {
                 &VerifyOptions::default(),
                 at(REF_TIMESTAMP),
             )
-            .unwrap();
+            .unwrap()
+            .headers;
         let id = value(&signed, ID_HEADER).to_owned();
         assert!(id.starts_with("msg_"), "{id}");
         assert_eq!(

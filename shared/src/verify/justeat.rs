@@ -20,7 +20,7 @@ use http::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::common::{self, hmac_sha256, hmac_sha256_matches};
-use super::{SignError, Verified, Verifier, VerifyError, VerifyOptions};
+use super::{SignError, Signed, Verified, Verifier, VerifyError, VerifyOptions};
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "x-jet-connect-hash";
@@ -85,8 +85,8 @@ impl Verifier for JustEat {
         secret: &SecretString,
         _options: &VerifyOptions,
         at: SystemTime,
-    ) -> Result<HeaderMap, SignError> {
-        sign(body, secret, at)
+    ) -> Result<Signed, SignError> {
+        sign(body, secret, at).map(Signed::headers)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Keeta (Meituan), Standard Keeta API: the `sig` of a JSON envelope
 //! `{sig, eventId, appId, messageId, shopId, message, timestamp}`.
 //!
-//! The recipe is Keeta's Authorization Guide [DOC], reproduced by its worked
+//! The recipe is Keeta's Authorization Guide \[DOC\], reproduced by its worked
 //! example (the known-answer test below): `sig` = lowercase hex of the plain
 //! SHA-256 (not an HMAC) of
 //!
@@ -15,12 +15,12 @@
 //!
 //! What Keeta does not document for a push, and is therefore configured or
 //! inferred here:
-//! - [GUESS] the URL of a push is the receiver's webhook URL exactly as
+//! - \[GUESS\] the URL of a push is the receiver's webhook URL exactly as
 //!   registered with Keeta: the account's `webhook_url`
 //!   ([`VerifyOptions::webhook_url`]), never derived from the request (a
 //!   proxy may rewrite it). The notes' candidates without the `?` are not
 //!   tried: one recipe, so a wrong guess fails loudly rather than half-works.
-//! - [GUESS] a parameter's value is the text of its JSON value: a string's
+//! - \[GUESS\] a parameter's value is the text of its JSON value: a string's
 //!   decoded content (so `message` is the embedded JSON text itself, as
 //!   received), a number's literal digits (parsed as [`RawValue`], so Java
 //!   longs like `appId` keep every digit), anything else (object, array,
@@ -29,23 +29,29 @@
 //!   later. A body with a key twice is refused (what we verify and what the
 //!   transformer reads must be the same field).
 //!
-//! The signed `timestamp` (Unix seconds [DOC]) is the replay protection: a
+//! The signed `timestamp` (Unix seconds \[DOC\]) is the replay protection: a
 //! verified envelope further than the account's `timestamp_tolerance` from
 //! now is refused as [`VerifyError::StaleTimestamp`]. The event id is
-//! `messageId` ("Unique identifier for the message" [DOC]).
+//! `messageId` ("Unique identifier for the message" \[DOC\]).
 //!
 //! Keeta expects `200 {"code":0,"message":"Success"}` from the receiver
-//! [DOC]; the ingress answers that (`routes::answer`).
+//! \[DOC\]; the ingress answers that (`routes::answer`).
 
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
+use std::time::SystemTime;
 
+use http::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserializer;
 use serde::de::{MapAccess, Visitor};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use subtle::{ConditionallySelectable, ConstantTimeEq};
+
+use super::common;
+use super::{SignError, Signed, Verified, Verifier, VerifyError, VerifyOptions};
 
 /// The envelope field carrying the signature.
 pub const SIG_FIELD: &str = "sig";
@@ -53,6 +59,192 @@ pub const SIG_FIELD: &str = "sig";
 pub const TIMESTAMP_FIELD: &str = "timestamp";
 /// The envelope field carrying the event id.
 pub const MESSAGE_ID_FIELD: &str = "messageId";
+
+/// The Keeta scheme.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Keeta;
+
+fn malformed_body(e: ParamsError) -> &'static str {
+    match e {
+        ParamsError::NotAnObject => "not a json object",
+        ParamsError::DuplicateKey => "a key more than once",
+    }
+}
+
+/// The value of field `name`, if present.
+fn field<'f>(fields: &'f [(String, Box<RawValue>)], name: &str) -> Option<&'f RawValue> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_ref())
+}
+
+impl Verifier for Keeta {
+    fn verify(
+        &self,
+        _headers: &HeaderMap,
+        body: &[u8],
+        secrets: &[SecretString],
+        options: &VerifyOptions,
+        now: SystemTime,
+    ) -> Result<Verified, VerifyError> {
+        common::require_secrets(secrets)?;
+        let url = options
+            .webhook_url
+            .as_deref()
+            .ok_or(VerifyError::Unconfigured("webhook url"))?;
+        let fields = fields(body).map_err(|e| VerifyError::MalformedBody(malformed_body(e)))?;
+        let sig = field(&fields, SIG_FIELD).ok_or(VerifyError::MissingField(SIG_FIELD))?;
+        let mut tag = [0u8; 32];
+        let sig_text = value_text(sig);
+        if !sig.get().starts_with('"') || hex::decode_to_slice(&*sig_text, &mut tag).is_err() {
+            return Err(VerifyError::MalformedField {
+                field: SIG_FIELD,
+                reason: "not a 64-digit hex sha-256",
+            });
+        }
+        let timestamp =
+            field(&fields, TIMESTAMP_FIELD).ok_or(VerifyError::MissingField(TIMESTAMP_FIELD))?;
+        let timestamp =
+            value_text(timestamp)
+                .parse::<i64>()
+                .map_err(|_| VerifyError::MalformedField {
+                    field: TIMESTAMP_FIELD,
+                    reason: "not unix seconds",
+                })?;
+
+        let texts: Vec<(&str, Cow<'_, str>)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), value_text(v)))
+            .collect();
+        let params: Vec<(&str, &str)> = texts.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+        let prefix = preimage_prefix(url, &params);
+        let secret_index = find_secret(prefix.as_bytes(), &tag, secrets)?;
+
+        // Only an authentic envelope learns that it is too old.
+        let skew = common::unix_secs(now).saturating_sub(timestamp);
+        let tolerance = options.timestamp_tolerance.as_secs();
+        if skew.unsigned_abs() > tolerance {
+            return Err(VerifyError::StaleTimestamp {
+                skew_secs: skew,
+                tolerance_secs: tolerance,
+            });
+        }
+        let event_id =
+            field(&fields, MESSAGE_ID_FIELD).and_then(|id| common::event_id(&value_text(id)));
+        Ok(Verified {
+            event_id,
+            secret_index,
+        })
+    }
+
+    fn sign(
+        &self,
+        body: &[u8],
+        secret: &SecretString,
+        options: &VerifyOptions,
+        at: SystemTime,
+    ) -> Result<Signed, SignError> {
+        let url = options
+            .webhook_url
+            .as_deref()
+            .ok_or(SignError::Unconfigured("webhook url"))?;
+        Ok(Signed {
+            headers: HeaderMap::new(),
+            body: Some(sign(body, secret, url, at)?),
+        })
+    }
+}
+
+/// The index of the first secret whose digest of `prefix + secret` is
+/// `tag`: one SHA-256 per secret, compared in constant time, no early exit.
+fn find_secret(
+    prefix: &[u8],
+    tag: &[u8; 32],
+    secrets: &[SecretString],
+) -> Result<usize, VerifyError> {
+    let base = Sha256::new_with_prefix(prefix);
+    let mut found = subtle::Choice::from(0);
+    let mut index = 0u64;
+    for (i, secret) in secrets.iter().enumerate() {
+        common::count_mac();
+        let digest: [u8; 32] = base
+            .clone()
+            .chain_update(secret.expose_secret().as_bytes())
+            .finalize()
+            .into();
+        let matches = digest.ct_eq(tag);
+        index.conditional_assign(&(i as u64), matches & !found);
+        found |= matches;
+    }
+    if bool::from(found) {
+        Ok(index as usize)
+    } else {
+        Err(VerifyError::BadSignature)
+    }
+}
+
+/// The envelope `body` as Keeta would push it to `url` at `at`: its
+/// `timestamp` set to `at` (added if absent), any old `sig` dropped and the
+/// new one first; every other field as it was, in its order.
+pub fn sign(
+    body: &[u8],
+    secret: &SecretString,
+    url: &str,
+    at: SystemTime,
+) -> Result<Vec<u8>, SignError> {
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| SignError::TimeBeforeEpoch)?
+        .as_secs()
+        .to_string();
+    let fields = fields(body).map_err(|e| SignError::Body(malformed_body(e)))?;
+    let mut entries: Vec<(String, Cow<'_, str>)> = fields
+        .iter()
+        .filter(|(k, _)| k != SIG_FIELD)
+        .map(|(k, v)| {
+            let raw = if k == TIMESTAMP_FIELD {
+                Cow::Owned(secs.clone())
+            } else {
+                Cow::Borrowed(v.get())
+            };
+            (k.clone(), raw)
+        })
+        .collect();
+    if !entries.iter().any(|(k, _)| k == TIMESTAMP_FIELD) {
+        entries.push((TIMESTAMP_FIELD.to_owned(), Cow::Owned(secs.clone())));
+    }
+    let texts: Vec<(&str, Cow<'_, str>)> = entries
+        .iter()
+        .map(|(k, raw)| {
+            let text = if k == TIMESTAMP_FIELD {
+                Cow::Borrowed(raw.as_ref())
+            } else {
+                let v = field(&fields, k).expect("taken from the fields");
+                value_text(v)
+            };
+            (k.as_str(), text)
+        })
+        .collect();
+    let params: Vec<(&str, &str)> = texts.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    let sig = signature(url, &params, secret);
+    let mut out = Vec::with_capacity(body.len() + 80);
+    out.extend_from_slice(br#"{"sig":""#);
+    out.extend_from_slice(sig.as_bytes());
+    out.push(b'"');
+    for (k, raw) in &entries {
+        out.push(b',');
+        out.extend_from_slice(
+            serde_json::to_string(k)
+                .expect("a string serializes")
+                .as_bytes(),
+        );
+        out.push(b':');
+        out.extend_from_slice(raw.as_bytes());
+    }
+    out.push(b'}');
+    Ok(out)
+}
 
 /// Keeta's `sig` of `params` for `url` with `secret`: lowercase hex SHA-256
 /// of `url + "?" + k=v&… + secret`, the parameters sorted by key (bytewise,
@@ -182,13 +374,290 @@ impl<'de> Visitor<'de> for FieldsVisitor<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use super::*;
+    use crate::verify::testutil::{at, secrets};
 
     fn secret(s: &str) -> SecretString {
         SecretString::from(s.to_owned())
     }
 
-    /// The Authorization Guide's worked example [DOC]: its pre-encryption
+    const URL: &str = "https://hub.example/api/webhooks/keeta/acme-keeta";
+    const AT: u64 = 1_749_008_143;
+
+    /// The webhook page's example message \[DOC\] with a sig for [`URL`] and
+    /// secret `abc`, computed independently (Python's hashlib over the
+    /// preimage the module header describes).
+    const DOC_ENVELOPE: &str = r#"{
+  "sig": "aa641e82b19c5965a4fae3a279d592e67f598e385d1f3d7c555aaddf22123cbc",
+  "eventId": 1002,
+  "appId": 3762772727,
+  "messageId": "1930106161957212198",
+  "shopId": 145541,
+  "message": "{\"opTime\":1749008143025,\"orderViewId\":553440887574627,\"shopId\":145541,\"status\":30}",
+  "timestamp": 1749008143
+}"#;
+
+    fn options(url: &str) -> VerifyOptions {
+        VerifyOptions {
+            webhook_url: Some(Arc::from(url)),
+            ..VerifyOptions::default()
+        }
+    }
+
+    fn verify(body: &[u8], keys: &[&str], now: u64) -> Result<Verified, VerifyError> {
+        Keeta.verify(
+            &HeaderMap::new(),
+            body,
+            &secrets(keys),
+            &options(URL),
+            at(now),
+        )
+    }
+
+    fn verified(secret_index: usize) -> Result<Verified, VerifyError> {
+        Ok(Verified {
+            event_id: Some("1930106161957212198".into()),
+            secret_index,
+        })
+    }
+
+    #[test]
+    fn an_independently_signed_envelope_verifies() {
+        assert_eq!(verify(DOC_ENVELOPE.as_bytes(), &["abc"], AT), verified(0));
+        assert_eq!(
+            verify(DOC_ENVELOPE.as_bytes(), &["old", "abc"], AT),
+            verified(1),
+            "rotation"
+        );
+        assert_eq!(
+            verify(DOC_ENVELOPE.as_bytes(), &["abd"], AT),
+            Err(VerifyError::BadSignature)
+        );
+        // Signed for another URL: the sig covers the registered one.
+        assert_eq!(
+            Keeta.verify(
+                &HeaderMap::new(),
+                DOC_ENVELOPE.as_bytes(),
+                &secrets(&["abc"]),
+                &options("https://hub.example/api/webhooks/keeta/other"),
+                at(AT)
+            ),
+            Err(VerifyError::BadSignature)
+        );
+        // Any signed value changed, even inside `message`.
+        for (from, to) in [
+            (r#"\"status\":30"#, r#"\"status\":50"#),
+            ("\"shopId\": 145541", "\"shopId\": 145542"),
+            ("1930106161957212198", "1930106161957212199"),
+            ("\"eventId\": 1002", "\"eventId\": 1004"),
+        ] {
+            assert!(DOC_ENVELOPE.contains(from), "{from}");
+            let changed = DOC_ENVELOPE.replace(from, to);
+            assert_eq!(
+                verify(changed.as_bytes(), &["abc"], AT),
+                Err(VerifyError::BadSignature),
+                "{from}"
+            );
+        }
+        // A field added after signing is signed too.
+        let added = DOC_ENVELOPE.replacen('{', r#"{"extra":"","#, 1);
+        assert_eq!(
+            verify(added.as_bytes(), &["abc"], AT),
+            Err(VerifyError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn sign_rewrites_the_envelope_and_verify_accepts_it() {
+        let unsigned = br#"{"eventId":1001,"appId":42,"messageId":"m-1","shopId":7,"message":"{\"orderInfo\":{}}","timestamp":1}"#;
+        let signed = Keeta
+            .sign(unsigned, &secret("s3cret"), &options(URL), at(AT))
+            .unwrap();
+        assert!(signed.headers.is_empty());
+        let body = signed.body.clone().unwrap();
+        let text = String::from_utf8(body.clone()).unwrap();
+        let sig = signature(
+            URL,
+            &[
+                ("eventId", "1001"),
+                ("appId", "42"),
+                ("messageId", "m-1"),
+                ("shopId", "7"),
+                ("message", r#"{"orderInfo":{}}"#),
+                ("timestamp", &AT.to_string()),
+            ],
+            &secret("s3cret"),
+        );
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"sig":"{sig}","eventId":1001,"appId":42,"messageId":"m-1","shopId":7,"message":"{{\"orderInfo\":{{}}}}","timestamp":{AT}}}"#
+            )
+        );
+        assert_eq!(
+            verify(&body, &["other", "s3cret"], AT),
+            Ok(Verified {
+                event_id: Some("m-1".into()),
+                secret_index: 1
+            })
+        );
+        // Signing a signed envelope again replaces its sig.
+        let again = sign(&body, &secret("s3cret"), URL, at(AT + 1)).unwrap();
+        assert_eq!(
+            verify(&again, &["s3cret"], AT + 1).map(|v| v.secret_index),
+            Ok(0)
+        );
+        assert_eq!(
+            String::from_utf8(again).unwrap().matches("\"sig\"").count(),
+            1
+        );
+        // No timestamp: one is added.
+        let bare = sign(br#"{"messageId":"m-2"}"#, &secret("k"), URL, at(AT)).unwrap();
+        assert_eq!(
+            verify(&bare, &["k"], AT).map(|v| v.event_id),
+            Ok(Some("m-2".into()))
+        );
+        assert_eq!(
+            Keeta
+                .sign(b"[1]", &secret("k"), &options(URL), at(AT))
+                .unwrap_err(),
+            SignError::Body("not a json object")
+        );
+        assert_eq!(
+            Keeta
+                .sign(b"{}", &secret("k"), &VerifyOptions::default(), at(AT))
+                .unwrap_err(),
+            SignError::Unconfigured("webhook url")
+        );
+    }
+
+    #[test]
+    fn the_signed_timestamp_must_be_within_the_tolerance() {
+        let body = DOC_ENVELOPE.as_bytes();
+        assert_eq!(verify(body, &["abc"], AT + 300), verified(0));
+        assert_eq!(verify(body, &["abc"], AT - 300), verified(0));
+        assert_eq!(
+            verify(body, &["abc"], AT + 301),
+            Err(VerifyError::StaleTimestamp {
+                skew_secs: 301,
+                tolerance_secs: 300
+            })
+        );
+        assert_eq!(
+            verify(body, &["abc"], AT - 301),
+            Err(VerifyError::StaleTimestamp {
+                skew_secs: -301,
+                tolerance_secs: 300
+            })
+        );
+        let wide = VerifyOptions {
+            timestamp_tolerance: Duration::from_secs(3600),
+            ..options(URL)
+        };
+        assert_eq!(
+            Keeta
+                .verify(
+                    &HeaderMap::new(),
+                    body,
+                    &secrets(&["abc"]),
+                    &wide,
+                    at(AT + 3600)
+                )
+                .map(|v| v.secret_index),
+            Ok(0)
+        );
+        // Staleness is only told to an envelope that verified.
+        assert_eq!(
+            verify(body, &["wrong"], AT + 10_000),
+            Err(VerifyError::BadSignature)
+        );
+        // A timestamp sent as a string of digits reads the same.
+        let stringly = sign(
+            br#"{"messageId":"m","timestamp":"0"}"#,
+            &secret("k"),
+            URL,
+            at(AT),
+        )
+        .unwrap();
+        assert_eq!(verify(&stringly, &["k"], AT).map(|v| v.secret_index), Ok(0));
+    }
+
+    #[test]
+    fn malformed_envelopes() {
+        let cases: [(&str, VerifyError); 9] = [
+            ("not json", VerifyError::MalformedBody("not a json object")),
+            ("[]", VerifyError::MalformedBody("not a json object")),
+            (
+                r#"{"sig":"aa","sig":"bb","timestamp":1}"#,
+                VerifyError::MalformedBody("a key more than once"),
+            ),
+            (r#"{"timestamp":1}"#, VerifyError::MissingField(SIG_FIELD)),
+            (
+                r#"{"sig":"zz","timestamp":1}"#,
+                VerifyError::MalformedField {
+                    field: SIG_FIELD,
+                    reason: "not a 64-digit hex sha-256",
+                },
+            ),
+            (
+                &format!(r#"{{"sig":{},"timestamp":1}}"#, "1".repeat(64)),
+                VerifyError::MalformedField {
+                    field: SIG_FIELD,
+                    reason: "not a 64-digit hex sha-256",
+                },
+            ),
+            (
+                &format!(r#"{{"sig":"{}"}}"#, "a".repeat(64)),
+                VerifyError::MissingField(TIMESTAMP_FIELD),
+            ),
+            (
+                &format!(r#"{{"sig":"{}","timestamp":"soon"}}"#, "a".repeat(64)),
+                VerifyError::MalformedField {
+                    field: TIMESTAMP_FIELD,
+                    reason: "not unix seconds",
+                },
+            ),
+            (
+                &format!(r#"{{"sig":"{}","timestamp":1.5}}"#, "a".repeat(64)),
+                VerifyError::MalformedField {
+                    field: TIMESTAMP_FIELD,
+                    reason: "not unix seconds",
+                },
+            ),
+        ];
+        for (body, err) in cases {
+            assert_eq!(verify(body.as_bytes(), &["k"], AT), Err(err), "{body}");
+        }
+        assert_eq!(
+            Keeta.verify(
+                &HeaderMap::new(),
+                DOC_ENVELOPE.as_bytes(),
+                &secrets(&["abc"]),
+                &VerifyOptions::default(),
+                at(AT)
+            ),
+            Err(VerifyError::Unconfigured("webhook url"))
+        );
+        assert_eq!(
+            verify(DOC_ENVELOPE.as_bytes(), &[], AT),
+            Err(VerifyError::NoSecret)
+        );
+    }
+
+    #[test]
+    fn every_secret_costs_one_digest() {
+        let before = common::macs_on_this_thread();
+        assert_eq!(
+            verify(DOC_ENVELOPE.as_bytes(), &["abc", "x", "y"], AT).map(|v| v.secret_index),
+            Ok(0)
+        );
+        assert_eq!(common::macs_on_this_thread() - before, 3);
+    }
+
+    /// The Authorization Guide's worked example \[DOC\]: its pre-encryption
     /// string and its signature with AppSecret `abc`.
     #[test]
     fn the_authorization_guides_worked_example() {

@@ -2,9 +2,18 @@
 //! the URL names, signed with one of the account's secrets?
 //!
 //! Every scheme works on the exact raw body bytes as received, before any JSON
-//! parsing (a re-serialized body never verifies), compares MACs in constant
-//! time (`hmac`'s `verify_slice`), and reads header names case-insensitively
-//! ([`HeaderMap`]). Any of the account's secrets may have signed (rotation).
+//! parsing (a re-serialized body never verifies), compares in constant time
+//! (`hmac`'s `verify_slice` for MACs, `subtle` for digests), and reads header
+//! names case-insensitively ([`HeaderMap`]). Any of the account's secrets may
+//! have signed (rotation), and each secret costs the same work (one MAC, hash
+//! or token check), so the ingress can pad every refusal to the same cost.
+//!
+//! The schemes: HMAC-SHA256 of the body (Careem, Deliveroo, Uber Eats, Wolt,
+//! Just Eat, Standard Webhooks for `direct`), a bearer JWT (Talabat), a
+//! static token in `Authorization` ([`static_token`]: DoorDash, Glovo), a
+//! bearer JWT the hub itself issued ([`grab`]), and a SHA-256 `sig` inside a
+//! JSON envelope ([`keeta`]). Schemes that need more than the secrets get it
+//! from [`VerifyOptions`] ([`VerifyOptions::for_account`]).
 //!
 //! One [`Verifier`] per scheme, one module per provider, one registry:
 //! [`verifier`] matches exhaustively on [`Provider`], so a new provider does not
@@ -15,20 +24,27 @@
 //! logs. No error message or `Debug` output carries a secret or a computed
 //! signature.
 //!
-//! Each scheme also has a public `sign` (the headers the provider would send),
-//! used by the test suites, the sample-traffic command and the benchmarks.
+//! Each scheme also has a public `sign` (the request the provider would
+//! send: headers, and for Keeta the re-signed body), used by the test
+//! suites, the sample-traffic command and the benchmarks.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::Provider;
+use crate::config::Account;
 use http::HeaderMap;
 use secrecy::SecretString;
 
 mod common;
+pub mod static_token;
 
 pub mod careem;
 pub mod deliveroo;
 pub mod direct;
+pub mod doordash;
+pub mod glovo;
+pub mod grab;
 pub mod justeat;
 pub mod keeta;
 pub mod talabat;
@@ -57,8 +73,10 @@ pub trait Verifier: Send + Sync {
         now: SystemTime,
     ) -> Result<Verified, VerifyError>;
 
-    /// The headers this provider would send with `body`, signed with `secret`
-    /// at time `at`. Where the scheme carries an event id (Deliveroo's
+    /// The request this provider would send with `body`, signed with
+    /// `secret` at time `at`: its headers, and the body itself where the
+    /// scheme signs inside it (Keeta's envelope carries `sig` and
+    /// `timestamp`). Where the scheme carries an event id (Deliveroo's
     /// sequence guid, Standard Webhooks' `webhook-id`), one is derived from
     /// `at` and `body`, so distinct events get distinct ids; the module's own
     /// `sign` takes an explicit id.
@@ -68,7 +86,31 @@ pub trait Verifier: Send + Sync {
         secret: &SecretString,
         options: &VerifyOptions,
         at: SystemTime,
-    ) -> Result<HeaderMap, SignError>;
+    ) -> Result<Signed, SignError>;
+}
+
+/// A request [`Verifier::sign`] made.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    pub headers: HeaderMap,
+    /// The body to send instead of the one given, for a scheme that signs
+    /// inside the body (Keeta); `None`: the body as given.
+    pub body: Option<Vec<u8>>,
+}
+
+impl Signed {
+    /// Headers only: the body is sent as given.
+    pub fn headers(headers: HeaderMap) -> Self {
+        Signed {
+            headers,
+            body: None,
+        }
+    }
+
+    /// The body to send: the rewritten one, or `original`.
+    pub fn body<'a>(&'a self, original: &'a [u8]) -> &'a [u8] {
+        self.body.as_deref().unwrap_or(original)
+    }
 }
 
 /// The verifier for `provider`.
@@ -80,35 +122,11 @@ pub fn verifier(provider: Provider) -> &'static dyn Verifier {
         Provider::Ubereats => &ubereats::UberEats,
         Provider::Wolt => &wolt::Wolt,
         Provider::Justeat => &justeat::JustEat,
+        Provider::Doordash => &doordash::DoorDash,
+        Provider::Glovo => &glovo::Glovo,
+        Provider::Grab => &grab::Grab,
+        Provider::Keeta => &keeta::Keeta,
         Provider::Direct => &direct::Direct,
-        // Until their schemes land (this change): every request refused.
-        Provider::Doordash | Provider::Glovo | Provider::Grab | Provider::Keeta => &Pending,
-    }
-}
-
-/// Refuses everything (a provider whose scheme is being written).
-struct Pending;
-
-impl Verifier for Pending {
-    fn verify(
-        &self,
-        _: &HeaderMap,
-        _: &[u8],
-        _: &[SecretString],
-        _: &VerifyOptions,
-        _: SystemTime,
-    ) -> Result<Verified, VerifyError> {
-        Err(VerifyError::InvalidSecret)
-    }
-
-    fn sign(
-        &self,
-        _: &[u8],
-        _: &SecretString,
-        _: &VerifyOptions,
-        _: SystemTime,
-    ) -> Result<HeaderMap, SignError> {
-        Err(SignError::InvalidSecret)
     }
 }
 
@@ -128,8 +146,9 @@ pub struct Verified {
     pub secret_index: usize,
 }
 
-/// Per-account options for the schemes that need them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Per-account options for the schemes that need them
+/// ([`VerifyOptions::for_account`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyOptions {
     /// The only JWT algorithm accepted (Talabat). Pinned per account so that
     /// a token cannot choose its own algorithm.
@@ -143,8 +162,43 @@ pub struct VerifyOptions {
     /// How far in the future a JWT's `iat` may be (Talabat).
     pub jwt_iat_skew: Duration,
     /// How far a signed timestamp may be from `now`, into the past or the
-    /// future (Standard Webhooks).
+    /// future (Standard Webhooks, Keeta).
     pub timestamp_tolerance: Duration,
+    /// Grab: whom the tokens the hub issues are for ([`grab::Audience`]);
+    /// `None` on other accounts. A Grab account without one refuses every
+    /// request ([`VerifyError::Unconfigured`]).
+    pub grab: Option<Arc<grab::Audience>>,
+    /// Keeta: the webhook URL exactly as registered with Keeta, which its
+    /// `sig` covers ([`keeta`]); `None` on other accounts.
+    pub webhook_url: Option<Arc<str>>,
+}
+
+impl VerifyOptions {
+    /// The options `account` verifies with: its own settings, the defaults
+    /// for the rest.
+    pub fn for_account(account: &Account) -> Self {
+        let defaults = VerifyOptions::default();
+        let grab = account.token_endpoint.as_ref().map(|t| {
+            Arc::new(grab::Audience {
+                account: account.id.clone(),
+                client_id: t.client_id.clone(),
+                token_lifetime: t.token_lifetime,
+            })
+        });
+        VerifyOptions {
+            jwt_algorithm: account.jwt_algorithm,
+            timestamp_tolerance: account
+                .timestamp_tolerance
+                .unwrap_or(defaults.timestamp_tolerance),
+            jwt_max_lifetime: account
+                .jwt_max_lifetime
+                .unwrap_or(defaults.jwt_max_lifetime),
+            jwt_iat_skew: account.jwt_iat_skew.unwrap_or(defaults.jwt_iat_skew),
+            grab,
+            webhook_url: account.webhook_url.as_deref().map(Arc::from),
+            ..defaults
+        }
+    }
 }
 
 /// [`VerifyOptions::jwt_max_lifetime`] unless configured: the Delivery Hero
@@ -166,6 +220,8 @@ impl Default for VerifyOptions {
             jwt_iat_skew: DEFAULT_JWT_IAT_SKEW,
             // The Standard Webhooks reference libraries' default.
             timestamp_tolerance: Duration::from_secs(5 * 60),
+            grab: None,
+            webhook_url: None,
         }
     }
 }
@@ -179,6 +235,20 @@ pub enum VerifyError {
     /// A header the scheme requires is absent.
     #[error("missing header {0}")]
     MissingHeader(&'static str),
+    /// A scheme that signs inside the body (Keeta): the body is not the
+    /// JSON object it signs (not JSON, not an object, a key twice).
+    #[error("malformed body: {0}")]
+    MalformedBody(&'static str),
+    /// A body field the scheme requires (Keeta's `sig`, `timestamp`) is
+    /// absent.
+    #[error("missing field {0}")]
+    MissingField(&'static str),
+    /// A body field is present but not in the scheme's format.
+    #[error("malformed field {field}: {reason}")]
+    MalformedField {
+        field: &'static str,
+        reason: &'static str,
+    },
     /// A header is present but not in the scheme's format (not ASCII, bad
     /// hex or base64, wrong length, unknown structure).
     #[error("malformed header {header}: {reason}")]
@@ -216,6 +286,10 @@ pub enum VerifyError {
     /// `whsec_` base64 secret): a configuration fault.
     #[error("no configured secret is valid for this scheme")]
     InvalidSecret,
+    /// The account lacks a setting the scheme needs (Grab's token
+    /// endpoint, Keeta's webhook URL): a configuration fault.
+    #[error("the account has no {0} for this scheme")]
+    Unconfigured(&'static str),
 }
 
 impl VerifyError {
@@ -223,6 +297,9 @@ impl VerifyError {
     pub fn error_type(&self) -> &'static str {
         match self {
             VerifyError::MissingHeader(_) => "missing_header",
+            VerifyError::MalformedBody(_) => "malformed_body",
+            VerifyError::MissingField(_) => "missing_field",
+            VerifyError::MalformedField { .. } => "malformed_field",
             VerifyError::MalformedHeader { .. } => "malformed_header",
             VerifyError::BadSignature => "bad_signature",
             VerifyError::StaleTimestamp { .. } => "stale_timestamp",
@@ -232,6 +309,7 @@ impl VerifyError {
             VerifyError::ExpiredToken { .. } => "expired_token",
             VerifyError::NoSecret => "no_secret",
             VerifyError::InvalidSecret => "invalid_secret",
+            VerifyError::Unconfigured(_) => "unconfigured",
         }
     }
 
@@ -239,7 +317,10 @@ impl VerifyError {
     /// sender's: the request still gets the generic 401, but this deserves an
     /// operator's attention rather than a shrug.
     pub fn is_misconfiguration(&self) -> bool {
-        matches!(self, VerifyError::NoSecret | VerifyError::InvalidSecret)
+        matches!(
+            self,
+            VerifyError::NoSecret | VerifyError::InvalidSecret | VerifyError::Unconfigured(_)
+        )
     }
 }
 
@@ -258,4 +339,12 @@ pub enum SignError {
     /// The JWT library refused to encode the token.
     #[error("token could not be encoded")]
     Token,
+    /// The options lack what the scheme signs with (Grab's audience,
+    /// Keeta's webhook URL).
+    #[error("the options have no {0} for this scheme")]
+    Unconfigured(&'static str),
+    /// The body cannot carry the scheme's signature (Keeta signs inside a
+    /// JSON object).
+    #[error("the body cannot be signed by this scheme: {0}")]
+    Body(&'static str),
 }

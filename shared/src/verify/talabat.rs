@@ -50,7 +50,7 @@ use serde_json::Value;
 use sha2::{Sha256, Sha384, Sha512};
 
 use super::common;
-use super::{SignError, Verified, Verifier, VerifyError, VerifyOptions};
+use super::{SignError, Signed, Verified, Verifier, VerifyError, VerifyOptions};
 
 /// The header carrying the bearer token.
 pub const AUTHORIZATION_HEADER: &str = "authorization";
@@ -171,7 +171,21 @@ fn verify_token<'k>(
     options: &VerifyOptions,
     now: SystemTime,
 ) -> Result<usize, VerifyError> {
-    if declared_alg(token)? != options.jwt_algorithm.as_str() {
+    verify_jwt(token, keys, options.jwt_algorithm, options, now).map(|(index, _)| index)
+}
+
+/// Checks `token`, signed with `algorithm` only, against each key in turn:
+/// the index of the one that signed it and its claims, once its time claims
+/// hold at `now` ([`VerifyOptions`]' leeway, lifetime and skew). The
+/// caller checks any other claim.
+pub(crate) fn verify_jwt<'k>(
+    token: &str,
+    keys: impl Iterator<Item = &'k [u8]>,
+    algorithm: JwtAlgorithm,
+    options: &VerifyOptions,
+    now: SystemTime,
+) -> Result<(usize, Value), VerifyError> {
+    if declared_alg(token)? != algorithm.as_str() {
         return Err(VerifyError::DisallowedAlgorithm);
     }
 
@@ -179,7 +193,7 @@ fn verify_token<'k>(
     // The library's own exp/nbf checks read the system clock; ours use `now`.
     // The library still enforces the pinned algorithm (a second line behind
     // `declared_alg`) and the signature.
-    let mut validation = Validation::new(jose(options.jwt_algorithm));
+    let mut validation = Validation::new(jose(algorithm));
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.validate_aud = false;
@@ -189,9 +203,8 @@ fn verify_token<'k>(
         let key = DecodingKey::from_secret(key);
         match jsonwebtoken::decode::<Value>(token, &key, &validation) {
             Ok(data) => {
-                let now = common::unix_secs(now);
-                check_time_claims(&data.claims, now, options)?;
-                return Ok(index);
+                check_time_claims(&data.claims, common::unix_secs(now), options)?;
+                return Ok((index, data.claims));
             }
             Err(e) => match e.kind() {
                 // Another key may have signed it.
@@ -250,8 +263,8 @@ impl Verifier for Talabat {
         secret: &SecretString,
         options: &VerifyOptions,
         at: SystemTime,
-    ) -> Result<HeaderMap, SignError> {
-        sign(secret, options.jwt_algorithm, at)
+    ) -> Result<Signed, SignError> {
+        sign(secret, options.jwt_algorithm, at).map(Signed::headers)
     }
 }
 

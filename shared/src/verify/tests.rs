@@ -18,22 +18,63 @@ fn secret_for(provider: Provider, key: &[u8]) -> SecretString {
     }
 }
 
-/// Whether the scheme's signature covers the body (a bearer JWT does not).
+/// Whether the scheme's signature covers every byte of the body (a bearer
+/// token or a static one does not; Keeta's covers the values of a JSON
+/// envelope, and has its own tests for that).
 fn signs_body(provider: Provider) -> bool {
-    provider != Provider::Talabat
+    !matches!(
+        provider,
+        Provider::Talabat | Provider::Doordash | Provider::Glovo | Provider::Grab | Provider::Keeta
+    )
+}
+
+/// The options of a test account of `provider`: what Grab and Keeta need.
+fn options_for(provider: Provider) -> VerifyOptions {
+    let defaults = VerifyOptions::default();
+    match provider {
+        Provider::Grab => VerifyOptions {
+            grab: Some(std::sync::Arc::new(grab::Audience {
+                account: "acme-grab".into(),
+                client_id: "acme-grab-client".into(),
+                token_lifetime: std::time::Duration::from_secs(3600),
+            })),
+            ..defaults
+        },
+        Provider::Keeta => VerifyOptions {
+            webhook_url: Some("https://hub.example/api/webhooks/keeta/acme-keeta".into()),
+            ..defaults
+        },
+        _ => defaults,
+    }
+}
+
+/// A body `provider` can carry made of `bytes`: Keeta signs inside a JSON
+/// envelope, the others take any bytes.
+fn body_for(provider: Provider, bytes: &[u8]) -> Vec<u8> {
+    match provider {
+        Provider::Keeta => serde_json::json!({
+            "eventId": 1001,
+            "messageId": hex::encode(&bytes[..bytes.len().min(16)]),
+            "message": String::from_utf8_lossy(bytes),
+        })
+        .to_string()
+        .into_bytes(),
+        _ => bytes.to_vec(),
+    }
 }
 
 const AT: u64 = 1_718_388_131;
 
 #[test]
 fn every_provider_has_a_verifier_that_accepts_its_own_signature() {
-    let options = VerifyOptions::default();
     for provider in Provider::ALL {
+        let options = options_for(provider);
         let key = secret_for(provider, b"0123456789abcdef0123456789abcdef");
         let v = verifier(provider);
         let signed = v.sign(b"{\"id\":1}", &key, &options, at(AT)).unwrap();
+        let body = signed.body(b"{\"id\":1}");
         assert_eq!(
-            v.verify(&signed, b"{\"id\":1}", &[key], &options, at(AT))
+            v.verify(&signed.headers, body, &[key], &options, at(AT))
                 .map(|v| v.secret_index),
             Ok(0),
             "{provider}"
@@ -42,11 +83,47 @@ fn every_provider_has_a_verifier_that_accepts_its_own_signature() {
 }
 
 #[test]
+fn every_provider_with_an_account_setting_refuses_an_account_without_it() {
+    for provider in Provider::ALL {
+        let key = secret_for(provider, b"0123456789abcdef0123456789abcdef");
+        let v = verifier(provider);
+        let signed = v.sign(b"{}", &key, &options_for(provider), at(AT)).unwrap();
+        let result = v.verify(
+            &signed.headers,
+            signed.body(b"{}"),
+            std::slice::from_ref(&key),
+            &VerifyOptions::default(),
+            at(AT),
+        );
+        let unsigned = v.sign(b"{}", &key, &VerifyOptions::default(), at(AT));
+        match provider {
+            Provider::Grab => {
+                assert_eq!(result, Err(VerifyError::Unconfigured("token endpoint")));
+                assert_eq!(
+                    unsigned.unwrap_err(),
+                    SignError::Unconfigured("grab audience")
+                );
+            }
+            Provider::Keeta => {
+                assert_eq!(result, Err(VerifyError::Unconfigured("webhook url")));
+                assert_eq!(
+                    unsigned.unwrap_err(),
+                    SignError::Unconfigured("webhook url")
+                );
+            }
+            _ => {
+                assert_eq!(result.map(|v| v.secret_index), Ok(0), "{provider}");
+                assert!(unsigned.is_ok(), "{provider}");
+            }
+        }
+    }
+}
+
+#[test]
 fn every_provider_refuses_an_account_without_secrets_first() {
-    let options = VerifyOptions::default();
     for provider in Provider::ALL {
         let err = verifier(provider)
-            .verify(&headers(&[]), b"{}", &[], &options, at(AT))
+            .verify(&headers(&[]), b"{}", &[], &VerifyOptions::default(), at(AT))
             .unwrap_err();
         assert_eq!(err, VerifyError::NoSecret, "{provider}");
         assert!(err.is_misconfiguration());
@@ -54,34 +131,44 @@ fn every_provider_refuses_an_account_without_secrets_first() {
 }
 
 #[test]
-fn every_provider_reports_a_missing_header_on_a_bare_request() {
-    let options = VerifyOptions::default();
+fn every_provider_reports_a_missing_signature_on_a_bare_request() {
     for provider in Provider::ALL {
         let key = secret_for(provider, b"key");
         let err = verifier(provider)
-            .verify(&headers(&[]), b"{}", &[key], &options, at(AT))
+            .verify(&headers(&[]), b"{}", &[key], &options_for(provider), at(AT))
             .unwrap_err();
-        assert_eq!(err.error_type(), "missing_header", "{provider}");
+        // Keeta's sig is a body field; everyone else's is a header.
+        let missing = match provider {
+            Provider::Keeta => "missing_field",
+            _ => "missing_header",
+        };
+        assert_eq!(err.error_type(), missing, "{provider}");
         assert!(!err.is_misconfiguration());
     }
 }
 
 #[test]
 fn errors_carry_neither_secrets_nor_signatures() {
-    let options = VerifyOptions::default();
     for provider in Provider::ALL {
+        let options = options_for(provider);
         let key_text = "0123456789abcdef0123456789abcdef";
         let key = secret_for(provider, key_text.as_bytes());
         let other = secret_for(provider, b"another key entirely");
         let v = verifier(provider);
         let signed = v.sign(b"{}", &key, &options, at(AT)).unwrap();
         let err = v
-            .verify(&signed, b"{}", &[other], &options, at(AT))
+            .verify(
+                &signed.headers,
+                signed.body(b"{}"),
+                &[other],
+                &options,
+                at(AT),
+            )
             .unwrap_err();
         assert_eq!(err, VerifyError::BadSignature, "{provider}");
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains(key_text) && !shown.contains(&hex::encode(key_text)));
-        for value in signed.values() {
+        for value in signed.headers.values() {
             assert!(
                 !shown.contains(value.to_str().unwrap()),
                 "{provider}: {shown}"
@@ -94,6 +181,12 @@ fn errors_carry_neither_secrets_nor_signatures() {
 fn error_types_are_distinct_stable_labels() {
     let all = [
         VerifyError::MissingHeader("h"),
+        VerifyError::MalformedBody("r"),
+        VerifyError::MissingField("f"),
+        VerifyError::MalformedField {
+            field: "f",
+            reason: "r",
+        },
         VerifyError::MalformedHeader {
             header: "h",
             reason: "r",
@@ -109,12 +202,16 @@ fn error_types_are_distinct_stable_labels() {
         VerifyError::ExpiredToken { expired_secs: 1 },
         VerifyError::NoSecret,
         VerifyError::InvalidSecret,
+        VerifyError::Unconfigured("setting"),
     ];
     let labels: Vec<&str> = all.iter().map(VerifyError::error_type).collect();
     assert_eq!(
         labels,
         [
             "missing_header",
+            "malformed_body",
+            "missing_field",
+            "malformed_field",
             "malformed_header",
             "bad_signature",
             "stale_timestamp",
@@ -124,6 +221,7 @@ fn error_types_are_distinct_stable_labels() {
             "expired_token",
             "no_secret",
             "invalid_secret",
+            "unconfigured",
         ]
     );
     for err in &all {
@@ -245,7 +343,8 @@ proptest! {
         key in proptest::collection::vec(any::<u8>(), 1..64),
         secs in 0u64..4_000_000_000,
     ) {
-        let options = VerifyOptions::default();
+        let options = options_for(provider);
+        let body = body_for(provider, &body);
         let v = verifier(provider);
         let key_secret = secret_for(provider, &key);
         // Not `key` plus a zero byte: HMAC zero-pads short keys, so that
@@ -254,7 +353,7 @@ proptest! {
         decoy[0] ^= 0xff;
         let secrets = [secret_for(provider, &decoy), key_secret.clone()];
         let signed = v.sign(&body, &key_secret, &options, at(secs)).unwrap();
-        let verified = v.verify(&signed, &body, &secrets, &options, at(secs));
+        let verified = v.verify(&signed.headers, signed.body(&body), &secrets, &options, at(secs));
         prop_assert_eq!(verified.map(|v| v.secret_index), Ok(1));
     }
 
@@ -270,10 +369,47 @@ proptest! {
         let v = verifier(provider);
         let key = secret_for(provider, b"key material");
         let signed = v.sign(&body, &key, &options, at(AT)).unwrap();
+        prop_assert!(signed.body.is_none());
         let mut changed = body.clone();
         changed[position.index(body.len())] ^= flip;
         prop_assert_eq!(
-            v.verify(&signed, &changed, &[key], &options, at(AT)),
+            v.verify(&signed.headers, &changed, &[key], &options, at(AT)),
+            Err(VerifyError::BadSignature)
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Keeta signs the values of its envelope: changing any character of
+    /// the embedded message breaks the signature.
+    #[test]
+    fn keeta_refuses_a_changed_message(
+        message in "[ -~]{1,200}",
+        position in any::<proptest::sample::Index>(),
+        replacement in proptest::char::range(' ', '~'),
+    ) {
+        let options = options_for(Provider::Keeta);
+        let key = secret_for(Provider::Keeta, b"key material");
+        let envelope = |message: &str| {
+            serde_json::json!({"messageId": "m-1", "message": message}).to_string()
+        };
+        let signed = keeta::Keeta
+            .sign(envelope(&message).as_bytes(), &key, &options, at(AT))
+            .unwrap();
+        let body = String::from_utf8(signed.body.clone().unwrap()).unwrap();
+        let mut chars: Vec<char> = message.chars().collect();
+        let i = position.index(chars.len());
+        prop_assume!(chars[i] != replacement);
+        chars[i] = replacement;
+        let changed: String = chars.into_iter().collect();
+        let old = serde_json::to_string(&message).unwrap();
+        let new = serde_json::to_string(&changed).unwrap();
+        let tampered = body.replacen(&old, &new, 1);
+        prop_assert_ne!(&tampered, &body);
+        prop_assert_eq!(
+            keeta::Keeta.verify(&signed.headers, tampered.as_bytes(), &[key], &options, at(AT)),
             Err(VerifyError::BadSignature)
         );
     }

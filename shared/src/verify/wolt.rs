@@ -13,7 +13,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::common;
-use super::{SignError, Verified, Verifier, VerifyError, VerifyOptions};
+use super::{SignError, Signed, Verified, Verifier, VerifyError, VerifyOptions};
 
 /// The signature header Wolt documents.
 pub const SIGNATURE_HEADER: &str = "wolt-signature";
@@ -64,8 +64,8 @@ impl Verifier for Wolt {
         secret: &SecretString,
         _options: &VerifyOptions,
         _at: SystemTime,
-    ) -> Result<HeaderMap, SignError> {
-        Ok(sign(body, secret))
+    ) -> Result<Signed, SignError> {
+        Ok(Signed::headers(sign(body, secret)))
     }
 }
 
