@@ -26,9 +26,17 @@
 //!   entry is `deliveroo.<16 hex of sha256(token_url, client_id)>`. Its
 //!   5-minute tokens are renewed ahead like any other (the store renews a
 //!   token at most half its lifetime early).
+//! - Grab: `client_credentials` with a JSON body (`client_id`,
+//!   `client_secret`, `grant_type`, `scope`, default `food.partner_api`)
+//!   [SDK], answering `{access_token, token_type, expires_in}` (604799 s,
+//!   7 days). A token belongs to the partner app, so accounts sharing one
+//!   (token URL, client id and scope) share one entry,
+//!   `grab.<16 hex of sha256(token_url, client_id, scope)>`.
 //!
-//! Just Eat (a static key, no token), Careem and direct accounts (no
-//! provider API) have no grant: [`CredentialError::Unsupported`].
+//! Just Eat and Glovo (a static key, no token), DoorDash (a JWT the hub
+//! signs per call, [`super::doordash`]), Keeta (a static access token and
+//! signed calls), Careem and direct accounts (no provider API) have no
+//! grant: [`CredentialError::Unsupported`].
 
 use std::fmt;
 
@@ -68,6 +76,12 @@ pub(crate) enum Grant {
         client_id: SecretString,
         client_secret: SecretString,
     },
+    /// Grab: a new token from the client credentials, sent as a JSON body.
+    ClientCredentialsJson {
+        client_id: SecretString,
+        client_secret: SecretString,
+        scope: Option<String>,
+    },
 }
 
 /// One account's API credential, as the token store uses it. Cheap to
@@ -98,7 +112,7 @@ pub enum CredentialError {
     /// A provider whose API takes no token (Just Eat's static key) or that
     /// has no API (Careem, direct).
     #[error(
-        "account {account}: {provider} takes no provider token (the token store serves Uber Eats, Wolt, Talabat and Deliveroo)"
+        "account {account}: {provider} takes no provider token (the token store serves Uber Eats, Wolt, Talabat, Deliveroo and Grab)"
     )]
     Unsupported { provider: Provider, account: String },
     #[error(
@@ -181,10 +195,26 @@ impl Credential {
                 };
                 (token_url, key, grant)
             }
+            Provider::Grab => {
+                let (token_url, client_id) = endpoint()?;
+                let scope = api.scope.clone();
+                let key = shared_key(
+                    token_url,
+                    &[
+                        client_id.expose_secret().as_bytes(),
+                        scope.as_deref().unwrap_or("").as_bytes(),
+                    ],
+                );
+                let grant = Grant::ClientCredentialsJson {
+                    client_id: client_id.clone(),
+                    client_secret: api.client_secret.clone(),
+                    scope,
+                };
+                (token_url, key, grant)
+            }
             Provider::Justeat
             | Provider::Glovo
             | Provider::Doordash
-            | Provider::Grab
             | Provider::Keeta
             | Provider::Careem
             | Provider::Direct => {
@@ -224,7 +254,8 @@ impl Credential {
             } => Some(seed_fingerprint),
             Grant::ClientCredentials { .. }
             | Grant::Login { .. }
-            | Grant::ClientCredentialsBasic { .. } => None,
+            | Grant::ClientCredentialsBasic { .. }
+            | Grant::ClientCredentialsJson { .. } => None,
         }
     }
 }
@@ -448,9 +479,16 @@ pub(crate) mod tests {
         );
         assert_eq!(
             e.to_string(),
-            "account acme-je: justeat takes no provider token (the token store serves Uber Eats, Wolt, Talabat and Deliveroo)"
+            "account acme-je: justeat takes no provider token (the token store serves Uber Eats, Wolt, Talabat, Deliveroo and Grab)"
         );
-        for provider in [Provider::Careem, Provider::Direct, Provider::Justeat] {
+        for provider in [
+            Provider::Careem,
+            Provider::Direct,
+            Provider::Justeat,
+            Provider::Glovo,
+            Provider::Doordash,
+            Provider::Keeta,
+        ] {
             assert_eq!(
                 Credential::new(
                     provider,
@@ -469,6 +507,7 @@ pub(crate) mod tests {
             Provider::Wolt,
             Provider::Talabat,
             Provider::Deliveroo,
+            Provider::Grab,
         ] {
             assert_eq!(
                 Credential::new(provider, "acme", &static_key).unwrap_err(),
@@ -493,6 +532,51 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn grab_accounts_of_one_partner_app_share_a_key() {
+        let token = "https://api.grab.com/grabid/v1/oauth2/token";
+        let grab = |account: &str, client: &str, scope: Option<&str>| {
+            let mut a = api(token, client, None);
+            a.scope = scope.map(str::to_owned);
+            Credential::new(Provider::Grab, account, &a).unwrap()
+        };
+        let a = grab("acme-grab", "grab-app", Some("food.partner_api"));
+        assert_eq!(
+            a.key(),
+            format!(
+                "grab.{}",
+                &sha256_hex(&[token.as_bytes(), b"grab-app", b"food.partner_api"])[..16]
+            )
+        );
+        assert!(!a.key().contains("grab-app"));
+        assert_eq!(
+            grab("acme-grab-2", "grab-app", Some("food.partner_api")).key(),
+            a.key()
+        );
+        assert_ne!(
+            grab("acme-grab", "other-app", Some("food.partner_api")).key(),
+            a.key()
+        );
+        assert_ne!(grab("acme-grab", "grab-app", Some("other")).key(), a.key());
+        // The same client and scope at Uber Eats: another entry.
+        let mut uber = api(token, "grab-app", None);
+        uber.scope = Some("food.partner_api".to_owned());
+        let uber = Credential::new(Provider::Ubereats, "u", &uber).unwrap();
+        assert_eq!(
+            uber.key().strip_prefix("ubereats."),
+            a.key().strip_prefix("grab.")
+        );
+        assert_ne!(uber.key(), a.key());
+        assert!(matches!(
+            &a.grant,
+            Grant::ClientCredentialsJson { client_id, client_secret, scope }
+                if client_id.expose_secret() == "grab-app"
+                    && client_secret.expose_secret() == "client-secret-value"
+                    && scope.as_deref() == Some("food.partner_api")
+        ));
+        assert_eq!(a.seed_fingerprint(), None);
+    }
+
+    #[test]
     fn debug_shows_no_secret() {
         let c = Credential::new(
             Provider::Wolt,
@@ -509,7 +593,7 @@ pub(crate) mod tests {
             shown,
             "Credential { provider: Wolt, account: \"acme-wolt\", key: \"wolt.acme-wolt\", secrets: \"[redacted]\" }"
         );
-        for provider in [Provider::Talabat, Provider::Deliveroo] {
+        for provider in [Provider::Talabat, Provider::Deliveroo, Provider::Grab] {
             let c = Credential::new(
                 provider,
                 "acme",

@@ -1,7 +1,7 @@
 //! One call to a provider's token endpoint, and what its answer means.
 //!
 //! The requests, by grant (see `credential` for which provider uses
-//! which), all `POST token_url` with a form body:
+//! which), all `POST token_url` with a form body but Grab's:
 //! - Uber Eats: `client_id`, `client_secret`, `grant_type=client_credentials`
 //!   and `scope`.
 //! - Wolt: HTTP Basic `client_id:client_secret`, `grant_type=refresh_token`
@@ -9,6 +9,8 @@
 //! - Talabat: `username`, `password`, `grant_type=client_credentials`.
 //! - Deliveroo: HTTP Basic `client_id:client_secret`,
 //!   `grant_type=client_credentials`.
+//! - Grab: a JSON body `{"client_id", "client_secret", "grant_type":
+//!   "client_credentials", "scope"}` [SDK].
 //!
 //! The answers:
 //! - `2xx` with a JSON `access_token` (and, for Wolt, the next
@@ -19,7 +21,8 @@
 //!   days; an hour costs at most 24 mints a day), Talabat 30 minutes (the
 //!   middleware's usual `expires_in` is 1800 s; one implementation saw
 //!   7200 s, so the shorter is assumed), Deliveroo 5 minutes (its
-//!   documented lifetime). Present but unreadable or not positive there:
+//!   documented lifetime), Grab one hour (its SDK documents 604799 s,
+//!   but an answer without a lifetime is trusted briefly, like Uber's). Present but unreadable or not positive there:
 //!   the call counts as unavailable. Missing, unreadable or not positive
 //!   in a Wolt answer: the tokens are kept with a short lifetime
 //!   ([`UNREADABLE_EXPIRY`]) and a warning, rather than dropping Wolt's
@@ -69,6 +72,7 @@ impl Expect {
             Grant::RefreshToken { .. } => (true, UNREADABLE_EXPIRY.as_secs()),
             Grant::Login { .. } => (false, 1800),
             Grant::ClientCredentialsBasic { .. } => (false, 300),
+            Grant::ClientCredentialsJson { .. } => (false, 3600),
         };
         Expect {
             refresh_token,
@@ -191,6 +195,21 @@ fn request(
                 Some(client_secret.expose_secret()),
             )
             .form(&[("grant_type", "client_credentials")]),
+        Grant::ClientCredentialsJson {
+            client_id,
+            client_secret,
+            scope,
+        } => {
+            let mut body = serde_json::json!({
+                "client_id": client_id.expose_secret(),
+                "client_secret": client_secret.expose_secret(),
+                "grant_type": "client_credentials",
+            });
+            if let Some(scope) = scope {
+                body["scope"] = serde_json::Value::from(scope.as_str());
+            }
+            request.json(&body)
+        }
     })
 }
 
@@ -603,6 +622,66 @@ mod tests {
                 Some("client-or-user:client-secret-value".to_owned()),
                 "grant_type=client_credentials".to_owned()
             )
+        );
+    }
+
+    #[test]
+    fn grab_sends_its_client_credentials_as_json_and_reads_its_answer() {
+        let mut api = super::super::credential::tests::api(
+            "http://127.0.0.1:1/grabid/v1/oauth2/token",
+            "grab-client",
+            None,
+        );
+        api.scope = Some("food.partner_api".to_owned());
+        let cred = Credential::new(crate::Provider::Grab, "acme-grab", &api).unwrap();
+        let built = request(&reqwest::Client::new(), Duration::from_secs(2), &cred, None)
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(built.method(), reqwest::Method::POST);
+        assert_eq!(
+            built.url().as_str(),
+            "http://127.0.0.1:1/grabid/v1/oauth2/token"
+        );
+        assert_eq!(
+            built.headers()[reqwest::header::CONTENT_TYPE],
+            "application/json"
+        );
+        assert!(
+            built
+                .headers()
+                .get(reqwest::header::AUTHORIZATION)
+                .is_none()
+        );
+        let body = built.body().and_then(|b| b.as_bytes()).unwrap();
+        assert_eq!(
+            std::str::from_utf8(body).unwrap(),
+            r#"{"client_id":"grab-client","client_secret":"client-secret-value","grant_type":"client_credentials","scope":"food.partner_api"}"#
+        );
+        let expect = Expect::of(&cred.grant);
+        assert_eq!(
+            expect,
+            Expect {
+                refresh_token: false,
+                default_expiry: Duration::from_secs(3600)
+            }
+        );
+        // api/grab-token-response.json
+        let i = ok(
+            r#"{"access_token":"eyJhbGciOiJSUzI1NiJ9.placeholder.signature","token_type":"Bearer","expires_in":604799}"#,
+            expect,
+        );
+        assert_eq!(
+            (i.access_token.as_str(), i.expires_in, i.refresh_token),
+            (
+                "eyJhbGciOiJSUzI1NiJ9.placeholder.signature",
+                Duration::from_secs(604_799),
+                None
+            )
+        );
+        assert_eq!(
+            err(401, r#"{"error":"invalid_client"}"#, expect),
+            CallError::Rejected("the token endpoint answered 401 invalid_client".into())
         );
     }
 

@@ -4,8 +4,10 @@
 //!
 //! The grants (see `credential`): Uber Eats client credentials, Wolt's
 //! rotating refresh token, the Talabat (Delivery Hero middleware) login,
-//! Deliveroo client credentials with HTTP Basic. Just Eat's static key,
-//! Careem and direct accounts take no token.
+//! Deliveroo client credentials with HTTP Basic, Grab client credentials
+//! as JSON. DoorDash's JWT is signed per call and never stored
+//! ([`doordash`]). Just Eat's and Glovo's static keys, Keeta's static
+//! access token, Careem and direct accounts take no token.
 //!
 //! Why a shared store and not a cache per process: Uber Eats allows 100
 //! token requests an hour per app and silently revokes the oldest token
@@ -69,6 +71,7 @@ use crate::failure::FailureClass;
 
 pub mod cipher;
 mod credential;
+pub mod doordash;
 mod endpoint;
 mod lazy;
 mod metrics;

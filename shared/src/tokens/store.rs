@@ -444,7 +444,8 @@ impl TokenStore {
         let presented: Option<SecretString> = match &cred.grant {
             Grant::ClientCredentials { .. }
             | Grant::Login { .. }
-            | Grant::ClientCredentialsBasic { .. } => None,
+            | Grant::ClientCredentialsBasic { .. }
+            | Grant::ClientCredentialsJson { .. } => None,
             Grant::RefreshToken { seed, .. } => match new_seed {
                 Some(_) => Some(seed.clone()),
                 None => leased.refresh_token.clone().map(SecretString::from),
@@ -595,6 +596,9 @@ impl TokenStore {
                     }
                     Grant::ClientCredentialsBasic { .. } => {
                         "check the account's api.client_id and client_secret"
+                    }
+                    Grant::ClientCredentialsJson { .. } => {
+                        "check the account's api.client_id, client_secret and scope"
                     }
                 };
                 (
