@@ -127,13 +127,15 @@ pub fn supports(account: &Account, ctx: &OrderContext, action: Action) -> bool {
             matches!(action, Accept | Reject | Ready | Cancel)
                 || (ctx.self_delivery && matches!(action, PickedUp | Delivered))
         }
-        // No reject or cancel API [DOC-3rd]; "out for delivery" only for
-        // the restaurant's own couriers, "picked up by customer" only for
-        // collection orders [CODE×2].
-        Provider::Glovo => {
-            matches!(action, Accept | Ready)
-                || (action == PickedUp && (ctx.self_delivery || ctx.pickup))
-        }
+        // No reject or cancel API [DOC-3rd]; "ready for pickup" only for
+        // Glovo's couriers, "out for delivery" only for the restaurant's
+        // own, "picked up by customer" only for collection orders [CODE×2].
+        Provider::Glovo => match action {
+            Accept => true,
+            Ready => !ctx.self_delivery && !ctx.pickup,
+            PickedUp => ctx.self_delivery || ctx.pickup,
+            _ => false,
+        },
         // Accept/reject (manual-accept stores), ready, new ready time,
         // cancel [SDK].
         Provider::Grab => matches!(action, Accept | Reject | Ready | Delay | Cancel),

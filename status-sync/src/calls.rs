@@ -7,11 +7,43 @@
 //! answers the provider"); [`plan`] builds a call for exactly the actions
 //! [`shared::answer::supports`] allows, so the status API's `422` and this
 //! worker never disagree (a test walks every provider, context and action).
+//! [`wire`] turns a call into its bytes (auth, headers, body).
+//!
+//! Issue 15's providers, and the facts each rests on:
+//! - DoorDash [DOC]: `PATCH /api/v1/orders/{id}` confirms (`order_status`
+//!   `success`, `prep_time` from `ready_at`) or fails it (`fail`,
+//!   `failure_reason`); `…/events/order_ready_for_pickup`,
+//!   `order_picked_up`, `order_delivered` (self-delivery);
+//!   `…/cancellation`. `merchant_supplied_id` is the created order's
+//!   webhook id (the backend's `Idempotency-Key`; DoorDash echoes it as
+//!   `client_order_id`). A JWT per call ([`shared::tokens::doordash`]).
+//!   "Already processed or expired" (400): already done
+//!   ([`DOORDASH_PROCESSED`] says why).
+//! - Glovo [CODE×5]: the partner token raw in `Authorization`; the legacy
+//!   `PUT /webhook/stores/{store}/orders/{id}/status` or, with
+//!   `status_api = "integrations"` [CODE×4], `PUT
+//!   /api/v0/integrations/orders/{id}/{accept|ready_for_pickup|
+//!   out_for_delivery|customer_picked_up}` with the store in
+//!   [`GLOVO_STORE_HEADER`] and `committedPreparationTime`
+//!   ([`glovo_committed_time`]). The store is the order context's
+//!   `store_id`; without one the decision is dead-lettered
+//!   (`invalid_payload`). No reject or cancel API.
+//! - Grab [SDK]: Bearer from the token store; `POST
+//!   /partner/v1/order/prepare`, `/partner/v1/orders/mark`, `PUT
+//!   /partner/v1/order/readytime`, `/partner/v1/order/cancel` (the context's
+//!   store id as `merchantID`). A 400 about the order's state and a 409 are
+//!   already done.
+//! - Keeta [DOC]: `POST /order/{confirm|cancel|prepare|dispatched|delivered}`
+//!   with `orderViewId` and `shopId` as JSON integers (exact digits) and the
+//!   signed parameters ([`keeta_body`]); the outcome is the body's `code`
+//!   ([`keeta_verdict`], with its [GUESS]es).
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use canonical::status::{Action, Reason, ReasonCode, StatusCommand};
 use reqwest::Method;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use shared::Provider;
 use shared::answer::{OrderContext, callback};
@@ -33,6 +65,14 @@ pub enum Auth {
     /// `direct`: Standard Webhooks headers signed with the account's first
     /// secret.
     StandardWebhooks,
+    /// DoorDash: `Authorization: Bearer <a JWT signed for this call>` and
+    /// `auth-version: v2` ([`shared::tokens::doordash`]).
+    DoordashJwt,
+    /// Glovo: `Authorization: <the partner token>`, no scheme.
+    GlovoToken,
+    /// Keeta: no header; the body carries `appId`, `accessToken`,
+    /// `timestamp` and `sig` ([`keeta_body`]).
+    KeetaSigned,
 }
 
 /// Where a call goes.
@@ -68,6 +108,15 @@ pub enum DoneOn {
     ConflictOrNotFound,
     /// Talabat: a 409 whose `currentState` is not a transient one.
     TalabatConflict,
+    /// DoorDash: 409, or the 400 "order already processed or expired"
+    /// ([`DOORDASH_PROCESSED`]).
+    DoordashProcessed,
+    /// Grab: 409 (cancel), or a 400 about the order's state ("invalid
+    /// state", "already marked ready": [`GRAB_STATE`]).
+    GrabState,
+    /// Keeta: every answer is HTTP 200 with a `code` in the body
+    /// ([`keeta_verdict`]).
+    KeetaCode,
 }
 
 /// One request to the provider.
@@ -78,6 +127,9 @@ pub struct Call {
     pub body: Body,
     pub auth: Auth,
     pub done_on: DoneOn,
+    /// Headers of the call itself besides auth and content type (Glovo's
+    /// store header); never a secret.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// Why a decision has no call.
@@ -89,6 +141,15 @@ pub enum PlanError {
     CallbackMissing(&'static str),
     #[error("{action} needs {field}, which the command lacks")]
     Missing { action: Action, field: &'static str },
+    #[error(
+        "{provider}'s call to {action} names the store, and the order's context has no store id (the order's payload named none)"
+    )]
+    NoStoreId { provider: Provider, action: Action },
+    #[error("{provider} takes {field} as a 64-bit integer, and the order's is not one")]
+    NotAnInteger {
+        provider: Provider,
+        field: &'static str,
+    },
 }
 
 impl PlanError {
@@ -96,9 +157,24 @@ impl PlanError {
         match self {
             PlanError::Unsupported { .. } => FailureClass::UnsupportedAction,
             PlanError::CallbackMissing(_) => FailureClass::CallbackMissing,
-            PlanError::Missing { .. } => FailureClass::InvalidPayload,
+            PlanError::Missing { .. }
+            | PlanError::NoStoreId { .. }
+            | PlanError::NotAnInteger { .. } => FailureClass::InvalidPayload,
         }
     }
+}
+
+/// `base_url` with `segments` appended, each percent-encoded as one path
+/// segment; no query, no fragment.
+pub fn api_url(base_url: &url::Url, segments: &[String]) -> url::Url {
+    let mut url = base_url.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .expect("an http base_url")
+        .pop_if_empty()
+        .extend(segments);
+    url
 }
 
 /// RFC 3339 in UTC, whole seconds (`2026-12-02T18:30:00Z`).
@@ -160,12 +236,197 @@ pub fn plan(
         body,
         auth,
         done_on,
+        headers: Vec::new(),
+    };
+    let store_id = || {
+        ctx.store_id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or(PlanError::NoStoreId {
+                provider: account.provider,
+                action,
+            })
     };
     let calls = match account.provider {
         Provider::Careem => return Err(unsupported()),
-        // Until their calls land (this change).
-        Provider::Doordash | Provider::Glovo | Provider::Grab | Provider::Keeta => {
-            return Err(unsupported());
+        Provider::Doordash => {
+            // merchant_supplied_id: the webhook id of the created order,
+            // the backend's Idempotency-Key for it (DoorDash echoes it back
+            // as client_order_id).
+            let merchant = ctx.webhook_id.as_str();
+            let patch = |segments: &[&str], body: Value| {
+                let mut s = vec!["api", "v1", "orders", id];
+                s.extend_from_slice(segments);
+                call(
+                    Method::PATCH,
+                    api(&s),
+                    Body::Json(body),
+                    Auth::DoordashJwt,
+                    DoneOn::DoordashProcessed,
+                )
+            };
+            let event = |name: &str| {
+                patch(
+                    &["events", name],
+                    json!({ "merchant_supplied_id": merchant }),
+                )
+            };
+            match action {
+                Accept => {
+                    let mut b =
+                        json!({"merchant_supplied_id": merchant, "order_status": "success"});
+                    if let Some(t) = &ready_at {
+                        b["prep_time"] = json!(t);
+                    }
+                    vec![patch(&[], b)]
+                }
+                Reject => vec![patch(
+                    &[],
+                    json!({
+                        "merchant_supplied_id": merchant,
+                        "order_status": "fail",
+                        "failure_reason": text,
+                    }),
+                )],
+                Ready => vec![event("order_ready_for_pickup")],
+                Cancel => vec![patch(
+                    &["cancellation"],
+                    json!({
+                        "cancel_reason": doordash_cancel_reason(reason.code),
+                        "cancel_details": text,
+                    }),
+                )],
+                PickedUp if ctx.self_delivery => vec![event("order_picked_up")],
+                Delivered if ctx.self_delivery => vec![event("order_delivered")],
+                PickedUp | Delivered | Delay => return Err(unsupported()),
+            }
+        }
+        Provider::Glovo => {
+            let status_api = account.api.as_ref().map(|a| a.status_api);
+            // Which "picked up": the customer's own (collection) or the
+            // restaurant's courier leaving (self-delivery).
+            let picked_up = match action {
+                PickedUp if ctx.pickup => Some(("PICKED_UP_BY_CUSTOMER", "customer_picked_up")),
+                PickedUp if ctx.self_delivery => Some(("OUT_FOR_DELIVERY", "out_for_delivery")),
+                _ => None,
+            };
+            let (status, last) = match (action, picked_up) {
+                (Accept, _) => ("ACCEPTED", "accept"),
+                (Ready, _) if !ctx.pickup && !ctx.self_delivery => {
+                    ("READY_FOR_PICKUP", "ready_for_pickup")
+                }
+                (PickedUp, Some(p)) => p,
+                _ => return Err(unsupported()),
+            };
+            let store = store_id()?;
+            match status_api {
+                Some(StatusApi::GlovoIntegrations) => {
+                    let body = match action {
+                        Accept => Body::Json(json!({
+                            "committedPreparationTime": rfc3339(glovo_committed_time(now, cmd.ready_at)),
+                        })),
+                        _ => Body::None,
+                    };
+                    let mut c = call(
+                        Method::PUT,
+                        api(&["api", "v0", "integrations", "orders", id, last]),
+                        body,
+                        Auth::GlovoToken,
+                        DoneOn::Conflict,
+                    );
+                    c.headers.push((GLOVO_STORE_HEADER, store));
+                    vec![c]
+                }
+                _ => vec![call(
+                    Method::PUT,
+                    api(&["webhook", "stores", &store, "orders", id, "status"]),
+                    Body::Json(json!({ "status": status })),
+                    Auth::GlovoToken,
+                    DoneOn::Conflict,
+                )],
+            }
+        }
+        Provider::Grab => {
+            let order = json!(id);
+            let req = |method: Method, segments: &[&str], body: Value| {
+                let mut s = vec!["partner", "v1"];
+                s.extend_from_slice(segments);
+                call(
+                    method,
+                    api(&s),
+                    Body::Json(body),
+                    Auth::Bearer,
+                    DoneOn::GrabState,
+                )
+            };
+            match action {
+                Accept | Reject => vec![req(
+                    Method::POST,
+                    &["order", "prepare"],
+                    json!({
+                        "orderID": order,
+                        "toState": if action == Accept { "Accepted" } else { "Rejected" },
+                    }),
+                )],
+                Ready => vec![req(
+                    Method::POST,
+                    &["orders", "mark"],
+                    json!({"orderID": order, "markStatus": 1}),
+                )],
+                Delay => vec![req(
+                    Method::PUT,
+                    &["order", "readytime"],
+                    json!({"orderID": order, "newOrderReadyTime": need_ready_at()?}),
+                )],
+                Cancel => vec![req(
+                    Method::PUT,
+                    &["order", "cancel"],
+                    json!({
+                        "orderID": order,
+                        "merchantID": store_id()?,
+                        "cancelCode": grab_cancel_code(reason.code),
+                    }),
+                )],
+                PickedUp | Delivered => return Err(unsupported()),
+            }
+        }
+        Provider::Keeta => {
+            let order_view_id: i64 = id.parse().map_err(|_| PlanError::NotAnInteger {
+                provider: account.provider,
+                field: "orderViewId",
+            })?;
+            let store = store_id()?;
+            let shop_id: i64 = store.parse().map_err(|_| PlanError::NotAnInteger {
+                provider: account.provider,
+                field: "shopId",
+            })?;
+            let post = |last: &str, mut body: Value| {
+                body["orderViewId"] = json!(order_view_id);
+                body["shopId"] = json!(shop_id);
+                call(
+                    Method::POST,
+                    api(&["order", last]),
+                    Body::Json(body),
+                    Auth::KeetaSigned,
+                    DoneOn::KeetaCode,
+                )
+            };
+            match action {
+                Accept => vec![post("confirm", json!({}))],
+                Reject | Cancel => {
+                    let code = keeta_cancel_code(reason.code);
+                    let mut b = json!({ "cancelCode": code });
+                    // Keeta asks for a reason with "other" only.
+                    if code == KEETA_CANCEL_OTHER {
+                        b["cancelReason"] = json!(text);
+                    }
+                    vec![post("cancel", b)]
+                }
+                Ready => vec![post("prepare", json!({}))],
+                PickedUp if ctx.self_delivery => vec![post("dispatched", json!({}))],
+                Delivered if ctx.self_delivery => vec![post("delivered", json!({}))],
+                PickedUp | Delivered | Delay => return Err(unsupported()),
+            }
         }
         Provider::Direct => vec![call(
             Method::POST,
@@ -474,6 +735,56 @@ pub fn plan(
     Ok(calls)
 }
 
+/// Glovo's header naming the store on the integrations API.
+pub const GLOVO_STORE_HEADER: &str = "Glovo-Store-Address-External-Id";
+
+/// The furthest Glovo's `committedPreparationTime` may be from now
+/// [CODE×1].
+pub const GLOVO_MAX_PREPARATION: Duration = Duration::from_secs(600);
+
+/// Glovo's `committedPreparationTime`: the backend's `ready_at`, else the
+/// most Glovo takes (so no courier is sent before the kitchen said it can
+/// be ready), never before `now` nor after `now +`
+/// [`GLOVO_MAX_PREPARATION`].
+pub fn glovo_committed_time(
+    now: OffsetDateTime,
+    ready_at: Option<OffsetDateTime>,
+) -> OffsetDateTime {
+    let latest = now + GLOVO_MAX_PREPARATION;
+    ready_at.unwrap_or(latest).clamp(now, latest)
+}
+
+fn doordash_cancel_reason(c: ReasonCode) -> &'static str {
+    match c {
+        ReasonCode::ItemsUnavailable => "ITEM_OUT_OF_STOCK",
+        ReasonCode::StoreClosed => "STORE_CLOSED",
+        ReasonCode::TooBusy => "KITCHEN_BUSY",
+        ReasonCode::Address | ReasonCode::Other => "OTHER",
+    }
+}
+
+fn grab_cancel_code(c: ReasonCode) -> u32 {
+    match c {
+        ReasonCode::ItemsUnavailable => 1001,
+        ReasonCode::StoreClosed => 1003,
+        // [GUESS] Grab has no "other" code: "too many orders" is the one
+        // that says the restaurant cannot take it on.
+        ReasonCode::TooBusy | ReasonCode::Address | ReasonCode::Other => 1002,
+    }
+}
+
+/// Keeta's "other" cancel code, the one that takes a `cancelReason`.
+pub const KEETA_CANCEL_OTHER: u32 = 500_000;
+
+fn keeta_cancel_code(c: ReasonCode) -> u32 {
+    match c {
+        ReasonCode::ItemsUnavailable => 500_001,
+        ReasonCode::StoreClosed => 500_002,
+        ReasonCode::TooBusy => 500_003,
+        ReasonCode::Address | ReasonCode::Other => KEETA_CANCEL_OTHER,
+    }
+}
+
 fn uber_deny_code(c: ReasonCode) -> &'static str {
     match c {
         ReasonCode::ItemsUnavailable => "ITEM_AVAILABILITY",
@@ -575,6 +886,9 @@ pub fn classify(
     retry_after: Option<Duration>,
     what: &str,
 ) -> Verdict {
+    if done_on == DoneOn::KeetaCode && (200..300).contains(&status) {
+        return keeta_verdict(body, what);
+    }
     if (200..300).contains(&status) {
         return Verdict::Done;
     }
@@ -596,6 +910,10 @@ pub fn classify(
                 _ => Verdict::AlreadyDone,
             }
         }
+        (400, DoneOn::DoordashProcessed) if mentions(body, &DOORDASH_PROCESSED) => {
+            Verdict::AlreadyDone
+        }
+        (400, DoneOn::GrabState) if mentions(body, &GRAB_STATE) => Verdict::AlreadyDone,
         (409, _) | (404, DoneOn::ConflictOrNotFound) => Verdict::AlreadyDone,
         (401, _) => Verdict::Unauthorized,
         (403, _) => Verdict::Failed(failure(FailureClass::ProviderForbidden)),
@@ -607,6 +925,206 @@ pub fn classify(
         }
         _ => Verdict::Failed(failure(FailureClass::ProviderRejected)),
     }
+}
+
+/// A call as it goes out. No `Debug`: its headers carry credentials
+/// (marked sensitive).
+pub struct Wire {
+    pub method: Method,
+    pub url: url::Url,
+    pub headers: HeaderMap,
+    pub body: Option<Bytes>,
+}
+
+/// The request of `call` to `url` for `account` at `now`: its auth
+/// ([`Auth`]), `Accept: application/json`, the call's own headers, and its
+/// body (`application/json`). `token` is the token store's bearer token
+/// ([`Auth::Bearer`]); `command` the stored command ([`Body::Command`]). A
+/// `direct` call's Standard Webhooks headers are the worker's to add (they
+/// sign the body with the account's webhook secret).
+pub fn wire(
+    account: &Account,
+    call: &Call,
+    url: url::Url,
+    token: Option<&str>,
+    command: &Bytes,
+    now: OffsetDateTime,
+) -> Result<Wire, Failure> {
+    use secrecy::ExposeSecret;
+    let lacks = |what: &str| {
+        Failure::new(
+            FailureClass::TokenRejected,
+            format!("account {} has no {what}", account.id),
+        )
+    };
+    let api = account.api.as_ref();
+    let key = || {
+        api.map(|a| a.client_secret.expose_secret().to_owned())
+            .ok_or_else(|| lacks("api.client_secret"))
+    };
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &'static str, value: String, secret: bool| -> Result<(), Failure> {
+        let mut v = HeaderValue::from_str(&value).map_err(|_| {
+            Failure::new(
+                FailureClass::InvalidPayload,
+                format!("{name} of the call is not a valid header value"),
+            )
+        })?;
+        v.set_sensitive(secret);
+        headers.insert(
+            HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+            v,
+        );
+        Ok(())
+    };
+    put("accept", "application/json".into(), false)?;
+    let mut body: Option<Bytes> = match &call.body {
+        Body::None => None,
+        Body::Json(v) => Some(Bytes::from(
+            serde_json::to_vec(v).expect("a JSON value encodes"),
+        )),
+        Body::Command => Some(command.clone()),
+    };
+    match call.auth {
+        Auth::Bearer => put(
+            "authorization",
+            format!("Bearer {}", token.ok_or_else(|| lacks("token"))?),
+            true,
+        )?,
+        Auth::FlytKey => put("x-flyt-api-key", key()?, true)?,
+        Auth::JeApiKey => put("authorization", format!("JE-API-KEY {}", key()?), true)?,
+        Auth::StandardWebhooks => {}
+        Auth::DoordashJwt => {
+            let signer = api
+                .and_then(shared::tokens::doordash::Signer::new)
+                .ok_or_else(|| lacks("DoorDash developer_id, key_id and signing secret"))?;
+            put(
+                "authorization",
+                format!("Bearer {}", signer.token(now.unix_timestamp())),
+                true,
+            )?;
+            put("auth-version", "v2".into(), false)?;
+        }
+        Auth::GlovoToken => put("authorization", key()?, true)?,
+        Auth::KeetaSigned => {
+            let fields = match &call.body {
+                Body::Json(v) => v,
+                _ => &Value::Object(Default::default()),
+            };
+            let api = api.ok_or_else(|| lacks("[account.api]"))?;
+            let signed = keeta_body(api, fields, &url, now)
+                .ok_or_else(|| lacks("Keeta app_id and access token"))?;
+            body = Some(Bytes::from(signed));
+        }
+    }
+    for (name, value) in &call.headers {
+        put(name, value.clone(), false)?;
+    }
+    if body.is_some() {
+        put("content-type", "application/json".into(), false)?;
+    }
+    Ok(Wire {
+        method: call.method.clone(),
+        url,
+        headers,
+        body,
+    })
+}
+
+/// A Keeta call's body: the call's `fields` with `appId` (a number),
+/// `accessToken`, `timestamp` (Unix seconds) and their `sig` over `url`
+/// ([`shared::verify::keeta::signature`]). `None` without an app id or an
+/// access token.
+pub fn keeta_body(
+    api: &shared::config::ProviderApi,
+    fields: &Value,
+    url: &url::Url,
+    now: OffsetDateTime,
+) -> Option<Vec<u8>> {
+    use secrecy::ExposeSecret;
+    use shared::verify::keeta;
+    let app_id: u64 = api.app_id.as_deref()?.parse().ok()?;
+    let mut body = fields.clone();
+    body["appId"] = json!(app_id);
+    body["accessToken"] = json!(api.access_token.as_ref()?.expose_secret());
+    body["timestamp"] = json!(now.unix_timestamp());
+    let unsigned = serde_json::to_vec(&body).expect("a JSON value encodes");
+    let params = keeta::json_params(&unsigned).expect("a JSON object with unique keys");
+    let pairs: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    body[keeta::SIG_FIELD] = json!(keeta::signature(url.as_str(), &pairs, &api.client_secret));
+    Some(serde_json::to_vec(&body).expect("a JSON value encodes"))
+}
+
+/// DoorDash's 400 to a confirm or an event of an order it has "already
+/// processed or expired" [DOC] reads as already done: the hub never calls
+/// past the answer deadline (3 minutes, the low end of DoorDash's 3-8), so
+/// within it the order was processed (an earlier try whose answer was
+/// lost, or the tablet). Any other 400 is a refusal.
+pub const DOORDASH_PROCESSED: [&str; 1] = ["already"];
+
+/// Grab's 400 about the order's state ("invalid state", "already marked
+/// ready" [SDK]) reads as already done; any other 400 is a refusal.
+pub const GRAB_STATE: [&str; 2] = ["state", "already"];
+
+/// [GUESS] Keeta's message for a call the order's status no longer takes
+/// ("order status is not in a valid state for ..." [DOC, Open Delivery
+/// FAQ]; "already accepted through a Keeta POS terminal", "already
+/// progressed beyond the initial state" [DOC, confirm]): already done.
+pub const KEETA_ALREADY_DONE: [&str; 2] = ["valid state", "already"];
+
+/// Whether `body` says one of `words` (ASCII case ignored).
+fn mentions(body: &[u8], words: &[&str]) -> bool {
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    words.iter().any(|w| text.contains(w))
+}
+
+/// Reads a Keeta answer (always HTTP 200, the outcome in `code` [DOC]):
+/// - `0`: done;
+/// - a message saying the order's status does not take the call
+///   ([`KEETA_ALREADY_DONE`]): already done [GUESS];
+/// - a code of the system-error family (`309000000` [DOC]: a leading 3):
+///   `provider_5xx`, retried;
+/// - any other (`109000000` parameter error, `209000101` order does not
+///   exist [DOC], signature and token errors): `provider_rejected`;
+/// - a body that is not `{code, message}`: `provider_5xx`, retried (an
+///   answer cut short or an error page in front of the API).
+pub fn keeta_verdict(body: &[u8], what: &str) -> Verdict {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        code: i64,
+        #[serde(default)]
+        message: Option<String>,
+    }
+    let answer = match serde_json::from_slice::<Answer>(body) {
+        Ok(a) => a,
+        Err(_) => {
+            return Verdict::Failed(Failure::new(
+                FailureClass::Provider5xx,
+                format!("{what} answered 200 without Keeta's {{code, message}}"),
+            ));
+        }
+    };
+    if answer.code == 0 {
+        return Verdict::Done;
+    }
+    let message = answer.message.unwrap_or_default();
+    if mentions(message.as_bytes(), &KEETA_ALREADY_DONE) {
+        return Verdict::AlreadyDone;
+    }
+    let said =
+        shared::redact::truncate(&shared::outbound::one_line(message.as_bytes()), 256).into_owned();
+    let class = if answer.code.to_string().starts_with('3') {
+        FailureClass::Provider5xx
+    } else {
+        FailureClass::ProviderRejected
+    };
+    Verdict::Failed(Failure::new(
+        class,
+        format!("{what} answered code {}: {said}", answer.code),
+    ))
 }
 
 /// Whether a callback URL from the order may be called: https (or http

@@ -16,15 +16,19 @@
 //!   later actions `decided_at + [status_sync] late_action_window`. At or
 //!   past it: `deadline_passed`, no call.
 //! - Makes the provider call(s) of [`calls::plan`] with the account's token
-//!   from the fleet's token store ([`shared::tokens`]) or its static key,
+//!   from the fleet's token store ([`shared::tokens`]: Uber Eats, Wolt,
+//!   Talabat, Deliveroo, Grab), its static key (Just Eat, Glovo), a JWT
+//!   signed for the call (DoorDash) or Keeta's signed body ([`calls::wire`]),
 //!   through the outbound policy (timeouts, no redirects, bounded bodies,
 //!   `[provider_api] allowed_private_destinations`). A callback URL from the
 //!   order (Talabat) is called only on `api.base_url`'s host or one of
 //!   `api.callback_hosts`, over https (or http to an allowed private
 //!   address): else `callback_refused`, nothing sent.
 //! - Answers ([`calls::classify`]): 2xx done; the provider's "already done"
-//!   (409; Uber's 404 to a cancel) done too, so a redelivery after a lost
-//!   ack is harmless; Talabat's 409 in a transient state retried; 401
+//!   (409; Uber's 404 to a cancel; DoorDash's 400 "already processed";
+//!   Grab's 400 about the order's state; Keeta's "not in a valid state")
+//!   done too, so a redelivery after a lost ack is harmless; Keeta's 200
+//!   read by its body's `code`; Talabat's 409 in a transient state retried; 401
 //!   renews the token once and tries once more, then
 //!   `provider_unauthorized`; 403 `provider_forbidden`; 429 retried after
 //!   `Retry-After`; 408, 5xx, timeouts and unreachable APIs retried; other
@@ -78,7 +82,7 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use calls::{Auth, Body, Call, Target, Verdict};
+use calls::{Auth, Call, Target, Verdict};
 
 /// The stage: its consumer, the streams and the buckets it uses.
 pub const SPEC: StageSpec = StageSpec {
@@ -259,7 +263,11 @@ pub enum SetupError {
 fn takes_token(p: Provider) -> bool {
     matches!(
         p,
-        Provider::Ubereats | Provider::Wolt | Provider::Talabat | Provider::Deliveroo
+        Provider::Ubereats
+            | Provider::Wolt
+            | Provider::Talabat
+            | Provider::Deliveroo
+            | Provider::Grab
     )
 }
 
@@ -520,14 +528,7 @@ impl StatusSync {
                         ),
                     ));
                 }
-                let mut url = api.base_url.clone();
-                url.set_query(None);
-                url.set_fragment(None);
-                url.path_segments_mut()
-                    .expect("an http base_url")
-                    .pop_if_empty()
-                    .extend(segments);
-                url
+                calls::api_url(&api.base_url, segments)
             }
             Target::StatusUrl => account
                 .status_url
@@ -634,56 +635,43 @@ impl StatusSync {
         what: &str,
     ) -> Verdict {
         let settings = &self.hub.provider_api;
+        let wire = match calls::wire(
+            account,
+            call,
+            url.clone(),
+            token.map(AccessToken::expose),
+            &d.payload,
+            OffsetDateTime::now_utc(),
+        ) {
+            Ok(w) => w,
+            Err(f) => return Verdict::Failed(f),
+        };
         let mut req = self
             .http
-            .request(call.method.clone(), url.clone())
+            .request(wire.method, wire.url)
             .timeout(settings.request_timeout)
-            .header("Accept", "application/json");
-        let body: Option<Bytes> = match &call.body {
-            Body::None => None,
-            Body::Json(v) => Some(Bytes::from(
-                serde_json::to_vec(v).expect("a JSON value encodes"),
-            )),
-            Body::Command => Some(d.payload.clone()),
-        };
-        let key = || {
-            use secrecy::ExposeSecret;
-            account
-                .api
-                .as_ref()
-                .map(|a| a.client_secret.expose_secret().to_owned())
-                .unwrap_or_default()
-        };
-        req = match call.auth {
-            Auth::Bearer => req.bearer_auth(token.map(AccessToken::expose).unwrap_or("")),
-            Auth::FlytKey => req.header("X-Flyt-Api-Key", key()),
-            Auth::JeApiKey => req.header("Authorization", format!("JE-API-KEY {}", key())),
-            Auth::StandardWebhooks => {
-                let Some(secret) = account.secrets.first() else {
+            .headers(wire.headers);
+        if call.auth == Auth::StandardWebhooks {
+            let Some(secret) = account.secrets.first() else {
+                return Verdict::Failed(Failure::new(
+                    FailureClass::ProviderRejected,
+                    format!("account {} has no secret to sign with", account.id),
+                ));
+            };
+            let payload = wire.body.clone().unwrap_or_default();
+            match shared::verify::direct::sign(&payload, secret, &cmd.status_id, SystemTime::now())
+            {
+                Ok(signed) => req = req.headers(signed),
+                Err(e) => {
                     return Verdict::Failed(Failure::new(
-                        FailureClass::ProviderRejected,
-                        format!("account {} has no secret to sign with", account.id),
+                        FailureClass::InvalidPayload,
+                        format!("cannot sign the status call: {e}"),
                     ));
-                };
-                let payload = body.clone().unwrap_or_default();
-                match shared::verify::direct::sign(
-                    &payload,
-                    secret,
-                    &cmd.status_id,
-                    SystemTime::now(),
-                ) {
-                    Ok(signed) => req.headers(signed),
-                    Err(e) => {
-                        return Verdict::Failed(Failure::new(
-                            FailureClass::InvalidPayload,
-                            format!("cannot sign the status call: {e}"),
-                        ));
-                    }
                 }
             }
-        };
-        if let Some(b) = body {
-            req = req.header("Content-Type", "application/json").body(b);
+        }
+        if let Some(b) = wire.body {
+            req = req.body(b);
         }
         let resp = match req.send().await {
             Ok(r) => r,
@@ -719,7 +707,8 @@ impl StatusSync {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(shared::outbound::parse_retry_after);
-        let text = if resp.status().is_success() {
+        // Keeta says how a call went in the body of its 200.
+        let text = if resp.status().is_success() && call.done_on != calls::DoneOn::KeetaCode {
             String::new()
         } else {
             shared::outbound::answer_text(resp, 4096).await

@@ -99,10 +99,83 @@ id = "a-wolt-noapi"
 provider = "wolt"
 tenant = "acme"
 secret_envs = ["S"]
+
+[[account]]
+id = "a-doordash"
+provider = "doordash"
+tenant = "acme"
+secret_envs = ["S"]
+[account.api]
+base_url = "https://openapi.doordash.com/marketplace"
+developer_id = "dev-1"
+key_id = "key-1"
+client_secret_env = "DOORDASH"
+
+[[account]]
+id = "a-glovo"
+provider = "glovo"
+tenant = "acme"
+secret_envs = ["S"]
+[account.api]
+base_url = "https://api.glovoapp.com"
+client_secret_env = "GLOVO"
+
+[[account]]
+id = "a-glovo-integrations"
+provider = "glovo"
+tenant = "acme"
+secret_envs = ["S"]
+[account.api]
+base_url = "https://api.glovoapp.com"
+client_secret_env = "GLOVO"
+status_api = "integrations"
+
+[[account]]
+id = "a-grab"
+provider = "grab"
+tenant = "acme"
+secret_envs = ["GRABKEY"]
+[account.token_endpoint]
+client_id = "grab-client"
+client_secret_envs = ["GRABSECRET"]
+[account.api]
+base_url = "https://partner-api.grab.com/grabfood"
+token_url = "https://api.grab.com/grabid/v1/oauth2/token"
+client_id_env = "S"
+client_secret_env = "S"
+
+[[account]]
+id = "a-keeta"
+provider = "keeta"
+tenant = "acme"
+secret_envs = ["S"]
+webhook_url = "https://hub.example/api/webhooks/keeta/a-keeta"
+[account.api]
+base_url = "https://open.mykeeta.com/api/open"
+app_id = "3084446411"
+client_secret_env = "KEETA"
+access_token_env = "KEETA_TOKEN"
 "#;
 
+/// DoorDash's signing secret: base64url of `secret?>`.
+const DOORDASH_SECRET: &str = "c2VjcmV0Pz4";
+
 fn hub() -> HubConfig {
-    HubConfig::from_toml(HUB, "test", &|_| Some("whsec_dGVzdA==".to_owned())).unwrap()
+    HubConfig::from_toml(HUB, "test", &|name| {
+        Some(
+            match name {
+                "DOORDASH" => DOORDASH_SECRET,
+                "GLOVO" => "glovo-partner-token",
+                "KEETA" => "SEKRET",
+                "KEETA_TOKEN" => "tok",
+                "GRABKEY" => "grab-token-signing-key-0123456789abcdef",
+                "GRABSECRET" => "grab-client-secret-1",
+                _ => "whsec_dGVzdA==",
+            }
+            .to_owned(),
+        )
+    })
+    .unwrap()
 }
 
 fn t(s: &str) -> OffsetDateTime {
@@ -681,24 +754,615 @@ fn direct_posts_the_command() {
     }
 }
 
+fn with_store(provider: Provider, store: &str) -> OrderContext {
+    let mut c = ctx(provider);
+    c.store_id = Some(store.into());
+    c
+}
+
+fn plan_err(account: &str, ctx: &OrderContext, cmd: &StatusCommand) -> PlanError {
+    let hub = hub();
+    let a = hub.accounts.iter().find(|a| a.id == account).unwrap();
+    plan(a, ctx, cmd, t(NOW)).unwrap_err()
+}
+
+/// A planned call as it goes on the wire: method, URL, headers (sorted,
+/// as sent) and body text.
+fn wired(
+    account: &str,
+    ctx: &OrderContext,
+    cmd: &StatusCommand,
+    token: Option<&str>,
+) -> (String, String, Vec<(String, String)>, Option<String>) {
+    let hub = hub();
+    let a = hub.accounts.iter().find(|a| a.id == account).unwrap();
+    let planned = plan(a, ctx, cmd, t(NOW)).unwrap();
+    assert_eq!(planned.len(), 1);
+    let call = &planned[0];
+    let Target::Api(segments) = &call.target else {
+        panic!("{call:?}")
+    };
+    let url = api_url(&a.api.as_ref().unwrap().base_url, segments);
+    let w = wire(a, call, url, token, &Bytes::from_static(b"{}"), t(NOW)).unwrap();
+    let mut headers: Vec<(String, String)> = w
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+        .collect();
+    headers.sort();
+    (
+        w.method.to_string(),
+        w.url.to_string(),
+        headers,
+        w.body.map(|b| String::from_utf8(b.to_vec()).unwrap()),
+    )
+}
+
+fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn doordash_calls() {
+    let c = ctx(Provider::Doordash);
+    let p = |s: &str| format!("/api/v1/orders/{ID}{s}");
+    let dd = "a-doordash";
+    assert_eq!(
+        one(dd, &c, &cmd(Action::Accept)),
+        req(
+            "PATCH",
+            &p(""),
+            Auth::DoordashJwt,
+            Some(json!({"merchant_supplied_id": "wh-1", "order_status": "success"}))
+        )
+    );
+    assert_eq!(
+        one(
+            dd,
+            &c,
+            &with_ready(cmd(Action::Accept), "2026-12-02T22:20:00+04:00")
+        )
+        .3,
+        Some(json!({
+            "merchant_supplied_id": "wh-1",
+            "order_status": "success",
+            "prep_time": "2026-12-02T18:20:00Z",
+        }))
+    );
+    assert_eq!(
+        one(
+            dd,
+            &c,
+            &with_reason(
+                cmd(Action::Reject),
+                ReasonCode::ItemsUnavailable,
+                Some("No falafel")
+            )
+        ),
+        req(
+            "PATCH",
+            &p(""),
+            Auth::DoordashJwt,
+            Some(json!({
+                "merchant_supplied_id": "wh-1",
+                "order_status": "fail",
+                "failure_reason": "No falafel",
+            }))
+        )
+    );
+    assert_eq!(
+        one(dd, &c, &cmd(Action::Ready)),
+        req(
+            "PATCH",
+            &p("/events/order_ready_for_pickup"),
+            Auth::DoordashJwt,
+            Some(json!({"merchant_supplied_id": "wh-1"}))
+        )
+    );
+    for (code, reason) in [
+        (ReasonCode::ItemsUnavailable, "ITEM_OUT_OF_STOCK"),
+        (ReasonCode::StoreClosed, "STORE_CLOSED"),
+        (ReasonCode::TooBusy, "KITCHEN_BUSY"),
+        (ReasonCode::Address, "OTHER"),
+        (ReasonCode::Other, "OTHER"),
+    ] {
+        let (m, path, auth, body) = one(dd, &c, &with_reason(cmd(Action::Cancel), code, Some("x")));
+        assert_eq!(
+            (m.as_str(), path, auth, body),
+            (
+                "PATCH",
+                p("/cancellation"),
+                Auth::DoordashJwt,
+                Some(json!({"cancel_reason": reason, "cancel_details": "x"}))
+            )
+        );
+    }
+    let mut sd = c.clone();
+    sd.self_delivery = true;
+    assert_eq!(
+        one(dd, &sd, &cmd(Action::PickedUp)).1,
+        p("/events/order_picked_up")
+    );
+    assert_eq!(
+        one(dd, &sd, &cmd(Action::Delivered)),
+        req(
+            "PATCH",
+            &p("/events/order_delivered"),
+            Auth::DoordashJwt,
+            Some(json!({"merchant_supplied_id": "wh-1"}))
+        )
+    );
+    for action in [Action::PickedUp, Action::Delivered, Action::Delay] {
+        assert_eq!(
+            plan_err(dd, &c, &cmd(action)),
+            PlanError::Unsupported {
+                provider: Provider::Doordash,
+                action
+            }
+        );
+    }
+}
+
+#[test]
+fn a_doordash_call_carries_a_jwt_signed_for_it() {
+    use shared::tokens::doordash;
+    let (method, url, sent, body) = wired(
+        "a-doordash",
+        &ctx(Provider::Doordash),
+        &cmd(Action::Accept),
+        None,
+    );
+    assert_eq!(method, "PATCH");
+    assert_eq!(
+        url,
+        format!("https://openapi.doordash.com/marketplace/api/v1/orders/{ID}")
+    );
+    let iat = t(NOW).unix_timestamp();
+    let jwt = doordash::sign(
+        &doordash::Claims {
+            aud: "doordash".into(),
+            iss: "dev-1".into(),
+            kid: "key-1".into(),
+            exp: iat + 300,
+            iat,
+        },
+        b"secret?>",
+    );
+    assert_eq!(
+        sent,
+        headers(&[
+            ("accept", "application/json"),
+            ("auth-version", "v2"),
+            ("authorization", &format!("Bearer {jwt}")),
+            ("content-type", "application/json"),
+        ])
+    );
+    assert_eq!(
+        body.as_deref(),
+        Some(r#"{"merchant_supplied_id":"wh-1","order_status":"success"}"#)
+    );
+    // The header DoorDash requires, verified with the decoded secret.
+    let claims = doordash::verify(&jwt, b"secret?>", iat, Duration::ZERO).unwrap();
+    assert_eq!(
+        (claims.iss.as_str(), claims.kid.as_str()),
+        ("dev-1", "key-1")
+    );
+}
+
+#[test]
+fn glovo_legacy_calls() {
+    let g = "a-glovo";
+    let c = with_store(Provider::Glovo, "store 7");
+    let path = format!("/webhook/stores/store%207/orders/{ID}/status");
+    let status = |s: &str| req("PUT", &path, Auth::GlovoToken, Some(json!({ "status": s })));
+    assert_eq!(one(g, &c, &cmd(Action::Accept)), status("ACCEPTED"));
+    assert_eq!(one(g, &c, &cmd(Action::Ready)), status("READY_FOR_PICKUP"));
+    let mut pickup = c.clone();
+    pickup.pickup = true;
+    assert_eq!(
+        one(g, &pickup, &cmd(Action::PickedUp)),
+        status("PICKED_UP_BY_CUSTOMER")
+    );
+    let mut own = c.clone();
+    own.self_delivery = true;
+    assert_eq!(
+        one(g, &own, &cmd(Action::PickedUp)),
+        status("OUT_FOR_DELIVERY")
+    );
+    // Glovo's couriers pick it up: no "picked up" from the restaurant;
+    // "ready for pickup" only for them.
+    for (ctx, action) in [
+        (&c, Action::PickedUp),
+        (&pickup, Action::Ready),
+        (&own, Action::Ready),
+        (&c, Action::Reject),
+        (&c, Action::Cancel),
+        (&c, Action::Delay),
+        (&c, Action::Delivered),
+    ] {
+        assert_eq!(
+            plan_err(g, ctx, &cmd(action)),
+            PlanError::Unsupported {
+                provider: Provider::Glovo,
+                action
+            }
+        );
+    }
+    let none = ctx(Provider::Glovo);
+    let e = plan_err(g, &none, &cmd(Action::Accept));
+    assert_eq!(
+        e,
+        PlanError::NoStoreId {
+            provider: Provider::Glovo,
+            action: Action::Accept
+        }
+    );
+    assert_eq!(e.class(), FailureClass::InvalidPayload);
+    // The partner token, raw, in Authorization.
+    let (_, url, sent, body) = wired(g, &c, &cmd(Action::Accept), None);
+    assert_eq!(url, format!("https://api.glovoapp.com{path}"));
+    assert_eq!(
+        sent,
+        headers(&[
+            ("accept", "application/json"),
+            ("authorization", "glovo-partner-token"),
+            ("content-type", "application/json"),
+        ])
+    );
+    assert_eq!(body.as_deref(), Some(r#"{"status":"ACCEPTED"}"#));
+}
+
+#[test]
+fn glovo_integrations_calls() {
+    let g = "a-glovo-integrations";
+    let c = with_store(Provider::Glovo, "store-7");
+    let p = |s: &str| format!("/api/v0/integrations/orders/{ID}/{s}");
+    let accept = |ready: Option<&str>| {
+        let mut command = cmd(Action::Accept);
+        command.ready_at = ready.map(t);
+        one(g, &c, &command)
+    };
+    assert_eq!(
+        accept(None),
+        req(
+            "PUT",
+            &p("accept"),
+            Auth::GlovoToken,
+            Some(json!({"committedPreparationTime": "2026-12-02T18:10:00Z"}))
+        )
+    );
+    // The backend's time, within [now, now + 10 min].
+    for (ready, committed) in [
+        ("2026-12-02T18:05:00Z", "2026-12-02T18:05:00Z"),
+        ("2026-12-02T18:45:00Z", "2026-12-02T18:10:00Z"),
+        ("2026-12-02T17:50:00Z", NOW),
+    ] {
+        assert_eq!(
+            accept(Some(ready)).3,
+            Some(json!({ "committedPreparationTime": committed })),
+            "{ready}"
+        );
+    }
+    assert_eq!(
+        one(g, &c, &cmd(Action::Ready)),
+        req("PUT", &p("ready_for_pickup"), Auth::GlovoToken, None)
+    );
+    let mut pickup = c.clone();
+    pickup.pickup = true;
+    assert_eq!(
+        one(g, &pickup, &cmd(Action::PickedUp)).1,
+        p("customer_picked_up")
+    );
+    let mut own = c.clone();
+    own.self_delivery = true;
+    assert_eq!(
+        one(g, &own, &cmd(Action::PickedUp)).1,
+        p("out_for_delivery")
+    );
+    // The store travels in Glovo's header.
+    let (method, url, sent, body) = wired(g, &c, &cmd(Action::Ready), None);
+    assert_eq!(
+        (method.as_str(), url),
+        (
+            "PUT",
+            format!("https://api.glovoapp.com{}", p("ready_for_pickup"))
+        )
+    );
+    assert_eq!(
+        sent,
+        headers(&[
+            ("accept", "application/json"),
+            ("authorization", "glovo-partner-token"),
+            ("glovo-store-address-external-id", "store-7"),
+        ])
+    );
+    assert_eq!(body, None);
+    assert_eq!(
+        plan_err(g, &ctx(Provider::Glovo), &cmd(Action::Ready)),
+        PlanError::NoStoreId {
+            provider: Provider::Glovo,
+            action: Action::Ready
+        }
+    );
+}
+
+#[test]
+fn grab_calls() {
+    let g = "a-grab";
+    let c = with_store(Provider::Grab, "1-CYNGRUNGSBCCC");
+    assert_eq!(
+        one(g, &c, &cmd(Action::Accept)),
+        req(
+            "POST",
+            "/partner/v1/order/prepare",
+            Auth::Bearer,
+            Some(json!({"orderID": "o/1 x", "toState": "Accepted"}))
+        )
+    );
+    assert_eq!(
+        one(
+            g,
+            &c,
+            &with_reason(cmd(Action::Reject), ReasonCode::TooBusy, None)
+        )
+        .3,
+        Some(json!({"orderID": "o/1 x", "toState": "Rejected"}))
+    );
+    assert_eq!(
+        one(g, &c, &cmd(Action::Ready)),
+        req(
+            "POST",
+            "/partner/v1/orders/mark",
+            Auth::Bearer,
+            Some(json!({"orderID": "o/1 x", "markStatus": 1}))
+        )
+    );
+    assert_eq!(
+        one(
+            g,
+            &c,
+            &with_ready(cmd(Action::Delay), "2026-12-02T18:40:00Z")
+        ),
+        req(
+            "PUT",
+            "/partner/v1/order/readytime",
+            Auth::Bearer,
+            Some(json!({"orderID": "o/1 x", "newOrderReadyTime": "2026-12-02T18:40:00Z"}))
+        )
+    );
+    for (code, cancel_code) in [
+        (ReasonCode::ItemsUnavailable, 1001),
+        (ReasonCode::TooBusy, 1002),
+        (ReasonCode::StoreClosed, 1003),
+        (ReasonCode::Other, 1002),
+        (ReasonCode::Address, 1002),
+    ] {
+        assert_eq!(
+            one(g, &c, &with_reason(cmd(Action::Cancel), code, None)),
+            req(
+                "PUT",
+                "/partner/v1/order/cancel",
+                Auth::Bearer,
+                Some(json!({
+                    "orderID": "o/1 x",
+                    "merchantID": "1-CYNGRUNGSBCCC",
+                    "cancelCode": cancel_code,
+                }))
+            )
+        );
+    }
+    assert_eq!(
+        plan_err(g, &ctx(Provider::Grab), &cmd(Action::Cancel)),
+        PlanError::NoStoreId {
+            provider: Provider::Grab,
+            action: Action::Cancel
+        }
+    );
+    assert_eq!(
+        plan_err(g, &c, &cmd(Action::Delay)),
+        PlanError::Missing {
+            action: Action::Delay,
+            field: "ready_at"
+        }
+    );
+    let (method, url, sent, body) = wired(g, &c, &cmd(Action::Ready), Some("grab-at-1"));
+    assert_eq!(
+        (method.as_str(), url.as_str()),
+        (
+            "POST",
+            "https://partner-api.grab.com/grabfood/partner/v1/orders/mark"
+        )
+    );
+    assert_eq!(
+        sent,
+        headers(&[
+            ("accept", "application/json"),
+            ("authorization", "Bearer grab-at-1"),
+            ("content-type", "application/json"),
+        ])
+    );
+    assert_eq!(
+        body.as_deref(),
+        Some(r#"{"markStatus":1,"orderID":"o/1 x"}"#)
+    );
+}
+
+const KEETA_ORDER: &str = "1234567890123456789";
+
+#[test]
+fn keeta_calls() {
+    let k = "a-keeta";
+    let mut c = with_store(Provider::Keeta, "98765");
+    c.provider_order_id = KEETA_ORDER.into();
+    let command = |action| {
+        let mut m = cmd(action);
+        m.provider_order_id = KEETA_ORDER.into();
+        m
+    };
+    let ids = json!({"orderViewId": 1_234_567_890_123_456_789_i64, "shopId": 98765});
+    let with_ids = |extra: Value| {
+        let mut b = ids.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        Some(b)
+    };
+    let post = |last: &str, body| req("POST", &format!("/order/{last}"), Auth::KeetaSigned, body);
+    assert_eq!(
+        one(k, &c, &command(Action::Accept)),
+        post("confirm", with_ids(json!({})))
+    );
+    assert_eq!(
+        one(k, &c, &command(Action::Ready)),
+        post("prepare", with_ids(json!({})))
+    );
+    for (action, code, reason) in [
+        (Action::Reject, ReasonCode::ItemsUnavailable, 500_001),
+        (Action::Cancel, ReasonCode::StoreClosed, 500_002),
+        (Action::Reject, ReasonCode::TooBusy, 500_003),
+    ] {
+        assert_eq!(
+            one(k, &c, &with_reason(command(action), code, Some("ignored"))),
+            post("cancel", with_ids(json!({ "cancelCode": reason })))
+        );
+    }
+    for code in [ReasonCode::Other, ReasonCode::Address] {
+        assert_eq!(
+            one(
+                k,
+                &c,
+                &with_reason(command(Action::Cancel), code, Some("Sorry"))
+            ),
+            post(
+                "cancel",
+                with_ids(json!({"cancelCode": 500_000, "cancelReason": "Sorry"}))
+            )
+        );
+    }
+    let mut sd = c.clone();
+    sd.self_delivery = true;
+    assert_eq!(
+        one(k, &sd, &command(Action::PickedUp)),
+        post("dispatched", with_ids(json!({})))
+    );
+    assert_eq!(
+        one(k, &sd, &command(Action::Delivered)),
+        post("delivered", with_ids(json!({})))
+    );
+    assert_eq!(
+        plan_err(k, &c, &command(Action::PickedUp)),
+        PlanError::Unsupported {
+            provider: Provider::Keeta,
+            action: Action::PickedUp
+        }
+    );
+    // orderViewId and shopId are Keeta's int64s.
+    assert_eq!(
+        plan_err(
+            k,
+            &with_store(Provider::Keeta, "98765"),
+            &cmd(Action::Accept)
+        ),
+        PlanError::NotAnInteger {
+            provider: Provider::Keeta,
+            field: "orderViewId"
+        }
+    );
+    let mut odd_shop = c.clone();
+    odd_shop.store_id = Some("shop-1".into());
+    assert_eq!(
+        plan_err(k, &odd_shop, &command(Action::Accept)),
+        PlanError::NotAnInteger {
+            provider: Provider::Keeta,
+            field: "shopId"
+        }
+    );
+    let mut no_shop = c.clone();
+    no_shop.store_id = None;
+    assert_eq!(
+        plan_err(k, &no_shop, &command(Action::Accept)).class(),
+        FailureClass::InvalidPayload
+    );
+}
+
+#[test]
+fn a_keeta_call_is_signed_over_its_url_and_every_parameter() {
+    let mut c = with_store(Provider::Keeta, "98765");
+    c.provider_order_id = KEETA_ORDER.into();
+    let mut m = cmd(Action::Accept);
+    m.provider_order_id = KEETA_ORDER.into();
+    let (method, url, sent, body) = wired("a-keeta", &c, &m, None);
+    assert_eq!(
+        (method.as_str(), url.as_str()),
+        ("POST", "https://open.mykeeta.com/api/open/order/confirm")
+    );
+    assert_eq!(
+        sent,
+        headers(&[
+            ("accept", "application/json"),
+            ("content-type", "application/json")
+        ])
+    );
+    // sha256 of url?accessToken=tok&appId=3084446411&orderViewId=...
+    // &shopId=98765&timestamp=1796234400 + "SEKRET", computed outside
+    // this code (Python's hashlib); the order id's 19 digits exact.
+    assert_eq!(
+        body.as_deref(),
+        Some(concat!(
+            r#"{"accessToken":"tok","appId":3084446411,"orderViewId":1234567890123456789,"#,
+            r#""shopId":98765,"#,
+            r#""sig":"1ebd490fbdc73894100baddc507ab0cede667f56be2230f2c148c7c3c5b3baeb","#,
+            r#""timestamp":1796234400}"#
+        ))
+    );
+    let mut cancel = with_reason(
+        cmd(Action::Cancel),
+        ReasonCode::Other,
+        Some("Sorry, no driver"),
+    );
+    cancel.provider_order_id = KEETA_ORDER.into();
+    let (_, url, _, body) = wired("a-keeta", &c, &cancel, None);
+    assert_eq!(url, "https://open.mykeeta.com/api/open/order/cancel");
+    let body: Value = serde_json::from_str(&body.unwrap()).unwrap();
+    assert_eq!(
+        body["sig"],
+        "8261b930073d29ba804d275d86f31691d8f725fc324c96c3fa26dfb24c3bfa16"
+    );
+}
+
 /// The ingress answers 422 where `supports` says no; the worker must
 /// build a call exactly where it says yes, for every context.
 #[test]
 fn a_call_is_planned_iff_the_provider_supports_the_action() {
     let hub = hub();
     let mut checked = 0;
+    const CONTEXTS: [(bool, bool, bool); 4] = [
+        (false, false, false),
+        (true, false, false),
+        (false, true, false),
+        (false, false, true),
+    ];
     for account in &hub.accounts {
         for api in [None, Some("v1"), Some("v2")] {
-            for (self_delivery, preorder) in [(false, false), (true, false), (false, true)] {
-                let mut c = ctx(account.provider);
+            for (self_delivery, preorder, pickup) in CONTEXTS {
+                // Ids every provider takes (Keeta's are integers).
+                let mut c = with_store(account.provider, "98765");
+                c.provider_order_id = KEETA_ORDER.into();
                 c.api = api.map(str::to_owned);
                 c.self_delivery = self_delivery;
                 c.preorder = preorder;
+                c.pickup = pickup;
                 for action in Action::ALL {
-                    let command = with_ready(
+                    let mut command = with_ready(
                         with_reason(cmd(*action), ReasonCode::Other, None),
                         "2026-12-02T18:30:00Z",
                     );
+                    command.provider_order_id = KEETA_ORDER.into();
                     let planned = plan(account, &c, &command, t(NOW));
                     let supported = shared::answer::supports(account, &c, *action);
                     assert_eq!(
@@ -715,7 +1379,19 @@ fn a_call_is_planned_iff_the_provider_supports_the_action() {
             }
         }
     }
-    assert_eq!(checked, hub.accounts.len() * 3 * 3 * Action::ALL.len());
+    assert_eq!(
+        checked,
+        hub.accounts.len() * 3 * CONTEXTS.len() * Action::ALL.len()
+    );
+    // The four providers of issue 15 are among them.
+    for p in [
+        Provider::Doordash,
+        Provider::Glovo,
+        Provider::Grab,
+        Provider::Keeta,
+    ] {
+        assert!(hub.accounts.iter().any(|a| a.provider == p), "{p}");
+    }
 }
 
 #[test]
@@ -914,4 +1590,112 @@ fn deadlines_and_delays() {
     assert_eq!(at("2026-12-02T18:10:00Z"), 10);
     assert_eq!(at("2026-12-02T19:00:00Z"), 10);
     assert_eq!(rfc3339(t("2026-12-02T22:00:00.5+04:00")), NOW);
+}
+
+#[test]
+fn doordash_grab_and_keeta_already_done_answers() {
+    let v = |done_on, status, body: &str| classify(done_on, status, body.as_bytes(), None, "x");
+    let failed = |verdict: Verdict| match verdict {
+        Verdict::Failed(f) => (f.class, f.message),
+        other => panic!("{other:?}"),
+    };
+    // DoorDash: its documented 400 is already done, any other a refusal.
+    assert_eq!(
+        v(
+            DoneOn::DoordashProcessed,
+            400,
+            r#"{"code":"validation_error","message":"Order already processed or expired"}"#
+        ),
+        Verdict::AlreadyDone
+    );
+    assert_eq!(v(DoneOn::DoordashProcessed, 409, ""), Verdict::AlreadyDone);
+    assert_eq!(v(DoneOn::DoordashProcessed, 202, ""), Verdict::Done);
+    assert_eq!(
+        failed(v(
+            DoneOn::DoordashProcessed,
+            400,
+            r#"{"message":"prep_time is invalid"}"#
+        )),
+        (
+            FailureClass::ProviderRejected,
+            r#"x answered 400: {"message":"prep_time is invalid"}"#.into()
+        )
+    );
+    // Grab: a 400 about the order's state, or a 409 (cancel).
+    for body in [
+        r#"{"message":"order already marked ready"}"#,
+        r#"{"message":"Invalid order state"}"#,
+    ] {
+        assert_eq!(
+            v(DoneOn::GrabState, 400, body),
+            Verdict::AlreadyDone,
+            "{body}"
+        );
+    }
+    assert_eq!(v(DoneOn::GrabState, 409, ""), Verdict::AlreadyDone);
+    assert_eq!(
+        failed(v(
+            DoneOn::GrabState,
+            400,
+            r#"{"message":"merchantID is required"}"#
+        ))
+        .0,
+        FailureClass::ProviderRejected
+    );
+    // Keeta: HTTP 200 always; the code says.
+    let k = |body: &str| {
+        classify(
+            DoneOn::KeetaCode,
+            200,
+            body.as_bytes(),
+            None,
+            "keeta POST /order/confirm",
+        )
+    };
+    assert_eq!(
+        k(r#"{"code":0,"message":"success","data":null}"#),
+        Verdict::Done
+    );
+    assert_eq!(
+        k(r#"{"code":209000000,"message":"order status is not in a valid state for confirm"}"#),
+        Verdict::AlreadyDone
+    );
+    assert_eq!(
+        k(
+            r#"{"code":209000000,"message":"The order was already accepted through a Keeta POS terminal"}"#
+        ),
+        Verdict::AlreadyDone
+    );
+    let f = failed(k(r#"{"code":109000000,"message":"shopId is null"}"#));
+    assert_eq!(
+        f,
+        (
+            FailureClass::ProviderRejected,
+            "keeta POST /order/confirm answered code 109000000: shopId is null".into()
+        )
+    );
+    assert!(f.0.is_permanent());
+    assert_eq!(
+        failed(k(r#"{"code":209000101,"message":"Order does not exist"}"#)).0,
+        FailureClass::ProviderRejected
+    );
+    let f = failed(k(r#"{"code":309000000,"message":"System error"}"#));
+    assert_eq!(f.0, FailureClass::Provider5xx);
+    assert!(!f.0.is_permanent());
+    assert_eq!(
+        failed(k("<html>bad gateway</html>")),
+        (
+            FailureClass::Provider5xx,
+            "keeta POST /order/confirm answered 200 without Keeta's {code, message}".into()
+        )
+    );
+    // A non-2xx from Keeta's front reads like any other provider's.
+    assert_eq!(
+        classify(DoneOn::KeetaCode, 401, b"", None, "x"),
+        Verdict::Unauthorized
+    );
+    assert_eq!(
+        failed(classify(DoneOn::KeetaCode, 502, b"", None, "x")).0,
+        FailureClass::Provider5xx
+    );
 }
