@@ -16,6 +16,14 @@
 //!   after JetStream acked. A duplicate within the stream's window answers
 //!   200 with the first webhook id. No ack (NATS down, timeout, stream
 //!   full): 503, nothing accepted, and `/ready` false until a publish works.
+//!   A provider that dictates its answer gets it: Talabat's
+//!   `remoteResponse`, Keeta's `200 {"code":0,"message":"Success"}` for a
+//!   new and a duplicate event alike.
+//! - Grab's token endpoint, `POST /api/webhooks/grab/{account}/oauth/token`
+//!   ([`token`]): client credentials in, a short-lived JWT out that every
+//!   replica verifies on Grab's webhooks (signed with the account's secret,
+//!   no shared state); rate-limited per account, the webhook routes' 401 on
+//!   any authentication failure.
 //! - Limits: body size before reading (413, after reading and discarding a
 //!   bounded amount of the body so a client that writes it all before
 //!   reading sees the answer), slow headers and bodies (cut / 408), a
@@ -39,6 +47,7 @@ pub mod pipeline;
 pub mod routes;
 pub mod server;
 pub mod status;
+pub mod token;
 
 /// Provider signature schemes; they live in `shared` because the forwarder
 /// signs with Standard Webhooks too.
@@ -149,6 +158,7 @@ pub async fn start(
         contexts,
         &mut registry,
     ));
+    let token_endpoint = Arc::new(token::TokenEndpoint::new(ingress.clone(), &mut registry));
     readiness.add_condition("publishing", ingress.publishing.clone());
     let registry = Arc::new(registry);
 
@@ -162,6 +172,8 @@ pub async fn start(
     // The webhook port is the internet-facing one: no ops routes on it.
     let body_timeout = Duration::from_millis(args.body_read_timeout_ms);
     let routes = routes::webhooks(ingress.clone(), body_timeout)
+        .or(routes::grab_token(token_endpoint, body_timeout))
+        .unify()
         .or(routes::status(status_api, body_timeout))
         .unify()
         .recover(routes::recover);

@@ -9,8 +9,10 @@
 //! - the body limit (in the routes) before any work on the body;
 //! - verification costs the same whoever the caller claims to be: an
 //!   unknown account is verified against as many dummy secrets as the
-//!   provider's account with the most secrets has, and a bad signature on a
-//!   known account with fewer is topped up with dummies to that count, so
+//!   provider's account with the most secrets has (with the options of one
+//!   of the provider's accounts, so Grab's and Keeta's schemes do their
+//!   full work), and a bad signature on a known account with fewer is
+//!   topped up with dummies to that count, so
 //!   neither existence nor rotation shows in the time taken (issue 12);
 //!   each scheme does one MAC per secret ([`crate::verify`]). Bodies of
 //!   [`OFFLOAD_BODY_BYTES`] or more are verified on a blocking thread, at
@@ -308,6 +310,10 @@ struct ProviderState {
     /// The most secrets any of the provider's accounts has: every refusal
     /// costs this many secrets' verification.
     max_secrets: usize,
+    /// The options an unknown account is verified with (against dummies):
+    /// one of the provider's accounts' own, so that a scheme that needs an
+    /// account setting (Grab's audience, Keeta's URL) does its full work.
+    pad_options: VerifyOptions,
     metrics: ProviderMetrics,
 }
 
@@ -321,7 +327,7 @@ struct AccountState {
     limit: Option<DefaultDirectRateLimiter>,
 }
 
-fn limiter(r: RateLimit) -> DefaultDirectRateLimiter {
+pub(crate) fn limiter(r: RateLimit) -> DefaultDirectRateLimiter {
     let nz = |v: u32| NonZeroU32::new(v.max(1)).expect("max(1) is non-zero");
     DefaultDirectRateLimiter::direct(Quota::per_second(nz(r.per_second)).allow_burst(nz(r.burst)))
 }
@@ -384,16 +390,30 @@ impl Ingress {
                         .max()
                         .unwrap_or(0)
                         .max(1),
+                    pad_options: hub
+                        .accounts
+                        .iter()
+                        .find(|a| a.provider == p)
+                        .map(VerifyOptions::for_account)
+                        .unwrap_or_default(),
                     metrics: ProviderMetrics::new(&metrics, p),
                 }
             })
             .collect::<Vec<ProviderState>>();
-        // The status API verifies with tenants' signing secrets: as many
-        // dummies as the tenant with the most has, too.
+        // The status API verifies with tenants' signing secrets, Grab's
+        // token endpoint with client secrets: as many dummies as the most
+        // of either, too.
+        let max_client_secrets = hub
+            .accounts
+            .iter()
+            .filter_map(|a| a.token_endpoint.as_ref())
+            .map(|t| t.client_secrets.len())
+            .max()
+            .unwrap_or(0);
         let dummies = providers
             .iter()
             .map(|p| p.max_secrets)
-            .chain([max_tenant_secrets(&hub)])
+            .chain([max_tenant_secrets(&hub), max_client_secrets])
             .max()
             .unwrap_or(1);
         let publish_timeout = hub.ingress.publish_timeout;
@@ -589,19 +609,21 @@ impl Ingress {
     ) -> Result<(Verified, &'s AccountState), Rejection> {
         let now = SystemTime::now();
         let (provider, pad_to) = (req.provider, p.max_secrets);
-        let account = state.map(|s| (s.index, s.options));
         let result = if req.body.len() < OFFLOAD_BODY_BYTES {
-            let account = account.map(|(i, o)| (&self.hub.accounts[i].secrets[..], o));
+            let account = state.map(|s| (&self.hub.accounts[s.index].secrets[..], &s.options));
             verify_padded(
                 provider,
                 &req.headers,
                 &req.body,
                 account,
+                &p.pad_options,
                 &self.dummy_secrets,
                 pad_to,
                 now,
             )
         } else {
+            let account = state.map(|s| (s.index, s.options.clone()));
+            let pad_options = p.pad_options.clone();
             let _permit = self
                 .heavy_verifications
                 .acquire()
@@ -610,8 +632,19 @@ impl Ingress {
             let (hub, dummies) = (self.hub.clone(), self.dummy_secrets.clone());
             let (headers, body) = (req.headers.clone(), req.body.clone());
             tokio::task::spawn_blocking(move || {
-                let account = account.map(|(i, o)| (&hub.accounts[i].secrets[..], o));
-                verify_padded(provider, &headers, &body, account, &dummies, pad_to, now)
+                let account = account
+                    .as_ref()
+                    .map(|(i, o)| (&hub.accounts[*i].secrets[..], o));
+                verify_padded(
+                    provider,
+                    &headers,
+                    &body,
+                    account,
+                    &pad_options,
+                    &dummies,
+                    pad_to,
+                    now,
+                )
             })
             .await
             .map_err(|_| Rejection::Unavailable("verification did not finish".to_owned()))?
@@ -723,20 +756,11 @@ pub(crate) fn max_tenant_secrets(hub: &HubConfig) -> usize {
 }
 
 fn account_state(index: usize, a: &Account) -> AccountState {
-    let defaults = VerifyOptions::default();
     AccountState {
         index,
         subject: shared::subjects::raw_webhook(a.provider, &a.id).into(),
         allowed: NetSet::new(&a.allowed_ips),
-        options: VerifyOptions {
-            jwt_algorithm: a.jwt_algorithm,
-            timestamp_tolerance: a
-                .timestamp_tolerance
-                .unwrap_or(defaults.timestamp_tolerance),
-            jwt_max_lifetime: a.jwt_max_lifetime.unwrap_or(defaults.jwt_max_lifetime),
-            jwt_iat_skew: a.jwt_iat_skew.unwrap_or(defaults.jwt_iat_skew),
-            ..defaults
-        },
+        options: VerifyOptions::for_account(a),
         limit: a.rate_limit.map(limiter),
     }
 }
@@ -749,16 +773,18 @@ fn account_state(index: usize, a: &Account) -> AccountState {
 pub const OFFLOAD_BODY_BYTES: usize = 64 * 1024;
 
 /// Verifies with `account`'s secrets and options, or, for an unknown account
-/// (`None`), with `pad_to` dummy secrets, whose result is meaningless (they
-/// never match). A bad signature on a known account with fewer than
+/// (`None`), with `pad_to` dummy secrets and `pad_options`, whose result is
+/// meaningless (they never match). A bad signature on a known account with fewer than
 /// `pad_to` secrets is topped up with dummies to `pad_to` secrets' work,
 /// so every refusal costs the same: an unknown account, an account with one
 /// secret and one in rotation with two all take as long (issue 12, item 7).
+#[allow(clippy::too_many_arguments)]
 pub fn verify_padded(
     provider: Provider,
     headers: &HeaderMap,
     body: &[u8],
-    account: Option<(&[SecretString], VerifyOptions)>,
+    account: Option<(&[SecretString], &VerifyOptions)>,
+    pad_options: &VerifyOptions,
     dummies: &[SecretString],
     pad_to: usize,
     now: SystemTime,
@@ -766,12 +792,12 @@ pub fn verify_padded(
     let verifier = verify::verifier(provider);
     let pad = |n: usize| &dummies[..n.min(dummies.len())];
     let Some((secrets, options)) = account else {
-        let _ = verifier.verify(headers, body, pad(pad_to), &VerifyOptions::default(), now);
+        let _ = verifier.verify(headers, body, pad(pad_to), pad_options, now);
         return Err(VerifyError::BadSignature);
     };
-    let result = verifier.verify(headers, body, secrets, &options, now);
+    let result = verifier.verify(headers, body, secrets, options, now);
     if result == Err(VerifyError::BadSignature) && secrets.len() < pad_to {
-        let _ = verifier.verify(headers, body, pad(pad_to - secrets.len()), &options, now);
+        let _ = verifier.verify(headers, body, pad(pad_to - secrets.len()), options, now);
     }
     result
 }
@@ -1178,7 +1204,8 @@ mod tests {
                 Provider::Direct,
                 headers,
                 body,
-                account.map(|s| (s, opts)),
+                account.map(|s| (s, &opts)),
+                &opts,
                 &dummies,
                 3,
                 at,

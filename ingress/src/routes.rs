@@ -22,6 +22,8 @@ use warp::{Filter, Reply};
 use crate::net::Client;
 use crate::pipeline::{Accepted, Incoming, Ingress, Rejection, Route};
 use crate::status::{StatusApi, StatusIncoming, StatusRejection, Stored, percent_decode};
+use crate::token::{TokenEndpoint, TokenRejection, TokenRequest};
+use crate::verify::grab::IssuedToken;
 
 /// The peer address of the connection, put on each request by the server.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +39,7 @@ pub const ROUTES: &[(&str, &str)] = &[
         "/api/webhooks/talabat/{account}/remoteId/{remoteId}/remoteOrder/{remoteOrderId}/posOrderStatus",
     ),
     ("POST", "/api/webhooks/justeat/{account}/{event}"),
+    ("POST", crate::token::ROUTE),
     ("POST", crate::status::ROUTE),
 ];
 
@@ -390,6 +393,108 @@ pub fn status(
         )
 }
 
+/// Matches [`crate::token::ROUTE`]: the account.
+fn grab_token_target() -> impl Filter<Extract = (String,), Error = warp::Rejection> + Clone {
+    warp::path("api")
+        .and(warp::path("webhooks"))
+        .and(fixed(Provider::Grab))
+        .and(warp::path::param::<String>())
+        .and(warp::path("oauth"))
+        .and(warp::path("token"))
+        .and(warp::path::end())
+        .and(warp::post())
+}
+
+/// Grab's token endpoint ([`crate::token`]), with the webhook routes'
+/// client budget, body limit and body timeout.
+pub fn grab_token(
+    endpoint: Arc<TokenEndpoint>,
+    body_timeout: Duration,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
++ Clone
++ Send
++ Sync
++ 'static {
+    grab_token_target()
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<Peer>())
+        .and(warp::body::stream())
+        .then(
+            move |account: String,
+                  declared: Option<u64>,
+                  headers: HeaderMap,
+                  peer: Option<Peer>,
+                  body| {
+                let endpoint = endpoint.clone();
+                async move {
+                    let (client, body) = guarded_body(
+                        endpoint.ingress(),
+                        &headers,
+                        peer,
+                        declared,
+                        body,
+                        body_timeout,
+                    )
+                    .await;
+                    let body = match body {
+                        Ok(b) => b,
+                        Err(r) => {
+                            endpoint.record_early(client, &r);
+                            return token_answer(Err(TokenRejection::Webhook(r)));
+                        }
+                    };
+                    token_answer(endpoint.handle(TokenRequest {
+                        account,
+                        headers,
+                        client,
+                        body,
+                    }))
+                }
+            },
+        )
+}
+
+/// The token endpoint's answer (RFC 6749 §5.1): the token as `Bearer` with
+/// its lifetime in seconds.
+#[derive(serde::Serialize)]
+struct TokenAnswer<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: u64,
+}
+
+/// 200 with the token, 400 with an RFC 6749 error code, and the webhook
+/// routes' bodies (the one 401 among them) for everything else. A token
+/// or an error about one is never cached (`Cache-Control: no-store`).
+pub fn token_answer(result: Result<IssuedToken, TokenRejection>) -> warp::reply::Response {
+    let mut resp = match &result {
+        Ok(token) => json(
+            StatusCode::OK,
+            &TokenAnswer {
+                access_token: &token.access_token,
+                token_type: "Bearer",
+                expires_in: token.expires_in.as_secs(),
+            },
+        ),
+        Err(TokenRejection::Webhook(r)) => return reject(Provider::Grab, r),
+        Err(r @ TokenRejection::InvalidRequest(_)) => {
+            json(r.status(), &serde_json::json!({"error": "invalid_request"}))
+        }
+        Err(r @ TokenRejection::UnsupportedGrantType) => json(
+            r.status(),
+            &serde_json::json!({"error": "unsupported_grant_type"}),
+        ),
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        "cache-control",
+        warp::http::HeaderValue::from_static("no-store"),
+    );
+    h.insert("pragma", warp::http::HeaderValue::from_static("no-cache"));
+    resp
+}
+
 /// `{"statusId": ..., "status": "queued" | "duplicate"}`.
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -488,6 +593,15 @@ fn talabat_remote_order_id(body: &[u8], webhook_id: Option<String>) -> Option<St
         .or(webhook_id)
 }
 
+/// `{"code": 0, "message": "Success"}`: the answer Keeta requires of a
+/// webhook receiver \[DOC\]; anything else (a non-zero code, another
+/// status) makes it retry.
+#[derive(serde::Serialize)]
+struct KeetaAnswer {
+    code: u8,
+    message: &'static str,
+}
+
 /// The answer the provider expects; `body` is the request's (for
 /// provider-dictated answers that echo a field of it).
 pub fn answer(
@@ -510,6 +624,17 @@ pub fn answer(
                         remote_order_id: id,
                     },
                 }
+            }
+            if provider == Provider::Keeta {
+                // Keeta dictates 200 and its body, for a new event and a
+                // re-sent one alike.
+                return json(
+                    StatusCode::OK,
+                    &KeetaAnswer {
+                        code: 0,
+                        message: "Success",
+                    },
+                );
             }
             match route {
                 // The POS middleware keeps this id and sends it back in the
@@ -670,6 +795,38 @@ mod tests {
             Route::JustEatEvent {
                 event: "order-cancelled".into()
             }
+        );
+        let grab = |method: &'static str, path: &'static str| async move {
+            warp::test::request()
+                .method(method)
+                .path(path)
+                .filter(&grab_token_target())
+                .await
+                .ok()
+        };
+        assert_eq!(
+            grab("POST", "/api/webhooks/grab/acme-grab/oauth/token").await,
+            Some("acme-grab".to_owned())
+        );
+        for (method, path) in [
+            ("GET", "/api/webhooks/grab/acme-grab/oauth/token"),
+            ("POST", "/api/webhooks/glovo/acme-glovo/oauth/token"),
+            ("POST", "/api/webhooks/grab/acme-grab/oauth/token/x"),
+            ("POST", "/api/webhooks/grab/oauth/token"),
+        ] {
+            assert_eq!(grab(method, path).await, None, "{method} {path}");
+        }
+        // The token path is not a webhook route.
+        assert!(
+            target_of("POST", "/api/webhooks/grab/acme-grab/oauth/token")
+                .await
+                .is_none()
+        );
+        assert!(
+            target_of("POST", "/api/webhooks/glovo/acme-glovo/order-cancelled")
+                .await
+                .is_none(),
+            "glovo has no event segment"
         );
         // Unknown provider, wrong method, too deep: no route.
         assert!(target_of("POST", "/api/webhooks/foodora/x").await.is_none());
@@ -941,6 +1098,104 @@ mod tests {
         ))))
         .await;
         assert_eq!((status, retry.as_deref()), (503, Some("1")));
+    }
+
+    async fn parts(resp: warp::reply::Response) -> (u16, String, Option<String>) {
+        let status = resp.status().as_u16();
+        let cache = resp
+            .headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = String::from_utf8(http_body_util_collect(resp).await).unwrap();
+        (status, body, cache)
+    }
+
+    #[tokio::test]
+    async fn keeta_gets_its_dictated_answer_and_failures_keep_their_status() {
+        let body = br#"{"messageId":"m1"}"#;
+        for accepted in [
+            Accepted::New {
+                webhook_id: "w1".into(),
+            },
+            Accepted::Duplicate {
+                webhook_id: Some("w1".into()),
+            },
+        ] {
+            assert_eq!(
+                parts(answer(Provider::Keeta, &Route::Generic, Ok(accepted), body)).await,
+                (200, r#"{"code":0,"message":"Success"}"#.into(), None)
+            );
+        }
+        let refused = Err(Rejection::Unauthorized("bad_signature"));
+        assert_eq!(
+            parts(answer(Provider::Keeta, &Route::Generic, refused, body)).await,
+            (401, r#"{"error":"unauthorized"}"#.into(), None)
+        );
+        let (status, _, _) = parts(answer(
+            Provider::Keeta,
+            &Route::Generic,
+            Err(Rejection::Unavailable("x".into())),
+            body,
+        ))
+        .await;
+        assert_eq!(status, 503);
+    }
+
+    #[tokio::test]
+    async fn token_answers_are_rfc_6749_and_the_webhook_401() {
+        let token = IssuedToken {
+            access_token: "eyJ.a.b".into(),
+            expires_in: Duration::from_secs(3600),
+        };
+        assert_eq!(
+            parts(token_answer(Ok(token))).await,
+            (
+                200,
+                r#"{"access_token":"eyJ.a.b","token_type":"Bearer","expires_in":3600}"#.into(),
+                Some("no-store".into())
+            )
+        );
+        assert_eq!(
+            parts(token_answer(Err(TokenRejection::InvalidRequest("x")))).await,
+            (
+                400,
+                r#"{"error":"invalid_request"}"#.into(),
+                Some("no-store".into())
+            )
+        );
+        assert_eq!(
+            parts(token_answer(Err(TokenRejection::UnsupportedGrantType))).await,
+            (
+                400,
+                r#"{"error":"unsupported_grant_type"}"#.into(),
+                Some("no-store".into())
+            )
+        );
+        // The same response as a webhook's 401, whatever the reason.
+        let webhook = parts(reject(
+            Provider::Grab,
+            &Rejection::Unauthorized("bad_signature"),
+        ))
+        .await;
+        for reason in [
+            "bad_client_credentials",
+            "unknown_account",
+            "missing_credentials",
+        ] {
+            assert_eq!(
+                parts(token_answer(Err(TokenRejection::Webhook(
+                    Rejection::Unauthorized(reason)
+                ))))
+                .await,
+                webhook
+            );
+        }
+        let limited = token_answer(Err(TokenRejection::Webhook(Rejection::RateLimited {
+            retry_after: Duration::from_millis(200),
+            limit: "token",
+        })));
+        assert_eq!(limited.status(), 429);
+        assert_eq!(limited.headers()["retry-after"], "1");
     }
 
     async fn http_body_util_collect(r: warp::reply::Response) -> Vec<u8> {

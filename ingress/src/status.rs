@@ -310,12 +310,13 @@ impl StatusApi {
         let pad_to = self.pad_to;
         let tenant = tenant.filter(|&i| !self.hub().tenants[i].signing_secrets.is_empty());
         let result = if req.body.len() < OFFLOAD_BODY_BYTES {
-            let secrets = tenant.map(|i| (&self.hub().tenants[i].signing_secrets[..], options));
+            let secrets = tenant.map(|i| (&self.hub().tenants[i].signing_secrets[..], &options));
             verify_padded(
                 Provider::Direct,
                 &req.headers,
                 &req.body,
                 secrets,
+                &options,
                 &self.ingress.dummy_secrets,
                 pad_to,
                 now,
@@ -330,12 +331,13 @@ impl StatusApi {
             let (hub, dummies) = (self.ingress.hub.clone(), self.ingress.dummy_secrets.clone());
             let (headers, body) = (req.headers.clone(), req.body.clone());
             tokio::task::spawn_blocking(move || {
-                let secrets = tenant.map(|i| (&hub.tenants[i].signing_secrets[..], options));
+                let secrets = tenant.map(|i| (&hub.tenants[i].signing_secrets[..], &options));
                 verify_padded(
                     Provider::Direct,
                     &headers,
                     &body,
                     secrets,
+                    &options,
                     &dummies,
                     pad_to,
                     now,

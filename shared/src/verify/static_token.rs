@@ -29,21 +29,26 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 /// constant time against all of them ([module docs](self)).
 pub fn find(presented: &[u8], secrets: &[SecretString]) -> Result<usize, VerifyError> {
     common::require_secrets(secrets)?;
+    find_in(presented, secrets).ok_or(VerifyError::BadSignature)
+}
+
+/// [`find`] over any sequence of secrets (an account's followed by padding
+/// dummies): one hash of `presented` and one per secret.
+pub fn find_in<'s>(
+    presented: &[u8],
+    secrets: impl IntoIterator<Item = &'s SecretString>,
+) -> Option<usize> {
     let presented = digest(presented);
     let mut found = subtle::Choice::from(0);
     let mut index = 0u64;
-    for (i, secret) in secrets.iter().enumerate() {
+    for (i, secret) in secrets.into_iter().enumerate() {
         common::count_mac();
         let matches = digest(secret.expose_secret().as_bytes()).ct_eq(&presented);
         // The first match wins: take `i` only while nothing matched yet.
         index.conditional_assign(&(i as u64), matches & !found);
         found |= matches;
     }
-    if bool::from(found) {
-        Ok(index as usize)
-    } else {
-        Err(VerifyError::BadSignature)
-    }
+    bool::from(found).then_some(index as usize)
 }
 
 /// Constant-time equality of two public-but-guessable values (a client id),
