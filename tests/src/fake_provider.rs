@@ -1,8 +1,9 @@
 //! A fake provider API, for tests and for `scripts/dev-up` (the
 //! `fake-provider` binary): one loopback server plays Uber Eats', Wolt's,
-//! Talabat's (the Delivery Hero middleware), Deliveroo's and Just Eat's
-//! token endpoints, Uber's and Wolt's order GETs, and every status call the
-//! hub makes (accept, reject, ready, ...), with the traps of the real ones,
+//! Talabat's (the Delivery Hero middleware), Deliveroo's, Just Eat's and
+//! Grab's token endpoints, Uber's and Wolt's order GETs, and every status
+//! call the hub makes (accept, reject, ready, ...) to those and to DoorDash,
+//! Glovo and Keeta, with the traps of the real ones,
 //! scripted faults, and counters a test asserts on. Point an account's
 //! `token_url` and `base_url` at it.
 //!
@@ -21,6 +22,11 @@
 //! | `PATCH /order/v1/orders/{id}`, `POST .../sync_status`, `POST .../prep_stage` | Deliveroo status: 204; `sync_status` once per order |
 //! | `POST /order/{id}/sent-to-pos-success`, `sent-to-pos-failed` | Just Eat's JET Connect (`X-Flyt-Api-Key`): 204 |
 //! | `PUT /orders/{id}/accept`, `reject`, `duedate`; `POST /orders/{id}/readyforcollection`, `dispatchedtocustomer`, `complete` | Just Eat partner API (`Authorization: JE-API-KEY <key>`): PUT 200, POST 204. Accept and reject share Wolt's paths: a request whose `Authorization` scheme is `JE-API-KEY` is Just Eat's, any other Wolt's. |
+//! | `POST /grabid/v1/oauth2/token` | Grab client credentials as a JSON body (`client_id`, `client_secret`, `grant_type=client_credentials`, `scope`; a form or a missing field → 400 `invalid_request`, wrong client → 401 `invalid_client`) → `{access_token, token_type, expires_in}` (default 604799). |
+//! | `PATCH /api/v1/orders/{id}`, `…/events/order_ready_for_pickup`, `…/events/order_picked_up`, `…/events/order_delivered`, `…/cancellation` | DoorDash ([`FakeProvider::add_doordash_key`]): `Authorization: Bearer <JWT>` verified with the developer's decoded signing secret (DoorDash's exact header, `aud`, `iss`/`kid` of a registered key, not expired, `iat` at most 60 s ahead, at most 30 minutes' lifetime) and `auth-version: v2`; 202. A second confirm or ready: 400 "Order already processed or expired". |
+//! | `PUT /webhook/stores/{store}/orders/{id}/status`; `PUT /api/v0/integrations/orders/{id}/accept`, `ready_for_pickup`, `out_for_delivery`, `customer_picked_up` | Glovo ([`FakeProvider::add_glovo_token`]): the partner token raw in `Authorization`; the integrations API needs `Glovo-Store-Address-External-Id` (else 400) and a `committedPreparationTime` at most ~10 minutes ahead; 204. |
+//! | `POST /partner/v1/order/prepare`, `/partner/v1/orders/mark`; `PUT /partner/v1/order/readytime`, `/partner/v1/order/cancel` | Grab (a live Bearer token of its endpoint; `orderID` in the body): 204, cancel 200. A repeated prepare or mark: 400 ("invalid order state", "order already marked ready"); a repeated cancel 409. |
+//! | `POST /order/confirm`, `cancel`, `prepare`, `dispatched`, `delivered` | Keeta ([`FakeProvider::add_keeta_app`]): always HTTP 200, the outcome in `{code, message, data}`. The body's `sig` is checked over `http://<Host><path>` and every other body parameter with the app's secret (`shared::verify::keeta`), with the app's `accessToken` (else code 115000203); `orderViewId`/`shopId` int64 numbers (else 109000000); a repeated call: code 209000000 "order status is not in a valid state for <call>". |
 //!
 //! An order GET needs `Authorization: Bearer` with a live access token of
 //! that provider (else 401 in the provider's error shape) and answers the
@@ -47,17 +53,24 @@
 //! before accept is taken); Deliveroo's `occurred_at` window and per-order
 //! rate limits; Talabat's and Deliveroo's exact error bodies (nobody
 //! published them: `{code, message}`); Talabat's transient 409 states
-//! (`ASSIGNED_TO_TRANSPORT`, play them with a fault).
+//! (`ASSIGNED_TO_TRANSPORT`, play them with a fault); DoorDash's, Glovo's
+//! and Grab's error bodies (`{code, message}`, guesses); Keeta's code for a
+//! bad signature (115000203, from third-party code); which store a Glovo,
+//! Grab or Keeta call names.
 //!
 //! Control over HTTP, for the binary: `POST /_fake/orders/{ubereats|wolt}/{v1|v2}/{id}`
 //! (the body is the order), `POST /_fake/talabat-users` (`{"username",
 //! "password"}`), `POST /_fake/deliveroo-clients` (`{"client_id",
 //! "client_secret"}`), `POST /_fake/justeat-keys` (`{"key"}`),
+//! `POST /_fake/grab-clients` (`{"client_id", "client_secret"}`),
+//! `POST /_fake/doordash-keys` (`{"developer_id", "key_id",
+//! "signing_secret"}`), `POST /_fake/glovo-tokens` (`{"token"}`),
+//! `POST /_fake/keeta-apps` (`{"app_id", "app_secret", "access_token"}`),
 //! `POST /_fake/faults` (see [`parse_fault`]), `POST /_fake/expire-tokens`,
 //! `GET /_fake/stats`, `GET /_fake/status-calls[?order_id=]` (the recorded
 //! status calls as a JSON array, see [`StatusCall::to_json`]: only the
-//! scheme of their credentials). Control requests are neither recorded nor
-//! faulted.
+//! scheme of their credentials, Keeta's `accessToken` redacted). Control
+//! requests are neither recorded nor faulted.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -90,15 +103,23 @@ pub enum Platform {
     Talabat,
     Deliveroo,
     Justeat,
+    Doordash,
+    Glovo,
+    Grab,
+    Keeta,
 }
 
 impl Platform {
-    pub const ALL: [Platform; 5] = [
+    pub const ALL: [Platform; 9] = [
         Platform::Ubereats,
         Platform::Wolt,
         Platform::Talabat,
         Platform::Deliveroo,
         Platform::Justeat,
+        Platform::Doordash,
+        Platform::Glovo,
+        Platform::Grab,
+        Platform::Keeta,
     ];
 
     /// The name in `shared::Provider`'s spelling (`ubereats`, `wolt`, ...).
@@ -109,6 +130,10 @@ impl Platform {
             Platform::Talabat => "talabat",
             Platform::Deliveroo => "deliveroo",
             Platform::Justeat => "justeat",
+            Platform::Doordash => "doordash",
+            Platform::Glovo => "glovo",
+            Platform::Grab => "grab",
+            Platform::Keeta => "keeta",
         }
     }
 
@@ -119,10 +144,14 @@ impl Platform {
         matches!(self, Platform::Ubereats | Platform::Wolt)
     }
 
-    /// Whether the provider has a token endpoint (Just Eat's keys are
-    /// static).
+    /// Whether the provider has a token endpoint (Just Eat's and Glovo's
+    /// keys are static, DoorDash's JWT is signed by the caller, Keeta's
+    /// access token comes with the app's authorisation).
     pub const fn mints(self) -> bool {
-        !matches!(self, Platform::Justeat)
+        !matches!(
+            self,
+            Platform::Justeat | Platform::Doordash | Platform::Glovo | Platform::Keeta
+        )
     }
 }
 
@@ -140,7 +169,7 @@ impl FromStr for Platform {
             .find(|p| p.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "provider {s:?} is not one the fake plays (ubereats, wolt, talabat, deliveroo, justeat)"
+                    "provider {s:?} is not one the fake plays (ubereats, wolt, talabat, deliveroo, justeat, doordash, glovo, grab, keeta)"
                 )
             })
     }
@@ -154,6 +183,10 @@ impl From<Platform> for shared::Provider {
             Platform::Talabat => shared::Provider::Talabat,
             Platform::Deliveroo => shared::Provider::Deliveroo,
             Platform::Justeat => shared::Provider::Justeat,
+            Platform::Doordash => shared::Provider::Doordash,
+            Platform::Glovo => shared::Provider::Glovo,
+            Platform::Grab => shared::Provider::Grab,
+            Platform::Keeta => shared::Provider::Keeta,
         }
     }
 }
@@ -212,7 +245,16 @@ impl Endpoint {
             (Platform::Ubereats, Api::V1) => format!("/v1/delivery/order/{id}"),
             (Platform::Wolt, Api::V1) => format!("/orders/{id}"),
             (Platform::Wolt, Api::V2) => format!("/v2/orders/{id}"),
-            (Platform::Talabat | Platform::Deliveroo | Platform::Justeat, _) => {
+            (
+                Platform::Talabat
+                | Platform::Deliveroo
+                | Platform::Justeat
+                | Platform::Doordash
+                | Platform::Glovo
+                | Platform::Grab
+                | Platform::Keeta,
+                _,
+            ) => {
                 panic!("{platform} orders are pushed: the fake serves no order GET for them")
             }
         }
@@ -323,18 +365,22 @@ pub struct FakeRequest {
 /// answered it. Requests a fault answered are recorded too.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusCall {
-    /// `ubereats`, `wolt`, `talabat`, `deliveroo` or `justeat`.
+    /// The provider, in `shared::Provider`'s spelling.
     pub provider: &'static str,
     pub endpoint: StatusEndpoint,
     /// The order id (Talabat: the callback token) from the path,
-    /// percent-decoded.
+    /// percent-decoded; Grab's `orderID` and Keeta's `orderViewId` from the
+    /// body (empty when the body names none).
     pub order_id: String,
     pub method: String,
     /// As received: still percent-encoded, without the query.
     pub path: String,
     /// The `Authorization` header as received, or `X-Flyt-Api-Key` for JET
-    /// Connect; `None` if absent.
+    /// Connect; `None` if absent (Keeta signs its body instead).
     pub auth: Option<String>,
+    /// DoorDash's `auth-version` header, Glovo's
+    /// `Glovo-Store-Address-External-Id`, as received.
+    pub extra_headers: Vec<(String, String)>,
     /// `None` for an empty body; a body that is not JSON is kept as a JSON
     /// string of its text.
     pub body: Option<Value>,
@@ -345,16 +391,25 @@ pub struct StatusCall {
 
 impl StatusCall {
     /// The call without its credentials, for `GET /_fake/status-calls`:
-    /// `auth` is only the scheme (`Bearer`, `JE-API-KEY`) or the header
-    /// name (`X-Flyt-Api-Key`).
+    /// `auth` is only the scheme (`Bearer`, `JE-API-KEY`), the header name
+    /// (`X-Flyt-Api-Key`) or `token` (Glovo's raw token); Keeta's
+    /// `accessToken` in the body is `[redacted]`.
     pub fn to_json(&self) -> Value {
         let auth = self.auth.as_ref().map(|a| {
             if self.endpoint.flyt_key() {
                 "X-Flyt-Api-Key"
+            } else if self.endpoint.platform() == Platform::Glovo {
+                "token"
             } else {
                 a.split(' ').next().unwrap_or("")
             }
         });
+        let mut body = self.body.clone();
+        if let Some(Value::Object(map)) = body.as_mut()
+            && map.contains_key("accessToken")
+        {
+            map.insert("accessToken".into(), Value::from("[redacted]"));
+        }
         serde_json::json!({
             "provider": self.provider,
             "endpoint": format!("{:?}", self.endpoint),
@@ -362,7 +417,7 @@ impl StatusCall {
             "method": self.method,
             "path": self.path,
             "auth": auth,
-            "body": self.body,
+            "body": body,
             "answered": self.answered,
         })
     }
@@ -510,6 +565,11 @@ impl FakeProvider {
         format!("{}/deliveroo/oauth2/token", self.url())
     }
 
+    /// Grab's token endpoint (`POST`, a JSON body).
+    pub fn grab_token_url(&self) -> String {
+        format!("{}/grabid/v1/oauth2/token", self.url())
+    }
+
     /// The `callbackUrls` object of a Talabat order whose callback token
     /// is `order_token`, pointing at the fake (the token percent-encoded
     /// as one path segment). Put it in a Talabat payload.
@@ -566,6 +626,37 @@ impl FakeProvider {
     /// the partner API (`Authorization: JE-API-KEY`).
     pub fn add_justeat_key(&self, key: &str) {
         self.state().add_justeat_key(key);
+    }
+
+    /// Accepts a Grab partner app's client credentials (a second call
+    /// replaces its secret).
+    pub fn add_grab_client(&self, client_id: &str, secret: &str) {
+        self.state().add_grab_client(client_id, secret);
+    }
+
+    /// Accepts DoorDash JWTs of `developer_id` and `key_id` signed with
+    /// `signing_secret` (base64url, as DoorDash's portal shows it; it
+    /// panics if it does not decode).
+    pub fn add_doordash_key(&self, developer_id: &str, key_id: &str, signing_secret: &str) {
+        self.state()
+            .add_doordash_key(developer_id, key_id, signing_secret)
+            .expect("a base64url DoorDash signing secret");
+    }
+
+    /// Accepts a Glovo partner token (raw `Authorization`).
+    pub fn add_glovo_token(&self, token: &str) {
+        self.state().add_glovo_token(token);
+    }
+
+    /// Accepts Keeta calls of app `app_id` signed with `app_secret` and
+    /// carrying `access_token`.
+    pub fn add_keeta_app(&self, app_id: &str, app_secret: &str, access_token: &str) {
+        self.state().add_keeta_app(app_id, app_secret, access_token);
+    }
+
+    /// Lifetime of Grab tokens minted from now on (default 604799 s).
+    pub fn set_grab_expires_in(&self, d: Duration) {
+        self.state().grab_expires_in = d;
     }
 
     /// Lifetime of Talabat tokens issued from now on (default 1800 s).

@@ -17,7 +17,8 @@ use super::status::{self, Refusal, StatusEndpoint};
 use super::{Api, Endpoint, FakeRequest, FaultReply, Matcher, Platform, StatusCall};
 
 /// Which provider endpoint a path is, with the order id of an order GET
-/// (as received) or of a status request (percent-decoded). `je_api_key`:
+/// (as received) or of a status request (percent-decoded; `None` for
+/// Grab's and Keeta's, whose id is in the body). `je_api_key`:
 /// the request's `Authorization` scheme is `JE-API-KEY`, which tells Just
 /// Eat's `/orders/{id}/accept` and `/reject` from Wolt's.
 pub(super) fn classify(path: &str, je_api_key: bool) -> Option<(Endpoint, Option<String>)> {
@@ -29,12 +30,13 @@ pub(super) fn classify(path: &str, je_api_key: bool) -> Option<(Endpoint, Option
         ["oauth2", "token"] => Some((Endpoint::Token(Platform::Wolt), None)),
         ["v2", "login"] => Some((Endpoint::Token(Platform::Talabat), None)),
         ["deliveroo", "oauth2", "token"] => Some((Endpoint::Token(Platform::Deliveroo), None)),
+        ["grabid", "v1", "oauth2", "token"] => Some((Endpoint::Token(Platform::Grab), None)),
         ["v2", "eats", "order", id] => order(Platform::Ubereats, Api::V2, id),
         ["v1", "delivery", "order", id] => order(Platform::Ubereats, Api::V1, id),
         ["orders", id] => order(Platform::Wolt, Api::V1, id),
         ["v2", "orders", id] => order(Platform::Wolt, Api::V2, id),
         _ => status::classify(&segments, je_api_key)
-            .map(|(e, id)| (Endpoint::Status(e), Some(percent_decode(id)))),
+            .map(|(e, id)| (Endpoint::Status(e), id.map(percent_decode))),
     }
 }
 
@@ -169,9 +171,10 @@ pub(super) async fn handle(state: Arc<Mutex<State>>, req: Incoming) -> Response<
             endpoint: endpoint.as_ref().map(|(e, _)| *e),
         });
         let fault = s.take_fault(endpoint.as_ref().map(|(e, _)| *e), &req.path);
-        if let (Some(f), Some((Endpoint::Status(e), Some(id)))) = (&fault, &endpoint) {
+        if let (Some(f), Some((Endpoint::Status(e), id))) = (&fault, &endpoint) {
             let answered = if f.hang { 0 } else { f.status };
-            s.record_status(status_call(*e, id, &req, answered));
+            let id = order_id(*e, id.as_deref(), &req);
+            s.record_status(status_call(*e, &id, &req, answered));
         }
         fault
     };
@@ -195,8 +198,9 @@ pub(super) async fn handle(state: Arc<Mutex<State>>, req: Incoming) -> Response<
             405,
             json!({"error": format!("{} {} is not allowed", req.method, req.path)}),
         );
-        if let (Endpoint::Status(e), Some(id)) = (endpoint, &id) {
-            s.record_status(status_call(e, id, &req, 405));
+        if let Endpoint::Status(e) = endpoint {
+            let id = order_id(e, id.as_deref(), &req);
+            s.record_status(status_call(e, &id, &req, 405));
         }
         return refused;
     }
@@ -205,19 +209,34 @@ pub(super) async fn handle(state: Arc<Mutex<State>>, req: Incoming) -> Response<
         Endpoint::Token(Platform::Wolt) => answer(wolt_token(&mut s, &req, now)),
         Endpoint::Token(Platform::Talabat) => answer(talabat_token(&mut s, &req, now)),
         Endpoint::Token(Platform::Deliveroo) => answer(deliveroo_token(&mut s, &req, now)),
-        Endpoint::Token(Platform::Justeat) => unreachable!("no path is Just Eat's token endpoint"),
+        Endpoint::Token(Platform::Grab) => answer(grab_token(&mut s, &req, now)),
+        Endpoint::Token(
+            p @ (Platform::Justeat | Platform::Doordash | Platform::Glovo | Platform::Keeta),
+        ) => unreachable!("no path is {p}'s token endpoint"),
         Endpoint::Order(platform, api) => {
             let id = id.expect("order endpoints have an id");
             order(&s, platform, api, &id, &req, now)
         }
         Endpoint::Status(e) => {
-            let id = id.expect("status endpoints have an id");
+            let id = order_id(e, id.as_deref(), &req);
             let a = status_request(&mut s, e, &id, &req, now);
             s.record_status(status_call(e, &id, &req, a.status));
             answer(a)
         }
     }
 }
+
+/// A status request's order id: from the path, or Grab's and Keeta's
+/// body.
+fn order_id(e: StatusEndpoint, from_path: Option<&str>, req: &Incoming) -> String {
+    match from_path {
+        Some(id) => id.to_owned(),
+        None => status::body_order_id(e, &req.body),
+    }
+}
+
+/// The headers besides auth a status call is recorded with.
+const EXTRA_HEADERS: [&str; 2] = ["auth-version", "glovo-store-address-external-id"];
 
 /// The record of a status request answered `answered`.
 fn status_call(e: StatusEndpoint, id: &str, req: &Incoming, answered: u16) -> StatusCall {
@@ -226,6 +245,10 @@ fn status_call(e: StatusEndpoint, id: &str, req: &Incoming, answered: u16) -> St
     } else {
         req.header("authorization")
     };
+    let extra_headers = EXTRA_HEADERS
+        .iter()
+        .filter_map(|name| Some(((*name).to_owned(), req.header(name)?.to_owned())))
+        .collect();
     StatusCall {
         provider: e.platform().as_str(),
         endpoint: e,
@@ -233,6 +256,7 @@ fn status_call(e: StatusEndpoint, id: &str, req: &Incoming, answered: u16) -> St
         method: req.method.to_string(),
         path: req.path.clone(),
         auth: auth.map(str::to_owned),
+        extra_headers,
         body: (!req.body.is_empty()).then(|| {
             serde_json::from_slice(&req.body)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&req.body).into_owned()))
@@ -258,6 +282,21 @@ fn status_request(
         Platform::Justeat => req
             .credentials("je-api-key")
             .is_some_and(|k| s.justeat_key(&k)),
+        // A JWT of a registered developer and key, with auth-version v2.
+        Platform::Doordash => {
+            req.header("auth-version") == Some("v2")
+                && req.bearer().is_some_and(|jwt| s.doordash_jwt(&jwt))
+        }
+        // The partner token itself, no scheme.
+        Platform::Glovo => req
+            .header("authorization")
+            .is_some_and(|t| s.glovo_token(t)),
+        // The signature over the URL the request came to and every body
+        // parameter, and the app's access token.
+        Platform::Keeta => {
+            let url = format!("http://{}{}", req.header("host").unwrap_or(""), req.path);
+            s.keeta_signed(&url, &req.body)
+        }
         _ => req
             .bearer()
             .is_some_and(|t| s.authorized(platform, &t, now)),
@@ -267,9 +306,25 @@ fn status_request(
             Platform::Ubereats => "Invalid OAuth 2.0 credentials provided.",
             Platform::Justeat if e.flyt_key() => "the X-Flyt-Api-Key is missing or unknown",
             Platform::Justeat => "the JE-API-KEY is missing or unknown",
+            Platform::Doordash => {
+                "the JWT is missing, not DoorDash's, expired or not signed by a known key, or auth-version is not v2"
+            }
+            Platform::Glovo => "the partner token is missing or unknown",
+            Platform::Keeta => "sig, appId or accessToken invalid",
             _ => "the access token is missing, unknown, expired or revoked",
         };
         return Answer::refused(platform, Refusal::Unauthorized, message);
+    }
+    if e.glovo_store_header()
+        && req
+            .header("glovo-store-address-external-id")
+            .is_none_or(|v| v.trim().is_empty())
+    {
+        return Answer::refused(
+            platform,
+            Refusal::BadRequest,
+            "missing header Glovo-Store-Address-External-Id",
+        );
     }
     let bad = |message: &str| Answer::refused(platform, Refusal::BadRequest, message);
     let body = if req.body.is_empty() {
@@ -340,6 +395,22 @@ fn talabat_token(s: &mut State, req: &Incoming, now: Instant) -> Answer {
         );
     }
     s.talabat_login(&req.form(), now)
+}
+
+/// Grab: client credentials in a JSON body [SDK].
+fn grab_token(s: &mut State, req: &Incoming, now: Instant) -> Answer {
+    let body = req
+        .is_json()
+        .then(|| serde_json::from_slice::<Value>(&req.body).ok())
+        .flatten();
+    match body {
+        Some(body) => s.grab_mint(&body, now),
+        None => Answer::oauth(
+            400,
+            "invalid_request",
+            "the body must be an application/json object",
+        ),
+    }
 }
 
 /// Deliveroo: a client that does not authenticate with HTTP Basic is
@@ -440,6 +511,35 @@ fn control(state: &Mutex<State>, rest: &str, req: &Incoming) -> Response<Bytes> 
             state.lock().unwrap().add_justeat_key(&key);
             None
         }),
+        (&Method::POST, ["grab-clients"]) => {
+            control_fields(&req.body, ["client_id", "client_secret"]).map(|[id, secret]| {
+                state.lock().unwrap().add_grab_client(&id, &secret);
+                None
+            })
+        }
+        (&Method::POST, ["doordash-keys"]) => {
+            control_fields(&req.body, ["developer_id", "key_id", "signing_secret"]).and_then(
+                |[developer, key_id, secret]| {
+                    state
+                        .lock()
+                        .unwrap()
+                        .add_doordash_key(&developer, &key_id, &secret)
+                        .map(|()| None)
+                },
+            )
+        }
+        (&Method::POST, ["glovo-tokens"]) => control_fields(&req.body, ["token"]).map(|[token]| {
+            state.lock().unwrap().add_glovo_token(&token);
+            None
+        }),
+        (&Method::POST, ["keeta-apps"]) => {
+            control_fields(&req.body, ["app_id", "app_secret", "access_token"]).map(
+                |[app, secret, token]| {
+                    state.lock().unwrap().add_keeta_app(&app, &secret, &token);
+                    None
+                },
+            )
+        }
         (&Method::GET, ["status-calls"]) => {
             let order_id = url::form_urlencoded::parse(req.query.as_bytes())
                 .find(|(k, _)| k == "order_id")

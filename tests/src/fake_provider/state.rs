@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::status::{Effect, Refusal, StatusEndpoint, error_body};
+use super::status::{Effect, Refusal, StatusEndpoint, error_body, keeta_conflict};
 use super::{Api, Decision, Endpoint, FakeRequest, FaultReply, Matcher, Platform, StatusCall};
 
 /// Uber's documented token lifetime (30 days) and Wolt's (1 hour).
@@ -23,6 +23,10 @@ pub(super) const WOLT_EXPIRES_IN: Duration = Duration::from_secs(3600);
 /// Deliveroo's documented 5 minutes.
 pub(super) const TALABAT_EXPIRES_IN: Duration = Duration::from_secs(1800);
 pub(super) const DELIVEROO_EXPIRES_IN: Duration = Duration::from_secs(300);
+/// Grab's SDK: `expires_in` 604799 s (7 days).
+pub(super) const GRAB_EXPIRES_IN: Duration = Duration::from_secs(604_799);
+/// How far ahead of the fake's clock a DoorDash JWT's `iat` may be.
+pub(super) const DOORDASH_IAT_SKEW: Duration = Duration::from_secs(60);
 /// Uber: 100 token requests an hour, and minting when 100 are live evicts
 /// the oldest.
 pub(super) const UBER_HOURLY_CAP: usize = 100;
@@ -46,9 +50,14 @@ impl Answer {
         }
     }
 
-    /// A provider's error body for a refused request.
+    /// A provider's error body for a refused request (Keeta's with HTTP
+    /// 200: its outcome is the body's `code`).
     pub fn refused(platform: Platform, refusal: Refusal, message: &str) -> Answer {
-        Answer::json(refusal.status(), error_body(platform, refusal, message))
+        let status = match platform {
+            Platform::Keeta => 200,
+            _ => refusal.status(),
+        };
+        Answer::json(status, error_body(platform, refusal, message))
     }
 
     fn empty(status: u16) -> Answer {
@@ -97,8 +106,23 @@ struct Progress {
     confirmed: bool,
     /// Deliveroo: `sync_status` was reported.
     synced: bool,
-    /// Uber: cancelled by the restaurant.
+    /// Cancelled by the restaurant.
     cancelled: bool,
+    /// Marked ready (Grab, DoorDash, Keeta take it once).
+    ready: bool,
+}
+
+/// A DoorDash signing key the fake accepts JWTs of.
+struct DoordashKey {
+    developer_id: String,
+    key_id: String,
+    key: Vec<u8>,
+}
+
+/// A Keeta app the fake accepts signed calls of.
+struct KeetaApp {
+    secret: secrecy::SecretString,
+    access_token: String,
 }
 
 struct Fault {
@@ -115,7 +139,12 @@ pub(super) struct State {
     pub uber_live_limit: usize,
     pub talabat_expires_in: Duration,
     pub deliveroo_expires_in: Duration,
+    pub grab_expires_in: Duration,
     uber_clients: HashMap<String, String>,
+    grab_clients: HashMap<String, String>,
+    doordash_keys: Vec<DoordashKey>,
+    glovo_tokens: HashSet<String>,
+    keeta_apps: HashMap<String, KeetaApp>,
     talabat_users: HashMap<String, String>,
     deliveroo_clients: HashMap<String, String>,
     justeat_keys: HashSet<String>,
@@ -149,7 +178,12 @@ impl Default for State {
             uber_live_limit: UBER_LIVE_LIMIT,
             talabat_expires_in: TALABAT_EXPIRES_IN,
             deliveroo_expires_in: DELIVEROO_EXPIRES_IN,
+            grab_expires_in: GRAB_EXPIRES_IN,
             uber_clients: HashMap::new(),
+            grab_clients: HashMap::new(),
+            doordash_keys: Vec::new(),
+            glovo_tokens: HashSet::new(),
+            keeta_apps: HashMap::new(),
             talabat_users: HashMap::new(),
             deliveroo_clients: HashMap::new(),
             justeat_keys: HashSet::new(),
@@ -214,6 +248,89 @@ impl State {
         self.justeat_keys.contains(key)
     }
 
+    pub fn add_grab_client(&mut self, id: &str, secret: &str) {
+        self.grab_clients.insert(id.to_owned(), secret.to_owned());
+    }
+
+    /// `Err` if the secret is not base64url.
+    pub fn add_doordash_key(
+        &mut self,
+        developer_id: &str,
+        key_id: &str,
+        signing_secret: &str,
+    ) -> Result<(), String> {
+        use secrecy::ExposeSecret;
+        let key = shared::secret::doordash_signing_key(&secrecy::SecretString::from(
+            signing_secret.to_owned(),
+        ))
+        .ok_or("the signing secret is not base64url")?;
+        self.doordash_keys
+            .retain(|k| !(k.developer_id == developer_id && k.key_id == key_id));
+        self.doordash_keys.push(DoordashKey {
+            developer_id: developer_id.to_owned(),
+            key_id: key_id.to_owned(),
+            key: key.expose_secret().to_vec(),
+        });
+        Ok(())
+    }
+
+    /// Whether `jwt` is a live DoorDash JWT of a registered developer and
+    /// key: DoorDash's header, `aud`, a lifetime of at most 30 minutes,
+    /// `iat` not ahead, signed with that key.
+    pub fn doordash_jwt(&self, jwt: &str) -> bool {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.doordash_keys.iter().any(|k| {
+            shared::tokens::doordash::verify(jwt, &k.key, now, DOORDASH_IAT_SKEW)
+                .is_ok_and(|c| c.iss == k.developer_id && c.kid == k.key_id)
+        })
+    }
+
+    pub fn add_glovo_token(&mut self, token: &str) {
+        self.glovo_tokens.insert(token.to_owned());
+    }
+
+    pub fn glovo_token(&self, token: &str) -> bool {
+        self.glovo_tokens.contains(token)
+    }
+
+    pub fn add_keeta_app(&mut self, app_id: &str, secret: &str, access_token: &str) {
+        self.keeta_apps.insert(
+            app_id.to_owned(),
+            KeetaApp {
+                secret: secret.to_owned().into(),
+                access_token: access_token.to_owned(),
+            },
+        );
+    }
+
+    /// Whether a Keeta call to `url` with this JSON body is signed right
+    /// by a registered app and carries its access token.
+    pub fn keeta_signed(&self, url: &str, body: &[u8]) -> bool {
+        use shared::verify::keeta;
+        let Ok(params) = keeta::json_params(body) else {
+            return false;
+        };
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let (Some(app_id), Some(token), Some(sig)) =
+            (get("appId"), get("accessToken"), get(keeta::SIG_FIELD))
+        else {
+            return false;
+        };
+        let Some(app) = self.keeta_apps.get(app_id) else {
+            return false;
+        };
+        let pairs: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        token == app.access_token && keeta::signature(url, &pairs, &app.secret) == sig
+    }
+
     pub fn add_wolt_code(&mut self, client_id: &str, code: &str) {
         self.wolt_codes
             .insert(code.to_owned(), (client_id.to_owned(), false));
@@ -272,6 +389,21 @@ impl State {
                     _ => "ACCEPTED",
                 }}),
             ),
+            // DoorDash's documented 400 [DOC].
+            Platform::Doordash => Answer::json(
+                400,
+                json!({"code": "validation_error", "message": "Order already processed or expired"}),
+            ),
+            // Grab: 400 for the order's state or a repeated mark, 409 for
+            // a cancel [SDK].
+            Platform::Grab if e != StatusEndpoint::GrabCancel => Answer::json(
+                400,
+                json!({"code": "invalid_state", "message": match e {
+                    StatusEndpoint::GrabMark => "order already marked ready",
+                    _ => "invalid order state",
+                }}),
+            ),
+            Platform::Keeta => Answer::refused(platform, Refusal::Conflict, &keeta_conflict(e)),
             _ => Answer::refused(platform, Refusal::Conflict, &message),
         };
         let decided = |d: Decision| match d {
@@ -313,9 +445,20 @@ impl State {
                 }
                 p.cancelled = true;
             }
+            Effect::Ready => {
+                if p.ready {
+                    return conflict(format!("order {id} is already marked ready"));
+                }
+                p.ready = true;
+            }
             Effect::Progress => {}
         }
-        Answer::empty(e.success())
+        match platform {
+            Platform::Keeta => {
+                Answer::json(200, json!({"code": 0, "message": "success", "data": null}))
+            }
+            _ => Answer::empty(e.success()),
+        }
     }
 
     pub fn add_fault(&mut self, matcher: Matcher, reply: FaultReply) {
@@ -431,7 +574,10 @@ impl State {
             Platform::Deliveroo => "deliveroo-at-",
             Platform::Ubereats => "KA.fake-",
             Platform::Wolt => "wolt-at-",
-            Platform::Justeat => unreachable!("Just Eat has no tokens"),
+            Platform::Grab => "grab-at-",
+            Platform::Justeat | Platform::Doordash | Platform::Glovo | Platform::Keeta => {
+                unreachable!("{platform} has no token endpoint")
+            }
         });
         self.access.insert(
             token.clone(),
@@ -470,6 +616,43 @@ impl State {
         }
         let expires_in = self.talabat_expires_in;
         let token = self.issue(Platform::Talabat, user, expires_in, now);
+        Answer::json(
+            200,
+            json!({
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": expires_in.as_secs(),
+            }),
+        )
+    }
+
+    /// `POST /grabid/v1/oauth2/token` with a parsed JSON body: Grab's
+    /// client credentials [SDK].
+    pub fn grab_mint(&mut self, body: &Value, now: Instant) -> Answer {
+        let field = |name: &str| {
+            body.get(name)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+        };
+        for name in ["client_id", "client_secret", "grant_type", "scope"] {
+            if field(name).is_none() {
+                return Answer::oauth(400, "invalid_request", format!("missing {name}"));
+            }
+        }
+        let grant = field("grant_type").expect("checked");
+        if grant != "client_credentials" {
+            return Answer::oauth(
+                400,
+                "unsupported_grant_type",
+                format!("grant_type {grant:?} is not client_credentials"),
+            );
+        }
+        let client = field("client_id").expect("checked");
+        if self.grab_clients.get(client).map(String::as_str) != field("client_secret") {
+            return Answer::oauth(401, "invalid_client", "unknown client or wrong secret");
+        }
+        let expires_in = self.grab_expires_in;
+        let token = self.issue(Platform::Grab, client, expires_in, now);
         Answer::json(
             200,
             json!({
@@ -717,6 +900,10 @@ impl State {
             Platform::Talabat => !self.talabat_users.is_empty(),
             Platform::Deliveroo => !self.deliveroo_clients.is_empty(),
             Platform::Justeat => !self.justeat_keys.is_empty(),
+            Platform::Grab => !self.grab_clients.is_empty(),
+            Platform::Doordash => !self.doordash_keys.is_empty(),
+            Platform::Glovo => !self.glovo_tokens.is_empty(),
+            Platform::Keeta => !self.keeta_apps.is_empty(),
         };
         registered || self.mints(p) > 0
     }

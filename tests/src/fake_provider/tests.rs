@@ -929,6 +929,7 @@ async fn fake_provider_talabat_callbacks_take_the_first_answer_and_409_the_next(
             method: "POST".to_owned(),
             path: path.to_owned(),
             auth: Some(auth.clone()),
+            extra_headers: vec![],
             body: Some(accepted),
             answered: 200,
         }
@@ -2075,13 +2076,15 @@ fn fake_provider_status_paths_classify_back_to_their_endpoint() {
             e,
             StatusEndpoint::JustEatAccept | StatusEndpoint::JustEatReject
         );
+        let id = (!e.id_in_body()).then(|| "id/1".to_owned());
         assert_eq!(
             http::classify(&e.path("id%2F1"), je),
-            Some((Endpoint::Status(e), Some("id/1".to_owned()))),
+            Some((Endpoint::Status(e), id)),
             "{e:?}"
         );
         let method = match e.platform() {
-            Platform::Wolt => "PUT",
+            Platform::Wolt | Platform::Glovo => "PUT",
+            Platform::Doordash => "PATCH",
             _ => e.method(),
         };
         assert_eq!(e.method(), method);
@@ -2135,4 +2138,558 @@ fn fake_provider_rfc3339_check() {
     ] {
         assert!(!status::is_rfc3339(bad), "{bad}");
     }
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A DoorDash JWT of `dev-1`/`key-1` issued at `iat`, living `life` s.
+fn doordash_jwt(key: &[u8], kid: &str, iat: i64, life: i64) -> String {
+    shared::tokens::doordash::sign(
+        &shared::tokens::doordash::Claims {
+            aud: "doordash".into(),
+            iss: "dev-1".into(),
+            kid: kid.into(),
+            exp: iat + life,
+            iat,
+        },
+        key,
+    )
+}
+
+#[tokio::test]
+async fn fake_provider_doordash_takes_only_its_own_jwts() {
+    let fake = FakeProvider::start().await.unwrap();
+    // base64url of "secret?>".
+    fake.add_doordash_key("dev-1", "key-1", "c2VjcmV0Pz4");
+    let key = b"secret?>";
+    let now = unix_now();
+    let good = bearer(&doordash_jwt(key, "key-1", now, 300));
+    let h = |auth: &str| {
+        vec![
+            ("authorization", auth.to_owned()),
+            ("auth-version", "v2".to_owned()),
+        ]
+    };
+    let call = |auth: Vec<(&'static str, String)>, path: &'static str, body: Value| {
+        let fake = &fake;
+        async move {
+            let headers: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            send(fake, "PATCH", path, &headers, Some(body)).await
+        }
+    };
+    let confirm =
+        json!({"merchant_supplied_id": "wh-1", "order_status": "success", "prep_time": NOW});
+    assert_eq!(
+        call(h(&good), "/api/v1/orders/dd-1", confirm.clone()).await,
+        (202, Value::Null)
+    );
+    assert_eq!(
+        fake.decision(Platform::Doordash, "dd-1"),
+        Some(Decision::Accepted)
+    );
+    // Its documented "already processed or expired".
+    let (status, body) = call(h(&good), "/api/v1/orders/dd-1", confirm.clone()).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (400, Some("Order already processed or expired"))
+    );
+    let fail =
+        json!({"merchant_supplied_id": "wh-2", "order_status": "fail", "failure_reason": "Closed"});
+    assert_eq!(call(h(&good), "/api/v1/orders/dd-2", fail).await.0, 202);
+    assert_eq!(
+        fake.decision(Platform::Doordash, "dd-2"),
+        Some(Decision::Rejected)
+    );
+    // Every way a JWT is not DoorDash's: 401, nothing decided.
+    let forged = [
+        bearer(&doordash_jwt(b"other key", "key-1", now, 300)),
+        bearer(&doordash_jwt(key, "key-2", now, 300)),
+        bearer(&doordash_jwt(key, "key-1", now - 1000, 300)),
+        bearer(&doordash_jwt(key, "key-1", now + 600, 300)),
+        bearer(&doordash_jwt(key, "key-1", now, 1801)),
+        doordash_jwt(key, "key-1", now, 300),
+    ];
+    for auth in &forged {
+        let (status, _) = call(h(auth), "/api/v1/orders/dd-3", confirm.clone()).await;
+        assert_eq!(status, 401, "{auth}");
+    }
+    let no_version = vec![("authorization", good.clone())];
+    assert_eq!(
+        call(no_version, "/api/v1/orders/dd-3", confirm.clone())
+            .await
+            .0,
+        401
+    );
+    assert_eq!(fake.decision(Platform::Doordash, "dd-3"), None);
+    // Ready once; the events and the cancellation check their bodies.
+    let ready = json!({"merchant_supplied_id": "wh-1"});
+    let path = "/api/v1/orders/dd-1/events/order_ready_for_pickup";
+    assert_eq!(call(h(&good), path, ready.clone()).await.0, 202);
+    assert_eq!(call(h(&good), path, ready.clone()).await.0, 400);
+    assert_eq!(
+        call(
+            h(&good),
+            "/api/v1/orders/dd-1/events/order_delivered",
+            ready.clone()
+        )
+        .await
+        .0,
+        202
+    );
+    assert_eq!(
+        call(
+            h(&good),
+            "/api/v1/orders/dd-1/events/order_picked_up",
+            json!({})
+        )
+        .await
+        .0,
+        400
+    );
+    let cancel = |reason: &str| json!({"cancel_reason": reason, "cancel_details": "x"});
+    assert_eq!(
+        call(
+            h(&good),
+            "/api/v1/orders/dd-1/cancellation",
+            cancel("TOO_BUSY")
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        call(
+            h(&good),
+            "/api/v1/orders/dd-1/cancellation",
+            cancel("KITCHEN_BUSY")
+        )
+        .await
+        .0,
+        202
+    );
+    let calls = fake.status_calls_for("dd-1");
+    assert_eq!(calls[0].endpoint, StatusEndpoint::DoordashConfirm);
+    assert_eq!(calls[0].auth.as_deref(), Some(good.as_str()));
+    assert_eq!(
+        calls[0].extra_headers,
+        vec![("auth-version".to_owned(), "v2".to_owned())]
+    );
+    assert_eq!(calls[0].to_json()["auth"], "Bearer");
+}
+
+#[tokio::test]
+async fn fake_provider_glovo_takes_its_raw_token_and_the_store() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.add_glovo_token("glovo-partner-token");
+    let raw = [("authorization", "glovo-partner-token")];
+    let legacy = "/webhook/stores/store-7/orders/g-1/status";
+    let status = |s: &str| json!({ "status": s });
+    assert_eq!(
+        send(&fake, "PUT", legacy, &raw, Some(status("ACCEPTED"))).await,
+        (204, Value::Null)
+    );
+    assert_eq!(
+        fake.decision(Platform::Glovo, "g-1"),
+        Some(Decision::Accepted)
+    );
+    assert_eq!(
+        send(&fake, "PUT", legacy, &raw, Some(status("ACCEPTED")))
+            .await
+            .0,
+        409
+    );
+    assert_eq!(
+        send(&fake, "PUT", legacy, &raw, Some(status("READY_FOR_PICKUP")))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        send(&fake, "PUT", legacy, &raw, Some(status("REJECTED")))
+            .await
+            .0,
+        400
+    );
+    // With a scheme, or another token: not Glovo's.
+    for auth in ["Bearer glovo-partner-token", "other-token"] {
+        let (code, body) = send(
+            &fake,
+            "PUT",
+            legacy,
+            &[("authorization", auth)],
+            Some(status("ACCEPTED")),
+        )
+        .await;
+        assert_eq!(
+            (code, body["code"].as_str()),
+            (401, Some("UNAUTHORIZED")),
+            "{auth}"
+        );
+    }
+    // The integrations API names the store in a header.
+    let store = [
+        ("authorization", "glovo-partner-token"),
+        ("glovo-store-address-external-id", "store-7"),
+    ];
+    let soon = time::OffsetDateTime::now_utc() + Duration::from_secs(300);
+    let at = |t: time::OffsetDateTime| json!({"committedPreparationTime": t.format(&time::format_description::well_known::Rfc3339).unwrap()});
+    let accept = "/api/v0/integrations/orders/g-2/accept";
+    let (code, body) = send(&fake, "PUT", accept, &raw, Some(at(soon))).await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (400, Some("missing header Glovo-Store-Address-External-Id"))
+    );
+    let late = time::OffsetDateTime::now_utc() + Duration::from_secs(20 * 60);
+    assert_eq!(
+        send(&fake, "PUT", accept, &store, Some(at(late))).await.0,
+        400
+    );
+    assert_eq!(
+        send(&fake, "PUT", accept, &store, Some(at(soon))).await,
+        (204, Value::Null)
+    );
+    let ready = "/api/v0/integrations/orders/g-2/ready_for_pickup";
+    assert_eq!(
+        send(&fake, "PUT", ready, &store, Some(json!({}))).await.0,
+        400
+    );
+    assert_eq!(
+        send(&fake, "PUT", ready, &store, None).await,
+        (204, Value::Null)
+    );
+    let calls = fake.status_calls_for("g-2");
+    assert_eq!(
+        calls.last().unwrap().extra_headers,
+        vec![(
+            "glovo-store-address-external-id".to_owned(),
+            "store-7".to_owned()
+        )]
+    );
+    // The raw token never reaches the control API's listing.
+    assert_eq!(calls.last().unwrap().to_json()["auth"], "token");
+}
+
+#[tokio::test]
+async fn fake_provider_grab_mints_from_json_and_plays_its_order_calls() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.add_grab_client("grab-app", "grab-secret");
+    let mint = |body: Value| {
+        let url = fake.grab_token_url();
+        async move { json_of(client().post(url).json(&body).send().await.unwrap()).await }
+    };
+    let creds = json!({"client_id": "grab-app", "client_secret": "grab-secret",
+        "grant_type": "client_credentials", "scope": "food.partner_api"});
+    let (status, token) = mint(creds.clone()).await;
+    assert_eq!(status, 200, "{token}");
+    assert_eq!(
+        (token["token_type"].as_str(), token["expires_in"].as_u64()),
+        (Some("Bearer"), Some(604_799))
+    );
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let mut wrong = creds.clone();
+    wrong["client_secret"] = json!("nope");
+    assert_eq!(
+        mint(wrong).await,
+        (
+            401,
+            json!({"error": "invalid_client", "error_description": "unknown client or wrong secret"})
+        )
+    );
+    let mut no_scope = creds.clone();
+    no_scope.as_object_mut().unwrap().remove("scope");
+    assert_eq!(mint(no_scope).await.0, 400);
+    let form = client()
+        .post(fake.grab_token_url())
+        .form(&[("client_id", "grab-app"), ("client_secret", "grab-secret")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status().as_u16(), 400);
+    assert_eq!(fake.mints_by(Platform::Grab, "grab-app"), 1);
+
+    let auth = bearer(&token);
+    let h = [("authorization", auth.as_str())];
+    let prepare = json!({"orderID": "gr-1", "toState": "Accepted"});
+    assert_eq!(
+        send(
+            &fake,
+            "POST",
+            "/partner/v1/order/prepare",
+            &h,
+            Some(prepare.clone())
+        )
+        .await,
+        (204, Value::Null)
+    );
+    assert_eq!(
+        fake.decision(Platform::Grab, "gr-1"),
+        Some(Decision::Accepted)
+    );
+    let (status, body) = send(
+        &fake,
+        "POST",
+        "/partner/v1/order/prepare",
+        &h,
+        Some(prepare),
+    )
+    .await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (400, Some("invalid order state"))
+    );
+    let mark = json!({"orderID": "gr-1", "markStatus": 1});
+    assert_eq!(
+        send(
+            &fake,
+            "POST",
+            "/partner/v1/orders/mark",
+            &h,
+            Some(mark.clone())
+        )
+        .await
+        .0,
+        204
+    );
+    let (status, body) = send(&fake, "POST", "/partner/v1/orders/mark", &h, Some(mark)).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (400, Some("order already marked ready"))
+    );
+    let later = json!({"orderID": "gr-1", "newOrderReadyTime": NOW});
+    assert_eq!(
+        send(&fake, "PUT", "/partner/v1/order/readytime", &h, Some(later))
+            .await
+            .0,
+        204
+    );
+    let cancel = |code: u64| json!({"orderID": "gr-1", "merchantID": "1-CYN", "cancelCode": code});
+    assert_eq!(
+        send(
+            &fake,
+            "PUT",
+            "/partner/v1/order/cancel",
+            &h,
+            Some(cancel(9999))
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        send(
+            &fake,
+            "PUT",
+            "/partner/v1/order/cancel",
+            &h,
+            Some(cancel(1003))
+        )
+        .await,
+        (200, Value::Null)
+    );
+    assert_eq!(
+        send(
+            &fake,
+            "PUT",
+            "/partner/v1/order/cancel",
+            &h,
+            Some(cancel(1003))
+        )
+        .await
+        .0,
+        409
+    );
+    // Another provider's token, or none: 401.
+    let (status, _) = send(
+        &fake,
+        "POST",
+        "/partner/v1/orders/mark",
+        &[("authorization", "Bearer KA.nope")],
+        Some(json!({"orderID": "gr-2", "markStatus": 1})),
+    )
+    .await;
+    assert_eq!(status, 401);
+    // The order id came from the bodies.
+    let calls = fake.status_calls_for("gr-1");
+    assert_eq!(calls.len(), 8);
+    assert!(calls.iter().all(|c| c.provider == "grab"));
+}
+
+/// A Keeta call's body, signed for `url` with `secret`.
+fn keeta_signed(url: &str, mut body: Value, secret: &str) -> Value {
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let params = shared::verify::keeta::json_params(&bytes).unwrap();
+    let pairs: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    body["sig"] = json!(shared::verify::keeta::signature(
+        url,
+        &pairs,
+        &secret.to_owned().into()
+    ));
+    body
+}
+
+#[tokio::test]
+async fn fake_provider_keeta_checks_the_sig_and_answers_in_the_body() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.add_keeta_app("3084446411", "SEKRET", "tok");
+    let base = json!({
+        "appId": 3_084_446_411_u64, "accessToken": "tok", "timestamp": unix_now(),
+        "orderViewId": 1_234_567_890_123_456_789_i64, "shopId": 98765,
+    });
+    let post = |path: &'static str, body: Value| {
+        let fake = &fake;
+        async move { send(fake, "POST", path, &[], Some(body)).await }
+    };
+    let url = |path: &str| format!("{}{path}", fake.url());
+    let ok = json!({"code": 0, "message": "success", "data": null});
+    let confirm = keeta_signed(&url("/order/confirm"), base.clone(), "SEKRET");
+    assert_eq!(
+        post("/order/confirm", confirm.clone()).await,
+        (200, ok.clone())
+    );
+    assert_eq!(
+        fake.decision(Platform::Keeta, "1234567890123456789"),
+        Some(Decision::Accepted)
+    );
+    assert_eq!(
+        post("/order/confirm", confirm.clone()).await,
+        (
+            200,
+            json!({"code": 209_000_000, "message": "order status is not in a valid state for confirm", "data": null})
+        )
+    );
+    // Signed for another URL, with another secret, or with another token.
+    let mut other_token = base.clone();
+    other_token["accessToken"] = json!("stolen");
+    for forged in [
+        keeta_signed(&url("/order/prepare"), base.clone(), "SEKRET"),
+        keeta_signed(&url("/order/confirm"), base.clone(), "WRONG"),
+        keeta_signed(&url("/order/confirm"), other_token, "SEKRET"),
+        base.clone(),
+    ] {
+        let (status, body) = post("/order/confirm", forged).await;
+        assert_eq!((status, body["code"].as_i64()), (200, Some(115_000_203)));
+    }
+    // Ids as strings, or a cancel "other" without its reason: 109000000.
+    let mut string_id = base.clone();
+    string_id["orderViewId"] = json!("1234567890123456789");
+    let (_, body) = post(
+        "/order/confirm",
+        keeta_signed(&url("/order/confirm"), string_id, "SEKRET"),
+    )
+    .await;
+    assert_eq!(body["code"], 109_000_000);
+    let mut other = base.clone();
+    other["cancelCode"] = json!(500_000);
+    let (_, body) = post(
+        "/order/cancel",
+        keeta_signed(&url("/order/cancel"), other.clone(), "SEKRET"),
+    )
+    .await;
+    assert_eq!(body["code"], 109_000_000);
+    other["cancelReason"] = json!("No driver");
+    assert_eq!(
+        post(
+            "/order/cancel",
+            keeta_signed(&url("/order/cancel"), other, "SEKRET")
+        )
+        .await,
+        (200, ok.clone())
+    );
+    assert_eq!(
+        post(
+            "/order/prepare",
+            keeta_signed(&url("/order/prepare"), base.clone(), "SEKRET")
+        )
+        .await,
+        (200, ok)
+    );
+    let calls = fake.status_calls_for("1234567890123456789");
+    assert!(calls.iter().all(|c| c.answered == 200 && c.auth.is_none()));
+    assert_eq!(calls[0].endpoint, StatusEndpoint::KeetaConfirm);
+    assert_eq!(calls[0].to_json()["body"]["accessToken"], "[redacted]");
+}
+
+#[tokio::test]
+async fn fake_provider_control_routes_register_the_new_providers() {
+    let fake = FakeProvider::start().await.unwrap();
+    let control = |path: &'static str, body: Value| {
+        let url = format!("{}/_fake/{path}", fake.url());
+        async move {
+            client()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(control("glovo-tokens", json!({"token": "gt"})).await, 204);
+    assert_eq!(
+        control(
+            "grab-clients",
+            json!({"client_id": "g", "client_secret": "s"})
+        )
+        .await,
+        204
+    );
+    assert_eq!(
+        control(
+            "doordash-keys",
+            json!({"developer_id": "dev-1", "key_id": "key-1", "signing_secret": "c2VjcmV0Pz4"})
+        )
+        .await,
+        204
+    );
+    assert_eq!(
+        control(
+            "doordash-keys",
+            json!({"developer_id": "d", "key_id": "k", "signing_secret": "not base64!"})
+        )
+        .await,
+        400
+    );
+    assert_eq!(
+        control(
+            "keeta-apps",
+            json!({"app_id": "1", "app_secret": "s", "access_token": "t"})
+        )
+        .await,
+        204
+    );
+    let raw = [("authorization", "gt")];
+    assert_eq!(
+        send(
+            &fake,
+            "PUT",
+            "/webhook/stores/s/orders/g/status",
+            &raw,
+            Some(json!({"status": "ACCEPTED"}))
+        )
+        .await
+        .0,
+        204
+    );
+    let jwt = bearer(&doordash_jwt(b"secret?>", "key-1", unix_now(), 300));
+    assert_eq!(
+        send(
+            &fake,
+            "PATCH",
+            "/api/v1/orders/d/cancellation",
+            &[("authorization", jwt.as_str()), ("auth-version", "v2")],
+            Some(json!({"cancel_reason": "OTHER"}))
+        )
+        .await
+        .0,
+        202
+    );
+    let stats = fake.stats();
+    assert_eq!(stats["status_calls"], json!({"doordash": 1, "glovo": 1}));
+    assert_eq!(stats["mints"]["grab"], 0);
 }
