@@ -229,11 +229,11 @@ fn deliveries_the_hub_cannot_place_are_refused() {
     );
 
     let mut d = acme(Provider::Careem, body);
-    d.headers.insert(shared::headers::PROVIDER, "glovo");
+    d.headers.insert(shared::headers::PROVIDER, "jahez");
     let e = refuse(&d);
     assert_eq!(
         (e.class().as_str(), e.to_string()),
-        ("unknown_provider", "unknown provider \"glovo\"".to_owned())
+        ("unknown_provider", "unknown provider \"jahez\"".to_owned())
     );
 }
 

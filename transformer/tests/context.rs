@@ -13,14 +13,6 @@ use time::format_description::well_known::Rfc3339;
 
 use support::*;
 
-fn fixture(path: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/../tests/fixtures/{path}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
 fn at(t: &str) -> OffsetDateTime {
     OffsetDateTime::parse(t, &Rfc3339).unwrap()
 }
@@ -60,7 +52,8 @@ fn a_talabat_order_leaves_its_callback_urls_and_its_expiry() {
     assert_eq!(
         context(&d),
         Some(OrderContext {
-            store_id: None,
+            // The first store id candidate: the remoteId of the URL.
+            store_id: Some("kw-salmiya-01".into()),
             pickup: false,
             tenant: "acme".into(),
             provider: Provider::Talabat,
@@ -72,7 +65,8 @@ fn a_talabat_order_leaves_its_callback_urls_and_its_expiry() {
             answer_by: at("2024-06-14T17:15:12Z"),
             api: None,
             callbacks,
-            self_delivery: false,
+            // No riderPickupTime: the restaurant delivers it.
+            self_delivery: true,
             preorder: false,
         })
     );
@@ -203,4 +197,100 @@ fn updates_and_cancellations_leave_no_context() {
         ],
     );
     assert_eq!(context(&d), None);
+}
+
+/// The store id each provider's calls name, and who delivers.
+#[test]
+fn doordash_glovo_grab_and_keeta_orders_name_their_store() {
+    let cases: [(Provider, &str, &str, bool, bool); 7] = [
+        // DoorDash's calls name the order only: the store is the branch id.
+        (
+            Provider::Doordash,
+            "doordash/order-created.json",
+            "CG-SFO-MISSION",
+            true,
+            false,
+        ),
+        (
+            Provider::Doordash,
+            "doordash/pickup-merchant-tip.json",
+            "CG-SFO-MISSION",
+            false,
+            true,
+        ),
+        // A marketplace order: the restaurant delivers.
+        (
+            Provider::Glovo,
+            "glovo/order-created.json",
+            "cedar-grill-bcn-gracia",
+            true,
+            false,
+        ),
+        (
+            Provider::Glovo,
+            "glovo/pickup-cash-offset.json",
+            "cedar-grill-bcn-sants",
+            false,
+            true,
+        ),
+        // Grab's own merchantID, not our partnerMerchantID.
+        (
+            Provider::Grab,
+            "grab/order-created.json",
+            "1-CYNGRUNGSBCCC",
+            true,
+            false,
+        ),
+        (
+            Provider::Grab,
+            "grab/order-created-vnd.json",
+            "5-C2LEVJRVFFDUAX",
+            false,
+            false,
+        ),
+        (
+            Provider::Keeta,
+            "keeta/self-delivery-bare.json",
+            "145541",
+            true,
+            false,
+        ),
+    ];
+    for (provider, file, store, own, pickup) in cases {
+        let d = delivery(
+            provider,
+            &format!("acme-{provider}"),
+            "wh-1",
+            &fixture(file),
+            &[],
+        );
+        let ctx = context(&d).unwrap_or_else(|| panic!("{file}: no context"));
+        assert_eq!(
+            (ctx.store_id.as_deref(), ctx.self_delivery, ctx.pickup),
+            (Some(store), own, pickup),
+            "{file}"
+        );
+    }
+    let d = acme(Provider::Keeta, &fixture("keeta/order-created.json"));
+    let ctx = context(&d).unwrap();
+    assert_eq!(ctx.store_id.as_deref(), Some("145541"));
+    assert_eq!(ctx.provider_order_id, "553440887574627");
+    assert!(!ctx.self_delivery);
+    // Keeta cancels after 5 minutes, but the account has no
+    // [account.api]: the default 15 minutes apply.
+    assert_eq!(ctx.answer_by, at("2024-06-14T18:15:00Z"));
+}
+
+#[test]
+fn their_cancellations_and_status_updates_leave_no_context() {
+    for (provider, file) in [
+        (Provider::Doordash, "doordash/order-cancelled.json"),
+        (Provider::Doordash, "doordash/dasher-arrived.json"),
+        (Provider::Glovo, "glovo/order-cancelled.json"),
+        (Provider::Grab, "grab/order-state-cancelled.json"),
+        (Provider::Keeta, "keeta/order-accepted.json"),
+        (Provider::Keeta, "keeta/order-cancelled.json"),
+    ] {
+        assert_eq!(context(&acme(provider, &fixture(file))), None, "{file}");
+    }
 }

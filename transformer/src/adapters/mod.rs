@@ -25,8 +25,12 @@ use crate::convert::{ConvertError, Draft, Input, Problems};
 mod careem;
 mod deliveroo;
 mod direct;
+mod doordash;
 mod fetched;
+mod glovo;
+mod grab;
 mod justeat;
+mod keeta;
 mod talabat;
 mod ubereats;
 mod wolt;
@@ -48,17 +52,11 @@ pub fn adapter(provider: Provider) -> &'static dyn Adapter {
         Provider::Ubereats => &ubereats::UberEats,
         Provider::Wolt => &wolt::Wolt,
         Provider::Justeat => &justeat::JustEat,
+        Provider::Doordash => &doordash::DoorDash,
+        Provider::Glovo => &glovo::Glovo,
+        Provider::Grab => &grab::Grab,
+        Provider::Keeta => &keeta::Keeta,
         Provider::Direct => &direct::Direct,
-        // Until their adapters land (this change).
-        Provider::Doordash | Provider::Glovo | Provider::Grab | Provider::Keeta => &Pending,
-    }
-}
-
-struct Pending;
-
-impl Adapter for Pending {
-    fn convert(&self, input: &Input<'_>, _: &mut Problems) -> Result<Draft, ConvertError> {
-        Err(ConvertError::UnknownProvider(input.provider.to_string()))
     }
 }
 
@@ -242,4 +240,93 @@ pub(crate) fn event_of(state: OrderState) -> Event {
         OrderState::Cancelled | OrderState::Rejected => Event::Cancelled,
         _ => Event::Updated,
     }
+}
+
+/// A value that may be `null` where its default is meant (Glovo's and
+/// Grab's `null` lists are empty ones).
+pub(crate) fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// JSON text nested in a payload's string `field` (Keeta's `message`),
+/// parsed like [`Input::parse`]: the error names the field, the path inside
+/// its text and the position in that text, cut to a log line's length.
+pub(crate) fn parse_nested<T: serde::de::DeserializeOwned>(
+    field: &str,
+    text: &str,
+) -> Result<T, ConvertError> {
+    let refuse = |path: &str, e: serde_json::Error| {
+        let text = if path.is_empty() || path == "." {
+            format!("{field} (json text): {e}")
+        } else {
+            format!("{field} (json text): {path}: {e}")
+        };
+        ConvertError::Parse(
+            shared::redact::truncate(&text, 2 * shared::redact::LOG_VALUE_CHARS).into_owned(),
+        )
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let full = e.path().to_string();
+        let path = full.trim_end_matches(".?").trim_end_matches('?').to_owned();
+        refuse(&path, e.into_inner())
+    })?;
+    de.end().map_err(|e| refuse("", e))?;
+    Ok(value)
+}
+
+/// A time in unix milliseconds (Keeta); a problem at `path` when out of
+/// range.
+pub(crate) fn unix_millis(
+    problems: &mut Problems,
+    path: &str,
+    ms: i64,
+) -> Option<time::OffsetDateTime> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok();
+    if t.is_none() {
+        problems.push(
+            path,
+            canonical::order::ProblemKind::OutOfRange,
+            format!("{ms} is not a time in unix milliseconds"),
+        );
+    }
+    t
+}
+
+/// A discount worth listing: `None` for 0.
+pub(crate) fn discount(
+    name: &str,
+    amount: i64,
+    funded_by: Option<canonical::order::Funder>,
+) -> Option<canonical::order::Discount> {
+    (amount != 0).then(|| canonical::order::Discount {
+        name: name.to_owned(),
+        amount,
+        funded_by,
+    })
+}
+
+/// A fee worth listing: `None` for 0.
+pub(crate) fn fee(name: &str, amount: i64) -> Option<canonical::order::Fee> {
+    (amount != 0).then(|| canonical::order::Fee {
+        name: name.to_owned(),
+        amount,
+    })
+}
+
+/// The total of `totals` from its parts; a problem at `path` when it does
+/// not fit in 64 bits (then 0).
+pub(crate) fn computed_total(problems: &mut Problems, path: &str, totals: &Totals) -> i64 {
+    totals.expected_total().unwrap_or_else(|| {
+        problems.push(
+            path,
+            canonical::order::ProblemKind::OutOfRange,
+            "the sum of the order's amounts does not fit in 64-bit minor units",
+        );
+        0
+    })
 }

@@ -15,7 +15,45 @@ use shared::worker::Delivery;
 pub const HUB: &str = include_str!("../../../tests/fixtures/hub.toml");
 
 pub fn hub() -> HubConfig {
-    HubConfig::from_toml(HUB, "test", &|_| Some("whsec_dGVzdA==".to_owned())).expect("test hub")
+    hub_from(HUB)
+}
+
+/// A hub config from `toml` (a variant of [`HUB`]). Every secret is `S`, a
+/// Standard Webhooks secret; Grab's (`S_GRAB`) signs the tokens the hub
+/// issues and must be 32 bytes at least.
+pub fn hub_from(toml: &str) -> HubConfig {
+    HubConfig::from_toml(toml, "test", &|name| {
+        Some(match name {
+            "S_GRAB" => "grab-token-signing-key-for-tests-only-32b".to_owned(),
+            _ => "whsec_dGVzdA==".to_owned(),
+        })
+    })
+    .expect("test hub")
+}
+
+/// A fixture's bytes, `path` under `tests/fixtures/`.
+pub fn fixture(path: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../tests/fixtures/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A fixture's text with each `(from, to)` replaced once; a replacement
+/// that finds nothing fails the test (the fixture changed under it).
+pub fn fixture_with(path: &str, edits: &[(&str, &str)]) -> String {
+    let mut text = String::from_utf8(fixture(path)).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{path} has no {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+/// The conversion of `d`: the order, or the refusal as `(class, text)`.
+pub fn outcome(hub: &HubConfig, d: &Delivery) -> Result<canonical::order::Order, (String, String)> {
+    transformer::convert(hub, d).map_err(|e| (e.class().as_str().to_owned(), e.to_string()))
 }
 
 /// A delivery of `payload` for `provider`'s account `account`, with the hub
