@@ -45,6 +45,15 @@ tenant = "acme"
 secret_envs = ["S"]
 currency = "JOD"
 
+[[account]]
+id = "acme-glovo"
+provider = "glovo"
+tenant = "acme"
+secret_envs = ["S"]
+[account.api]
+base_url = "https://api.glovoapp.com"
+client_secret_env = "S"
+
 [ingress]
 publish_timeout = "1s"
 "#;
@@ -478,6 +487,35 @@ async fn an_action_the_provider_has_no_call_for_is_422() -> anyhow::Result<()> {
                 .to_owned()
         )
     );
+    assert!(hub.status_messages().await?.is_empty());
+    hub.stop().await
+}
+
+/// Glovo has no reject or cancel API: the backend hears 422 at once,
+/// nothing is stored.
+#[tokio::test]
+async fn a_glovo_reject_or_cancel_is_422() -> anyhow::Result<()> {
+    let hub = start().await?;
+    hub.put_context(Provider::Glovo, "acme-glovo", "G-1001")
+        .await?;
+    for (action, id) in [("reject", "msg_glovo_1"), ("cancel", "msg_glovo_2")] {
+        let body = format!(r#"{{"action":"{action}","reason":{{"code":"too_busy"}}}}"#);
+        let r = post(
+            &hub.url("acme", "glovo", "G-1001"),
+            signed(body.as_bytes(), id),
+            body.as_bytes(),
+        )
+        .await?;
+        assert_eq!(
+            answer(r).await?,
+            (
+                422,
+                format!(
+                    r#"{{"error":"unsupported_action","message":"glovo has no call to {action} this order"}}"#
+                )
+            )
+        );
+    }
     assert!(hub.status_messages().await?.is_empty());
     hub.stop().await
 }

@@ -23,6 +23,12 @@ use time::format_description::well_known::Rfc3339;
 /// Every secret of the test config (client ids, secrets, keys, Wolt's
 /// first refresh token).
 const SECRET: &str = "whsec_dGVzdA==";
+/// DoorDash's signing secret, base64url as its portal shows it (the JWT
+/// key is what it decodes to).
+const DOORDASH_SECRET: &str = "c2VjcmV0Pz4";
+const DOORDASH_KEY: &[u8] = b"secret?>";
+/// Keeta's app id; its app secret and access token are `SECRET`.
+const KEETA_APP: &str = "1000001";
 
 fn hub(fake: &FakeProvider) -> shared::config::HubConfig {
     hub_with(fake, "")
@@ -32,6 +38,7 @@ fn hub(fake: &FakeProvider) -> shared::config::HubConfig {
 fn hub_with(fake: &FakeProvider, extra: &str) -> shared::config::HubConfig {
     let url = fake.url();
     let deliveroo_token = fake.deliveroo_token_url();
+    let grab_token = fake.grab_token_url();
     let text = format!(
         r#"
 [[tenant]]
@@ -102,6 +109,62 @@ base_url = "{url}"
 client_secret_env = "S"
 status_api = "partner"
 
+[[account]]
+id = "acme-doordash"
+provider = "doordash"
+tenant = "acme"
+secret_envs = ["S"]
+[account.api]
+base_url = "{url}"
+developer_id = "dev-1"
+key_id = "key-1"
+client_secret_env = "DOORDASH"
+
+[[account]]
+id = "acme-glovo"
+provider = "glovo"
+tenant = "acme"
+secret_envs = ["S"]
+[account.api]
+base_url = "{url}"
+client_secret_env = "S"
+
+[[account]]
+id = "acme-glovo-integrations"
+provider = "glovo"
+tenant = "acme"
+secret_envs = ["S"]
+[account.api]
+base_url = "{url}"
+client_secret_env = "S"
+status_api = "integrations"
+
+[[account]]
+id = "acme-grab"
+provider = "grab"
+tenant = "acme"
+secret_envs = ["GRAB_KEY"]
+[account.token_endpoint]
+client_id = "grab-as-client"
+client_secret_envs = ["GRAB_SECRET"]
+[account.api]
+base_url = "{url}"
+token_url = "{grab_token}"
+client_id_env = "S"
+client_secret_env = "S"
+
+[[account]]
+id = "acme-keeta"
+provider = "keeta"
+tenant = "acme"
+secret_envs = ["S"]
+webhook_url = "http://127.0.0.1:9/api/webhooks/keeta/acme-keeta"
+[account.api]
+base_url = "{url}"
+app_id = "{KEETA_APP}"
+client_secret_env = "S"
+access_token_env = "S"
+
 {extra}
 
 [provider_api]
@@ -119,8 +182,18 @@ late_action_window = "1h"
 ack_wait = "2s"
 "#
     );
-    shared::config::HubConfig::from_toml(&text, "test", &|_| Some(SECRET.to_owned()))
-        .expect("test hub config is valid")
+    shared::config::HubConfig::from_toml(&text, "test", &|name| {
+        Some(
+            match name {
+                "DOORDASH" => DOORDASH_SECRET,
+                "GRAB_KEY" => "grab-token-signing-key-0123456789abcdef",
+                "GRAB_SECRET" => "grab-client-secret-1",
+                _ => SECRET,
+            }
+            .to_owned(),
+        )
+    })
+    .expect("test hub config is valid")
 }
 
 struct Rig {
@@ -140,6 +213,10 @@ async fn rig() -> anyhow::Result<Rig> {
     fake.add_talabat_user(SECRET, SECRET);
     fake.add_deliveroo_client(SECRET, SECRET);
     fake.add_justeat_key(SECRET);
+    fake.add_doordash_key("dev-1", "key-1", DOORDASH_SECRET);
+    fake.add_glovo_token(SECRET);
+    fake.add_grab_client(SECRET, SECRET);
+    fake.add_keeta_app(KEETA_APP, SECRET, SECRET);
     let hub = hub(&fake);
     let client = nats.client().await?;
     let js = jetstream::new(client);
@@ -1018,5 +1095,383 @@ status_url = "{}/status"
         h("webhook-signature"),
         want.get("webhook-signature").unwrap().to_str()?
     );
+    stage.stop().await
+}
+
+/// DoorDash: every answer carries a JWT signed for the call; the one the
+/// fake received verifies with the shared secret and has exactly
+/// DoorDash's header and the documented claims (5 minutes' lifetime).
+#[tokio::test]
+async fn doordash_calls_carry_a_jwt_signed_with_the_shared_secret() -> anyhow::Result<()> {
+    use base64::Engine;
+    let r = rig().await?;
+    let stage = r.stage();
+    let before = OffsetDateTime::now_utc().unix_timestamp();
+    let c = ctx(Provider::Doordash, "acme-doordash", "dd-accept");
+    let ready = now() + Duration::from_secs(15 * 60);
+    let mut accept = command(&c, Action::Accept);
+    accept.ready_at = Some(ready);
+    r.put_context(&c).await?;
+    r.send(&accept).await?;
+    let calls = r.fake.wait_status_calls_for("dd-accept", 1, STEP).await?;
+    let after = OffsetDateTime::now_utc().unix_timestamp();
+    assert_eq!(
+        seen(&calls[0]),
+        call(
+            "PATCH",
+            "/api/v1/orders/dd-accept",
+            Some(json!({
+                "merchant_supplied_id": "wh-dd-accept",
+                "order_status": "success",
+                "prep_time": rfc3339(ready),
+            }))
+        )
+    );
+    assert_eq!(calls[0].answered, 202);
+    assert_eq!(
+        calls[0].extra_headers,
+        vec![("auth-version".to_owned(), "v2".to_owned())]
+    );
+    let jwt = calls[0]
+        .auth
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .expect("a Bearer JWT")
+        .to_owned();
+    // Read without the hub's code: three base64url parts.
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let decode = |p: &str| -> Value {
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[0])?,
+        br#"{"alg":"HS256","typ":"JWT","dd-ver":"DD-JWT-V1"}"#
+    );
+    let claims = decode(parts[1]);
+    let iat = claims["iat"].as_i64().expect("iat");
+    assert!((before..=after).contains(&iat), "{claims}");
+    assert_eq!(
+        claims,
+        json!({"aud": "doordash", "iss": "dev-1", "kid": "key-1", "iat": iat, "exp": iat + 300})
+    );
+    // Signed with the base64url-decoded secret.
+    shared::tokens::doordash::verify(&jwt, DOORDASH_KEY, iat, Duration::ZERO)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert!(
+        shared::tokens::doordash::verify(&jwt, DOORDASH_SECRET.as_bytes(), iat, Duration::ZERO)
+            .is_err()
+    );
+    // A ready for the same order gets a JWT of its own.
+    let ready_cmd = command(&c, Action::Ready);
+    r.send(&ready_cmd).await?;
+    let calls = r.fake.wait_status_calls_for("dd-accept", 2, STEP).await?;
+    assert_eq!(
+        seen(&calls[1]),
+        call(
+            "PATCH",
+            "/api/v1/orders/dd-accept/events/order_ready_for_pickup",
+            Some(json!({"merchant_supplied_id": "wh-dd-accept"}))
+        )
+    );
+    assert_eq!(calls[1].answered, 202);
+    r.settled().await?;
+    assert_eq!(
+        r.fake.decision(Platform::Doordash, "dd-accept"),
+        Some(Decision::Accepted)
+    );
+    assert!(dead_letters(&r.js).await?.is_empty());
+    stage
+        .metrics_show(&[
+            r#"status_sync_calls_total{provider="doordash",action="accept",outcome="done"} 1"#,
+            r#"status_sync_calls_total{provider="doordash",action="ready",outcome="done"} 1"#,
+        ])
+        .await?;
+    stage.stop().await
+}
+
+/// A DoorDash confirm decided after the order's deadline: never sent, the
+/// DLQ with `deadline_passed`, the backend told.
+#[tokio::test]
+async fn a_doordash_confirm_after_the_deadline_is_dead_lettered_unsent() -> anyhow::Result<()> {
+    let r = rig().await?;
+    let stage = r.stage();
+    let mut c = ctx(Provider::Doordash, "acme-doordash", "dd-late");
+    c.received_at = now() - Duration::from_secs(400);
+    c.answer_by = now() - Duration::from_secs(220);
+    r.put_context(&c).await?;
+    r.send(&command(&c, Action::Accept)).await?;
+    let (entry, _) = await_dead_letter(&r.js).await?;
+    assert_eq!(entry.error_class, FailureClass::DeadlinePassed);
+    assert_eq!(entry.stream, "STATUS");
+    assert!(
+        entry.error.starts_with(
+            "doordash accept of order dd-late: now is past the provider's answer deadline"
+        ),
+        "{}",
+        entry.error
+    );
+    let orders = eventually(STEP, "the status_failed order", || async {
+        let o = r.status_failed_orders().await.ok()?;
+        (!o.is_empty()).then_some(o)
+    })
+    .await?;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].1["status_call"]["error_class"], "deadline_passed");
+    assert_eq!(orders[0].1["provider"], "doordash");
+    assert!(r.fake.status_calls_for("dd-late").is_empty());
+    stage
+        .metrics_show(&[
+            r#"status_sync_calls_total{provider="doordash",action="accept",outcome="deadline_passed"} 1"#,
+            r#"status_sync_deadline_misses_total{provider="doordash"} 1"#,
+        ])
+        .await?;
+    stage.stop().await
+}
+
+/// Glovo: accept and ready reach the fake with the partner token raw, the
+/// store in the path (legacy) or in Glovo's header (integrations).
+#[tokio::test]
+async fn glovo_accept_and_ready_name_the_store() -> anyhow::Result<()> {
+    let r = rig().await?;
+    let stage = r.stage();
+    let mut legacy = ctx(Provider::Glovo, "acme-glovo", "g-1");
+    legacy.store_id = Some("store 7".into());
+    let mut integrations = ctx(Provider::Glovo, "acme-glovo-integrations", "g-2");
+    integrations.store_id = Some("store-8".into());
+    let mut no_store = ctx(Provider::Glovo, "acme-glovo", "g-3");
+    no_store.store_id = None;
+    for c in [&legacy, &integrations, &no_store] {
+        r.put_context(c).await?;
+    }
+    r.send(&command(&legacy, Action::Accept)).await?;
+    r.send(&command(&integrations, Action::Accept)).await?;
+    let legacy_calls = r.fake.wait_status_calls_for("g-1", 1, STEP).await?;
+    let integration_calls = r.fake.wait_status_calls_for("g-2", 1, STEP).await?;
+    r.send(&command(&legacy, Action::Ready)).await?;
+    r.send(&command(&integrations, Action::Ready)).await?;
+    let legacy_calls = [
+        legacy_calls,
+        r.fake.wait_status_calls_for("g-1", 2, STEP).await?[1..].to_vec(),
+    ]
+    .concat();
+    let integration_calls = [
+        integration_calls,
+        r.fake.wait_status_calls_for("g-2", 2, STEP).await?[1..].to_vec(),
+    ]
+    .concat();
+    let shown: Vec<_> = legacy_calls.iter().map(seen).collect();
+    assert_eq!(
+        shown,
+        vec![
+            call(
+                "PUT",
+                "/webhook/stores/store%207/orders/g-1/status",
+                Some(json!({"status": "ACCEPTED"}))
+            ),
+            call(
+                "PUT",
+                "/webhook/stores/store%207/orders/g-1/status",
+                Some(json!({"status": "READY_FOR_PICKUP"}))
+            ),
+        ]
+    );
+    let committed = integration_calls[0].body.as_ref().unwrap()["committedPreparationTime"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let at = OffsetDateTime::parse(&committed, &Rfc3339)?;
+    let ahead = at - OffsetDateTime::now_utc();
+    assert!(
+        ahead > time::Duration::minutes(8) && ahead <= time::Duration::minutes(10),
+        "{committed}"
+    );
+    let shown: Vec<_> = integration_calls.iter().map(seen).collect();
+    assert_eq!(
+        shown,
+        vec![
+            call(
+                "PUT",
+                "/api/v0/integrations/orders/g-2/accept",
+                Some(json!({ "committedPreparationTime": committed }))
+            ),
+            call(
+                "PUT",
+                "/api/v0/integrations/orders/g-2/ready_for_pickup",
+                None
+            ),
+        ]
+    );
+    for c in legacy_calls.iter().chain(&integration_calls) {
+        assert_eq!((c.answered, c.auth.as_deref()), (204, Some(SECRET)));
+    }
+    for c in &integration_calls {
+        assert_eq!(
+            c.extra_headers,
+            vec![(
+                "glovo-store-address-external-id".to_owned(),
+                "store-8".to_owned()
+            )]
+        );
+    }
+    // An order whose context names no store: dead-lettered, nothing sent.
+    r.send(&command(&no_store, Action::Accept)).await?;
+    let (entry, _) = await_dead_letter(&r.js).await?;
+    assert_eq!(entry.error_class, FailureClass::InvalidPayload);
+    assert!(entry.error.contains("no store id"), "{}", entry.error);
+    assert!(r.fake.status_calls_for("g-3").is_empty());
+    r.settled().await?;
+    assert_eq!(
+        r.fake.decision(Platform::Glovo, "g-1"),
+        Some(Decision::Accepted)
+    );
+    stage.stop().await
+}
+
+/// Grab: the token comes from Grab's endpoint (a JSON grant) and is
+/// shared; a second "ready" meets Grab's 400 "already marked ready",
+/// which counts as done.
+#[tokio::test]
+async fn grab_accepts_with_a_json_grant_token_and_a_repeated_ready_is_done() -> anyhow::Result<()> {
+    let r = rig().await?;
+    let stage = r.stage();
+    let mut c = ctx(Provider::Grab, "acme-grab", "gr-1");
+    c.store_id = Some("1-CYNGRUNGSBCCC".into());
+    r.put_context(&c).await?;
+    r.send(&command(&c, Action::Accept)).await?;
+    let calls = r.fake.wait_status_calls_for("gr-1", 1, STEP).await?;
+    assert_eq!(
+        seen(&calls[0]),
+        call(
+            "POST",
+            "/partner/v1/order/prepare",
+            Some(json!({"orderID": "gr-1", "toState": "Accepted"}))
+        )
+    );
+    assert_eq!(calls[0].answered, 204);
+    let token = calls[0]
+        .auth
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .expect("a Bearer token");
+    assert!(token.starts_with("grab-at-"), "{token}");
+    assert!(r.fake.token_live(token));
+    assert_eq!(r.fake.mints_by(Platform::Grab, SECRET), 1);
+    let mut ready = command(&c, Action::Ready);
+    r.send(&ready).await?;
+    r.fake.wait_status_calls_for("gr-1", 2, STEP).await?;
+    ready.status_id = "st-gr-1-ready-again".into();
+    r.send(&ready).await?;
+    let calls = r.fake.wait_status_calls_for("gr-1", 3, STEP).await?;
+    let answered: Vec<u16> = calls.iter().map(|c| c.answered).collect();
+    assert_eq!(answered, vec![204, 204, 400]);
+    assert_eq!(
+        seen(&calls[2]),
+        call(
+            "POST",
+            "/partner/v1/orders/mark",
+            Some(json!({"orderID": "gr-1", "markStatus": 1}))
+        )
+    );
+    r.settled().await?;
+    assert_eq!(r.fake.status_calls_for("gr-1").len(), 3);
+    assert!(dead_letters(&r.js).await?.is_empty());
+    // One token for the three calls.
+    assert_eq!(r.fake.mints(Platform::Grab), 1);
+    stage
+        .metrics_show(&[
+            r#"status_sync_calls_total{provider="grab",action="accept",outcome="done"} 1"#,
+            r#"status_sync_calls_total{provider="grab",action="ready",outcome="done"} 1"#,
+            r#"status_sync_calls_total{provider="grab",action="ready",outcome="already_done"} 1"#,
+        ])
+        .await?;
+    stage.stop().await
+}
+
+/// Keeta: a confirm signed right is taken (code 0); its codes are read
+/// from the 200's body: a system error retried, a parameter error
+/// dead-lettered, "not in a valid state" done.
+#[tokio::test]
+async fn keeta_confirms_signed_and_its_codes_are_classified() -> anyhow::Result<()> {
+    let r = rig().await?;
+    let stage = r.stage();
+    let order = "1234567890123456789";
+    let keeta = |id: &str| {
+        let mut c = ctx(Provider::Keeta, "acme-keeta", id);
+        c.store_id = Some("98765".into());
+        c
+    };
+    let c = keeta(order);
+    r.put_context(&c).await?;
+    // Two system errors first: retried, then taken.
+    r.fake.fault(
+        Matcher::Status(Platform::Keeta),
+        FaultReply::status(200)
+            .with_body(r#"{"code":309000000,"message":"System error","data":null}"#)
+            .times(2),
+    );
+    r.send(&command(&c, Action::Accept)).await?;
+    let calls = r.fake.wait_status_calls_for(order, 3, STEP).await?;
+    assert!(calls.iter().all(|c| c.answered == 200 && c.auth.is_none()));
+    let body = calls[2].body.clone().expect("a body");
+    assert_eq!(
+        body["orderViewId"].as_i64(),
+        Some(1_234_567_890_123_456_789)
+    );
+    assert_eq!(body["shopId"], 98765);
+    assert_eq!(body["appId"], 1_000_001);
+    assert_eq!(body["accessToken"], SECRET);
+    let sig = body["sig"].as_str().expect("a sig");
+    assert_eq!(sig.len(), 64);
+    assert!(
+        sig.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
+    let ts = body["timestamp"].as_i64().expect("Unix seconds");
+    assert!((OffsetDateTime::now_utc().unix_timestamp() - ts).abs() < 120);
+    assert_eq!(
+        r.fake.decision(Platform::Keeta, order),
+        Some(Decision::Accepted)
+    );
+    // Confirmed again (a re-sent decision): Keeta's "not in a valid
+    // state" is done.
+    let mut again = command(&c, Action::Accept);
+    again.status_id = "st-keeta-again".into();
+    r.send(&again).await?;
+    let calls = r.fake.wait_status_calls_for(order, 4, STEP).await?;
+    assert_eq!(calls[3].answered, 200);
+    // A parameter error: permanent.
+    let bad = keeta("42");
+    r.put_context(&bad).await?;
+    r.fake.fault(
+        Matcher::Status(Platform::Keeta),
+        FaultReply::status(200)
+            .with_body(r#"{"code":109000000,"message":"shopId is null","data":null}"#),
+    );
+    r.send(&command(&bad, Action::Ready)).await?;
+    let (entry, _) = await_dead_letter(&r.js).await?;
+    assert_eq!(entry.error_class, FailureClass::ProviderRejected);
+    assert!(
+        entry
+            .error
+            .ends_with("answered code 109000000: shopId is null"),
+        "{}",
+        entry.error
+    );
+    assert_eq!(r.fake.status_calls_for("42").len(), 1);
+    r.settled().await?;
+    stage
+        .metrics_show(&[
+            r#"status_sync_calls_total{provider="keeta",action="accept",outcome="retried"} 2"#,
+            r#"status_sync_calls_total{provider="keeta",action="accept",outcome="done"} 1"#,
+            r#"status_sync_calls_total{provider="keeta",action="accept",outcome="already_done"} 1"#,
+            r#"status_sync_calls_total{provider="keeta",action="ready",outcome="failed"} 1"#,
+        ])
+        .await?;
     stage.stop().await
 }

@@ -31,6 +31,8 @@ const TALABAT_USER: &str = "talabat-middleware-user";
 const TALABAT_PASSWORD: &str = "talabat-middleware-password-1";
 const ROO_CLIENT: &str = "deliveroo-client";
 const ROO_SECRET: &str = "deliveroo-client-secret-1";
+const GRAB_CLIENT: &str = "grab-partner-app";
+const GRAB_SECRET: &str = "grab-client-secret-1";
 const KEY: [u8; 32] = *b"0123456789abcdef0123456789abcdef";
 
 fn settings(min_mint_interval: Duration) -> ProviderApiSettings {
@@ -63,6 +65,7 @@ impl Rig {
         fake.add_wolt_venue(WOLT_CLIENT, WOLT_SECRET, WOLT_SEED);
         fake.add_talabat_user(TALABAT_USER, TALABAT_PASSWORD);
         fake.add_deliveroo_client(ROO_CLIENT, ROO_SECRET);
+        fake.add_grab_client(GRAB_CLIENT, GRAB_SECRET);
         fake.put_order(Platform::Ubereats, Api::V2, "u-1", r#"{"id":"u-1"}"#);
         fake.put_order(Platform::Wolt, Api::V2, "w-1", r#"{"id":"w-1"}"#);
         let url = |platform, id| {
@@ -93,6 +96,12 @@ impl Rig {
             ),
             Provider::Talabat => (self.fake.talabat_token_url(), TALABAT_USER, None, None),
             Provider::Deliveroo => (self.fake.deliveroo_token_url(), ROO_CLIENT, None, None),
+            Provider::Grab => (
+                self.fake.grab_token_url(),
+                GRAB_CLIENT,
+                None,
+                Some("food.partner_api"),
+            ),
             _ => (
                 self.fake.wolt_token_url(),
                 WOLT_CLIENT,
@@ -127,6 +136,7 @@ impl Rig {
             Provider::Ubereats => "acme-uber",
             Provider::Talabat => "acme-talabat",
             Provider::Deliveroo => "acme-roo",
+            Provider::Grab => "acme-grab",
             _ => "acme-wolt",
         };
         Ok(Credential::new(
@@ -215,6 +225,8 @@ impl Replica {
                 "talabat"
             } else if account.contains("roo") {
                 "deliveroo"
+            } else if account.contains("grab") {
+                "grab"
             } else {
                 "ubereats"
             },
@@ -929,5 +941,82 @@ async fn a_wrong_talabat_password_or_deliveroo_secret_is_refused_naming_no_secre
     }
     assert_eq!(rig.fake.mints(Platform::Talabat), 0);
     assert_eq!(rig.fake.mints(Platform::Deliveroo), 0);
+    Ok(())
+}
+
+/// Grab: the token comes from Grab's endpoint as a JSON grant, one mint
+/// serves every replica's calls, and wrong credentials are refused naming
+/// no secret.
+#[tokio::test]
+async fn grab_tokens_come_from_a_json_grant_and_one_mint_serves_the_fleet() -> anyhow::Result<()> {
+    let rig = Rig::start(settings(Duration::from_secs(60))).await?;
+    let fake = &rig.fake;
+    let replicas: [Replica; 2] = rig.replicas().await?;
+    let grab = rig.credential(Provider::Grab, GRAB_SECRET)?;
+    for r in &replicas {
+        r.metrics.start_at_zero([&grab]);
+    }
+    let http = reqwest::Client::new();
+    let mut calls = Vec::new();
+    for (k, r) in replicas.iter().enumerate() {
+        for n in 0..10 {
+            let (http, store, cred, url) =
+                (http.clone(), r.store.clone(), grab.clone(), fake.url());
+            calls.push(tokio::spawn(async move {
+                let token = tokio::time::timeout(STEP, store.token(&cred)).await??;
+                let answer = tokio::time::timeout(
+                    STEP,
+                    http.post(format!("{url}{}", StatusEndpoint::GrabMark.path("")))
+                        .bearer_auth(token.expose())
+                        .json(
+                            &serde_json::json!({"orderID": format!("gr-{k}-{n}"), "markStatus": 1}),
+                        )
+                        .send(),
+                )
+                .await??;
+                anyhow::Ok(answer.status().as_u16())
+            }));
+        }
+    }
+    for call in calls {
+        assert_eq!(tokio::time::timeout(STEP, call).await???, 204);
+    }
+    assert_eq!(fake.mints_by(Platform::Grab, GRAB_CLIENT), 1);
+    assert_eq!(rig.token_requests(Platform::Grab), 1);
+    assert_eq!(outcomes(&replicas, "acme-grab"), [1, 0, 1]);
+    // Another account of the same partner app shares the token.
+    let second = Credential::new(
+        Provider::Grab,
+        "acme-grab-2",
+        &rig.api(Provider::Grab, GRAB_SECRET),
+    )?;
+    assert_eq!(second.key(), grab.key());
+    let [a, b] = &replicas;
+    assert_eq!(
+        tokio::time::timeout(STEP, b.store.token(&second)).await??,
+        tokio::time::timeout(STEP, a.store.token(&grab)).await??
+    );
+    assert_eq!(fake.mints(Platform::Grab), 1);
+
+    // Wrong credentials (another app, so no stored token answers for
+    // them): refused, permanent, no secret named.
+    let mut api = rig.api(Provider::Grab, "wrong-grab-secret");
+    api.client_id = Some(SecretString::from("grab-unknown-app".to_owned()));
+    let wrong = Credential::new(Provider::Grab, "acme-grab-wrong", &api)?;
+    assert_ne!(wrong.key(), grab.key());
+    let e = tokio::time::timeout(STEP, a.store.token(&wrong))
+        .await?
+        .unwrap_err();
+    assert_eq!(e.class(), FailureClass::TokenRejected);
+    assert_eq!(
+        e.to_string(),
+        "grab account acme-grab-wrong: the token endpoint refused the credentials: \
+         the token endpoint answered 401 invalid_client; \
+         check the account's api.client_id, client_secret and scope"
+    );
+    for secret in ["wrong-grab-secret", "grab-unknown-app", GRAB_SECRET] {
+        assert!(!e.to_string().contains(secret), "{e}");
+    }
+    assert_eq!(fake.mints(Platform::Grab), 1);
     Ok(())
 }
