@@ -194,8 +194,12 @@ fn refunds_and_other_events_are_refused_as_no_order_events() {
         (json!(1201), "1201"),
         (json!("1302"), "1302"),
     ] {
+        let body = envelope(event, &json!({"shopId": 145541}));
+        // Permanent: the handler dead-letters it at once.
+        let e = transformer::convert(&hub(), &acme(Provider::Keeta, &body)).unwrap_err();
+        assert!(e.class().is_permanent());
         assert_eq!(
-            convert(&envelope(event, &json!({"shopId": 145541}))).unwrap_err(),
+            convert(&body).unwrap_err(),
             (
                 "unsupported_event".to_owned(),
                 format!("keeta event \"{named}\" is not an order event this hub converts")

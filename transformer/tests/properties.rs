@@ -353,4 +353,98 @@ proptest! {
             (subtotal, delivery, discount, subtotal - discount + delivery)
         );
     }
+
+    /// DoorDash: integer cents, options one group each under `extras` or
+    /// `extra`, counted per unit of their parent, and the grand total it
+    /// does not send computed (tax on top).
+    #[test]
+    fn doordash_options_add_up_and_its_total_is_computed(
+        lines in prop::collection::vec(line(2), 1..5),
+        extra in any::<bool>(),
+        tax in 0_i64..5_000,
+        delivery in 0_i64..1_000,
+        tip in 0_i64..2_000,
+    ) {
+        fn groups(lines: &[Line], key: &str) -> String {
+            let parts: Vec<String> = lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    format!(
+                        r#"{{"name":"g{i}","options":[{{"merchant_supplied_id":"o{i}","name":"Option {i}","quantity":{},"price":{},"{key}":[{}]}}]}}"#,
+                        l.quantity,
+                        l.price,
+                        groups(&l.modifiers, key)
+                    )
+                })
+                .collect();
+            parts.join(",")
+        }
+        let key = if extra { "extra" } else { "extras" };
+        let items: Vec<String> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                format!(
+                    r#"{{"merchant_supplied_id":"i{i}","name":"Item {i}","quantity":{},"price":{},"{key}":[{}]}}"#,
+                    l.quantity,
+                    l.price,
+                    groups(&l.modifiers, key)
+                )
+            })
+            .collect();
+        let subtotal = i64::try_from(lines.iter().map(Line::total).sum::<i128>()).unwrap();
+        let body = format!(
+            r#"{{"event":{{"type":"OrderCreate"}},"order":{{"id":"P1","categories":[{{"items":[{}]}}],"subtotal":{subtotal},"tax":{tax},"delivery_fee":{delivery},"tip_amount":{tip}}}}}"#,
+            items.join(",")
+        );
+        let d = support::acme(Provider::Doordash, body.as_bytes());
+        let order = converted(&d, &body)?;
+        assert_lines(&order.items, &lines)?;
+        let t = order.totals.as_ref().unwrap();
+        prop_assert_eq!(t.subtotal, subtotal);
+        prop_assert_eq!(t.total, subtotal + tax + delivery + tip);
+    }
+
+    /// Grab: an item's price is one unit WITH its modifiers; the canonical
+    /// unit price is what is left, in VND (exponent 0) or SGD (2).
+    #[test]
+    fn grab_prices_with_their_modifiers_split_exactly(
+        lines in prop::collection::vec(line(1), 1..5),
+        vnd in any::<bool>(),
+        promo_permille in 0_i64..=1_000,
+    ) {
+        let items: Vec<String> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let mods: Vec<String> = l
+                    .modifiers
+                    .iter()
+                    .enumerate()
+                    .map(|(j, m)| format!(r#"{{"id":"m{i}-{j}","price":{},"quantity":{}}}"#, m.price, m.quantity))
+                    .collect();
+                let with: i64 = l.modifiers.iter().map(|m| m.price * i64::from(m.quantity)).sum();
+                format!(
+                    r#"{{"id":"i{i}","quantity":{},"price":{},"modifiers":[{}]}}"#,
+                    l.quantity,
+                    l.price + with,
+                    mods.join(",")
+                )
+            })
+            .collect();
+        let subtotal = i64::try_from(lines.iter().map(Line::total).sum::<i128>()).unwrap();
+        let promo = subtotal * promo_permille / 1_000;
+        let (code, exponent) = if vnd { ("VND", 0) } else { ("SGD", 2) };
+        let body = format!(
+            r#"{{"orderID":"G1","merchantID":"m","currency":{{"code":"{code}","exponent":{exponent}}},"featureFlags":{{"orderType":"DeliveredByGrab"}},"items":[{}],"price":{{"subtotal":{subtotal},"merchantFundPromo":{promo},"deliveryFee":0,"eaterPayment":0,"total":{}}}}}"#,
+            items.join(","),
+            subtotal - promo
+        );
+        let d = support::acme(Provider::Grab, body.as_bytes());
+        let order = converted(&d, &body)?;
+        assert_lines(&order.items, &lines)?;
+        prop_assert_eq!(order.currency.map(|c| c.code()), Some(code));
+        prop_assert_eq!(order.totals.as_ref().unwrap().total, subtotal - promo);
+    }
 }
