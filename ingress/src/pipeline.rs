@@ -911,7 +911,8 @@ fn message_headers(
 /// different events that happen to share an id (or a body sent to two
 /// routes) never swallow each other. Just Eat's event segment is left out:
 /// the signature does not cover it, so the same signed body is one event
-/// whichever event route brought it ([`justeat_route`]; issue 12).
+/// whichever event route brought it ([`justeat_route`]; issue 12). Keeta's
+/// body is left out when it has a `messageId`: a re-send is re-signed.
 ///
 /// The hash is XXH3-128, not a cryptographic hash: only a request that
 /// verified against the account's secret gets here, and the account is part
@@ -934,7 +935,13 @@ pub fn message_id(
         hash.update(value.as_bytes());
         hash.update(&[0]);
     }
-    hash.update(body);
+    // Keeta's signed envelope carries its signing time, so a re-send may
+    // differ from the first copy in `timestamp` and `sig` alone: its
+    // `messageId` (unique per message [DOC], covered by the sig) is the
+    // whole identity.
+    if !(provider == Provider::Keeta && event_id.is_some()) {
+        hash.update(body);
+    }
     let digest = hash.digest128();
     let mut hex = [0u8; 32];
     hex::encode_to_slice(digest.to_be_bytes(), &mut hex).expect("32 hex digits for 16 bytes");
@@ -1228,6 +1235,21 @@ mod tests {
     /// changing how they are made must be a deliberate, noted decision.
     /// The digests are XXH3-128 in its canonical (big-endian) hex, as other
     /// implementations print it (e.g. Python's `xxhash.xxh3_128_hexdigest`).
+    /// A Keeta re-send is the same message with a new `timestamp` and
+    /// `sig`: one id. Without a `messageId` the body decides, as elsewhere.
+    #[test]
+    fn keeta_message_ids_are_the_message_id() {
+        let id = |body: &[u8], event: Option<&str>| {
+            message_id(Provider::Keeta, &Route::Generic, body, "acc", event)
+        };
+        let first = br#"{"sig":"aa","messageId":"m-1","timestamp":1}"#;
+        let resent = br#"{"sig":"bb","messageId":"m-1","timestamp":61}"#;
+        assert_eq!(id(first, Some("m-1")), id(resent, Some("m-1")));
+        assert_ne!(id(first, Some("m-1")), id(first, Some("m-2")));
+        assert!(id(first, Some("m-1")).starts_with("keeta:acc:m-1:"));
+        assert_ne!(id(first, None), id(resent, None));
+    }
+
     #[test]
     fn message_ids_are_stable_across_releases() {
         let mut a = incoming(Route::Generic, r#"{"order_id":"A-1"}"#);

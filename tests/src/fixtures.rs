@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use secrecy::SecretString;
 use serde_json::Value;
 use shared::Provider;
+use shared::config::Account;
 use shared::verify::{self, VerifyOptions};
 
 /// What the golden tests give as the ingress's acceptance time; an order
@@ -42,49 +43,142 @@ pub struct Fixture {
     pub expected: Value,
 }
 
+/// What a provider signs one account's requests with: a secret and the
+/// account's verify options (Grab's token audience, Keeta's webhook URL).
+#[derive(Clone)]
+pub struct Signer {
+    pub secret: SecretString,
+    pub options: VerifyOptions,
+}
+
+impl Signer {
+    /// `secret` with default options (every scheme but Grab's and Keeta's).
+    pub fn new(secret: SecretString) -> Self {
+        Signer {
+            secret,
+            options: VerifyOptions::default(),
+        }
+    }
+
+    /// `account`'s first secret and its options.
+    pub fn of(account: &Account) -> Self {
+        Signer {
+            secret: account
+                .secrets
+                .first()
+                .expect("every account has a secret")
+                .clone(),
+            options: VerifyOptions::for_account(account),
+        }
+    }
+
+    /// The same options with another secret (a forger's).
+    pub fn with_secret(&self, secret: SecretString) -> Self {
+        Signer {
+            secret,
+            options: self.options.clone(),
+        }
+    }
+}
+
+/// A bare secret signs with default options, as every scheme but Grab's
+/// and Keeta's can.
+impl From<&SecretString> for Signer {
+    fn from(secret: &SecretString) -> Self {
+        Signer::new(secret.clone())
+    }
+}
+
+impl From<&Signer> for Signer {
+    fn from(signer: &Signer) -> Self {
+        signer.clone()
+    }
+}
+
 impl Fixture {
     pub fn is_refused(&self) -> bool {
         self.expected.get("error").is_some()
     }
 
-    /// The provider's request to `ingress` for `account`, signed with `secret`.
-    pub fn request(
-        &self,
-        client: &reqwest::Client,
-        ingress: &str,
-        account: &str,
-        secret: &SecretString,
-    ) -> reqwest::RequestBuilder {
+    /// The account the provider sends this fixture to when `account` is
+    /// the provider's usual one: `Orderhub-Account` where the fixture names
+    /// another (a Just Eat body that does not name its event goes to the
+    /// account bound to it).
+    pub fn target_account(&self, account: &str) -> String {
+        self.path_headers
+            .get("Orderhub-Account")
+            .cloned()
+            .unwrap_or_else(|| account.to_owned())
+    }
+
+    /// The URL the provider posts this fixture to (`account` as in
+    /// [`Fixture::target_account`]), and whether with PUT.
+    fn url(&self, ingress: &str, account: &str) -> (bool, String) {
         let p = self.provider;
         let h = |k: &str| self.path_headers.get(k).cloned();
-        let account = h("Orderhub-Account").unwrap_or_else(|| account.to_owned());
-        let base = format!("{ingress}/api/webhooks/{p}/{account}");
-        let req = match (
+        let base = format!(
+            "{ingress}/api/webhooks/{p}/{}",
+            self.target_account(account)
+        );
+        match (
             p,
             h("Orderhub-Path-Remoteid"),
             h("Orderhub-Path-Remoteorderid"),
             h("Orderhub-Path-Event"),
         ) {
-            (Provider::Talabat, Some(remote), Some(order), _) => client.put(format!(
-                "{base}/remoteId/{remote}/remoteOrder/{order}/posOrderStatus"
-            )),
-            (Provider::Talabat, Some(remote), None, _) => {
-                client.post(format!("{base}/order/{remote}"))
-            }
-            (Provider::Justeat, _, _, Some(event)) => client.post(format!("{base}/{event}")),
-            _ => client.post(base),
-        };
-        let signed = verify::verifier(p)
+            (Provider::Talabat, Some(remote), Some(order), _) => (
+                true,
+                format!("{base}/remoteId/{remote}/remoteOrder/{order}/posOrderStatus"),
+            ),
+            (Provider::Talabat, Some(remote), None, _) => (false, format!("{base}/order/{remote}")),
+            (Provider::Justeat, _, _, Some(event)) => (false, format!("{base}/{event}")),
+            _ => (false, base),
+        }
+    }
+
+    /// The provider's request to `ingress` for `account`, signed by
+    /// `signer` (the target account's: [`Fixture::target_account`]; a bare
+    /// secret for the schemes that need no account options) now: Grab's
+    /// with a token minted for the account, Keeta's envelope re-signed over
+    /// the account's webhook URL with the current time.
+    pub fn request(
+        &self,
+        client: &reqwest::Client,
+        ingress: &str,
+        account: &str,
+        signer: impl Into<Signer>,
+    ) -> reqwest::RequestBuilder {
+        let signer = signer.into();
+        let signed = verify::verifier(self.provider)
             .sign(
                 &self.body,
-                secret,
-                &VerifyOptions::default(),
+                &signer.secret,
+                &signer.options,
                 SystemTime::now(),
             )
             .expect("fixtures can be signed");
-        req.headers(signed)
+        self.send(client, ingress, account, signed)
+    }
+
+    /// This fixture's request with `signed`'s headers and body (as
+    /// [`Verifier::sign`](verify::Verifier::sign) made them).
+    pub fn send(
+        &self,
+        client: &reqwest::Client,
+        ingress: &str,
+        account: &str,
+        signed: verify::Signed,
+    ) -> reqwest::RequestBuilder {
+        let (put, url) = self.url(ingress, account);
+        let req = if put {
+            client.put(url)
+        } else {
+            client.post(url)
+        };
+        let body = signed.body.clone().unwrap_or_else(|| self.body.clone());
+        req.headers(signed.headers)
             .header("content-type", "application/json")
-            .body(self.body.clone())
+            .body(body)
     }
 }
 

@@ -1,21 +1,50 @@
 //! The whole hub, every binary a separate process, against a real
 //! nats-server and the test backend: every fixture of every provider goes
-//! in signed at the ingress and comes out at the backend as its expected
-//! canonical order (or lands in the DLQ with its expected error), and
-//! nothing unsigned gets past the ingress.
+//! in signed at the ingress (Grab's with a token minted for its account,
+//! Keeta's envelope re-signed now over the account's webhook URL) and comes
+//! out at the backend as its expected canonical order (or lands in the DLQ
+//! with its expected error), and nothing unsigned or forged gets past the
+//! ingress.
 
 use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream;
-use orderhub_tests::fixtures::comparable;
+use orderhub_tests::fixtures::{Fixture, Signer, comparable};
 use orderhub_tests::*;
 use secrecy::SecretString;
 use serde_json::Value;
-use shared::verify::{self, VerifyOptions};
+use shared::Provider;
+use shared::config::HubConfig;
+use shared::verify::{self, Signed};
 
-/// Every account of tests/fixtures/hub.toml signs with this (Standard
-/// Webhooks needs a whsec_ key; the HMAC schemes take any bytes).
+/// Every account of tests/fixtures/hub.toml but Grab's signs with this
+/// (Standard Webhooks needs a whsec_ key; the other schemes take any bytes).
 const SECRET: &str = "whsec_dGVzdA==";
+/// Grab's account signs the tokens the hub issues with this (32 bytes at
+/// least).
+const GRAB_SECRET: &str = "grab-token-signing-key-for-tests-only-32b";
+const ENV: [(&str, &str); 2] = [("S", SECRET), ("S_GRAB", GRAB_SECRET)];
+
+/// The fixtures' hub config, as the stages load it.
+fn hub() -> HubConfig {
+    let text = std::fs::read_to_string(workspace().join("tests/fixtures/hub.toml")).unwrap();
+    HubConfig::from_toml(&text, "hub.toml", &|name| {
+        ENV.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    })
+    .expect("the fixtures' hub config loads")
+}
+
+/// The account a fixture goes to, and what its provider signs with there.
+fn target(hub: &HubConfig, f: &Fixture) -> (String, Signer) {
+    let account = format!("acme-{}", f.provider);
+    let target = f.target_account(&account);
+    let config = hub
+        .account(f.provider, &target)
+        .unwrap_or_else(|| panic!("{}: no account {target}", f.name));
+    (account, Signer::of(config))
+}
 
 fn hub_toml() -> String {
     std::fs::read_to_string(workspace().join("tests/fixtures/hub.toml"))
@@ -25,7 +54,7 @@ fn hub_toml() -> String {
 }
 
 async fn start() -> anyhow::Result<Stack> {
-    Stack::start(&hub_toml(), &[("S", SECRET)]).await
+    Stack::start(&hub_toml(), &ENV).await
 }
 
 #[tokio::test]
@@ -38,19 +67,39 @@ async fn every_fixture_arrives_as_its_expected_order_or_dead_letter() -> anyhow:
         "fixtures went missing: {}",
         fixtures.len()
     );
+    for p in [
+        Provider::Doordash,
+        Provider::Glovo,
+        Provider::Grab,
+        Provider::Keeta,
+    ] {
+        assert!(fixtures.iter().any(|f| f.provider == p), "no {p} fixture");
+    }
     let client = reqwest::Client::new();
-    let secret = SecretString::from(SECRET.to_owned());
+    let hub = hub();
 
     let mut want_orders = Vec::new();
     let mut want_dead = Vec::new();
     for f in &fixtures {
-        let account = format!("acme-{}", f.provider);
+        let (account, signer) = target(&hub, f);
         let r = f
-            .request(&client, &stack.ingress_url(), &account, &secret)
+            .request(&client, &stack.ingress_url(), &account, &signer)
             .timeout(STEP)
             .send()
             .await?;
-        assert_eq!(r.status(), 202, "{}: {}", f.name, r.text().await?);
+        let status = r.status();
+        let text = r.text().await?;
+        if f.provider == Provider::Keeta {
+            // Keeta dictates its answer.
+            assert_eq!(
+                (status.as_u16(), text.as_str()),
+                (200, r#"{"code":0,"message":"Success"}"#),
+                "{}",
+                f.name
+            );
+        } else {
+            assert_eq!(status, 202, "{}: {text}", f.name);
+        }
         if f.is_refused() {
             want_dead.push((
                 f.expected["error"]["class"].as_str().unwrap().to_owned(),
@@ -109,27 +158,29 @@ async fn nothing_unsigned_gets_past_the_ingress() -> anyhow::Result<()> {
     let stack = start().await?;
     let js = jetstream::new(stack.nats.client().await?);
     let fixtures = fixtures::all();
+    let hub = hub();
+    let client = reqwest::Client::new();
     for f in &fixtures {
-        // Signed with another secret, and not signed at all.
+        // Signed with another secret (for Grab: a token the hub never
+        // issued; for Keeta: a sig over the right URL with another app
+        // secret), and not signed at all (Keeta's fixtures carry a zero sig
+        // and an old timestamp).
         let p = f.provider;
+        let (account, signer) = target(&hub, f);
+        let forger = signer.with_secret(SecretString::from(
+            "whsec_b3RoZXItc2VjcmV0LW9mLWF0LWxlYXN0LTMyLWJ5dGVz".to_owned(),
+        ));
         let wrong = verify::verifier(p)
-            .sign(
-                &f.body,
-                &SecretString::from("whsec_b3RoZXI=".to_owned()),
-                &VerifyOptions::default(),
-                SystemTime::now(),
-            )
+            .sign(&f.body, &forger.secret, &forger.options, SystemTime::now())
             .unwrap();
-        let url = format!("{}/api/webhooks/{p}/acme-{p}", stack.ingress_url());
-        for headers in [wrong, Default::default()] {
-            let r = reqwest::Client::new()
-                .post(&url)
-                .headers(headers)
-                .body(f.body.clone())
+        for signed in [wrong, Signed::headers(Default::default())] {
+            let r = f
+                .send(&client, &stack.ingress_url(), &account, signed)
                 .timeout(STEP)
                 .send()
                 .await?;
             assert_eq!(r.status(), 401, "{}", f.name);
+            assert_eq!(r.text().await?, r#"{"error":"unauthorized"}"#, "{}", f.name);
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -13,12 +13,35 @@ use tokio_util::sync::CancellationToken;
 
 const DIRECT_SECRET: &str = "whsec_dGVzdC1zZWNyZXQtZm9yLWRpcmVjdA==";
 
+/// Grab's client secret at the token endpoint (`GRAB_CLIENT_SECRET`).
+const GRAB_CLIENT_SECRET: &str = "grab-client-secret-for-ingress-tests";
+/// A secret being rotated out (`OLD_SECRET`), long enough to sign Grab's
+/// tokens too.
+const OLD_SECRET: &str = "old-secret-being-rotated-out-0123456789";
+/// Keeta's registered webhook URL for `acme-keeta`.
+const KEETA_URL: &str = "https://hub.example/api/webhooks/keeta/acme-keeta";
+
+/// The settings an account of `p` needs beyond its secret: Keeta's
+/// registered URL, Grab's token endpoint (a table: last in the account).
+fn account_settings(p: Provider, id: &str) -> String {
+    match p {
+        Provider::Keeta => {
+            format!("webhook_url = \"https://hub.example/api/webhooks/keeta/{id}\"\n")
+        }
+        Provider::Grab => format!(
+            "[account.token_endpoint]\nclient_id = \"{id}-client\"\nclient_secret_envs = [\"GRAB_CLIENT_SECRET\"]\n"
+        ),
+        _ => String::new(),
+    }
+}
+
 fn hub_toml(extra_account: &str, extra: &str) -> String {
     let mut accounts = String::new();
     for p in Provider::ALL {
         accounts.push_str(&format!(
-            "[[account]]\nid = \"acme-{p}\"\nprovider = \"{p}\"\ntenant = \"acme\"\nsecret_envs = [\"SECRET_{p}\"]\ndefault = true\n{}\n",
-            if p == Provider::Careem { extra_account } else { "" }
+            "[[account]]\nid = \"acme-{p}\"\nprovider = \"{p}\"\ntenant = \"acme\"\nsecret_envs = [\"SECRET_{p}\"]\ndefault = true\n{}\n{}\n",
+            if p == Provider::Careem { extra_account } else { "" },
+            account_settings(p, &format!("acme-{p}")),
         ));
     }
     format!(
@@ -29,16 +52,32 @@ fn hub_toml(extra_account: &str, extra: &str) -> String {
 fn secret_of(p: Provider) -> SecretString {
     SecretString::from(match p {
         Provider::Direct => DIRECT_SECRET.to_owned(),
+        // Signs the tokens the hub issues: 32 bytes at least.
+        Provider::Grab => "test-secret-grab-token-signing-key-0123456789".to_owned(),
         other => format!("test-secret-{other}"),
     })
 }
 
+/// The environment the test hubs read their secrets from.
+fn env_of(name: &str) -> Option<String> {
+    match name {
+        "GRAB_CLIENT_SECRET" => Some(GRAB_CLIENT_SECRET.to_owned()),
+        "OLD_SECRET" => Some(OLD_SECRET.to_owned()),
+        _ => {
+            let p = name.strip_prefix("SECRET_")?.parse::<Provider>().ok()?;
+            Some(secrecy::ExposeSecret::expose_secret(&secret_of(p)).to_owned())
+        }
+    }
+}
+
 fn hub(toml: &str) -> shared::config::HubConfig {
-    shared::config::HubConfig::from_toml(toml, "test", &|name| {
-        let p = name.strip_prefix("SECRET_")?.parse::<Provider>().ok()?;
-        Some(secrecy::ExposeSecret::expose_secret(&secret_of(p)).to_owned())
-    })
-    .expect("valid test hub")
+    shared::config::HubConfig::from_toml(toml, "test", &env_of).expect("valid test hub")
+}
+
+/// The verify options of `acme-<p>` (Grab's token audience, Keeta's URL).
+fn options_of(p: Provider) -> VerifyOptions {
+    let hub = hub(&hub_toml("", ""));
+    VerifyOptions::for_account(hub.account(p, &format!("acme-{p}")).expect("acme account"))
 }
 
 struct Hub {
@@ -86,24 +125,43 @@ impl Hub {
     }
 }
 
+/// The headers `p`'s provider sends with `body` for `acme-<p>` (a scheme
+/// that signs in the headers: not Keeta, see [`signed_request`]).
 fn signed(p: Provider, body: &[u8]) -> reqwest::header::HeaderMap {
-    let h = verify::verifier(p)
-        .sign(
-            body,
-            &secret_of(p),
-            &VerifyOptions::default(),
-            SystemTime::now(),
-        )
+    let (headers, signed_body) = signed_request(p, body);
+    assert_eq!(
+        signed_body, body,
+        "{p} signs inside the body: signed_request"
+    );
+    headers
+}
+
+/// The request `p`'s provider sends with `body` for `acme-<p>` now: its
+/// headers and its body (Keeta's re-signed envelope).
+fn signed_request(p: Provider, body: &[u8]) -> (reqwest::header::HeaderMap, Vec<u8>) {
+    signed_with(p, body, &secret_of(p), &options_of(p), SystemTime::now())
+}
+
+fn signed_with(
+    p: Provider,
+    body: &[u8],
+    secret: &SecretString,
+    options: &VerifyOptions,
+    at: SystemTime,
+) -> (reqwest::header::HeaderMap, Vec<u8>) {
+    let signed = verify::verifier(p)
+        .sign(body, secret, options, at)
         .expect("sign");
+    let body = signed.body(body).to_vec();
     let mut out = reqwest::header::HeaderMap::new();
-    for (k, v) in h.iter() {
+    for (k, v) in signed.headers.iter() {
         out.insert(
             reqwest::header::HeaderName::from_bytes(k.as_str().as_bytes()).unwrap(),
             reqwest::header::HeaderValue::from_bytes(v.as_bytes()).unwrap(),
         );
     }
     out.insert("content-type", "application/json".parse().unwrap());
-    out
+    (out, body)
 }
 
 async fn post(
@@ -223,15 +281,17 @@ async fn new_traces_follow_the_sampling_setting_and_a_providers_own_is_kept() ->
 async fn every_provider_scheme_is_accepted_on_its_own_subject() -> anyhow::Result<()> {
     let hub = start(&hub_toml("", "")).await?;
     for (i, p) in Provider::ALL.into_iter().enumerate() {
-        let body: &'static [u8] =
-            Box::leak(format!("{{\"n\":{i}}}").into_bytes().into_boxed_slice());
+        let (headers, body) = signed_request(p, format!("{{\"n\":{i}}}").as_bytes());
+        let body: &'static [u8] = Box::leak(body.into_boxed_slice());
         let r = post(
             &format!("{}/api/webhooks/{p}/acme-{p}", hub.base),
-            signed(p, body),
+            headers,
             body,
         )
         .await?;
-        assert_eq!(r.status(), 202, "{p}: {:?}", r.text().await);
+        // Keeta dictates its answer; everyone else gets the generic one.
+        let want = if p == Provider::Keeta { 200 } else { 202 };
+        assert_eq!(r.status(), want, "{p}: {:?}", r.text().await);
     }
     let subjects: Vec<String> = stream_messages(&hub.js, "WEBHOOKS")
         .await?
@@ -1001,13 +1061,10 @@ async fn talabat_tokens_are_bounded_in_time() -> anyhow::Result<()> {
 fn the_new_account_keys_are_validated_at_start() {
     let refused = |replace: &str, with: &str| {
         let toml = hub_toml("", "").replace(replace, with);
-        shared::config::HubConfig::from_toml(&toml, "test", &|name| {
-            let p = name.strip_prefix("SECRET_")?.parse::<Provider>().ok()?;
-            Some(secrecy::ExposeSecret::expose_secret(&secret_of(p)).to_owned())
-        })
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default()
+        shared::config::HubConfig::from_toml(&toml, "test", &env_of)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
     };
     let careem_event = refused(
         "id = \"acme-careem\"",
@@ -1024,4 +1081,555 @@ fn the_new_account_keys_are_validated_at_start() {
         "id = \"acme-talabat\"\njwt_max_lifetime = \"0s\"",
     );
     assert!(zero.contains("acme-talabat.jwt_max_lifetime"), "{zero}");
+}
+
+/// An answer without what differs between two requests (`date`).
+async fn answer_of(
+    r: reqwest::Response,
+) -> anyhow::Result<(u16, Vec<(String, String)>, bytes::Bytes)> {
+    let status = r.status().as_u16();
+    let mut headers: Vec<(String, String)> = r
+        .headers()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "date")
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    headers.sort();
+    Ok((status, headers, r.bytes().await?))
+}
+
+fn leak(body: String) -> &'static [u8] {
+    Box::leak(body.into_bytes().into_boxed_slice())
+}
+
+fn authorization(value: &str) -> reqwest::header::HeaderMap {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("authorization", value.parse().unwrap());
+    h.insert("content-type", "application/json".parse().unwrap());
+    h
+}
+
+/// A rotating account of `p` (`rotating-<p>`): the old secret first, the
+/// provider's current one second.
+fn rotating_account(p: Provider) -> String {
+    format!(
+        "[[account]]\nid = \"rotating-{p}\"\nprovider = \"{p}\"\ntenant = \"acme\"\nsecret_envs = [\"OLD_SECRET\", \"SECRET_{p}\"]\n{}\n",
+        account_settings(p, &format!("rotating-{p}"))
+    )
+}
+
+#[tokio::test]
+async fn doordash_and_glovo_send_their_static_token_raw_or_as_bearer() -> anyhow::Result<()> {
+    let providers = [Provider::Doordash, Provider::Glovo];
+    let extra: String = providers.into_iter().map(rotating_account).collect();
+    let hub = start(&hub_toml("", &extra)).await?;
+    let unauthorized = (401, br#"{"error":"unauthorized"}"#.to_vec());
+    let mut accepted = Vec::new();
+    for p in providers {
+        let token = secrecy::ExposeSecret::expose_secret(&secret_of(p)).to_owned();
+        let url = |account: &str| format!("{}/api/webhooks/{p}/{account}", hub.base);
+        let mut n = 0;
+        let mut body = || {
+            n += 1;
+            leak(format!("{{\"order\":\"{p}-{n}\"}}"))
+        };
+        // As `sign` sends it (raw), as a bearer token, and on the rotating
+        // account with either secret.
+        for (account, value) in [
+            (format!("acme-{p}"), token.clone()),
+            (format!("acme-{p}"), format!("Bearer {token}")),
+            (format!("rotating-{p}"), token.clone()),
+            (format!("rotating-{p}"), OLD_SECRET.to_owned()),
+        ] {
+            let r = post(&url(&account), authorization(&value), body()).await?;
+            assert_eq!(r.status(), 202, "{p} {account} {value:.12}");
+            accepted.push(format!("webhooks.raw.{p}.{account}"));
+        }
+        assert_eq!(
+            authorization(&token),
+            signed(p, b"{}"),
+            "{p}: sign sends the raw token"
+        );
+        // Unsigned, a wrong token, a prefix of it, the old secret where it
+        // is not configured, another provider's token.
+        let other = if p == Provider::Doordash {
+            Provider::Glovo
+        } else {
+            Provider::Doordash
+        };
+        let other_token = secrecy::ExposeSecret::expose_secret(&secret_of(other)).to_owned();
+        for headers in [
+            reqwest::header::HeaderMap::new(),
+            authorization(&format!("{token}x")),
+            authorization(&token[..token.len() - 1]),
+            authorization(OLD_SECRET),
+            authorization(&other_token),
+            authorization(&format!("Basic {token}")),
+        ] {
+            let r = post(&url(&format!("acme-{p}")), headers, body()).await?;
+            assert_eq!(
+                (r.status().as_u16(), r.bytes().await?.to_vec()),
+                unauthorized,
+                "{p}"
+            );
+        }
+    }
+    let subjects: Vec<String> = stream_messages(&hub.js, "WEBHOOKS")
+        .await?
+        .iter()
+        .map(|m| m.subject.to_string())
+        .collect();
+    assert_eq!(subjects, accepted, "only the accepted ones are stored");
+    hub.stop().await
+}
+
+/// A Keeta envelope (`messageId` `id`), unsigned.
+fn keeta_envelope(id: &str, status: u8) -> Vec<u8> {
+    serde_json::json!({
+        "eventId": 1002,
+        "appId": 3762772727u64,
+        "messageId": id,
+        "shopId": 145541,
+        "message": format!("{{\"opTime\":1749008143025,\"orderViewId\":553440887574627,\"shopId\":145541,\"status\":{status}}}"),
+        "timestamp": 0,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn keeta_envelopes_verify_over_the_registered_url_and_dedupe_by_message_id()
+-> anyhow::Result<()> {
+    let hub = start(&hub_toml("", &rotating_account(Provider::Keeta))).await?;
+    let url = format!("{}/api/webhooks/keeta/acme-keeta", hub.base);
+    let secret = secret_of(Provider::Keeta);
+    let options = options_of(Provider::Keeta);
+    assert_eq!(options.webhook_url.as_deref(), Some(KEETA_URL));
+    let now = SystemTime::now();
+    let sign_at =
+        |body: &[u8], at: SystemTime| signed_with(Provider::Keeta, body, &secret, &options, at);
+    let success = (200, br#"{"code":0,"message":"Success"}"#.to_vec());
+    let unauthorized = (401, br#"{"error":"unauthorized"}"#.to_vec());
+    let send = |headers, body: Vec<u8>, url: String| async move {
+        let r = post(&url, headers, leak(String::from_utf8(body).unwrap())).await?;
+        anyhow::Ok((r.status().as_u16(), r.bytes().await?.to_vec()))
+    };
+
+    let (h, first) = sign_at(&keeta_envelope("msg-1", 30), now);
+    assert_eq!(send(h, first.clone(), url.clone()).await?, success);
+    // Keeta re-sends the message, re-signed 30 s later: the same answer,
+    // stored once.
+    let (h, resent) = sign_at(&keeta_envelope("msg-1", 30), now + Duration::from_secs(30));
+    assert_ne!(resent, first);
+    assert_eq!(send(h, resent, url.clone()).await?, success);
+    let msgs = stream_messages(&hub.js, "WEBHOOKS").await?;
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].payload.as_ref(), first.as_slice(), "byte for byte");
+    assert_eq!(msgs[0].subject.as_str(), "webhooks.raw.keeta.acme-keeta");
+
+    // Refused: tampered inside `message`, unsigned, signed over another URL,
+    // with another secret, and too old (an hour, tolerance five minutes).
+    let tampered =
+        String::from_utf8(first.clone())?.replace(r#"\"status\":30"#, r#"\"status\":50"#);
+    assert_ne!(tampered.as_bytes(), first.as_slice());
+    let elsewhere = verify::VerifyOptions {
+        webhook_url: Some("https://hub.example/api/webhooks/keeta/other".into()),
+        ..options.clone()
+    };
+    let json = || {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("content-type", "application/json".parse().unwrap());
+        h
+    };
+    let refusals = [
+        (json(), tampered.into_bytes()),
+        (json(), keeta_envelope("msg-2", 30)),
+        signed_with(
+            Provider::Keeta,
+            &keeta_envelope("msg-3", 30),
+            &secret,
+            &elsewhere,
+            now,
+        ),
+        signed_with(
+            Provider::Keeta,
+            &keeta_envelope("msg-4", 30),
+            &SecretString::from("another-app-secret".to_owned()),
+            &options,
+            now,
+        ),
+        sign_at(
+            &keeta_envelope("msg-5", 30),
+            now - Duration::from_secs(3600),
+        ),
+    ];
+    for (h, body) in refusals {
+        assert_eq!(send(h, body, url.clone()).await?, unauthorized);
+    }
+    // Rotation: the second secret of an account signs.
+    let rotating = VerifyOptions::for_account(hub_config_account(
+        &hub_toml("", &rotating_account(Provider::Keeta)),
+        "rotating-keeta",
+    ));
+    let (h, body) = signed_with(
+        Provider::Keeta,
+        &keeta_envelope("msg-6", 30),
+        &secret,
+        &rotating,
+        now,
+    );
+    assert_eq!(
+        send(
+            h,
+            body,
+            format!("{}/api/webhooks/keeta/rotating-keeta", hub.base)
+        )
+        .await?,
+        success
+    );
+    assert_eq!(stream_messages(&hub.js, "WEBHOOKS").await?.len(), 2);
+
+    let metrics = reqwest::get(format!("{}/metrics", hub.ops))
+        .await?
+        .text()
+        .await?;
+    for line in [
+        "ingress_requests_total{provider=\"keeta\",outcome=\"duplicate\",reason=\"none\"} 1",
+        "ingress_requests_total{provider=\"keeta\",outcome=\"unauthorized\",reason=\"stale_timestamp\"} 1",
+        "ingress_requests_total{provider=\"keeta\",outcome=\"unauthorized\",reason=\"bad_signature\"} 3",
+        "ingress_requests_total{provider=\"keeta\",outcome=\"unauthorized\",reason=\"missing_field\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    hub.stop().await
+}
+
+/// The account `id` of the hub `toml`.
+fn hub_config_account(toml: &str, id: &str) -> &'static shared::config::Account {
+    let hub: &'static shared::config::HubConfig = Box::leak(Box::new(hub(toml)));
+    hub.accounts.iter().find(|a| a.id == id).expect("account")
+}
+
+/// Grab's token request for `account`: `body` with `content_type`, and
+/// HTTP Basic credentials if given.
+async fn token_request(
+    base: &str,
+    account: &str,
+    content_type: &str,
+    body: String,
+    basic: Option<(&str, &str)>,
+) -> anyhow::Result<reqwest::Response> {
+    let mut r = reqwest::Client::new()
+        .post(format!("{base}/api/webhooks/grab/{account}/oauth/token"))
+        .header("content-type", content_type)
+        .body(body)
+        .timeout(STEP);
+    if let Some((id, secret)) = basic {
+        r = r.basic_auth(id, Some(secret));
+    }
+    Ok(r.send().await?)
+}
+
+/// Grab's SDK request (api/grab-token-request.json's shape).
+fn grab_json(client_id: &str, client_secret: &str) -> String {
+    serde_json::json!({
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "grant_type": "client_credentials",
+        "scope": "food.partner_api",
+    })
+    .to_string()
+}
+
+/// A token from `base`'s endpoint for `account` with its client
+/// credentials (client id `<account>-client`).
+async fn grab_token(base: &str, account: &str) -> anyhow::Result<String> {
+    let r = token_request(
+        base,
+        account,
+        "application/json",
+        grab_json(&format!("{account}-client"), GRAB_CLIENT_SECRET),
+        None,
+    )
+    .await?;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await?;
+    Ok(body["access_token"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn grab_gets_a_token_that_opens_its_own_accounts_routes_only() -> anyhow::Result<()> {
+    let other = "[[account]]\nid = \"other-grab\"\nprovider = \"grab\"\ntenant = \"acme\"\nsecret_envs = [\"OLD_SECRET\"]\n[account.token_endpoint]\nclient_id = \"other-grab-client\"\nclient_secret_envs = [\"GRAB_CLIENT_SECRET\"]\n";
+    let hub = start(&hub_toml("", other)).await?;
+    let webhook = |account: &str| format!("{}/api/webhooks/grab/{account}", hub.base);
+    let mut n = 0;
+    let mut body = || {
+        n += 1;
+        leak(format!("{{\"orderID\":\"GF-{n}\"}}"))
+    };
+
+    // Grab's own request: JSON as its SDK sends it.
+    let r = token_request(
+        &hub.base,
+        "acme-grab",
+        "application/json",
+        grab_json("acme-grab-client", GRAB_CLIENT_SECRET),
+        None,
+    )
+    .await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let answer: serde_json::Value = r.json().await?;
+    let keys: Vec<&String> = answer.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["access_token", "expires_in", "token_type"]);
+    assert_eq!(answer["token_type"], "Bearer");
+    assert_eq!(answer["expires_in"], 3600);
+    let token = answer["access_token"].as_str().unwrap().to_owned();
+    let bearer = |t: &str| authorization(&format!("Bearer {t}"));
+    assert_eq!(
+        post(&webhook("acme-grab"), bearer(&token), body())
+            .await?
+            .status(),
+        202
+    );
+    // A form, and HTTP Basic, work as well.
+    let form = token_request(
+        &hub.base,
+        "acme-grab",
+        "application/x-www-form-urlencoded",
+        format!("grant_type=client_credentials&client_id=acme-grab-client&client_secret={GRAB_CLIENT_SECRET}"),
+        None,
+    )
+    .await?;
+    assert_eq!(form.status(), 200);
+    let form_token = form.json::<serde_json::Value>().await?["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        post(&webhook("acme-grab"), bearer(&form_token), body())
+            .await?
+            .status(),
+        202
+    );
+    let basic = token_request(
+        &hub.base,
+        "acme-grab",
+        "application/x-www-form-urlencoded",
+        "grant_type=client_credentials".into(),
+        Some(("acme-grab-client", GRAB_CLIENT_SECRET)),
+    )
+    .await?;
+    assert_eq!(basic.status(), 200);
+    let accepted = 2;
+
+    // The webhook 401, to compare every refusal with.
+    let webhook_401 = answer_of(
+        post(
+            &webhook("acme-grab"),
+            reqwest::header::HeaderMap::new(),
+            body(),
+        )
+        .await?,
+    )
+    .await?;
+    assert_eq!(webhook_401.0, 401);
+    assert_eq!(webhook_401.2.as_ref(), br#"{"error":"unauthorized"}"#);
+
+    // Refused on the webhook route: another account's token either way,
+    // an expired one, one signed with a key the account does not have.
+    let other_token = grab_token(&hub.base, "other-grab").await?;
+    let audience = |account: &str| verify::grab::Audience {
+        account: account.into(),
+        client_id: format!("{account}-client"),
+        token_lifetime: Duration::from_secs(3600),
+    };
+    let expired = verify::grab::issue(
+        &secret_of(Provider::Grab),
+        &audience("acme-grab"),
+        SystemTime::now() - Duration::from_secs(2 * 3600),
+    )?;
+    let forged = verify::grab::issue(
+        &SecretString::from("a-key-the-account-does-not-have-0123".to_owned()),
+        &audience("acme-grab"),
+        SystemTime::now(),
+    )?;
+    for (account, t) in [
+        ("other-grab", token.as_str()),
+        ("acme-grab", other_token.as_str()),
+        ("acme-grab", expired.access_token.as_str()),
+        ("acme-grab", forged.access_token.as_str()),
+    ] {
+        let r = post(&webhook(account), bearer(t), body()).await?;
+        assert_eq!(answer_of(r).await?, webhook_401, "{account}");
+    }
+
+    // Refused at the token endpoint with the same 401: a wrong secret, a
+    // wrong client id, another account's client, an unknown account, an
+    // account that is not Grab's, no credentials.
+    for (account, id, secret) in [
+        (
+            "acme-grab",
+            "acme-grab-client",
+            "not-the-client-secret-at-all",
+        ),
+        ("acme-grab", "acme-grab-clienT", GRAB_CLIENT_SECRET),
+        ("acme-grab", "other-grab-client", GRAB_CLIENT_SECRET),
+        ("nobody", "acme-grab-client", GRAB_CLIENT_SECRET),
+        ("acme-glovo", "acme-grab-client", GRAB_CLIENT_SECRET),
+    ] {
+        let r = token_request(
+            &hub.base,
+            account,
+            "application/json",
+            grab_json(id, secret),
+            None,
+        )
+        .await?;
+        assert_eq!(answer_of(r).await?, webhook_401, "{account} {id}");
+    }
+    let r = token_request(
+        &hub.base,
+        "acme-grab",
+        "application/json",
+        r#"{"grant_type":"client_credentials"}"#.into(),
+        None,
+    )
+    .await?;
+    assert_eq!(answer_of(r).await?, webhook_401, "no credentials");
+
+    // Malformed requests and other grants: RFC 6749's 400s.
+    for (content_type, req, error) in [
+        (
+            "application/json",
+            "{\"grant_type\":".to_owned(),
+            "invalid_request",
+        ),
+        (
+            "text/plain",
+            grab_json("acme-grab-client", GRAB_CLIENT_SECRET),
+            "invalid_request",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            format!(
+                "grant_type=password&client_id=acme-grab-client&client_secret={GRAB_CLIENT_SECRET}"
+            ),
+            "unsupported_grant_type",
+        ),
+    ] {
+        let r = token_request(&hub.base, "acme-grab", content_type, req, None).await?;
+        assert_eq!(r.status(), 400, "{content_type}");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        assert_eq!(
+            r.json::<serde_json::Value>().await?,
+            serde_json::json!({ "error": error })
+        );
+    }
+
+    assert_eq!(stream_messages(&hub.js, "WEBHOOKS").await?.len(), accepted);
+    let metrics = reqwest::get(format!("{}/metrics", hub.ops))
+        .await?
+        .text()
+        .await?;
+    for line in [
+        "ingress_token_requests_total{provider=\"grab\",outcome=\"issued\"} 4",
+        "ingress_token_requests_total{provider=\"grab\",outcome=\"unauthorized\"} 6",
+        "ingress_token_requests_total{provider=\"grab\",outcome=\"invalid_request\"} 2",
+        "ingress_token_requests_total{provider=\"grab\",outcome=\"unsupported_grant_type\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    assert!(!metrics.contains(&token), "no token in the metrics");
+    hub.stop().await
+}
+
+/// The tokens are verifiable by every replica with nothing shared but the
+/// configuration: two ingresses, each with its own NATS.
+#[tokio::test]
+async fn a_token_from_one_ingress_opens_grabs_routes_on_another() -> anyhow::Result<()> {
+    let toml = hub_toml("", "");
+    let (one, two) = (start(&toml).await?, start(&toml).await?);
+    let token = grab_token(&one.base, "acme-grab").await?;
+    let body: &'static [u8] = br#"{"orderID":"GF-REPLICA"}"#;
+    let r = post(
+        &format!("{}/api/webhooks/grab/acme-grab", two.base),
+        authorization(&format!("Bearer {token}")),
+        body,
+    )
+    .await?;
+    assert_eq!(r.status(), 202);
+    assert_eq!(stream_messages(&two.js, "WEBHOOKS").await?.len(), 1);
+    assert!(stream_messages(&one.js, "WEBHOOKS").await?.is_empty());
+    one.stop().await?;
+    two.stop().await
+}
+
+/// Every attempt at the token endpoint draws on the account's limit, so
+/// guessing is not free; an unknown account's attempts draw on their own
+/// bucket and leave the account's alone.
+#[tokio::test]
+async fn the_token_endpoint_is_rate_limited_and_failures_count() -> anyhow::Result<()> {
+    const BURST: usize = 3;
+    let toml = hub_toml("", "").replace(
+        "client_secret_envs = [\"GRAB_CLIENT_SECRET\"]",
+        &format!(
+            "client_secret_envs = [\"GRAB_CLIENT_SECRET\"]\nrate_limit = {{ per_second = 1, burst = {BURST} }}"
+        ),
+    );
+    let hub = start(&toml).await?;
+    let attempt = |account: &'static str, secret: &'static str| {
+        let base = hub.base.clone();
+        async move {
+            let r = token_request(
+                &base,
+                account,
+                "application/json",
+                grab_json("acme-grab-client", secret),
+                None,
+            )
+            .await?;
+            let retry = r.headers().get("retry-after").is_some();
+            anyhow::Ok((r.status().as_u16(), retry))
+        }
+    };
+    // A flood against an account that does not exist...
+    let mut unknown = Vec::new();
+    for _ in 0..20 {
+        unknown.push(attempt("nobody", GRAB_CLIENT_SECRET).await?);
+    }
+    assert!(unknown.contains(&(429, true)), "{unknown:?}");
+    // ...leaves Grab's own quota alone.
+    assert_eq!(
+        attempt("acme-grab", GRAB_CLIENT_SECRET).await?,
+        (200, false)
+    );
+
+    // Wrong secrets use up the account's quota: 429 with Retry-After.
+    let started = std::time::Instant::now();
+    let mut guesses = Vec::new();
+    for _ in 0..20 {
+        guesses.push(attempt("acme-grab", "a-guess-at-the-client-secret").await?);
+    }
+    let elapsed = started.elapsed();
+    let refused = guesses.iter().filter(|g| **g == (401, false)).count();
+    let limited = guesses.iter().filter(|g| **g == (429, true)).count();
+    assert_eq!(refused + limited, guesses.len(), "{guesses:?}");
+    assert!(limited > 0, "{guesses:?}");
+    // At most what the bucket held after the one success, plus its refill.
+    assert!(
+        refused < BURST + elapsed.as_secs() as usize + 1,
+        "{refused} 401s in {elapsed:?}"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", hub.ops))
+        .await?
+        .text()
+        .await?;
+    let unknown_limited = unknown.iter().filter(|u| u.0 == 429).count();
+    let line = format!(
+        "ingress_token_requests_total{{provider=\"grab\",outcome=\"rate_limited\"}} {}",
+        limited + unknown_limited
+    );
+    assert!(metrics.contains(&line), "missing {line:?} in\n{metrics}");
+    hub.stop().await
 }
