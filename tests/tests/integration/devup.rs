@@ -171,6 +171,114 @@ fn example_secrets() -> anyhow::Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// The example hub config read with the example secrets (a DoorDash
+/// signing secret must be base64url, a Grab token key 32 bytes: no one
+/// value fits every secret).
+fn example_config(hub_text: &str) -> anyhow::Result<shared::config::HubConfig> {
+    let secrets = example_secrets()?;
+    Ok(shared::config::HubConfig::from_toml(
+        hub_text,
+        "hub.toml",
+        &|name| {
+            secrets
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        },
+    )?)
+}
+
+/// The fake dev-up started takes the example DoorDash, Glovo, Grab and
+/// Keeta accounts' API credentials, as the example config names them: one
+/// call each, made the way the status worker makes it.
+fn example_api_credentials_work_at_the_fake(hub_text: &str, port: u16) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    use serde_json::{Value, json};
+    let config = example_config(hub_text)?;
+    let api = |p: Provider| {
+        config
+            .account(p, &format!("acme-{p}"))
+            .and_then(|a| a.api.clone())
+            .with_context(|| format!("acme-{p} has [account.api]"))
+    };
+    let (doordash, glovo, grab, keeta) = (
+        api(Provider::Doordash)?,
+        api(Provider::Glovo)?,
+        api(Provider::Grab)?,
+        api(Provider::Keeta)?,
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        // DoorDash: a JWT from the example developer, key and secret.
+        let jwt = shared::tokens::doordash::Signer::new(&doordash)
+            .context("the example DoorDash signer")?
+            .token(now);
+        let r = http
+            .patch(format!(
+                "{base}/api/v1/orders/devup-dd/events/order_delivered"
+            ))
+            .bearer_auth(jwt)
+            .header("auth-version", "v2")
+            .json(&json!({"merchant_supplied_id": "devup"}))
+            .send()
+            .await?;
+        assert_eq!(r.status().as_u16(), 202, "doordash: {}", r.text().await?);
+        // Glovo: the partner token, raw.
+        let r = http
+            .put(format!("{base}/webhook/stores/devup/orders/devup-g/status"))
+            .header("authorization", glovo.client_secret.expose_secret())
+            .json(&json!({"status": "READY_FOR_PICKUP"}))
+            .send()
+            .await?;
+        assert_eq!(r.status().as_u16(), 204, "glovo: {}", r.text().await?);
+        // Grab: a token from the configured token_url, as a JSON grant.
+        let token_url = grab.token_url.clone().context("grab's token_url")?;
+        let r = http
+            .post(token_url)
+            .json(&json!({
+                "client_id": grab.client_id.as_ref().context("grab's client id")?.expose_secret(),
+                "client_secret": grab.client_secret.expose_secret(),
+                "grant_type": "client_credentials",
+                "scope": grab.scope.clone().unwrap_or_default(),
+            }))
+            .send()
+            .await?;
+        assert_eq!(r.status().as_u16(), 200, "grab token");
+        let token: Value = r.json().await?;
+        assert!(
+            token["access_token"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty())
+        );
+        // Keeta: a call signed with the app secret, with the access token.
+        let url = format!("{base}/order/prepare");
+        let mut body = json!({
+            "appId": keeta.app_id.as_deref().context("keeta's app id")?.parse::<u64>()?,
+            "accessToken": keeta.access_token.as_ref().context("keeta's token")?.expose_secret(),
+            "timestamp": now,
+            "orderViewId": 42,
+            "shopId": 7,
+        });
+        let params = shared::verify::keeta::json_params(&serde_json::to_vec(&body)?)?;
+        let pairs: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        body["sig"] = json!(shared::verify::keeta::signature(
+            &url,
+            &pairs,
+            &keeta.client_secret
+        ));
+        let answer: Value = http.post(&url).json(&body).send().await?.json().await?;
+        assert_eq!(answer["code"], 0, "keeta: {answer}");
+        anyhow::Ok(())
+    })
+}
+
 #[test]
 fn uber_eats_and_wolt_notifications_become_orders_at_the_sample_backend() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -220,6 +328,7 @@ fn uber_eats_and_wolt_notifications_become_orders_at_the_sample_backend() -> any
         ),
         "{stdout}"
     );
+    example_api_credentials_work_at_the_fake(&hub_text, ports.fake_provider)?;
 
     // What a newcomer runs next (scripts/sample-traffic, without the build).
     let traffic = Command::new(bin("sample-traffic")?)
@@ -238,9 +347,7 @@ fn uber_eats_and_wolt_notifications_become_orders_at_the_sample_backend() -> any
 
     // Every Uber Eats and Wolt notification it sent to an account of the
     // example config, and the order each must become.
-    let config = shared::config::HubConfig::from_toml(&hub_text, "hub.toml", &|_| {
-        Some("whsec_ZXhhbXBsZS1vbmx5LXNpZ25pbmctc2VjcmV0".to_owned())
-    })?;
+    let config = example_config(&hub_text)?;
     let mut wanted = Vec::new();
     for f in fixtures::all() {
         if !f.provider.sends_notifications_only() || f.is_refused() {
