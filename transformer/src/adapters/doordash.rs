@@ -35,10 +35,12 @@
 //! `taxes_on_fees`, whether or not `is_tax_remitted_by_doordash`). The order
 //! was paid through DoorDash.
 //!
-//! Fulfilment: `is_pickup` → pickup; `fulfillment_type` `dx_delivery` (or
-//! none) → delivery by a Dasher, `mx_delivery` → delivery by the restaurant,
-//! with `delivery_address` (its `lat`/`lng` are strings) [DOC]; another
-//! value is a problem. `estimated_pickup_time` is `ready_by`. Every time
+//! Fulfilment: `is_pickup` (or `fulfillment_type` `pickup`) → pickup;
+//! `fulfillment_type` `dx_delivery` (or none) → delivery by a Dasher,
+//! `mx_delivery` → delivery by the restaurant [DOC]; another value is a
+//! problem. `delivery_address` (its `lat`/`lng` are strings [DOC]) comes
+//! with self-delivery orders; an object sent with any delivery is kept, a
+//! placeholder string is not an address. `estimated_pickup_time` is `ready_by`. Every time
 //! DoorDash sends carries its offset, so the store's legacy `timezone` name
 //! (`US/Pacific`) is not needed and not read. `placed_at` is the event's
 //! `event_time` where given, else the ingress's acceptance time.

@@ -36,7 +36,8 @@
 //!
 //! Fulfilment (`featureFlags.orderType`): `DeliveredByGrab` → delivery by
 //! Grab's driver; `DeliveredByRestaurant` → by the restaurant, to
-//! `receiver.address`; `TakeAway`, `TakeAwayOrder`, `PosDineOutOrder` →
+//! `receiver.address` (sent for restaurant delivery [SDK]; sent anyway, it
+//! is kept); `TakeAway`, `TakeAwayOrder`, `PosDineOutOrder` →
 //! pickup; `DineIn`, `ScanToOrder` → dine-in at `dineIn.tableID`; another
 //! value is a problem. `orderTime` is `placed_at`, a non-empty
 //! `scheduledTime` is `scheduled_for`, `orderReadyEstimation`'s
