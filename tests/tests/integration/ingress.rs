@@ -1360,7 +1360,8 @@ async fn grab_token(base: &str, account: &str) -> anyhow::Result<String> {
 #[tokio::test]
 async fn grab_gets_a_token_that_opens_its_own_accounts_routes_only() -> anyhow::Result<()> {
     let other = "[[account]]\nid = \"other-grab\"\nprovider = \"grab\"\ntenant = \"acme\"\nsecret_envs = [\"OLD_SECRET\"]\n[account.token_endpoint]\nclient_id = \"other-grab-client\"\nclient_secret_envs = [\"GRAB_CLIENT_SECRET\"]\n";
-    let hub = start(&hub_toml("", other)).await?;
+    let extra = format!("{other}\n{}", rotating_account(Provider::Grab));
+    let hub = start(&hub_toml("", &extra)).await?;
     let webhook = |account: &str| format!("{}/api/webhooks/grab/{account}", hub.base);
     let mut n = 0;
     let mut body = || {
@@ -1421,7 +1422,35 @@ async fn grab_gets_a_token_that_opens_its_own_accounts_routes_only() -> anyhow::
     )
     .await?;
     assert_eq!(basic.status(), 200);
-    let accepted = 2;
+    // Rotation: the endpoint signs with the account's first secret, and a
+    // token the second one signed (before the rotation) still opens it.
+    let rotating = grab_token(&hub.base, "rotating-grab").await?;
+    assert_eq!(
+        post(&webhook("rotating-grab"), bearer(&rotating), body())
+            .await?
+            .status(),
+        202
+    );
+    let before_rotation = verify::grab::issue(
+        &secret_of(Provider::Grab),
+        &verify::grab::Audience {
+            account: "rotating-grab".into(),
+            client_id: "rotating-grab-client".into(),
+            token_lifetime: Duration::from_secs(3600),
+        },
+        SystemTime::now(),
+    )?;
+    assert_eq!(
+        post(
+            &webhook("rotating-grab"),
+            bearer(&before_rotation.access_token),
+            body()
+        )
+        .await?
+        .status(),
+        202
+    );
+    let accepted = 4;
 
     // The webhook 401, to compare every refusal with.
     let webhook_401 = answer_of(
@@ -1533,7 +1562,7 @@ async fn grab_gets_a_token_that_opens_its_own_accounts_routes_only() -> anyhow::
         .text()
         .await?;
     for line in [
-        "ingress_token_requests_total{provider=\"grab\",outcome=\"issued\"} 4",
+        "ingress_token_requests_total{provider=\"grab\",outcome=\"issued\"} 5",
         "ingress_token_requests_total{provider=\"grab\",outcome=\"unauthorized\"} 6",
         "ingress_token_requests_total{provider=\"grab\",outcome=\"invalid_request\"} 2",
         "ingress_token_requests_total{provider=\"grab\",outcome=\"unsupported_grant_type\"} 1",
