@@ -1230,6 +1230,70 @@ mod tests {
         assert_eq!(work(&genuine, Some(&two)), (Ok(1), 2));
     }
 
+    /// The same for the schemes that need an account setting: an unknown
+    /// account is verified with a real account's options (Grab's audience,
+    /// Keeta's URL), so it does the full work rather than stopping at the
+    /// missing setting.
+    #[test]
+    fn every_refusal_costs_the_same_for_the_new_schemes_too() {
+        use std::sync::Arc as StdArc;
+        let secret = |s: &str| SecretString::from(s.to_owned());
+        let options = |p: Provider| match p {
+            Provider::Grab => VerifyOptions {
+                grab: Some(StdArc::new(verify::grab::Audience {
+                    account: "acme-grab".into(),
+                    client_id: "acme-grab-client".into(),
+                    token_lifetime: Duration::from_secs(3600),
+                })),
+                ..VerifyOptions::default()
+            },
+            Provider::Keeta => VerifyOptions {
+                webhook_url: Some("https://hub.example/api/webhooks/keeta/acme-keeta".into()),
+                ..VerifyOptions::default()
+            },
+            _ => VerifyOptions::default(),
+        };
+        let one = vec![secret("the-accounts-only-secret-0123456789")];
+        let dummies: Vec<SecretString> = (0..3)
+            .map(|_| secret("dummy-secret-0123456789abcdef"))
+            .collect();
+        let at = SystemTime::now();
+        for p in [
+            Provider::Doordash,
+            Provider::Glovo,
+            Provider::Grab,
+            Provider::Keeta,
+        ] {
+            let opts = options(p);
+            let forged = verify::verifier(p)
+                .sign(
+                    br#"{"messageId":"m"}"#,
+                    &secret("forger-secret-0123456789abcdef"),
+                    &opts,
+                    at,
+                )
+                .unwrap();
+            let body = forged.body(br#"{"messageId":"m"}"#).to_vec();
+            let work = |account: Option<&[SecretString]>| {
+                let before = verify::macs_on_this_thread();
+                let result = verify_padded(
+                    p,
+                    &forged.headers,
+                    &body,
+                    account.map(|s| (s, &opts)),
+                    &opts,
+                    &dummies,
+                    3,
+                    at,
+                );
+                (result, verify::macs_on_this_thread() - before)
+            };
+            let refused = (Err(VerifyError::BadSignature), 3);
+            assert_eq!(work(None), refused, "{p}: unknown account");
+            assert_eq!(work(Some(&one)), refused, "{p}: one secret");
+        }
+    }
+
     /// Message ids are what deduplicates a provider's re-send, also across
     /// a rolling upgrade where the first copy came through the old version:
     /// changing how they are made must be a deliberate, noted decision.

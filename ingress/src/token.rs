@@ -295,25 +295,15 @@ impl TokenEndpoint {
                 .expect("grab accounts here have a token endpoint");
             (a, t)
         });
-        // The same work whoever is asked for: the client id against the
-        // account's (or a dummy), the secret against `max_client_secrets`
-        // secrets, the account's topped up with dummies.
-        let dummies = &self.ingress.dummy_secrets;
-        let (expected_id, secrets): (&str, &[SecretString]) = match configured {
-            Some((_, t)) => (&t.client_id, &t.client_secrets),
-            None => ("", &[]),
-        };
-        let id_matches =
-            static_token::same(credentials.client_id.as_bytes(), expected_id.as_bytes())
-                && configured.is_some();
-        let presented = credentials.client_secret.expose_secret().as_bytes();
-        let pad = self.max_client_secrets.saturating_sub(secrets.len());
-        let candidates = secrets.iter().chain(&dummies[..pad.min(dummies.len())]);
-        // Dummies never match: a match is one of the account's secrets.
-        let secret_matches =
-            static_token::find_in(presented, candidates).is_some_and(|i| i < secrets.len());
+        let client = configured.map(|(_, t)| (t.client_id.as_str(), &t.client_secrets[..]));
+        let authentic = client_matches(
+            &credentials,
+            client,
+            &self.ingress.dummy_secrets,
+            self.max_client_secrets,
+        );
         let (account, _) = match configured {
-            Some(found) if id_matches && secret_matches => found,
+            Some(found) if authentic => found,
             Some(_) => {
                 return Err(TokenRejection::Webhook(Rejection::Unauthorized(
                     "bad_client_credentials",
@@ -334,6 +324,27 @@ impl TokenEndpoint {
             TokenRejection::Webhook(Rejection::Unavailable(format!("token not issued: {e}")))
         })
     }
+}
+
+/// Whether `credentials` are the account's `client` (its client id and one
+/// of its client secrets; `None`: an unknown account), with the same work
+/// whoever is asked for: the client id compared by digest (against an empty
+/// one for an unknown account), the secret against `pad_to` secrets, the
+/// account's topped up with `dummies` (which never match).
+fn client_matches(
+    credentials: &Credentials,
+    client: Option<(&str, &[SecretString])>,
+    dummies: &[SecretString],
+    pad_to: usize,
+) -> bool {
+    let (expected_id, secrets) = client.unwrap_or(("", &[]));
+    let id_matches = static_token::same(credentials.client_id.as_bytes(), expected_id.as_bytes());
+    let pad = pad_to.saturating_sub(secrets.len());
+    let candidates = secrets.iter().chain(&dummies[..pad.min(dummies.len())]);
+    let presented = credentials.client_secret.expose_secret().as_bytes();
+    let secret_matches =
+        static_token::find_in(presented, candidates).is_some_and(|i| i < secrets.len());
+    client.is_some() && id_matches && secret_matches
 }
 
 /// The client's credentials from the request: HTTP Basic or the body, not
@@ -474,6 +485,44 @@ mod tests {
 
     const JSON: (&str, &str) = ("content-type", "application/json");
     const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+    #[test]
+    fn client_checks_cost_the_same_for_any_account_and_outcome() {
+        let secret = |s: &str| SecretString::from(s.to_owned());
+        let presented = |id: &str, s: &str| Credentials {
+            client_id: id.to_owned(),
+            client_secret: secret(s),
+        };
+        let secrets = [secret("client-secret-new"), secret("client-secret-old")];
+        let dummies: Vec<SecretString> = (0..3).map(|_| secret("dummy")).collect();
+        let work = |c: &Credentials, client: Option<(&str, &[SecretString])>| {
+            let before = crate::verify::macs_on_this_thread();
+            let ok = client_matches(c, client, &dummies, 3);
+            (ok, crate::verify::macs_on_this_thread() - before)
+        };
+        let account = Some(("grab-client", &secrets[..]));
+        assert_eq!(
+            work(&presented("grab-client", "client-secret-old"), account),
+            (true, 3)
+        );
+        assert_eq!(
+            work(&presented("grab-client", "client-secret-new"), account),
+            (true, 3)
+        );
+        for c in [
+            presented("grab-client", "client-secret-x"),
+            presented("grab-clien", "client-secret-new"),
+            presented("", "dummy"),
+        ] {
+            assert_eq!(work(&c, account), (false, 3));
+            assert_eq!(work(&c, None), (false, 3));
+        }
+        // A dummy is never a client secret, even presented verbatim.
+        assert_eq!(
+            work(&presented("grab-client", "dummy"), account),
+            (false, 3)
+        );
+    }
 
     #[test]
     fn credentials_come_as_grabs_json_a_form_or_basic() {
