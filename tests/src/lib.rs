@@ -301,6 +301,10 @@ pub fn test_token_key() -> shared::tokens::TokenKey {
     .expect("the test key is valid")
 }
 
+/// The secret of `acme-grab` in tests/fixtures/hub.toml (`S_GRAB`): it signs
+/// the tokens the hub issues to Grab, so 32 bytes at least.
+pub const GRAB_TOKEN_KEY: &str = "grab-token-signing-key-for-tests-only-32b";
+
 /// The first refresh token of `acme-wolt-v1` in tests/fixtures/hub.toml
 /// (the `S_WOLT_V1` variable): a venue's refresh tokens are its own.
 pub const WOLT_V1_SEED: &str = "wolt-v1-first-refresh-token";

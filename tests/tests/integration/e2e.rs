@@ -20,10 +20,7 @@ use shared::verify::{self, Signed};
 /// Every account of tests/fixtures/hub.toml but Grab's signs with this
 /// (Standard Webhooks needs a whsec_ key; the other schemes take any bytes).
 const SECRET: &str = "whsec_dGVzdA==";
-/// Grab's account signs the tokens the hub issues with this (32 bytes at
-/// least).
-const GRAB_SECRET: &str = "grab-token-signing-key-for-tests-only-32b";
-const ENV: [(&str, &str); 2] = [("S", SECRET), ("S_GRAB", GRAB_SECRET)];
+const ENV: [(&str, &str); 2] = [("S", SECRET), ("S_GRAB", GRAB_TOKEN_KEY)];
 
 /// The fixtures' hub config, as the stages load it.
 fn hub() -> HubConfig {

@@ -34,6 +34,7 @@ fn hub_of(text: &str) -> shared::config::HubConfig {
         Some(
             match name {
                 "S_WOLT_V1" => WOLT_V1_SEED,
+                "S_GRAB" => GRAB_TOKEN_KEY,
                 "BAD" => "not-the-client-secret",
                 _ => SECRET,
             }
@@ -691,7 +692,11 @@ fn stack_hub_toml() -> String {
 
 #[tokio::test]
 async fn a_fetcher_killed_mid_fetch_still_delivers_the_order_once() -> anyhow::Result<()> {
-    let mut stack = Stack::start(&stack_hub_toml(), &[("S", SECRET)]).await?;
+    let mut stack = Stack::start(
+        &stack_hub_toml(),
+        &[("S", SECRET), ("S_GRAB", GRAB_TOKEN_KEY)],
+    )
+    .await?;
     let js = jetstream::new(stack.nats.client().await?);
     let f = fixtures::all()
         .into_iter()
