@@ -32,6 +32,7 @@ pub mod headers;
 pub mod ops;
 #[cfg(feature = "outbound")]
 pub mod outbound;
+pub mod outcome;
 pub mod pull;
 pub mod redact;
 pub mod retry;

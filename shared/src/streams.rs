@@ -34,7 +34,14 @@ pub const CONSUMER_NAMES: [&str; 9] = [
 ];
 
 /// The streams `nats/streams.toml` defines, by name.
-pub const STREAM_NAMES: [&str; 5] = ["WEBHOOKS", "ORDERS", "STATUS", "DLQ", "ADVISORIES"];
+pub const STREAM_NAMES: [&str; 6] = [
+    "WEBHOOKS",
+    "ORDERS",
+    "STATUS",
+    "OUTCOMES",
+    "DLQ",
+    "ADVISORIES",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
