@@ -38,6 +38,7 @@
 //! - Metrics: `ingress_token_requests_total{provider, outcome}`.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -76,13 +77,26 @@ const UNKNOWN_ACCOUNT_LIMIT: RateLimit = RateLimit {
     burst: 10,
 };
 
-/// A token request as the route hands it over.
-#[derive(Debug)]
+/// A token request as the route hands it over. Its `Debug` shows the
+/// header names and the body's length only: the body and `Authorization`
+/// carry the client secret.
 pub struct TokenRequest {
     pub account: String,
     pub headers: HeaderMap,
     pub client: Option<Client>,
     pub body: Bytes,
+}
+
+impl fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Vec<&str> = self.headers.keys().map(|k| k.as_str()).collect();
+        f.debug_struct("TokenRequest")
+            .field("account", &self.account)
+            .field("headers", &header_names)
+            .field("client", &self.client)
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 /// Why no token was issued.
@@ -485,6 +499,29 @@ mod tests {
 
     const JSON: (&str, &str) = ("content-type", "application/json");
     const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+    /// Review of issue 15, finding 9: the derived `Debug` printed the body
+    /// and the headers, so the client secret (in the JSON, the form or HTTP
+    /// Basic) reached any log line that formatted the request.
+    #[test]
+    fn debug_of_a_token_request_shows_no_secret() {
+        let secret = "s3cret-client-value-0123456789";
+        let basic = format!("Basic {}", STANDARD.encode(format!("grab-client:{secret}")));
+        let req = TokenRequest {
+            account: "acme-grab".into(),
+            headers: headers(&[FORM, ("authorization", &basic)]),
+            client: None,
+            body: Bytes::from(format!(
+                "grant_type=client_credentials&client_secret={secret}"
+            )),
+        };
+        let shown = format!("{req:?}");
+        assert_eq!(
+            shown,
+            r#"TokenRequest { account: "acme-grab", headers: ["content-type", "authorization"], client: None, body_bytes: 74 }"#
+        );
+        assert!(!shown.contains(secret) && !shown.contains(&basic[6..]));
+    }
 
     #[test]
     fn client_checks_cost_the_same_for_any_account_and_outcome() {
