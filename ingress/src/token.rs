@@ -16,25 +16,30 @@
 //!   ([`grab::issue`]), signed with its first secret, which every ingress
 //!   replica verifies without shared state.
 //! - Refusals, decided in this order:
-//!   1. the account's `token_endpoint.rate_limit` (429 + `Retry-After`),
-//!      drawn by every request for the account, failed or not, so that
-//!      guessing costs quota as well as the client address's budget; an
-//!      unknown account draws on one shared bucket with the default limit,
-//!      so a 429 tells nothing about which accounts exist;
-//!   2. a body that is no JSON object or form, a parameter twice, or
+//!   1. a body that is no JSON object or form, a parameter twice, or
 //!      credentials both in the header and the body: 400
 //!      `{"error": "invalid_request"}`; a `grant_type` other than
 //!      `client_credentials`: 400 `{"error": "unsupported_grant_type"}`
 //!      (RFC 6749 §5.2; they depend on the body only, so they tell nothing
-//!      about the account either);
-//!   3. no credentials, a wrong client id or secret, an unknown account or
+//!      about the account);
+//!   2. no credentials, a wrong client id or secret, an unknown account or
 //!      one that is not Grab's: the webhook routes' one 401 body, after the
 //!      same work in every case (the client id and the secret compared by
 //!      digest, in constant time, against as many secrets as the Grab
-//!      account with the most client secrets has; [`static_token`]).
+//!      account with the most client secrets has; [`static_token`]);
+//!   3. the account's `token_endpoint.rate_limit` (429 + `Retry-After`),
+//!      drawn only by a request that presented the account's client
+//!      credentials.
 //!
 //!   Every 400 and 401 is charged to the client address's budget for
-//!   unauthenticated work, as a webhook's 401 is.
+//!   unauthenticated work, as a webhook's 401 is, and to nothing else: a
+//!   failed request never draws on an account's quota, so wrong
+//!   credentials from anywhere cannot make Grab's own request answer 429
+//!   (its token expires, and every Submit Order after it would be a 401),
+//!   and no quota empties differently for an account that exists than for
+//!   one that does not (a 429 tells nothing about which accounts exist).
+//!   Guessing is bounded by the per-address budget alone, which is enough:
+//!   a client secret is 16 bytes or more of randomness.
 //! - Metrics: `ingress_token_requests_total{provider, outcome}`.
 
 use std::collections::HashMap;
@@ -54,7 +59,6 @@ use prometheus_client::registry::Registry;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use shared::Provider;
-use shared::config::RateLimit;
 use tracing::{info, warn};
 use warp::http::{HeaderMap, StatusCode};
 
@@ -69,13 +73,6 @@ pub const ROUTE: &str = "/api/webhooks/grab/{account}/oauth/token";
 
 /// The only grant the endpoint serves.
 pub const GRANT_TYPE: &str = "client_credentials";
-
-/// The bucket every token request for an unknown account draws on: the
-/// config's default for an account's `token_endpoint.rate_limit`.
-const UNKNOWN_ACCOUNT_LIMIT: RateLimit = RateLimit {
-    per_second: 1,
-    burst: 10,
-};
 
 /// A token request as the route hands it over. Its `Debug` shows the
 /// header names and the body's length only: the body and `Authorization`
@@ -164,7 +161,6 @@ pub struct TokenEndpoint {
     ingress: Arc<Ingress>,
     /// Grab accounts by id.
     accounts: HashMap<String, Account>,
-    unknown_limit: DefaultDirectRateLimiter,
     /// The most client secrets any Grab account has (at least 1).
     max_client_secrets: usize,
     clock: DefaultClock,
@@ -212,7 +208,6 @@ impl TokenEndpoint {
         TokenEndpoint {
             ingress,
             accounts,
-            unknown_limit: limiter(UNKNOWN_ACCOUNT_LIMIT),
             max_client_secrets,
             clock: DefaultClock::default(),
             requests,
@@ -293,13 +288,6 @@ impl TokenEndpoint {
         req: &TokenRequest,
         account: Option<&Account>,
     ) -> Result<IssuedToken, TokenRejection> {
-        let limit = account.map_or(&self.unknown_limit, |a| &a.limit);
-        limit.check().map_err(|not_until| {
-            TokenRejection::Webhook(Rejection::RateLimited {
-                retry_after: not_until.wait_time_from(self.clock.now()),
-                limit: "token",
-            })
-        })?;
         let credentials = credentials(&req.headers, &req.body)?;
         let hub = &self.ingress.hub;
         let configured = account.map(|a| {
@@ -329,6 +317,13 @@ impl TokenEndpoint {
                 )));
             }
         };
+        // Only the account's own client draws on its quota (module header).
+        account.limit.check().map_err(|not_until| {
+            TokenRejection::Webhook(Rejection::RateLimited {
+                retry_after: not_until.wait_time_from(self.clock.now()),
+                limit: "token",
+            })
+        })?;
         let signing = hub.accounts[account.index]
             .secrets
             .first()

@@ -1594,71 +1594,134 @@ async fn a_token_from_one_ingress_opens_grabs_routes_on_another() -> anyhow::Res
     two.stop().await
 }
 
-/// Every attempt at the token endpoint draws on the account's limit, so
-/// guessing is not free; an unknown account's attempts draw on their own
-/// bucket and leave the account's alone.
+/// Review of issue 15, findings 1 and 6: every attempt drew on the
+/// account's token quota before its credentials were checked, so one
+/// address sending wrong credentials (well within its own budget) kept
+/// Grab's own token request at 429, and the one shared bucket of unknown
+/// accounts, once emptied, answered 429 for an unknown account and 401 for
+/// a real one. Failures now spend only the caller's address budget; the
+/// account's quota is drawn only by its own client.
 #[tokio::test]
-async fn the_token_endpoint_is_rate_limited_and_failures_count() -> anyhow::Result<()> {
-    const BURST: usize = 3;
-    let toml = hub_toml("", "").replace(
+async fn failed_token_requests_spend_only_the_callers_budget() -> anyhow::Result<()> {
+    const ACCOUNT_BURST: usize = 3;
+    const ADDRESS_BURST: usize = 20;
+    let toml = hub_toml(
+        "",
+        &format!(
+            "[ingress]\ntrusted_proxies = [\"127.0.0.1\"]\n\
+             unauthenticated_rate_limit = {{ per_second = 1, burst = {ADDRESS_BURST} }}\n"
+        ),
+    )
+    .replace(
         "client_secret_envs = [\"GRAB_CLIENT_SECRET\"]",
         &format!(
-            "client_secret_envs = [\"GRAB_CLIENT_SECRET\"]\nrate_limit = {{ per_second = 1, burst = {BURST} }}"
+            "client_secret_envs = [\"GRAB_CLIENT_SECRET\"]\nrate_limit = {{ per_second = 1, burst = {ACCOUNT_BURST} }}"
         ),
     );
     let hub = start(&toml).await?;
-    let attempt = |account: &'static str, secret: &'static str| {
+    let attempt = |from: &'static str, account: &'static str, secret: &'static str| {
         let base = hub.base.clone();
         async move {
-            let r = token_request(
-                &base,
-                account,
-                "application/json",
-                grab_json("acme-grab-client", secret),
-                None,
-            )
-            .await?;
-            let retry = r.headers().get("retry-after").is_some();
-            anyhow::Ok((r.status().as_u16(), retry))
+            let r = reqwest::Client::new()
+                .post(format!("{base}/api/webhooks/grab/{account}/oauth/token"))
+                .header("content-type", "application/json")
+                .header("x-forwarded-for", from)
+                .body(grab_json("acme-grab-client", secret))
+                .timeout(STEP)
+                .send()
+                .await?;
+            answer_of(r).await
         }
     };
-    // A flood against an account that does not exist...
-    let mut unknown = Vec::new();
-    for _ in 0..20 {
-        unknown.push(attempt("nobody", GRAB_CLIENT_SECRET).await?);
+    let retry = |a: &(u16, Vec<(String, String)>, bytes::Bytes)| {
+        (a.0, a.1.iter().any(|(k, _)| k == "retry-after"))
+    };
+    // The webhook routes' 401, which every refusal here must equal.
+    let mut from = reqwest::header::HeaderMap::new();
+    from.insert("x-forwarded-for", "198.51.100.1".parse().unwrap());
+    let unauthorized = answer_of(
+        post(
+            &format!("{}/api/webhooks/grab/acme-grab", hub.base),
+            from,
+            br#"{"orderID":"GF-1"}"#,
+        )
+        .await?,
+    )
+    .await?;
+    assert_eq!(unauthorized.0, 401);
+    const GRAB: &str = "192.0.2.10";
+    const WRONG: &str = "a-guess-at-the-client-secret";
+
+    // Wrong credentials from one address, more than the account's burst
+    // but within the address's budget: each a 401...
+    for i in 0..ADDRESS_BURST - 5 {
+        let answer = attempt("198.51.100.66", "acme-grab", WRONG).await?;
+        assert_eq!(answer, unauthorized, "attempt {i}");
     }
-    assert!(unknown.contains(&(429, true)), "{unknown:?}");
-    // ...leaves Grab's own quota alone.
+    // ...and Grab, from its own address, still gets its token.
+    assert_eq!(attempt(GRAB, "acme-grab", GRAB_CLIENT_SECRET).await?.0, 200);
+
+    // Many attempts at an account that does not exist leave it looking
+    // exactly like one that does.
+    for i in 0..ADDRESS_BURST - 5 {
+        let answer = attempt("198.51.100.77", "nobody", GRAB_CLIENT_SECRET).await?;
+        assert_eq!(answer, unauthorized, "attempt {i}");
+    }
     assert_eq!(
-        attempt("acme-grab", GRAB_CLIENT_SECRET).await?,
-        (200, false)
+        attempt("198.51.100.78", "nobody", GRAB_CLIENT_SECRET).await?,
+        unauthorized
+    );
+    assert_eq!(
+        attempt("198.51.100.78", "acme-grab", WRONG).await?,
+        unauthorized
     );
 
-    // Wrong secrets use up the account's quota: 429 with Retry-After.
-    let started = std::time::Instant::now();
-    let mut guesses = Vec::new();
-    for _ in 0..20 {
-        guesses.push(attempt("acme-grab", "a-guess-at-the-client-secret").await?);
+    // The account's quota still limits its own client: 200s, then 429
+    // with Retry-After...
+    let mut own = Vec::new();
+    for _ in 0..10 {
+        let answer = retry(&attempt(GRAB, "acme-grab", GRAB_CLIENT_SECRET).await?);
+        own.push(answer);
+        if answer.0 == 429 {
+            break;
+        }
     }
-    let elapsed = started.elapsed();
-    let refused = guesses.iter().filter(|g| **g == (401, false)).count();
-    let limited = guesses.iter().filter(|g| **g == (429, true)).count();
-    assert_eq!(refused + limited, guesses.len(), "{guesses:?}");
-    assert!(limited > 0, "{guesses:?}");
-    // At most what the bucket held after the one success, plus its refill.
+    assert_eq!(own.last(), Some(&(429, true)), "{own:?}");
     assert!(
-        refused < BURST + elapsed.as_secs() as usize + 1,
-        "{refused} 401s in {elapsed:?}"
+        own[..own.len() - 1].iter().all(|o| *o == (200, false)),
+        "{own:?}"
     );
+    // ...and a wrong secret meanwhile is the same 401 as ever.
+    assert_eq!(
+        attempt("198.51.100.79", "acme-grab", WRONG).await?,
+        unauthorized
+    );
+
+    // Past its budget the flooding address gets 429 for everything, its
+    // own 'client' limit, also with the right credentials.
+    let mut flood = Vec::new();
+    for _ in 0..3 * ADDRESS_BURST {
+        let answer = retry(&attempt("198.51.100.66", "acme-grab", WRONG).await?);
+        flood.push(answer);
+        if answer.0 == 429 {
+            break;
+        }
+    }
+    assert_eq!(flood.last(), Some(&(429, true)), "{flood:?}");
+    assert!(flood[..flood.len() - 1].iter().all(|f| *f == (401, false)));
+
     let metrics = reqwest::get(format!("{}/metrics", hub.ops))
         .await?
         .text()
         .await?;
-    let unknown_limited = unknown.iter().filter(|u| u.0 == 429).count();
-    let line = format!(
-        "ingress_token_requests_total{{provider=\"grab\",outcome=\"rate_limited\"}} {}",
-        limited + unknown_limited
-    );
-    assert!(metrics.contains(&line), "missing {line:?} in\n{metrics}");
+    for line in [
+        "ingress_token_requests_total{provider=\"grab\",outcome=\"rate_limited\"} 2".to_owned(),
+        format!(
+            "ingress_token_requests_total{{provider=\"grab\",outcome=\"issued\"}} {}",
+            own.len()
+        ),
+    ] {
+        assert!(metrics.contains(&line), "missing {line:?} in\n{metrics}");
+    }
     hub.stop().await
 }
