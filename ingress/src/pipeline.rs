@@ -938,7 +938,9 @@ pub fn message_id(
     // Keeta's signed envelope carries its signing time, so a re-send may
     // differ from the first copy in `timestamp` and `sig` alone: its
     // `messageId` (unique per message [DOC], covered by the sig) is the
-    // whole identity.
+    // whole identity. The verifier admits only the documented envelope with
+    // `messageId` all digits, so no other envelope signs the same string
+    // with another `messageId` (review of issue 15, finding 4).
     if !(provider == Provider::Keeta && event_id.is_some()) {
         hash.update(body);
     }
@@ -1258,6 +1260,8 @@ mod tests {
             .map(|_| secret("dummy-secret-0123456789abcdef"))
             .collect();
         let at = SystemTime::now();
+        // Keeta's documented envelope (any other is refused unhashed).
+        let unsigned = br#"{"eventId":1001,"appId":1,"messageId":"1","shopId":1,"message":"{}","timestamp":0}"#;
         for p in [
             Provider::Doordash,
             Provider::Glovo,
@@ -1267,13 +1271,13 @@ mod tests {
             let opts = options(p);
             let forged = verify::verifier(p)
                 .sign(
-                    br#"{"messageId":"m"}"#,
+                    unsigned,
                     &secret("forger-secret-0123456789abcdef"),
                     &opts,
                     at,
                 )
                 .unwrap();
-            let body = forged.body(br#"{"messageId":"m"}"#).to_vec();
+            let body = forged.body(unsigned).to_vec();
             let work = |account: Option<&[SecretString]>| {
                 let before = verify::macs_on_this_thread();
                 let result = verify_padded(

@@ -25,14 +25,40 @@
 //!   received), a number's literal digits (parsed as [`RawValue`], so Java
 //!   longs like `appId` keep every digit), anything else (object, array,
 //!   `true`, `null`) its JSON text as received.
-//! - Every top-level field but `sig` is signed, also ones Keeta may add
-//!   later. A body with a key twice is refused (what we verify and what the
-//!   transformer reads must be the same field).
+//! - The envelope is exactly the documented fields, each of its documented
+//!   JSON type: `sig` a string of 64 hex digits, `eventId`, `appId`,
+//!   `shopId` and `timestamp` JSON integers (digits only), `messageId` a
+//!   string of digits, `message` a string. Anything else is refused before
+//!   any digest: another key (\[GUESS\] that Keeta adds none; if it ever
+//!   does, its pushes are refused as `malformed_body` and show in the
+//!   metrics rather than pass unchecked), a key twice, another type. Why:
+//!   the signed string `k=v&k=v…` escapes nothing, so a value holding `&`
+//!   or `=` could be re-split into other fields under the same `sig` (a
+//!   captured envelope with `messageId` `"X&shopId=S"` and no `shopId`
+//!   signs the same string as the original: a new event id, past dedupe).
+//!   With the keys fixed and every value but `message` free of `&` and
+//!   `=`, the signed string has one reading.
+//! - An account with an application id (`[account.api] app_id`,
+//!   [`VerifyOptions::keeta_app_id`]) accepts only envelopes whose signed
+//!   `appId` is that id (a push signed for another app of the same secret
+//!   is [`VerifyError::InvalidClaims`]).
 //!
 //! The signed `timestamp` (Unix seconds \[DOC\]) is the replay protection: a
 //! verified envelope further than the account's `timestamp_tolerance` from
 //! now is refused as [`VerifyError::StaleTimestamp`]. The event id is
-//! `messageId` ("Unique identifier for the message" \[DOC\]).
+//! `messageId` ("Unique identifier for the message" \[DOC\]), which
+//! deduplicates a replay within the tolerance.
+//!
+//! \[GUESS\] Keeta signs a re-send again, with a new `timestamp`. Keeta
+//! re-sends an unacknowledged push up to three more times \[DOC\], about a
+//! minute apart \[GUESS, third-party\]; if it re-sends the first signed
+//! copy instead, a re-send later than the tolerance is refused and the
+//! order lost. So a Keeta account's tolerance defaults to
+//! [`DEFAULT_TIMESTAMP_TOLERANCE`] (15 minutes, not the usual 5), which
+//! covers that retry span with room to spare; an account that sees
+//! `stale_timestamp` refusals of real pushes should raise its
+//! `timestamp_tolerance` to cover Keeta's retry span (the `messageId`
+//! dedupe window of an hour still covers any replay inside it).
 //!
 //! Keeta expects `200 {"code":0,"message":"Success"}` from the receiver
 //! \[DOC\]; the ingress answers that (`routes::answer`).
@@ -40,7 +66,7 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
@@ -59,6 +85,74 @@ pub const SIG_FIELD: &str = "sig";
 pub const TIMESTAMP_FIELD: &str = "timestamp";
 /// The envelope field carrying the event id.
 pub const MESSAGE_ID_FIELD: &str = "messageId";
+/// The envelope field carrying the application id.
+pub const APP_ID_FIELD: &str = "appId";
+/// The envelope field carrying the payload (a JSON text in a string).
+pub const MESSAGE_FIELD: &str = "message";
+
+/// A Keeta account's `timestamp_tolerance` unless configured: covers
+/// Keeta's re-sends even if they are not signed again (module header).
+pub const DEFAULT_TIMESTAMP_TOLERANCE: Duration = Duration::from_secs(15 * 60);
+
+/// What a field's value must be.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A string of 64 hex digits.
+    Sig,
+    /// A JSON integer: digits only.
+    Integer,
+    /// A JSON string of digits.
+    Digits,
+    /// A JSON string, any content.
+    Text,
+}
+
+/// The envelope's fields \[DOC\], in Keeta's order: exactly these.
+const ENVELOPE: [(&str, Kind); 7] = [
+    (SIG_FIELD, Kind::Sig),
+    ("eventId", Kind::Integer),
+    (APP_ID_FIELD, Kind::Integer),
+    (MESSAGE_ID_FIELD, Kind::Digits),
+    ("shopId", Kind::Integer),
+    (MESSAGE_FIELD, Kind::Text),
+    (TIMESTAMP_FIELD, Kind::Integer),
+];
+
+/// Checks that `fields` are exactly the envelope's, each of its kind; the
+/// `sig` it carries.
+fn envelope(fields: &[(String, Box<RawValue>)]) -> Result<[u8; 32], VerifyError> {
+    if fields
+        .iter()
+        .any(|(k, _)| !ENVELOPE.iter().any(|(name, _)| name == k))
+    {
+        return Err(VerifyError::MalformedBody("a field keeta does not send"));
+    }
+    let mut tag = [0u8; 32];
+    for (name, kind) in ENVELOPE {
+        let value = field(fields, name).ok_or(VerifyError::MissingField(name))?;
+        let raw = value.get();
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        let (fits, reason) = match kind {
+            Kind::Sig => (
+                raw.starts_with('"') && hex::decode_to_slice(&*value_text(value), &mut tag).is_ok(),
+                "not a 64-digit hex sha-256",
+            ),
+            Kind::Integer => (digits(raw), "not a json integer"),
+            Kind::Digits => (
+                raw.starts_with('"') && digits(&value_text(value)),
+                "not a string of digits",
+            ),
+            Kind::Text => (raw.starts_with('"'), "not a json string"),
+        };
+        if !fits {
+            return Err(VerifyError::MalformedField {
+                field: name,
+                reason,
+            });
+        }
+    }
+    Ok(tag)
+}
 
 /// The Keeta scheme.
 #[derive(Debug, Clone, Copy, Default)]
@@ -94,19 +188,11 @@ impl Verifier for Keeta {
             .as_deref()
             .ok_or(VerifyError::Unconfigured("webhook url"))?;
         let fields = fields(body).map_err(|e| VerifyError::MalformedBody(malformed_body(e)))?;
-        let sig = field(&fields, SIG_FIELD).ok_or(VerifyError::MissingField(SIG_FIELD))?;
-        let mut tag = [0u8; 32];
-        let sig_text = value_text(sig);
-        if !sig.get().starts_with('"') || hex::decode_to_slice(&*sig_text, &mut tag).is_err() {
-            return Err(VerifyError::MalformedField {
-                field: SIG_FIELD,
-                reason: "not a 64-digit hex sha-256",
-            });
-        }
+        let tag = envelope(&fields)?;
+        let timestamp = field(&fields, TIMESTAMP_FIELD).expect("the envelope has one");
         let timestamp =
-            field(&fields, TIMESTAMP_FIELD).ok_or(VerifyError::MissingField(TIMESTAMP_FIELD))?;
-        let timestamp =
-            value_text(timestamp)
+            timestamp
+                .get()
                 .parse::<i64>()
                 .map_err(|_| VerifyError::MalformedField {
                     field: TIMESTAMP_FIELD,
@@ -121,7 +207,14 @@ impl Verifier for Keeta {
         let prefix = preimage_prefix(url, &params);
         let secret_index = find_secret(prefix.as_bytes(), &tag, secrets)?;
 
-        // Only an authentic envelope learns that it is too old.
+        // Only an authentic envelope learns that it is for another app or
+        // too old.
+        let app_id = field(&fields, APP_ID_FIELD).expect("the envelope has one");
+        if let Some(own) = options.keeta_app_id.as_deref()
+            && app_id.get() != own
+        {
+            return Err(VerifyError::InvalidClaims("appId is not the account's app"));
+        }
         let skew = common::unix_secs(now).saturating_sub(timestamp);
         let tolerance = options.timestamp_tolerance.as_secs();
         if skew.unsigned_abs() > tolerance {
@@ -149,9 +242,10 @@ impl Verifier for Keeta {
             .webhook_url
             .as_deref()
             .ok_or(SignError::Unconfigured("webhook url"))?;
+        let app_id = options.keeta_app_id.as_deref();
         Ok(Signed {
             headers: HeaderMap::new(),
-            body: Some(sign(body, secret, url, at)?),
+            body: Some(sign_as(body, secret, url, app_id, at)?),
         })
     }
 }
@@ -186,11 +280,24 @@ fn find_secret(
 
 /// The envelope `body` as Keeta would push it to `url` at `at`: its
 /// `timestamp` set to `at` (added if absent), any old `sig` dropped and the
-/// new one first; every other field as it was, in its order.
+/// new one first; every other field as it was, in its order. It signs any
+/// JSON object; [`Keeta`]'s `verify` accepts only the documented envelope.
 pub fn sign(
     body: &[u8],
     secret: &SecretString,
     url: &str,
+    at: SystemTime,
+) -> Result<Vec<u8>, SignError> {
+    sign_as(body, secret, url, None, at)
+}
+
+/// [`sign`], with `appId` set to `app_id` (added if absent) when given:
+/// the push Keeta sends an account of that application.
+fn sign_as(
+    body: &[u8],
+    secret: &SecretString,
+    url: &str,
+    app_id: Option<&str>,
     at: SystemTime,
 ) -> Result<Vec<u8>, SignError> {
     let secs = at
@@ -198,26 +305,28 @@ pub fn sign(
         .map_err(|_| SignError::TimeBeforeEpoch)?
         .as_secs()
         .to_string();
+    // Integers: their JSON text is the text they are signed as.
+    let mut overrides = vec![(TIMESTAMP_FIELD, secs.as_str())];
+    overrides.extend(app_id.map(|id| (APP_ID_FIELD, id)));
+    let overridden = |k: &str| overrides.iter().find(|(o, _)| *o == k).map(|(_, v)| *v);
     let fields = fields(body).map_err(|e| SignError::Body(malformed_body(e)))?;
     let mut entries: Vec<(String, Cow<'_, str>)> = fields
         .iter()
         .filter(|(k, _)| k != SIG_FIELD)
         .map(|(k, v)| {
-            let raw = if k == TIMESTAMP_FIELD {
-                Cow::Owned(secs.clone())
-            } else {
-                Cow::Borrowed(v.get())
-            };
+            let raw = overridden(k).map_or(Cow::Borrowed(v.get()), Cow::Borrowed);
             (k.clone(), raw)
         })
         .collect();
-    if !entries.iter().any(|(k, _)| k == TIMESTAMP_FIELD) {
-        entries.push((TIMESTAMP_FIELD.to_owned(), Cow::Owned(secs.clone())));
+    for (k, v) in &overrides {
+        if !entries.iter().any(|(e, _)| e == k) {
+            entries.push(((*k).to_owned(), Cow::Borrowed(*v)));
+        }
     }
     let texts: Vec<(&str, Cow<'_, str>)> = entries
         .iter()
         .map(|(k, raw)| {
-            let text = if k == TIMESTAMP_FIELD {
+            let text = if overridden(k).is_some() {
                 Cow::Borrowed(raw.as_ref())
             } else {
                 let v = field(&fields, k).expect("taken from the fields");
@@ -462,17 +571,119 @@ mod tests {
                 "{from}"
             );
         }
-        // A field added after signing is signed too.
+        // A field added after signing is refused before any digest.
         let added = DOC_ENVELOPE.replacen('{', r#"{"extra":"","#, 1);
         assert_eq!(
             verify(added.as_bytes(), &["abc"], AT),
+            Err(VerifyError::MalformedBody("a field keeta does not send"))
+        );
+    }
+
+    /// Review of issue 15, finding 4: nothing in `k=v&…` is escaped, so a
+    /// captured envelope with `shopId` moved into `messageId` signs the
+    /// same string, and verified with a new event id (a second `created`
+    /// past dedupe). Refused now, as is every other re-split.
+    #[test]
+    fn an_envelope_edited_into_the_same_signed_string_is_refused() {
+        let doc: serde_json::Value = serde_json::from_str(DOC_ENVELOPE).unwrap();
+        let mut edited = doc.clone();
+        let object = edited.as_object_mut().unwrap();
+        object.remove("shopId");
+        object.insert(
+            MESSAGE_ID_FIELD.into(),
+            "1930106161957212198&shopId=145541".into(),
+        );
+        let edited = serde_json::to_vec(&edited).unwrap();
+        // The attack is real: both sign the same string.
+        let prefix = |body: &[u8]| {
+            let params = json_params(body).unwrap();
+            let refs: Vec<(&str, &str)> = params
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            preimage_prefix(URL, &refs)
+        };
+        assert_eq!(prefix(&edited), prefix(DOC_ENVELOPE.as_bytes()));
+        assert_eq!(
+            verify(&edited, &["abc"], AT),
+            Err(VerifyError::MalformedField {
+                field: MESSAGE_ID_FIELD,
+                reason: "not a string of digits"
+            })
+        );
+        // `message` may hold `&` and `=`: the field after it must be there.
+        let mut absorbed = doc.clone();
+        let message = absorbed["message"].as_str().unwrap().to_owned();
+        absorbed["message"] = format!("{message}&messageId=1930106161957212198").into();
+        absorbed.as_object_mut().unwrap().remove(MESSAGE_ID_FIELD);
+        let absorbed = serde_json::to_vec(&absorbed).unwrap();
+        assert_eq!(prefix(&absorbed), prefix(DOC_ENVELOPE.as_bytes()));
+        assert_eq!(
+            verify(&absorbed, &["abc"], AT),
+            Err(VerifyError::MissingField(MESSAGE_ID_FIELD))
+        );
+        // An integer's field holding the next one.
+        let mut moved = doc;
+        moved["appId"] = "3762772727&eventId=1002".into();
+        moved.as_object_mut().unwrap().remove("eventId");
+        let moved = serde_json::to_vec(&moved).unwrap();
+        assert_eq!(prefix(&moved), prefix(DOC_ENVELOPE.as_bytes()));
+        assert_eq!(
+            verify(&moved, &["abc"], AT),
+            Err(VerifyError::MissingField("eventId"))
+        );
+    }
+
+    /// An account with an app id takes only its own app's pushes; the
+    /// check comes after the signature (an unsigned envelope learns
+    /// nothing) and `sign` writes the account's app id.
+    #[test]
+    fn an_account_with_an_app_id_takes_only_its_apps_pushes() {
+        let own = |id: &str| VerifyOptions {
+            keeta_app_id: Some(Arc::from(id)),
+            ..options(URL)
+        };
+        let check = |opts: &VerifyOptions, keys: &[&str]| {
+            Keeta.verify(
+                &HeaderMap::new(),
+                DOC_ENVELOPE.as_bytes(),
+                &secrets(keys),
+                opts,
+                at(AT),
+            )
+        };
+        assert_eq!(check(&own("3762772727"), &["abc"]), verified(0));
+        assert_eq!(
+            check(&own("3762772728"), &["abc"]),
+            Err(VerifyError::InvalidClaims("appId is not the account's app"))
+        );
+        assert_eq!(
+            check(&own("3762772728"), &["wrong"]),
             Err(VerifyError::BadSignature)
+        );
+        let signed = Keeta
+            .sign(DOC_ENVELOPE.as_bytes(), &secret("abc"), &own("77"), at(AT))
+            .unwrap();
+        let body = signed.body.unwrap();
+        let text = String::from_utf8(body.clone()).unwrap();
+        assert!(text.contains(r#""appId":77,"#), "{text}");
+        assert_eq!(
+            Keeta
+                .verify(
+                    &HeaderMap::new(),
+                    &body,
+                    &secrets(&["abc"]),
+                    &own("77"),
+                    at(AT)
+                )
+                .map(|v| v.secret_index),
+            Ok(0)
         );
     }
 
     #[test]
     fn sign_rewrites_the_envelope_and_verify_accepts_it() {
-        let unsigned = br#"{"eventId":1001,"appId":42,"messageId":"m-1","shopId":7,"message":"{\"orderInfo\":{}}","timestamp":1}"#;
+        let unsigned = br#"{"eventId":1001,"appId":42,"messageId":"901","shopId":7,"message":"{\"orderInfo\":{}}","timestamp":1}"#;
         let signed = Keeta
             .sign(unsigned, &secret("s3cret"), &options(URL), at(AT))
             .unwrap();
@@ -484,7 +695,7 @@ mod tests {
             &[
                 ("eventId", "1001"),
                 ("appId", "42"),
-                ("messageId", "m-1"),
+                ("messageId", "901"),
                 ("shopId", "7"),
                 ("message", r#"{"orderInfo":{}}"#),
                 ("timestamp", &AT.to_string()),
@@ -494,13 +705,13 @@ mod tests {
         assert_eq!(
             text,
             format!(
-                r#"{{"sig":"{sig}","eventId":1001,"appId":42,"messageId":"m-1","shopId":7,"message":"{{\"orderInfo\":{{}}}}","timestamp":{AT}}}"#
+                r#"{{"sig":"{sig}","eventId":1001,"appId":42,"messageId":"901","shopId":7,"message":"{{\"orderInfo\":{{}}}}","timestamp":{AT}}}"#
             )
         );
         assert_eq!(
             verify(&body, &["other", "s3cret"], AT),
             Ok(Verified {
-                event_id: Some("m-1".into()),
+                event_id: Some("901".into()),
                 secret_index: 1
             })
         );
@@ -515,10 +726,16 @@ mod tests {
             1
         );
         // No timestamp: one is added.
-        let bare = sign(br#"{"messageId":"m-2"}"#, &secret("k"), URL, at(AT)).unwrap();
+        let bare = sign(
+            br#"{"eventId":1001,"appId":42,"messageId":"902","shopId":7,"message":"{}"}"#,
+            &secret("k"),
+            URL,
+            at(AT),
+        )
+        .unwrap();
         assert_eq!(
             verify(&bare, &["k"], AT).map(|v| v.event_id),
-            Ok(Some("m-2".into()))
+            Ok(Some("902".into()))
         );
         assert_eq!(
             Keeta
@@ -574,60 +791,107 @@ mod tests {
             verify(body, &["wrong"], AT + 10_000),
             Err(VerifyError::BadSignature)
         );
-        // A timestamp sent as a string of digits reads the same.
-        let stringly = sign(
-            br#"{"messageId":"m","timestamp":"0"}"#,
-            &secret("k"),
-            URL,
-            at(AT),
-        )
-        .unwrap();
-        assert_eq!(verify(&stringly, &["k"], AT).map(|v| v.secret_index), Ok(0));
+        // A timestamp sent as a string of digits is refused: the push is
+        // documented with a JSON integer, and only digits keep the signed
+        // string to one reading.
+        let stringly = DOC_ENVELOPE.replace("1749008143\n", "\"1749008143\"\n");
+        assert_ne!(stringly, DOC_ENVELOPE);
+        assert_eq!(
+            verify(stringly.as_bytes(), &["abc"], AT),
+            Err(VerifyError::MalformedField {
+                field: TIMESTAMP_FIELD,
+                reason: "not a json integer"
+            })
+        );
     }
 
     #[test]
     fn malformed_envelopes() {
-        let cases: [(&str, VerifyError); 9] = [
-            ("not json", VerifyError::MalformedBody("not a json object")),
-            ("[]", VerifyError::MalformedBody("not a json object")),
+        let doc = || -> serde_json::Value { serde_json::from_str(DOC_ENVELOPE).unwrap() };
+        let with = |key: &str, raw: &str| {
+            let mut v = doc();
+            v[key] = serde_json::from_str(raw).unwrap();
+            v.to_string()
+        };
+        let without = |key: &str| {
+            let mut v = doc();
+            v.as_object_mut().unwrap().remove(key);
+            v.to_string()
+        };
+        let field = |field: &'static str, reason: &'static str| VerifyError::MalformedField {
+            field,
+            reason,
+        };
+        let mut cases: Vec<(String, VerifyError)> = vec![
             (
-                r#"{"sig":"aa","sig":"bb","timestamp":1}"#,
+                "not json".into(),
+                VerifyError::MalformedBody("not a json object"),
+            ),
+            ("[]".into(), VerifyError::MalformedBody("not a json object")),
+            (
+                r#"{"sig":"aa","sig":"bb","timestamp":1}"#.into(),
                 VerifyError::MalformedBody("a key more than once"),
             ),
-            (r#"{"timestamp":1}"#, VerifyError::MissingField(SIG_FIELD)),
             (
-                r#"{"sig":"zz","timestamp":1}"#,
-                VerifyError::MalformedField {
-                    field: SIG_FIELD,
-                    reason: "not a 64-digit hex sha-256",
-                },
+                DOC_ENVELOPE.replacen('{', r#"{"isTest":1,"#, 1),
+                VerifyError::MalformedBody("a field keeta does not send"),
             ),
             (
-                &format!(r#"{{"sig":{},"timestamp":1}}"#, "1".repeat(64)),
-                VerifyError::MalformedField {
-                    field: SIG_FIELD,
-                    reason: "not a 64-digit hex sha-256",
-                },
+                with("sig", r#""zz""#),
+                field(SIG_FIELD, "not a 64-digit hex sha-256"),
             ),
             (
-                &format!(r#"{{"sig":"{}"}}"#, "a".repeat(64)),
-                VerifyError::MissingField(TIMESTAMP_FIELD),
+                with("sig", &"1".repeat(64)),
+                field(SIG_FIELD, "not a 64-digit hex sha-256"),
             ),
             (
-                &format!(r#"{{"sig":"{}","timestamp":"soon"}}"#, "a".repeat(64)),
-                VerifyError::MalformedField {
-                    field: TIMESTAMP_FIELD,
-                    reason: "not unix seconds",
-                },
+                with("timestamp", "1.5"),
+                field(TIMESTAMP_FIELD, "not a json integer"),
             ),
             (
-                &format!(r#"{{"sig":"{}","timestamp":1.5}}"#, "a".repeat(64)),
-                VerifyError::MalformedField {
-                    field: TIMESTAMP_FIELD,
-                    reason: "not unix seconds",
-                },
+                with("timestamp", "-1"),
+                field(TIMESTAMP_FIELD, "not a json integer"),
+            ),
+            (
+                with("timestamp", r#""soon""#),
+                field(TIMESTAMP_FIELD, "not a json integer"),
+            ),
+            (
+                DOC_ENVELOPE.replace("1749008143\n", &format!("{}\n", "9".repeat(20))),
+                field(TIMESTAMP_FIELD, "not unix seconds"),
+            ),
+            (
+                with("eventId", "1e3"),
+                field("eventId", "not a json integer"),
+            ),
+            (
+                with("appId", r#""3762772727""#),
+                field(APP_ID_FIELD, "not a json integer"),
+            ),
+            (
+                with("shopId", "null"),
+                field("shopId", "not a json integer"),
+            ),
+            (
+                with("messageId", "1930106161957212198"),
+                field(MESSAGE_ID_FIELD, "not a string of digits"),
+            ),
+            (
+                with("messageId", r#""""#),
+                field(MESSAGE_ID_FIELD, "not a string of digits"),
+            ),
+            (
+                with("messageId", r#""m=1""#),
+                field(MESSAGE_ID_FIELD, "not a string of digits"),
+            ),
+            (
+                with("message", r#"{"status":30}"#),
+                field(MESSAGE_FIELD, "not a json string"),
             ),
         ];
+        for (name, _) in ENVELOPE {
+            cases.push((without(name), VerifyError::MissingField(name)));
+        }
         for (body, err) in cases {
             assert_eq!(verify(body.as_bytes(), &["k"], AT), Err(err), "{body}");
         }

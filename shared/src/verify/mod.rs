@@ -162,7 +162,8 @@ pub struct VerifyOptions {
     /// How far in the future a JWT's `iat` may be (Talabat).
     pub jwt_iat_skew: Duration,
     /// How far a signed timestamp may be from `now`, into the past or the
-    /// future (Standard Webhooks, Keeta).
+    /// future (Standard Webhooks, Keeta). Unless the account sets one: 5
+    /// minutes, for Keeta [`keeta::DEFAULT_TIMESTAMP_TOLERANCE`].
     pub timestamp_tolerance: Duration,
     /// Grab: whom the tokens the hub issues are for ([`grab::Audience`]);
     /// `None` on other accounts. A Grab account without one refuses every
@@ -171,6 +172,9 @@ pub struct VerifyOptions {
     /// Keeta: the webhook URL exactly as registered with Keeta, which its
     /// `sig` covers ([`keeta`]); `None` on other accounts.
     pub webhook_url: Option<Arc<str>>,
+    /// Keeta: the account's application id (`[account.api] app_id`, digits),
+    /// which a push's signed `appId` must equal; `None`: any app's.
+    pub keeta_app_id: Option<Arc<str>>,
 }
 
 impl VerifyOptions {
@@ -189,13 +193,23 @@ impl VerifyOptions {
             jwt_algorithm: account.jwt_algorithm,
             timestamp_tolerance: account
                 .timestamp_tolerance
-                .unwrap_or(defaults.timestamp_tolerance),
+                .unwrap_or(match account.provider {
+                    // Covers Keeta's re-sends in case they are not signed
+                    // again ([`keeta`]'s header, [GUESS]).
+                    Provider::Keeta => keeta::DEFAULT_TIMESTAMP_TOLERANCE,
+                    _ => defaults.timestamp_tolerance,
+                }),
             jwt_max_lifetime: account
                 .jwt_max_lifetime
                 .unwrap_or(defaults.jwt_max_lifetime),
             jwt_iat_skew: account.jwt_iat_skew.unwrap_or(defaults.jwt_iat_skew),
             grab,
             webhook_url: account.webhook_url.as_deref().map(Arc::from),
+            keeta_app_id: account
+                .api
+                .as_ref()
+                .and_then(|api| api.app_id.as_deref())
+                .map(Arc::from),
             ..defaults
         }
     }
@@ -222,6 +236,7 @@ impl Default for VerifyOptions {
             timestamp_tolerance: Duration::from_secs(5 * 60),
             grab: None,
             webhook_url: None,
+            keeta_app_id: None,
         }
     }
 }
@@ -273,8 +288,9 @@ pub enum VerifyError {
     /// (including `none`).
     #[error("token algorithm is not the one configured for the account")]
     DisallowedAlgorithm,
-    /// The JWT's signature is valid but its claims are not acceptable.
-    #[error("invalid token claims: {0}")]
+    /// Signed, but what it claims is not acceptable: a JWT's claims, a
+    /// Keeta envelope's `appId`.
+    #[error("invalid claims: {0}")]
     InvalidClaims(&'static str),
     /// The JWT's `exp` is past, beyond the leeway.
     #[error("token expired {expired_secs}s ago")]

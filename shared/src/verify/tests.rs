@@ -48,19 +48,36 @@ fn options_for(provider: Provider) -> VerifyOptions {
     }
 }
 
-/// A body `provider` can carry made of `bytes`: Keeta signs inside a JSON
-/// envelope, the others take any bytes.
+/// A body `provider` can carry made of `bytes`: Keeta signs inside its
+/// documented envelope (`message` the bytes, `messageId` digits from them),
+/// the others take any bytes.
 fn body_for(provider: Provider, bytes: &[u8]) -> Vec<u8> {
     match provider {
-        Provider::Keeta => serde_json::json!({
-            "eventId": 1001,
-            "messageId": hex::encode(&bytes[..bytes.len().min(16)]),
-            "message": String::from_utf8_lossy(bytes),
-        })
-        .to_string()
-        .into_bytes(),
+        Provider::Keeta => keeta_envelope(
+            &bytes
+                .iter()
+                .take(16)
+                .map(|b| char::from(b'0' + b % 10))
+                .chain(std::iter::once('1'))
+                .collect::<String>(),
+            &String::from_utf8_lossy(bytes),
+        ),
         _ => bytes.to_vec(),
     }
+}
+
+/// Keeta's envelope [DOC] with `message_id` and `message`, unsigned.
+fn keeta_envelope(message_id: &str, message: &str) -> Vec<u8> {
+    serde_json::json!({
+        "eventId": 1001,
+        "appId": 3762772727u64,
+        "messageId": message_id,
+        "shopId": 145541,
+        "message": message,
+        "timestamp": 0,
+    })
+    .to_string()
+    .into_bytes()
 }
 
 const AT: u64 = 1_718_388_131;
@@ -71,8 +88,9 @@ fn every_provider_has_a_verifier_that_accepts_its_own_signature() {
         let options = options_for(provider);
         let key = secret_for(provider, b"0123456789abcdef0123456789abcdef");
         let v = verifier(provider);
-        let signed = v.sign(b"{\"id\":1}", &key, &options, at(AT)).unwrap();
-        let body = signed.body(b"{\"id\":1}");
+        let unsigned = body_for(provider, b"{\"id\":1}");
+        let signed = v.sign(&unsigned, &key, &options, at(AT)).unwrap();
+        let body = signed.body(&unsigned);
         assert_eq!(
             v.verify(&signed.headers, body, &[key], &options, at(AT))
                 .map(|v| v.secret_index),
@@ -155,11 +173,12 @@ fn errors_carry_neither_secrets_nor_signatures() {
         let key = secret_for(provider, key_text.as_bytes());
         let other = secret_for(provider, b"another key entirely");
         let v = verifier(provider);
-        let signed = v.sign(b"{}", &key, &options, at(AT)).unwrap();
+        let unsigned = body_for(provider, b"{}");
+        let signed = v.sign(&unsigned, &key, &options, at(AT)).unwrap();
         let err = v
             .verify(
                 &signed.headers,
-                signed.body(b"{}"),
+                signed.body(&unsigned),
                 &[other],
                 &options,
                 at(AT),
@@ -392,11 +411,8 @@ proptest! {
     ) {
         let options = options_for(Provider::Keeta);
         let key = secret_for(Provider::Keeta, b"key material");
-        let envelope = |message: &str| {
-            serde_json::json!({"messageId": "m-1", "message": message}).to_string()
-        };
         let signed = keeta::Keeta
-            .sign(envelope(&message).as_bytes(), &key, &options, at(AT))
+            .sign(&keeta_envelope("1", &message), &key, &options, at(AT))
             .unwrap();
         let body = String::from_utf8(signed.body.clone().unwrap()).unwrap();
         let mut chars: Vec<char> = message.chars().collect();
@@ -413,4 +429,55 @@ proptest! {
             Err(VerifyError::BadSignature)
         );
     }
+}
+
+/// What `for_account` takes from a Keeta account: its app id (review of
+/// issue 15, finding 4) and, unless it sets one, the longer timestamp
+/// tolerance that covers Keeta's re-sends (finding 8); other providers
+/// keep five minutes.
+#[test]
+fn keeta_accounts_verify_with_their_app_id_and_a_longer_tolerance() {
+    let toml = |keeta_extra: &str| {
+        format!(
+            r#"[[tenant]]
+id = "acme"
+backend_url = "http://127.0.0.1:9/orders"
+
+[[account]]
+id = "acme-careem"
+provider = "careem"
+tenant = "acme"
+secret_envs = ["S"]
+
+[[account]]
+id = "acme-keeta"
+provider = "keeta"
+tenant = "acme"
+secret_envs = ["S"]
+webhook_url = "https://hub.example/api/webhooks/keeta/acme-keeta"
+{keeta_extra}
+"#
+        )
+    };
+    let env = |_: &str| Some("a-secret-for-the-tests".to_owned());
+    let options = |keeta_extra: &str, p: Provider| {
+        let hub = crate::config::HubConfig::from_toml(&toml(keeta_extra), "test", &env)
+            .expect("valid hub");
+        VerifyOptions::for_account(hub.account(p, &format!("acme-{p}")).unwrap())
+    };
+    let minutes = |m: u64| std::time::Duration::from_secs(m * 60);
+
+    let keeta = options("", Provider::Keeta);
+    assert_eq!(keeta.timestamp_tolerance, minutes(15));
+    assert_eq!(keeta.keeta_app_id, None);
+    assert_eq!(
+        options("", Provider::Careem).timestamp_tolerance,
+        minutes(5)
+    );
+    let own = options(
+        "timestamp_tolerance = \"20m\"\n[account.api]\nbase_url = \"https://open.mykeeta.com/api/open\"\napp_id = \"3762772727\"\nclient_secret_env = \"S\"\naccess_token_env = \"S\"\n",
+        Provider::Keeta,
+    );
+    assert_eq!(own.timestamp_tolerance, minutes(20));
+    assert_eq!(own.keeta_app_id.as_deref(), Some("3762772727"));
 }
