@@ -14,7 +14,9 @@
 //! - Success: 200 `{"access_token", "token_type": "Bearer", "expires_in"}`
 //!   with `Cache-Control: no-store` (RFC 6749 §5.1): a JWT for the account
 //!   ([`grab::issue`]), signed with its first secret, which every ingress
-//!   replica verifies without shared state.
+//!   replica verifies without shared state (so a new signing secret is
+//!   added second on every replica before it is moved first: [`grab`]'s
+//!   header).
 //! - Refusals, decided in this order:
 //!   1. a body that is no JSON object or form, a parameter twice, or
 //!      credentials both in the header and the body: 400

@@ -8,8 +8,7 @@
 //! The tokens are the hub's own, so every ingress replica must accept what
 //! any other issued, with no shared state: they are HS256 JWTs ([`issue`])
 //! signed with the account's first secret and verified with any of its
-//! secrets (rotation: add the new secret first, keep the old one until the
-//! tokens it signed have expired), with the claims
+//! secrets, with the claims
 //! - `iss` [`ISSUER`], `aud` `grab:<account id>`: a token opens its own
 //!   account's routes only;
 //! - `sub` the account's client id (a token issued before the client id
@@ -22,6 +21,21 @@
 //! ([`super::talabat`]'s time checks). The token covers no body: whoever
 //! holds a live one can post anything to the account until it expires (the
 //! provider's design; HTTPS and the short lifetime are the mitigation).
+//!
+//! Rotating the signing secret takes two phases, because during a rolling
+//! deploy a replica already on the new config issues tokens that replicas
+//! still on the old one must accept (a token lives up to
+//! `token_lifetime`, and Grab may send it to any replica):
+//! 1. add the new secret *second* (`[old, new]`) on every replica: they
+//!    still sign with the old one, and accept both;
+//! 2. once every replica has it, move it *first* (`[new, old]`): tokens
+//!    signed with the new one are accepted everywhere; keep the old one
+//!    until the tokens it signed have expired (`token_lifetime` after the
+//!    last replica moved), then drop it (dropping it earlier revokes them).
+//!
+//! Adding the new secret first in one step would make each updated replica
+//! issue tokens the others refuse (401 on Submit Order) until the deploy
+//! finishes.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -307,6 +321,41 @@ mod tests {
             .unwrap();
         assert!(signed.body.is_none());
         assert_eq!(verify(&signed.headers, &[KEY], AT), ok(0));
+    }
+
+    /// The two-phase rotation of the module header, replica by replica
+    /// (review of issue 15, finding 7): every replica accepts what any
+    /// other issues at every step; adding the new secret first in one step
+    /// does not.
+    #[test]
+    fn a_two_phase_rotation_keeps_every_replicas_tokens_valid() {
+        let issued_by = |keys: &[&str]| {
+            bearer(
+                &issue(&secret(keys[0]), &acme(), at(AT))
+                    .unwrap()
+                    .access_token,
+            )
+        };
+        let accepted = |token: &HeaderMap, keys: &[&str]| verify(token, keys, AT).is_ok();
+        let steps: [&[&[&str]]; 3] = [
+            // Phase 1 half deployed, then phase 2 half deployed, then done.
+            &[&[OLD_KEY], &[OLD_KEY, KEY]],
+            &[&[OLD_KEY, KEY], &[KEY, OLD_KEY]],
+            &[&[KEY, OLD_KEY], &[KEY, OLD_KEY]],
+        ];
+        for replicas in steps {
+            for issuer in replicas {
+                for verifier in replicas {
+                    assert!(
+                        accepted(&issued_by(issuer), verifier),
+                        "{issuer:?} -> {verifier:?}"
+                    );
+                }
+            }
+        }
+        // The one-step rotation: the updated replica's tokens are refused
+        // by those not yet updated.
+        assert!(!accepted(&issued_by(&[KEY, OLD_KEY]), &[OLD_KEY]));
     }
 
     #[test]
