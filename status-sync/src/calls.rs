@@ -17,8 +17,8 @@
 //!   `…/cancellation`. `merchant_supplied_id` is the created order's
 //!   webhook id (the backend's `Idempotency-Key`; DoorDash echoes it as
 //!   `client_order_id`). A JWT per call ([`shared::tokens::doordash`]).
-//!   "Already processed or expired" (400): already done
-//!   ([`DOORDASH_PROCESSED`] says why).
+//!   "Already processed or expired" (400): already done for a call that
+//!   repeats safely ([`DOORDASH_PROCESSED`] says why; [`repeats_safely`]).
 //! - Glovo [CODE×5]: the partner token raw in `Authorization`; the legacy
 //!   `PUT /webhook/stores/{store}/orders/{id}/status` or, with
 //!   `status_api = "integrations"` [CODE×4], `PUT
@@ -31,12 +31,22 @@
 //! - Grab [SDK]: Bearer from the token store; `POST
 //!   /partner/v1/order/prepare`, `/partner/v1/orders/mark`, `PUT
 //!   /partner/v1/order/readytime`, `/partner/v1/order/cancel` (the context's
-//!   store id as `merchantID`). A 400 about the order's state and a 409 are
-//!   already done.
+//!   store id as `merchantID`). A 400 about the order's state
+//!   ([`GRAB_STATE`]) is already done for a call that repeats safely; a 409
+//!   is already done.
 //! - Keeta [DOC]: `POST /order/{confirm|cancel|prepare|dispatched|delivered}`
 //!   with `orderViewId` and `shopId` as JSON integers (exact digits) and the
 //!   signed parameters ([`keeta_body`]); the outcome is the body's `code`
 //!   ([`keeta_verdict`], with its [GUESS]es).
+//!
+//! A provider's "already done" words (DoorDash's "already processed",
+//! Grab's order-state 400, Keeta's "already" and "not in a valid state")
+//! count as done only for an action that lands the order where it would be
+//! anyway ([`repeats_safely`]: accept, ready, picked up, delivered). For a
+//! reject, a cancel or a delay they say the order moved on without it (the
+//! tablet confirmed first, the order was completed), so they are a
+//! `provider_rejected` failure: the backend gets `status_failed` and an
+//! operator sees it, instead of a refusal the provider never took.
 
 use std::time::Duration;
 
@@ -109,14 +119,28 @@ pub enum DoneOn {
     /// Talabat: a 409 whose `currentState` is not a transient one.
     TalabatConflict,
     /// DoorDash: 409, or the 400 "order already processed or expired"
-    /// ([`DOORDASH_PROCESSED`]).
+    /// ([`DOORDASH_PROCESSED`]). Only for calls that repeat safely.
     DoordashProcessed,
-    /// Grab: 409 (cancel), or a 400 about the order's state ("invalid
-    /// state", "already marked ready": [`GRAB_STATE`]).
+    /// Grab: 409, or a 400 about the order's state ([`GRAB_STATE`]). Only
+    /// for calls that repeat safely.
     GrabState,
     /// Keeta: every answer is HTTP 200 with a `code` in the body
-    /// ([`keeta_verdict`]).
-    KeetaCode,
+    /// ([`keeta_verdict`]); `already_done`: whether its "not in a valid
+    /// state" messages ([`KEETA_ALREADY_DONE`]) count as done (a call that
+    /// repeats safely) or as a refusal.
+    KeetaCode { already_done: bool },
+}
+
+/// Whether `action`, done a second time or after the provider moved the
+/// order on by itself, leaves the order where the restaurant wanted it:
+/// accept (the tablet confirmed first), ready, picked up, delivered. A
+/// reject, a cancel or a delay the provider says it cannot take any more
+/// did not happen, and is reported as failed.
+pub fn repeats_safely(action: Action) -> bool {
+    match action {
+        Action::Accept | Action::Ready | Action::PickedUp | Action::Delivered => true,
+        Action::Reject | Action::Cancel | Action::Delay => false,
+    }
 }
 
 /// One request to the provider.
@@ -254,6 +278,11 @@ pub fn plan(
             // the backend's Idempotency-Key for it (DoorDash echoes it back
             // as client_order_id).
             let merchant = ctx.webhook_id.as_str();
+            let done_on = if repeats_safely(action) {
+                DoneOn::DoordashProcessed
+            } else {
+                DoneOn::Conflict
+            };
             let patch = |segments: &[&str], body: Value| {
                 let mut s = vec!["api", "v1", "orders", id];
                 s.extend_from_slice(segments);
@@ -262,7 +291,7 @@ pub fn plan(
                     api(&s),
                     Body::Json(body),
                     Auth::DoordashJwt,
-                    DoneOn::DoordashProcessed,
+                    done_on,
                 )
             };
             let event = |name: &str| {
@@ -348,16 +377,15 @@ pub fn plan(
         }
         Provider::Grab => {
             let order = json!(id);
+            let done_on = if repeats_safely(action) {
+                DoneOn::GrabState
+            } else {
+                DoneOn::Conflict
+            };
             let req = |method: Method, segments: &[&str], body: Value| {
                 let mut s = vec!["partner", "v1"];
                 s.extend_from_slice(segments);
-                call(
-                    method,
-                    api(&s),
-                    Body::Json(body),
-                    Auth::Bearer,
-                    DoneOn::GrabState,
-                )
+                call(method, api(&s), Body::Json(body), Auth::Bearer, done_on)
             };
             match action {
                 Accept | Reject => vec![req(
@@ -408,7 +436,9 @@ pub fn plan(
                     api(&["order", last]),
                     Body::Json(body),
                     Auth::KeetaSigned,
-                    DoneOn::KeetaCode,
+                    DoneOn::KeetaCode {
+                        already_done: repeats_safely(action),
+                    },
                 )
             };
             match action {
@@ -886,8 +916,10 @@ pub fn classify(
     retry_after: Option<Duration>,
     what: &str,
 ) -> Verdict {
-    if done_on == DoneOn::KeetaCode && (200..300).contains(&status) {
-        return keeta_verdict(body, what);
+    if let DoneOn::KeetaCode { already_done } = done_on
+        && (200..300).contains(&status)
+    {
+        return keeta_verdict(body, already_done, what);
     }
     if (200..300).contains(&status) {
         return Verdict::Done;
@@ -1059,14 +1091,17 @@ pub fn keeta_body(
 }
 
 /// DoorDash's 400 to a confirm or an event of an order it has "already
-/// processed or expired" [DOC] reads as already done: the hub never calls
-/// past the answer deadline (3 minutes, the low end of DoorDash's 3-8), so
-/// within it the order was processed (an earlier try whose answer was
-/// lost, or the tablet). Any other 400 is a refusal.
+/// processed or expired" [DOC] reads as already done for a call that
+/// repeats safely: the hub never calls past the answer deadline (3
+/// minutes, the low end of DoorDash's 3-8), so within it the order was
+/// processed (an earlier try whose answer was lost, or the tablet). To a
+/// `fail` or a cancellation it says the order went on without the refusal:
+/// a failure. Any other 400 is a refusal.
 pub const DOORDASH_PROCESSED: [&str; 1] = ["already"];
 
 /// Grab's 400 about the order's state ("invalid state", "already marked
-/// ready" [SDK]) reads as already done; any other 400 is a refusal.
+/// ready" [SDK]) reads as already done for a call that repeats safely; any
+/// other 400 is a refusal.
 pub const GRAB_STATE: [&str; 2] = ["state", "already"];
 
 /// [GUESS] Keeta's message for a call the order's status no longer takes
@@ -1084,14 +1119,16 @@ fn mentions(body: &[u8], words: &[&str]) -> bool {
 /// Reads a Keeta answer (always HTTP 200, the outcome in `code` [DOC]):
 /// - `0`: done;
 /// - a message saying the order's status does not take the call
-///   ([`KEETA_ALREADY_DONE`]): already done [GUESS];
+///   ([`KEETA_ALREADY_DONE`]): already done [GUESS] when `already_done`
+///   (a call that repeats safely), else `provider_rejected` (a cancel of
+///   an order already completed or cancelled did not cancel);
 /// - a code of the system-error family (`309000000` [DOC]: a leading 3):
 ///   `provider_5xx`, retried;
 /// - any other (`109000000` parameter error, `209000101` order does not
 ///   exist [DOC], signature and token errors): `provider_rejected`;
 /// - a body that is not `{code, message}`: `provider_5xx`, retried (an
 ///   answer cut short or an error page in front of the API).
-pub fn keeta_verdict(body: &[u8], what: &str) -> Verdict {
+pub fn keeta_verdict(body: &[u8], already_done: bool, what: &str) -> Verdict {
     #[derive(serde::Deserialize)]
     struct Answer {
         code: i64,
@@ -1111,7 +1148,7 @@ pub fn keeta_verdict(body: &[u8], what: &str) -> Verdict {
         return Verdict::Done;
     }
     let message = answer.message.unwrap_or_default();
-    if mentions(message.as_bytes(), &KEETA_ALREADY_DONE) {
+    if already_done && mentions(message.as_bytes(), &KEETA_ALREADY_DONE) {
         return Verdict::AlreadyDone;
     }
     let said =

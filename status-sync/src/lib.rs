@@ -25,9 +25,11 @@
 //!   `api.callback_hosts`, over https (or http to an allowed private
 //!   address): else `callback_refused`, nothing sent.
 //! - Answers ([`calls::classify`]): 2xx done; the provider's "already done"
-//!   (409; Uber's 404 to a cancel; DoorDash's 400 "already processed";
-//!   Grab's 400 about the order's state; Keeta's "not in a valid state")
-//!   done too, so a redelivery after a lost ack is harmless; Keeta's 200
+//!   (409; Uber's 404 to a cancel; DoorDash's 400 "already processed",
+//!   Grab's 400 "invalid order state" / "already marked ready" and Keeta's
+//!   "not in a valid state", these three only for an action that repeats
+//!   safely: [`calls::repeats_safely`]) done too, so a redelivery after a
+//!   lost ack is harmless; Keeta's 200
 //!   read by its body's `code`; Talabat's 409 in a transient state retried; 401
 //!   renews the token once and tries once more, then
 //!   `provider_unauthorized`; 403 `provider_forbidden`; 429 retried after
@@ -708,7 +710,8 @@ impl StatusSync {
             .and_then(|v| v.to_str().ok())
             .and_then(shared::outbound::parse_retry_after);
         // Keeta says how a call went in the body of its 200.
-        let text = if resp.status().is_success() && call.done_on != calls::DoneOn::KeetaCode {
+        let keeta = matches!(call.done_on, calls::DoneOn::KeetaCode { .. });
+        let text = if resp.status().is_success() && !keeta {
             String::new()
         } else {
             shared::outbound::answer_text(resp, 4096).await

@@ -1645,7 +1645,7 @@ fn doordash_grab_and_keeta_already_done_answers() {
     // Keeta: HTTP 200 always; the code says.
     let k = |body: &str| {
         classify(
-            DoneOn::KeetaCode,
+            DoneOn::KeetaCode { already_done: true },
             200,
             body.as_bytes(),
             None,
@@ -1691,11 +1691,142 @@ fn doordash_grab_and_keeta_already_done_answers() {
     );
     // A non-2xx from Keeta's front reads like any other provider's.
     assert_eq!(
-        classify(DoneOn::KeetaCode, 401, b"", None, "x"),
+        classify(
+            DoneOn::KeetaCode { already_done: true },
+            401,
+            b"",
+            None,
+            "x"
+        ),
         Verdict::Unauthorized
     );
     assert_eq!(
-        failed(classify(DoneOn::KeetaCode, 502, b"", None, "x")).0,
+        failed(classify(
+            DoneOn::KeetaCode { already_done: true },
+            502,
+            b"",
+            None,
+            "x"
+        ))
+        .0,
         FailureClass::Provider5xx
     );
+}
+
+/// How the answer `status` with `body` to the call `account` plans for
+/// `action` on `ctx` reads (one call).
+fn answer_to(
+    account: &str,
+    ctx: &OrderContext,
+    action: Action,
+    status: u16,
+    body: &str,
+) -> Verdict {
+    let hub = hub();
+    let a = hub.accounts.iter().find(|a| a.id == account).unwrap();
+    let mut c = cmd(action);
+    c.provider_order_id = ctx.provider_order_id.clone();
+    c.ready_at = Some(t("2026-12-02T18:20:00Z"));
+    let planned = plan(a, ctx, &c, t(NOW)).unwrap();
+    assert_eq!(planned.len(), 1, "{planned:?}");
+    classify(planned[0].done_on, status, body.as_bytes(), None, "x")
+}
+
+#[test]
+fn only_actions_that_repeat_safely_take_already_done_words() {
+    let rejected = |v: Verdict| match v {
+        Verdict::Failed(f) => (f.class, f.message),
+        other => panic!("{other:?}"),
+    };
+    let mut self_delivery = with_store(Provider::Doordash, "1");
+    self_delivery.self_delivery = true;
+    // DoorDash: "already processed" to a confirm or an event is done; to a
+    // `fail` or a cancellation (the tablet confirmed first) it is not.
+    let processed = r#"{"code":"validation_error","message":"Order already processed or expired"}"#;
+    for action in [
+        Action::Accept,
+        Action::Ready,
+        Action::PickedUp,
+        Action::Delivered,
+    ] {
+        assert_eq!(
+            answer_to("a-doordash", &self_delivery, action, 400, processed),
+            Verdict::AlreadyDone,
+            "{action}"
+        );
+    }
+    for action in [Action::Reject, Action::Cancel] {
+        assert_eq!(
+            rejected(answer_to(
+                "a-doordash",
+                &self_delivery,
+                action,
+                400,
+                processed
+            )),
+            (
+                FailureClass::ProviderRejected,
+                format!("x answered 400: {processed}")
+            ),
+            "{action}"
+        );
+    }
+    // Grab: its order-state 400 to a reject, a cancel or a delay is a
+    // refusal too; a 409 stays done.
+    let grab = with_store(Provider::Grab, "1-CYNGRUNGSBCCC");
+    let state = r#"{"code":"invalid_state","message":"invalid order state"}"#;
+    for action in [Action::Accept, Action::Ready] {
+        assert_eq!(
+            answer_to("a-grab", &grab, action, 400, state),
+            Verdict::AlreadyDone,
+            "{action}"
+        );
+    }
+    for action in [Action::Reject, Action::Cancel, Action::Delay] {
+        assert_eq!(
+            rejected(answer_to("a-grab", &grab, action, 400, state)).0,
+            FailureClass::ProviderRejected,
+            "{action}"
+        );
+    }
+    assert_eq!(
+        answer_to("a-grab", &grab, Action::Cancel, 409, ""),
+        Verdict::AlreadyDone
+    );
+    // Keeta: "already"/"not in a valid state" to a confirm is done; to a
+    // cancel (of an order completed or cancelled already) it is not.
+    let mut keeta = with_store(Provider::Keeta, "98765");
+    keeta.provider_order_id = "123".into();
+    keeta.self_delivery = true;
+    let k = |action: Action, message: &str| {
+        let body = json!({"code": 209_000_000, "message": message}).to_string();
+        answer_to("a-keeta", &keeta, action, 200, &body)
+    };
+    for action in [
+        Action::Accept,
+        Action::Ready,
+        Action::PickedUp,
+        Action::Delivered,
+    ] {
+        assert_eq!(
+            k(action, "order status is not in a valid state for this call"),
+            Verdict::AlreadyDone,
+            "{action}"
+        );
+    }
+    for action in [Action::Reject, Action::Cancel] {
+        for message in [
+            "order status is not in a valid state for cancel",
+            "The order is already cancelled",
+        ] {
+            assert_eq!(
+                rejected(k(action, message)),
+                (
+                    FailureClass::ProviderRejected,
+                    format!("x answered code 209000000: {message}")
+                ),
+                "{action}: {message}"
+            );
+        }
+    }
 }

@@ -1475,3 +1475,48 @@ async fn keeta_confirms_signed_and_its_codes_are_classified() -> anyhow::Result<
         .await?;
     stage.stop().await
 }
+
+/// DoorDash: the tablet confirmed the order first, so the backend's
+/// reject meets the 400 "already processed or expired": DoorDash still
+/// expects the food, so the reject failed (`provider_rejected`), and the
+/// backend hears it as a `status_failed` order.
+#[tokio::test]
+async fn a_doordash_reject_after_the_tablet_confirmed_is_a_failure() -> anyhow::Result<()> {
+    let r = rig().await?;
+    let stage = r.stage();
+    let c = ctx(Provider::Doordash, "acme-doordash", "dd-tablet");
+    r.fake
+        .set_decision(Platform::Doordash, "dd-tablet", Decision::Accepted);
+    r.put_context(&c).await?;
+    r.send(&command(&c, Action::Reject)).await?;
+    let (entry, _) = await_dead_letter(&r.js).await?;
+    assert_eq!(entry.error_class, FailureClass::ProviderRejected);
+    assert_eq!(
+        entry.error,
+        r#"doordash PATCH /api/v1/orders/dd-tablet answered 400: {"code":"validation_error","message":"Order already processed or expired"}"#
+    );
+    let calls = r.fake.status_calls_for("dd-tablet");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].answered, 400);
+    assert_eq!(
+        r.fake.decision(Platform::Doordash, "dd-tablet"),
+        Some(Decision::Accepted)
+    );
+    let orders = eventually(STEP, "the status_failed order", || async {
+        let o = r.status_failed_orders().await.ok()?;
+        (!o.is_empty()).then_some(o)
+    })
+    .await?;
+    assert_eq!(orders.len(), 1);
+    let sc = &orders[0].1["status_call"];
+    assert_eq!(sc["status_id"], "st-dd-tablet-reject");
+    assert_eq!(sc["action"], "reject");
+    assert_eq!(sc["error_class"], "provider_rejected");
+    r.settled().await?;
+    stage
+        .metrics_show(&[
+            r#"status_sync_calls_total{provider="doordash",action="reject",outcome="failed"} 1"#,
+        ])
+        .await?;
+    stage.stop().await
+}
