@@ -31,9 +31,9 @@
 //! - Grab [SDK]: Bearer from the token store; `POST
 //!   /partner/v1/order/prepare`, `/partner/v1/orders/mark`, `PUT
 //!   /partner/v1/order/readytime`, `/partner/v1/order/cancel` (the context's
-//!   store id as `merchantID`). A 400 about the order's state
-//!   ([`GRAB_STATE`]) is already done for a call that repeats safely; a 409
-//!   is already done.
+//!   store id as `merchantID`). Its 400 "invalid order state" or "already
+//!   marked ready" ([`GRAB_STATE`]) is already done for a call that repeats
+//!   safely; a 409 is already done.
 //! - Keeta [DOC]: `POST /order/{confirm|cancel|prepare|dispatched|delivered}`
 //!   with `orderViewId` and `shopId` as JSON integers (exact digits) and the
 //!   signed parameters ([`keeta_body`]); the outcome is the body's `code`
@@ -121,8 +121,8 @@ pub enum DoneOn {
     /// DoorDash: 409, or the 400 "order already processed or expired"
     /// ([`DOORDASH_PROCESSED`]). Only for calls that repeat safely.
     DoordashProcessed,
-    /// Grab: 409, or a 400 about the order's state ([`GRAB_STATE`]). Only
-    /// for calls that repeat safely.
+    /// Grab: 409, or the 400 "invalid order state" / "already marked
+    /// ready" ([`GRAB_STATE`]). Only for calls that repeat safely.
     GrabState,
     /// Keeta: every answer is HTTP 200 with a `code` in the body
     /// ([`keeta_verdict`]); `already_done`: whether its "not in a valid
@@ -1097,12 +1097,14 @@ pub fn keeta_body(
 /// processed (an earlier try whose answer was lost, or the tablet). To a
 /// `fail` or a cancellation it says the order went on without the refusal:
 /// a failure. Any other 400 is a refusal.
-pub const DOORDASH_PROCESSED: [&str; 1] = ["already"];
+pub const DOORDASH_PROCESSED: [&str; 1] = ["already processed"];
 
-/// Grab's 400 about the order's state ("invalid state", "already marked
-/// ready" [SDK]) reads as already done for a call that repeats safely; any
-/// other 400 is a refusal.
-pub const GRAB_STATE: [&str; 2] = ["state", "already"];
+/// Grab's 400 about the order's state ("invalid order state", "already
+/// marked ready" [SDK]) reads as already done for a call that repeats
+/// safely; any other 400 is a refusal. Phrases, never a field name: a
+/// validation error names `toState` or `markStatus` ("invalid toState
+/// value") and is a refusal.
+pub const GRAB_STATE: [&str; 2] = ["invalid order state", "already marked ready"];
 
 /// [GUESS] Keeta's message for a call the order's status no longer takes
 /// ("order status is not in a valid state for ..." [DOC, Open Delivery

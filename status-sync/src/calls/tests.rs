@@ -1830,3 +1830,25 @@ fn only_actions_that_repeat_safely_take_already_done_words() {
         }
     }
 }
+
+#[test]
+fn grab_state_words_are_phrases_never_field_names() {
+    let v = |body: &str| classify(DoneOn::GrabState, 400, body.as_bytes(), None, "x");
+    for body in [
+        r#"{"code":"invalid_argument","message":"invalid toState value"}"#,
+        r#"{"message":"markStatus must be 1 or 2"}"#,
+        r#"{"message":"merchantID already exists"}"#,
+    ] {
+        match v(body) {
+            Verdict::Failed(f) => {
+                assert_eq!(f.class, FailureClass::ProviderRejected, "{body}");
+                assert_eq!(f.message, format!("x answered 400: {body}"));
+            }
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        v(r#"{"message":"Order Already Marked Ready"}"#),
+        Verdict::AlreadyDone
+    );
+}

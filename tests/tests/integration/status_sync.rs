@@ -1520,3 +1520,37 @@ async fn a_doordash_reject_after_the_tablet_confirmed_is_a_failure() -> anyhow::
         .await?;
     stage.stop().await
 }
+
+/// Grab: a 400 that names a field ("invalid toState value") is a refusal,
+/// not Grab's "invalid order state".
+#[tokio::test]
+async fn a_grab_validation_error_naming_to_state_is_a_refusal() -> anyhow::Result<()> {
+    let r = rig().await?;
+    let stage = r.stage();
+    let mut c = ctx(Provider::Grab, "acme-grab", "gr-bad");
+    c.store_id = Some("1-CYNGRUNGSBCCC".into());
+    let refusal = r#"{"code":"invalid_argument","message":"invalid toState value"}"#;
+    r.fake.fault(
+        Matcher::Status(Platform::Grab),
+        FaultReply::status(400).with_body(refusal),
+    );
+    r.put_context(&c).await?;
+    r.send(&command(&c, Action::Accept)).await?;
+    let (entry, _) = await_dead_letter(&r.js).await?;
+    assert_eq!(entry.error_class, FailureClass::ProviderRejected);
+    assert_eq!(
+        entry.error,
+        format!("grab POST /partner/v1/order/prepare answered 400: {refusal}")
+    );
+    let calls = r.fake.status_calls_for("gr-bad");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].answered, 400);
+    assert_eq!(r.fake.decision(Platform::Grab, "gr-bad"), None);
+    r.settled().await?;
+    stage
+        .metrics_show(&[
+            r#"status_sync_calls_total{provider="grab",action="accept",outcome="failed"} 1"#,
+        ])
+        .await?;
+    stage.stop().await
+}
