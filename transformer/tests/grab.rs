@@ -1,6 +1,7 @@
 //! GrabFood: amounts at the currency's own exponent (SGD 2, VND 0), prices
 //! that include their modifiers and tax, promos by who funds them, Grab's
-//! own figures checked, order states, and what is refused.
+//! own figures checked (logged, never refused), order states, and what is
+//! refused.
 
 mod support;
 
@@ -90,7 +91,7 @@ fn an_items_price_includes_its_modifiers() {
 }
 
 #[test]
-fn promos_are_attributed_and_grabs_own_figures_must_agree() {
+fn promos_are_attributed_and_grabs_own_figures_are_logged_never_refused() {
     let t = convert(&fixture(VND)).unwrap().totals.unwrap();
     let split: Vec<_> = t
         .discounts
@@ -109,19 +110,45 @@ fn promos_are_attributed_and_grabs_own_figures_must_agree() {
         (3_000, "merchantChargeFee")
     );
 
+    // Grab's own figures disagreeing: logged with the figures, the order
+    // kept as the canonical rules compute it.
     let body = fixture_with(SGD, &[("\"eaterPayment\": 2055", "\"eaterPayment\": 2000")]);
+    let (order, logged) = logs_of(|| convert(body.as_bytes()));
+    assert_eq!(order.unwrap().totals.unwrap().total, 2055);
     assert_eq!(
-        convert(body.as_bytes()).unwrap_err(),
-        (
-            "invalid_payload".to_owned(),
-            "invalid order: 1 problem: price.eaterPayment: expected 2055 = subtotal + deliveryFee + merchantChargeFee + serviceChargeFee - promos, got 2000".to_owned()
-        )
+        logged,
+        [
+            "WARN grab figure disagrees with the order's; order kept provider=grab field=price.eaterPayment formula=subtotal + merchantChargeFee + deliveryFee - promos expected=2055 got=2000 order_total=2055 service_charge_fee=0 small_order_fee=0"
+        ]
     );
     let body = fixture_with(SGD, &[("\"total\": 1755", "\"total\": 1950")]);
+    let (order, logged) = logs_of(|| convert(body.as_bytes()));
+    assert_eq!(order.unwrap().totals.unwrap().total, 2055);
     assert_eq!(
-        convert(body.as_bytes()).unwrap_err().1,
-        "invalid order: 1 problem: price.total: expected 1755 = subtotal + merchantChargeFee - merchantFundPromo, got 1950"
+        logged,
+        [
+            "WARN grab figure disagrees with the order's; order kept provider=grab field=price.total formula=subtotal + merchantChargeFee - merchantFundPromo expected=1755 got=1950 order_total=2055 service_charge_fee=0 small_order_fee=0"
+        ]
     );
+    // Figures that agree log nothing.
+    for fixture_path in [SGD, VND] {
+        let (order, logged) = logs_of(|| convert(&fixture(fixture_path)));
+        assert!(order.is_ok(), "{fixture_path}");
+        assert_eq!(logged, Vec::<String>::new(), "{fixture_path}");
+    }
+    // A cash order with a service charge: the customer pays it, Grab's
+    // eaterPayment leaves it out (as the [SDK] formula does); converted.
+    let body = fixture_with(
+        SGD,
+        &[
+            ("\"CASHLESS\"", "\"CASH\""),
+            ("\"serviceChargeFee\": 0", "\"serviceChargeFee\": 150"),
+        ],
+    );
+    let (order, logged) = logs_of(|| convert(body.as_bytes()));
+    let t = order.unwrap().totals.unwrap();
+    assert_eq!((t.service_fee, t.total), (150, 2205));
+    assert_eq!(logged, Vec::<String>::new());
     // Grab's small-order fee is the customer's to pay but not in
     // eaterPayment; a Grab-delivered cashless order has no eaterPayment.
     let body = fixture_with(SGD, &[("\"smallOrderFee\": 0", "\"smallOrderFee\": 100")]);
@@ -210,4 +237,63 @@ fn order_states_update_or_cancel_the_order() {
             .1,
         "payload does not parse: missing field `orderID` at line 1 column 40"
     );
+}
+
+/// Runs `f` with a subscriber that keeps every event as
+/// `LEVEL message field=value ...`.
+fn logs_of<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    use std::sync::{Arc, Mutex};
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    #[derive(Default)]
+    struct Line {
+        message: String,
+        fields: String,
+    }
+    impl Visit for Line {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.message = format!("{value:?}");
+            } else {
+                self.fields
+                    .push_str(&format!(" {}={value:?}", field.name()));
+            }
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "message" {
+                self.message = value.to_owned();
+            } else {
+                self.fields.push_str(&format!(" {}={value}", field.name()));
+            }
+        }
+    }
+    struct Capture(Arc<Mutex<Vec<String>>>);
+    impl Subscriber for Capture {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut line = Line::default();
+            event.record(&mut line);
+            self.0.lock().unwrap().push(format!(
+                "{} {}{}",
+                event.metadata().level(),
+                line.message,
+                line.fields
+            ));
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let out = tracing::subscriber::with_default(Capture(lines.clone()), f);
+    let lines = lines.lock().unwrap().clone();
+    (out, lines)
 }

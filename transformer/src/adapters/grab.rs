@@ -21,12 +21,19 @@
 //! (filled only for cash or restaurant-delivered orders [SDK]). Discounts by
 //! funder: `merchantFundPromo` (the restaurant), `grabFundPromo` (Grab).
 //! The total is what the customer pays: subtotal + delivery + fees −
-//! discounts. Two of Grab's own figures must agree with it where sent:
+//! discounts. Two of Grab's own figures are checked where sent:
 //! `eaterPayment` (non-zero only for cash or restaurant-delivered orders)
-//! = total − `smallOrderFee` (Grab's own fee, which it excludes [SDK]), and
-//! `total` (the merchant's amount) = subtotal + `merchantChargeFee` −
-//! `merchantFundPromo` [SDK]. `tax` is the tax inside the total
-//! (`tax_inclusive`).
+//! = subtotal + `merchantChargeFee` + `deliveryFee` − promos, and `total`
+//! (the merchant's amount) = subtotal + `merchantChargeFee` −
+//! `merchantFundPromo` [SDK]. Both formulas are [SDK] text with one worked
+//! example and no fee in it: where `serviceChargeFee` and `smallOrderFee`
+//! sit in them is unknown ([GUESS]: in neither). So a disagreement never
+//! refuses the order (a real cash order with a service charge would be
+//! dead-lettered): it is logged at warn level with the field, Grab's
+//! figure and the one computed (`grab figure disagrees`; the transformer's
+//! metrics are not reachable from an adapter, so it is not counted), and
+//! the order is converted by the canonical rules. `tax` is the tax inside
+//! the total (`tax_inclusive`).
 //!
 //! Grab sends no item or modifier names [SDK]: a line is named by its
 //! partner id (`id`, the menu's externalID), else Grab's `grabItemID`, for
@@ -424,33 +431,51 @@ fn totals(p: &mut Problems, pr: &PriceIn) -> Totals {
         discounts,
     };
     totals.total = super::computed_total(p, "totals.total", &totals);
-    let small = opt(pr.small_order_fee);
-    if let Some(eater) = pr.eater_payment.filter(|&e| e != 0)
-        && i128::from(eater) != i128::from(totals.total) - i128::from(small)
-    {
-        p.push(
+    // Grab's own figures, checked and never refused (the header says why).
+    let promos = i128::from(opt(pr.merchant_fund_promo)) + i128::from(opt(pr.grab_fund_promo));
+    let eater = i128::from(pr.subtotal)
+        + i128::from(opt(pr.merchant_charge_fee))
+        + i128::from(opt(pr.delivery_fee))
+        - promos;
+    if let Some(got) = pr.eater_payment.filter(|&e| e != 0) {
+        disagrees(
             "price.eaterPayment",
-            ProblemKind::Mismatch,
-            format!(
-                "expected {} = subtotal + deliveryFee + merchantChargeFee + serviceChargeFee - promos, got {eater}",
-                i128::from(totals.total) - i128::from(small)
-            ),
+            "subtotal + merchantChargeFee + deliveryFee - promos",
+            eater,
+            got,
+            &totals,
         );
     }
     let merchant = i128::from(pr.subtotal) + i128::from(opt(pr.merchant_charge_fee))
         - i128::from(opt(pr.merchant_fund_promo));
-    if let Some(t) = pr.total
-        && i128::from(t) != merchant
-    {
-        p.push(
+    if let Some(got) = pr.total {
+        disagrees(
             "price.total",
-            ProblemKind::Mismatch,
-            format!(
-                "expected {merchant} = subtotal + merchantChargeFee - merchantFundPromo, got {t}"
-            ),
+            "subtotal + merchantChargeFee - merchantFundPromo",
+            merchant,
+            got,
+            &totals,
         );
     }
     totals
+}
+
+/// Logs Grab's figure `got` of `field` when it is not `expected` (by
+/// `formula`), with the order's own total beside it; the order is kept.
+fn disagrees(field: &str, formula: &str, expected: i128, got: i64, totals: &Totals) {
+    if expected != i128::from(got) {
+        tracing::warn!(
+            provider = "grab",
+            field,
+            formula,
+            expected = %expected,
+            got,
+            order_total = totals.total,
+            service_charge_fee = totals.fees.iter().find(|f| f.name == "serviceChargeFee").map_or(0, |f| f.amount),
+            small_order_fee = totals.fees.iter().find(|f| f.name == "smallOrderFee").map_or(0, |f| f.amount),
+            "grab figure disagrees with the order's; order kept"
+        );
+    }
 }
 
 fn created(input: &Input<'_>, p: &mut Problems) -> Result<Draft, ConvertError> {
