@@ -32,8 +32,12 @@
 //! total [DOC]: it is computed, `subtotal + tax + taxes_on_fees +
 //! delivery_fee + extra_cart_order_fee + tip_amount + merchant_tip_amount`
 //! (US menus are tax-exclusive; `tax` is the order's tax plus
-//! `taxes_on_fees`, whether or not `is_tax_remitted_by_doordash`). The order
-//! was paid through DoorDash.
+//! `taxes_on_fees`, whether or not `is_tax_remitted_by_doordash`). [GUESS]
+//! that `tax` leaves the fees' tax out: the docs do not say, and if `tax`
+//! already includes `taxes_on_fees` the computed total (and `tax`) are
+//! overstated by `taxes_on_fees`. The payload carries no figure to check it
+//! against; a real order with non-zero `taxes_on_fees` settles it. The
+//! order was paid through DoorDash.
 //!
 //! Fulfilment: `is_pickup` (or `fulfillment_type` `pickup`) → pickup;
 //! `fulfillment_type` `dx_delivery` (or none) → delivery by a Dasher,
