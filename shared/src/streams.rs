@@ -21,12 +21,17 @@ pub const FAILURES_BUCKET: &str = "FAILURES";
 pub const TOKENS_BUCKET: &str = "PROVIDER_TOKENS";
 
 /// The consumers `nats/streams.toml` defines, by durable name.
-pub const CONSUMER_NAMES: [&str; 9] = [
+pub const CONSUMER_NAMES: [&str; 14] = [
     "transformer",
     "fetcher",
     "forwarder",
     "status-sync",
     "auto-reject",
+    "ledger-webhooks",
+    "ledger-orders",
+    "ledger-status",
+    "ledger-outcomes",
+    "ledger-dlq",
     "mover-transformer",
     "mover-fetcher",
     "mover-forwarder",
@@ -532,11 +537,39 @@ mod tests {
         let auto_reject = defs.consumer("DLQ", "auto-reject");
         assert_eq!(auto_reject.max_deliver, Some(-1));
         assert_eq!(auto_reject.filter_subjects, ["dlq.forwarder.>"]);
-        for work in defs
+        // The ledger reads every stream but ADVISORIES, each whole, and
+        // never dead-letters: it retries without limit and has no mover.
+        let ledger: Vec<&ConsumerDef> = defs
             .consumers
             .iter()
-            .filter(|c| !matches!(c.stream.as_str(), "ADVISORIES" | "DLQ"))
-        {
+            .filter(|c| c.durable.starts_with("ledger-"))
+            .collect();
+        let mut read: Vec<&str> = ledger.iter().map(|c| c.stream.as_str()).collect();
+        read.sort();
+        assert_eq!(read, ["DLQ", "ORDERS", "OUTCOMES", "STATUS", "WEBHOOKS"]);
+        for c in &ledger {
+            assert_eq!(c.max_deliver, Some(-1), "{}", c.durable);
+            assert_eq!(
+                c.filter_subjects,
+                defs.stream(&c.stream)
+                    .subjects
+                    .iter()
+                    .map(|s| s.split('.').next().unwrap().to_owned() + ".>")
+                    .take(1)
+                    .collect::<Vec<_>>(),
+                "{} reads all of {}",
+                c.durable,
+                c.stream
+            );
+            assert!(
+                c.max_ack_pending >= 2000,
+                "{}: a whole batch in flight",
+                c.durable
+            );
+        }
+        for work in defs.consumers.iter().filter(|c| {
+            !matches!(c.stream.as_str(), "ADVISORIES" | "DLQ") && !c.durable.starts_with("ledger-")
+        }) {
             let mover = defs.mover_of(work);
             let consumer = if work.per_tenant {
                 "*"

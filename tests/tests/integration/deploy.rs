@@ -34,11 +34,25 @@ fn worker_consumers(hub: &HubConfig) -> Vec<shared::streams::ConsumerDef> {
         .collect()
 }
 
-/// Every stage binary: the ingress and one per worker consumer (a worker
-/// stage is named after its consumer).
+/// The stage that reads a consumer: a worker stage is named after its
+/// consumer; the ledger reads one consumer per stream, `ledger-<stream>`.
+fn stage_of(durable: &str) -> &str {
+    if durable.starts_with("ledger-") {
+        "ledger"
+    } else {
+        durable
+    }
+}
+
+/// Every stage binary: the ingress and one per worker consumer.
 fn stages(hub: &HubConfig) -> Vec<String> {
     let mut stages = vec!["ingress".to_owned()];
-    stages.extend(worker_consumers(hub).into_iter().map(|c| c.durable));
+    for c in worker_consumers(hub) {
+        let stage = stage_of(&c.durable).to_owned();
+        if !stages.contains(&stage) {
+            stages.push(stage);
+        }
+    }
     stages
 }
 
@@ -153,6 +167,16 @@ fn every_stage_has_a_deployment_with_probes_secrets_and_scaling() {
                 "{{name: orderhub/{stage}, newName: registry.example/orderhub/{stage}"
             )),
             "the overlay does not pin the {stage} image"
+        );
+    }
+    // The ledger's database and operator token come from its own Secret.
+    let ledger = read("k8s/base/ledger.yaml");
+    for key in ["DATABASE_URL", "OPERATOR_TOKEN"] {
+        assert!(
+            ledger.contains(&format!(
+                "name: {key}\n              valueFrom:\n                secretKeyRef: {{name: orderhub-ledger, key: {key}}}"
+            )),
+            "ledger.yaml takes {key} from the orderhub-ledger Secret"
         );
     }
     // The token store's key reaches the stages that call providers, from
