@@ -15,7 +15,9 @@ use anyhow::{Context, bail};
 
 pub mod fake_provider;
 pub mod fixtures;
+pub mod pg;
 pub mod stack;
+pub mod tcp_proxy;
 pub use stack::Stack;
 
 /// Every await in a test is bounded by this unless it says otherwise.

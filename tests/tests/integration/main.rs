@@ -11,6 +11,7 @@ mod devup;
 mod e2e;
 mod fetcher;
 mod ingress;
+mod ledger;
 mod soak;
 mod status_api;
 mod status_sync;
