@@ -197,16 +197,18 @@ async fn query(args: &Args, command: &Command) -> ExitCode {
 }
 
 async fn serve(args: Args) -> ExitCode {
-    let hub = match shared::app::init(&args.common) {
-        Ok(hub) => hub,
-        Err(code) => return code,
-    };
+    // Its own settings first: without a token it never starts, whatever
+    // the hub config says.
     let options = match options(&args) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
+    };
+    let hub = match shared::app::init(&args.common) {
+        Ok(hub) => hub,
+        Err(code) => return code,
     };
     let shutdown = shared::app::shutdown_on_signals();
     shared::app::exit_code(ledger::run(&args.common, &hub, options, shutdown).await)
@@ -218,8 +220,11 @@ fn options(args: &Args) -> Result<ledger::Options, String> {
         .database_url
         .as_ref()
         .ok_or("DATABASE_URL is required to serve")?;
+    let url = url.expose_secret();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("DATABASE_URL: not a PostgreSQL URL (postgres://user@host:5432/db)".into());
+    }
     let database = url
-        .expose_secret()
         .parse()
         // sqlx's message may quote the URL: never shown.
         .map_err(|_| "DATABASE_URL: not a PostgreSQL URL (postgres://user@host:5432/db)")?;
