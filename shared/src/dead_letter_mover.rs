@@ -14,6 +14,12 @@
 //! `MSG_TERMINATED` advisories whose reason starts with `dlq:` come from a
 //! worker that already dead-lettered the message and are skipped; a message
 //! terminated by anything else is dead-lettered too.
+//!
+//! A stage that publishes outcomes also gets a `dead_lettered` outcome
+//! (source: the original's stream, sequence and the advisory's delivery
+//! count; the ids from the original's headers), sent before the DLQ entry
+//! and awaited after it: the advisory is acked only when both are stored.
+//! An original that is gone has no headers, hence no provider: no outcome.
 
 use std::time::{Duration, SystemTime};
 
@@ -28,8 +34,9 @@ use crate::dlq::{self, DeadLetter, MovedBy};
 use crate::failure::FailureClass;
 use crate::failure_history;
 use crate::headers;
+use crate::outcome::{Kind, SourceRef, Step};
 use crate::streams::StreamDef;
-use crate::worker::WorkerMetrics;
+use crate::worker::{Outcomes, WorkerMetrics};
 
 /// The fields of a consumer advisory the mover needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -57,6 +64,7 @@ pub struct Mover {
     owner: String,
     failures: kv::Store,
     metrics: WorkerMetrics,
+    outcomes: Option<Outcomes>,
 }
 
 /// What the mover did with an advisory.
@@ -82,7 +90,14 @@ impl Mover {
             owner,
             failures,
             metrics,
+            outcomes: None,
         }
+    }
+
+    /// Publishes a `dead_lettered` outcome with each entry.
+    pub(crate) fn with_outcomes(mut self, outcomes: Outcomes) -> Self {
+        self.outcomes = Some(outcomes);
+        self
     }
 
     /// Reads advisories until `shutdown`; one at a time (they are rare).
@@ -244,9 +259,40 @@ impl Mover {
             error,
             moved_by: MovedBy::Mover,
         };
-        dlq::publish(&self.js, &entry, orig_headers.as_ref(), body)
+        let header = |name: &str| {
+            orig_headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str())
+        };
+        let step = self.outcomes.as_ref().and_then(|out| {
+            let provider = provider.parse::<crate::Provider>().ok()?;
+            let mut step = Step::new(out.stage, Kind::DeadLettered, provider, false)
+                .with_error(class, &entry.error);
+            step.tenant = header(headers::TENANT);
+            step.webhook_id = header(headers::WEBHOOK_ID);
+            step.account = header(headers::ACCOUNT);
+            step.event = header(headers::EVENT);
+            step.source = Some(SourceRef {
+                stream: &adv.stream,
+                seq: adv.stream_seq,
+                delivery: u64::try_from(adv.deliveries).unwrap_or(0),
+            });
+            Some(step)
+        });
+        let pending = match (&self.outcomes, &step) {
+            (Some(out), Some(step)) => Some(out.publisher.send(step).await),
+            _ => None,
+        };
+        let stored = dlq::publish(&self.js, &entry, orig_headers.as_ref(), body.clone())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string());
+        let outcome_stored = match pending {
+            None => Ok(()),
+            Some(Ok(p)) => p.wait().await.map_err(|f| f.message),
+            Some(Err(f)) => Err(f.message),
+        };
+        stored.and(outcome_stored)?;
         if original.is_some() && self.source.deletes_on_ack() {
             stream
                 .delete_message(adv.stream_seq)

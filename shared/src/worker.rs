@@ -34,6 +34,14 @@
 //! - Each worker also runs the advisory mover for its consumer
 //!   ([`crate::dead_letter_mover`]), the safety net for a worker that dies on a
 //!   message's last delivery.
+//! - Outcomes ([`crate::outcome`]): a worker whose stage is one of
+//!   [`crate::outcome::Stage`] makes sure the `OUTCOMES` stream exists at
+//!   setup, and dead-lettering also publishes a `dead_lettered` outcome
+//!   (class, error, source = the message's stream, sequence and delivery),
+//!   sent before the DLQ entry and awaited after it: the message is
+//!   terminated only when both are stored, else NAK'd like a failed DLQ
+//!   publish (`worker_errors{error_type="dead_letter_publish_failed"}`).
+//!   The handler publishes its own steps before it returns its verdict.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -58,6 +66,7 @@ use crate::dlq::{self, DeadLetter, MovedBy};
 use crate::failure::FailureClass;
 use crate::failure_history;
 use crate::headers;
+use crate::outcome::{self, Step};
 use crate::pull::{OpenPull, PullError};
 use crate::retry::RetrySchedule;
 use crate::streams::{BucketDef, ConsumerDef, Definitions, StreamDef};
@@ -169,6 +178,21 @@ pub struct WorkerOptions {
     pub pull_expires: Duration,
     /// Create or update the consumers (else only check they exist).
     pub manage: bool,
+    /// `OUTCOMES`, set up with the consumers when the stage publishes
+    /// outcomes.
+    pub outcomes: StreamDef,
+    /// How long a `dead_lettered` outcome may wait for its ack.
+    pub outcome_timeout: Duration,
+}
+
+impl WorkerOptions {
+    /// The outcome vocabulary's name of this worker's stage, if it has
+    /// one (a test's or another binary's worker publishes no outcomes).
+    pub fn outcome_stage(&self) -> Option<outcome::Stage> {
+        outcome::Stage::ALL
+            .into_iter()
+            .find(|s| s.as_str() == self.stage)
+    }
 }
 
 impl WorkerOptions {
@@ -205,6 +229,8 @@ impl WorkerOptions {
             shutdown_grace: Duration::from_secs(20),
             pull_expires: Duration::from_secs(5),
             manage: true,
+            outcomes: defs.stream(outcome::OUTCOMES_STREAM).clone(),
+            outcome_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -393,6 +419,13 @@ pub struct Worker<H> {
     ready: Arc<AtomicBool>,
 }
 
+/// Where the worker and its mover publish `dead_lettered`.
+#[derive(Clone)]
+pub(crate) struct Outcomes {
+    pub(crate) stage: outcome::Stage,
+    pub(crate) publisher: outcome::Publisher,
+}
+
 /// The worker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -436,6 +469,9 @@ impl<H: Handler> Worker<H> {
                         .await?,
                 );
             }
+            if o.outcome_stage().is_some() {
+                crate::streams::ensure_stream(&self.js, &o.outcomes, o.manage).await?;
+            }
             // Set up with the streams (crate::app::ensure_streams): only opened here.
             let failures = crate::streams::ensure_bucket(&self.js, &o.failures, false).await?;
             let mover_consumer =
@@ -452,7 +488,11 @@ impl<H: Handler> Worker<H> {
             r = setup => r?,
             _ = shutdown.cancelled() => return Ok(()),
         };
-        let mover = crate::dead_letter_mover::Mover::new(
+        let outcomes = o.outcome_stage().map(|stage| Outcomes {
+            stage,
+            publisher: outcome::Publisher::new(self.js.clone(), o.outcome_timeout),
+        });
+        let mut mover = crate::dead_letter_mover::Mover::new(
             self.js.clone(),
             o.stage.clone(),
             o.source.clone(),
@@ -460,6 +500,9 @@ impl<H: Handler> Worker<H> {
             failures.clone(),
             self.metrics.clone(),
         );
+        if let Some(out) = &outcomes {
+            mover = mover.with_outcomes(out.clone());
+        }
         let mover_task = tokio::spawn(mover.run(mover_consumer, shutdown.clone()));
 
         let ctx = Arc::new(Ctx {
@@ -469,6 +512,7 @@ impl<H: Handler> Worker<H> {
             handler: self.handler.clone(),
             metrics: self.metrics.clone(),
             failures,
+            outcomes,
         });
         let loops: Vec<_> = consumers
             .into_iter()
@@ -500,6 +544,7 @@ struct Ctx<H> {
     handler: Arc<H>,
     metrics: WorkerMetrics,
     failures: kv::Store,
+    outcomes: Option<Outcomes>,
 }
 
 async fn consume<H: Handler>(
@@ -843,14 +888,28 @@ async fn dead_letter<H: Handler>(
         error: message.to_owned(),
         moved_by: MovedBy::Worker,
     };
-    if let Err(e) = dlq::publish(&ctx.js, &entry, Some(&d.headers), d.payload.clone()).await {
+    // The outcome goes out first and its ack is awaited with the entry's:
+    // one round trip for both.
+    let step = ctx.outcomes.as_ref().and_then(|out| {
+        Some(Step::of(out.stage, outcome::Kind::DeadLettered, d, false)?.with_error(class, message))
+    });
+    let pending = match (&ctx.outcomes, &step) {
+        (Some(out), Some(step)) => Some(out.publisher.send(step).await),
+        _ => None,
+    };
+    let stored = dlq::publish(&ctx.js, &entry, Some(&d.headers), d.payload.clone())
+        .await
+        .map_err(|e| e.to_string());
+    let outcome_stored = match pending {
+        None => Ok(()),
+        Some(Ok(p)) => p.wait().await.map_err(|f| f.message),
+        Some(Err(f)) => Err(f.message),
+    };
+    if let Err(e) = stored.and(outcome_stored) {
         // Not stored: keep the message in the retry cycle. On its last
         // delivery the NAK exhausts it and the mover dead-letters it.
-        ctx.metrics.error(
-            &d.provider,
-            FailureClass::DeadLetterPublishFailed,
-            &e.to_string(),
-        );
+        ctx.metrics
+            .error(&d.provider, FailureClass::DeadLetterPublishFailed, &e);
         let delay = o.retry.delay_after(d.delivered, d.stream_seq, None);
         let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
         return;
