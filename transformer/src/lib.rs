@@ -31,10 +31,19 @@
 //!   at once with every problem listed (`; `-separated, each with its field
 //!   path), never retried. A failed or timed-out publish is transient:
 //!   retried on the configured schedule (class `publish_failed`).
+//! - Outcomes ([`shared::outcome`], `OUTCOMES`): after the order's ack, a
+//!   `converted` step (the order's `ORDERS` sequence as `order_seq`, its
+//!   provider order id and event) is published and its ack awaited before
+//!   the raw message is acked; a payload that cannot be converted gets a
+//!   `refused` step (class, error) before it is dead-lettered (the worker
+//!   adds `dead_lettered`). An outcome that is not stored in
+//!   `publish_timeout` retries the message like a failed order publish
+//!   (the order's second publish is deduplicated).
 //! - Metrics (prefix `transformer_`): the worker loop's received, acked,
 //!   retried and dead-lettered by provider and error type, plus
 //!   `orders_published` by provider and event, `conversion_errors` by
-//!   provider and error type and `conversion_duration_seconds` by provider.
+//!   provider and error type, `conversion_duration_seconds` by provider and
+//!   `outcome_publish_failures` by provider and kind.
 
 pub mod adapters;
 pub mod convert;
@@ -59,6 +68,7 @@ use shared::app::{StageError, StageSpec};
 use shared::config::{CommonArgs, HubConfig};
 use shared::failure::{FailureClass, classify_publish};
 use shared::headers;
+use shared::outcome::{self, Kind, PublishFailures, Step};
 use shared::worker::{Delivery, Failure, Handler, Outcome};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -71,7 +81,7 @@ pub const SPEC: StageSpec = StageSpec {
     stage: "transformer",
     stream: "WEBHOOKS",
     durable: "transformer",
-    streams: &["WEBHOOKS", "ORDERS", "DLQ", "ADVISORIES"],
+    streams: &["WEBHOOKS", "ORDERS", "DLQ", "ADVISORIES", "OUTCOMES"],
     buckets: &[ORDER_CONTEXT_BUCKET],
 };
 
@@ -146,6 +156,7 @@ pub struct Metrics {
     published: Family<PublishedLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     duration: Family<ProviderLabels, Histogram>,
+    outcome_failures: PublishFailures,
 }
 
 impl Metrics {
@@ -157,6 +168,7 @@ impl Metrics {
             duration: Family::new_with_constructor(|| {
                 Histogram::new(shared::telemetry::duration_buckets())
             }),
+            outcome_failures: PublishFailures::register(registry),
         };
         registry.register(
             "orders_published",
@@ -247,6 +259,7 @@ pub struct Transformer {
     contexts: OnceCell<kv::Store>,
     metrics: Metrics,
     publish_timeout: Duration,
+    outcomes: outcome::Publisher,
 }
 
 impl Transformer {
@@ -256,12 +269,18 @@ impl Transformer {
         metrics: Metrics,
         publish_timeout: Duration,
     ) -> Self {
+        let outcomes = outcome::Publisher::counted(
+            js.clone(),
+            publish_timeout,
+            metrics.outcome_failures.clone(),
+        );
         Transformer {
             hub,
             js,
             contexts: OnceCell::new(),
             metrics,
             publish_timeout,
+            outcomes,
         }
     }
 
@@ -307,7 +326,7 @@ impl Transformer {
     /// Publishes the order and waits for its ack; a failure keeps its
     /// class (a message too large for the server or the stream is
     /// permanent, a missing stream a deployment fault, the rest transient).
-    async fn publish(&self, delivery: &Delivery, order: &Order) -> Result<bool, Failure> {
+    async fn publish(&self, delivery: &Delivery, order: &Order) -> Result<u64, Failure> {
         let subject = shared::subjects::order(&order.tenant, order.provider);
         let mut h = HeaderMap::new();
         for name in FORWARDED_HEADERS {
@@ -351,7 +370,8 @@ impl Transformer {
                 )
             })??;
         self.metrics.published(order, &subject, ack.duplicate);
-        Ok(ack.duplicate)
+        // A duplicate's sequence is the order stored by an earlier delivery.
+        Ok(ack.sequence)
     }
 }
 
@@ -373,7 +393,18 @@ impl Handler for Transformer {
             Ok(c) => c,
             Err(e) => {
                 self.metrics.conversion_failed(provider, &e);
-                return Outcome::DeadLetter(Failure::new(e.class(), e.to_string()));
+                let f = Failure::new(e.class(), e.to_string());
+                // An unknown provider has no outcome: the dead letter says it.
+                if let Some(step) =
+                    Step::of(outcome::Stage::Transformer, Kind::Refused, delivery, false)
+                    && let Err(not_stored) = self
+                        .outcomes
+                        .publish(&step.with_error(f.class, &f.message))
+                        .await
+                {
+                    return Outcome::Retry(not_stored);
+                }
+                return Outcome::DeadLetter(f);
             }
         };
         if let Some(ctx) = &context
@@ -385,9 +416,26 @@ impl Handler for Transformer {
                 Outcome::Retry(f)
             };
         }
-        match self.publish(delivery, &order).await {
-            Ok(_) => Outcome::Ack,
-            Err(f) if f.class.is_permanent() => Outcome::DeadLetter(f),
+        let order_seq = match self.publish(delivery, &order).await {
+            Ok(seq) => seq,
+            Err(f) if f.class.is_permanent() => return Outcome::DeadLetter(f),
+            Err(f) => return Outcome::Retry(f),
+        };
+        // The order's sequence is part of the step: published after it.
+        let mut step = Step::about(
+            outcome::Stage::Transformer,
+            Kind::Converted,
+            order.provider,
+            delivery,
+            true,
+        );
+        step.tenant = Some(&order.tenant);
+        step.webhook_id = Some(&order.webhook_id);
+        step.provider_order_id = Some(&order.provider_order_id);
+        step.event = Some(event_name(order.event));
+        step.order_seq = Some(order_seq);
+        match self.outcomes.publish(&step).await {
+            Ok(()) => Outcome::Ack,
             Err(f) => Outcome::Retry(f),
         }
     }
@@ -417,7 +465,10 @@ pub async fn run(
                 publish_timeout,
             )
         },
-        move |o| o.concurrency = concurrency,
+        move |o| {
+            o.concurrency = concurrency;
+            o.outcome_timeout = publish_timeout;
+        },
         shutdown,
     )
     .await
@@ -482,8 +533,11 @@ currency = "JOD"
         (t, registry)
     }
 
+    /// The refusal is an outcome that must be stored before the payload is
+    /// dead-lettered: without NATS it is not, and the webhook is retried
+    /// (counted), never dead-lettered without its `refused` step.
     #[tokio::test]
-    async fn a_payload_that_cannot_convert_is_dead_lettered_at_once() {
+    async fn a_payload_that_cannot_convert_is_retried_while_its_refusal_is_not_stored() {
         let (t, registry) = offline().await;
         let outcome = tokio::time::timeout(
             Duration::from_secs(5),
@@ -493,22 +547,20 @@ currency = "JOD"
         .unwrap();
         assert_eq!(
             outcome,
-            Outcome::DeadLetter(Failure::new(
-                FailureClass::InvalidPayload,
-                "payload does not parse: EOF while parsing an object at line 1 column 26"
+            Outcome::Retry(Failure::new(
+                FailureClass::PublishFailed,
+                "outcome refused not stored: no ack within 200ms"
             ))
         );
         let text = shared::telemetry::encode(&registry);
-        assert!(
-            text.contains(
-                "transformer_conversion_errors_total{provider=\"careem\",error_type=\"invalid_payload\"} 1"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("transformer_conversion_duration_seconds_count{provider=\"careem\"} 1"),
-            "{text}"
-        );
+        for line in [
+            "transformer_conversion_errors_total{provider=\"careem\",error_type=\"invalid_payload\"} 1",
+            "transformer_conversion_duration_seconds_count{provider=\"careem\"} 1",
+            "transformer_outcome_publish_failures_total{provider=\"careem\",kind=\"refused\"} 1",
+            "transformer_outcome_publish_failures_total{provider=\"careem\",kind=\"converted\"} 0",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
     }
 
     /// A new order's context is written first: without NATS that write
