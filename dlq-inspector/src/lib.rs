@@ -34,6 +34,14 @@
 //!   replayed; replay says so and leaves it.
 //! - `purge` deletes entries; without `--yes` it asks on a terminal and
 //!   refuses (nothing deleted) when stdin is not one.
+//! - Outcomes ([`shared::outcome`], `OUTCOMES`): a replay sends a
+//!   `replayed` step (source: `DLQ`, the entry's id; the entry's tenant,
+//!   webhook id and error class) once the republish is acked (a failed
+//!   republish is no replay), and deletes the entry only once the step is
+//!   acked too; a purge stores a `purged` step before
+//!   each delete. An outcome not stored keeps the entry (an error; replaying
+//!   it again is deduplicated by its `replay:<id>`). An entry whose provider
+//!   this build does not know has no outcome.
 //! - Exit status: 0 success, 1 failure (NATS unreachable, no `DLQ` stream,
 //!   an unknown id, an entry that cannot be replayed, a refused purge, any
 //!   entry of a bulk operation not done), 2 bad usage. The connection is
@@ -51,6 +59,7 @@ use async_nats::jetstream::{self, stream::Stream};
 use clap::{CommandFactory, Parser};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shared::headers;
+use shared::outcome::{self, SourceRef, Step};
 use shared::redact::json_line;
 
 use cli::{Cli, Command, ConnArgs, Filter};
@@ -253,7 +262,7 @@ pub async fn execute(cli: Cli, console: &mut Console<'_>) -> Result<(), Error> {
             ids, filter, yes, ..
         } => {
             let entries = select(&dlq, &ids, &filter, timeout, now).await?;
-            purge(&dlq, &entries, yes, json, timeout, console).await
+            purge(&js, &dlq, &entries, yes, json, timeout, console).await
         }
     }
 }
@@ -399,6 +408,38 @@ pub fn replay_msg_id(id: u64) -> String {
     format!("replay:{id}")
 }
 
+/// The `replayed` or `purged` step of DLQ entry `id`.
+fn entry_step<'a>(
+    kind: outcome::Kind,
+    id: u64,
+    letter: &'a shared::dlq::DeadLetter,
+    headers: Option<&'a HeaderMap>,
+) -> Option<Step<'a>> {
+    let provider = letter.provider.parse::<shared::Provider>().ok()?;
+    let mut step = Step::new(outcome::Stage::DlqInspector, kind, provider, true);
+    step.tenant = letter.tenant.as_deref();
+    step.webhook_id = letter.webhook_id.as_deref();
+    step.error_class = Some(letter.error_class.as_str());
+    if let Some(h) = headers {
+        step.account = h.get(headers::ACCOUNT).map(|v| v.as_str());
+        step.event = h.get(headers::EVENT).map(|v| v.as_str());
+    }
+    step.source = Some(SourceRef {
+        stream: shared::subjects::DLQ_STREAM,
+        seq: id,
+        delivery: 1,
+    });
+    Some(step)
+}
+
+/// Why an outcome was not stored, as the CLI's error.
+fn outcome_failed(op: String, f: shared::worker::Failure, kept: &str) -> Error {
+    Error::Nats {
+        op,
+        reason: format!("{}; {kept}", f.message),
+    }
+}
+
 /// Republishes one entry, awaits the ack, then deletes the entry.
 pub async fn replay_one(
     js: &jetstream::Context,
@@ -436,6 +477,23 @@ pub async fn replay_one(
     if ack.duplicate {
         check_earlier_replay(js, &ack, &msg, id, timeout).await?;
     }
+    // Recorded once the republish is stored (a failed republish is no
+    // replay), before the entry goes.
+    let outcomes = outcome::Publisher::new(js.clone(), timeout);
+    let recorded = match entry_step(outcome::Kind::Replayed, id, letter, Some(&msg.headers)) {
+        Some(step) => outcomes.publish(&step).await,
+        None => Ok(()),
+    };
+    recorded.map_err(|f| {
+        outcome_failed(
+            format!("record the replay of entry {id}"),
+            f,
+            &format!(
+                "the entry is kept; replaying it again is deduplicated by its id {} within the stream's duplicate window",
+                replay_msg_id(id)
+            ),
+        )
+    })?;
     let deleted = tokio::time::timeout(timeout, dlq.delete_message(id)).await;
     let delete_failed = |reason: String| Error::Nats {
         op: format!("delete entry {id} after its replay"),
@@ -649,6 +707,7 @@ async fn replay(
 }
 
 async fn purge(
+    js: &jetstream::Context,
     dlq: &Stream,
     entries: &[Entry],
     yes: bool,
@@ -678,7 +737,23 @@ async fn purge(
     let pb = progress_bar(console, entries.len(), "purge");
     let mut deleted = 0;
     let mut failed = 0;
+    let outcomes = outcome::Publisher::new(js.clone(), timeout);
     for e in entries {
+        // The purge is recorded before the entry goes.
+        let step = e
+            .letter
+            .as_ref()
+            .ok()
+            .and_then(|l| entry_step(outcome::Kind::Purged, e.id, l, None));
+        if let Some(step) = step
+            && let Err(f) = outcomes.publish(&step).await
+        {
+            failed += 1;
+            let err = outcome_failed(format!("record the purge of entry {}", e.id), f, "kept");
+            pb.suspend(|| writeln!(console.err, "{err}"))?;
+            pb.inc(1);
+            continue;
+        }
         match tokio::time::timeout(timeout, dlq.delete_message(e.id)).await {
             Ok(Ok(_)) => {
                 deleted += 1;

@@ -119,6 +119,7 @@ async fn the_inspector_speaks_tls_with_the_operators_ca() -> anyhow::Result<()> 
     let js = async_nats::jetstream::new(client);
     let defs = shared::streams::Definitions::load(&Default::default());
     shared::streams::ensure_stream(&js, defs.stream("DLQ"), true).await?;
+    shared::streams::ensure_stream(&js, defs.stream("OUTCOMES"), true).await?;
 
     let url = format!("nats://127.0.0.1:{port}");
     let run = |extra: &[&str]| {

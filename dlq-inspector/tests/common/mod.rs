@@ -137,5 +137,10 @@ pub async fn server_with_streams() -> anyhow::Result<(NatsServer, jetstream::Con
     let hub = hub_from(&worker_hub_toml(&["1s"], 3, "30s"));
     let client = nats.client().await?;
     setup_streams(&client, &hub).await?;
-    Ok((nats, jetstream::new(client)))
+    let js = jetstream::new(client);
+    // Replays and purges record their outcomes there (the stages set it up).
+    let defs = shared::streams::Definitions::load(&hub.streams);
+    shared::streams::ensure_stream(&js, defs.stream(shared::outcome::OUTCOMES_STREAM), true)
+        .await?;
+    Ok((nats, js))
 }
