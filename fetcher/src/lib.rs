@@ -29,6 +29,11 @@
 //!   3 min: the provider cancels it unanswered) is dead-lettered as
 //!   `fetch_deadline_passed` instead of fetched; a replay counts from the
 //!   replay. Cancellations and updates have no deadline.
+//! - Outcomes ([`shared::outcome`], `OUTCOMES`): a `fetched` step (the
+//!   order id, the GET's duration) is sent with the fetched order's publish
+//!   and its ack awaited with that one's, within `publish_timeout`, before
+//!   the notification is acked; not stored: retried like a failed publish
+//!   (`outcome_publish_failures` counts it).
 //! - Both the notification (fetcher dead letters) and the fetched body
 //!   (transformer dead letters) stay replayable from the DLQ.
 //! - Metrics (prefix `fetcher_`): the worker loop's, plus `fetches` by
@@ -55,6 +60,7 @@ use shared::config::{CommonArgs, HubConfig, OrderApi};
 use shared::failure::{FailureClass, classify_publish};
 use shared::headers;
 use shared::outbound::OutboundPolicy;
+use shared::outcome::{self, PublishFailures, Step};
 use shared::tokens::{AccessToken, Credential, LazyTokenStore, TokenKey, TokenMetrics, TokenStore};
 use shared::worker::{Delivery, Failure, Handler, Outcome};
 use tokio::sync::OnceCell;
@@ -68,7 +74,7 @@ pub const SPEC: StageSpec = StageSpec {
     stage: "fetcher",
     stream: "WEBHOOKS",
     durable: "fetcher",
-    streams: &["WEBHOOKS", "DLQ", "ADVISORIES"],
+    streams: &["WEBHOOKS", "DLQ", "ADVISORIES", "OUTCOMES"],
     buckets: &[shared::streams::TOKENS_BUCKET],
 };
 
@@ -276,6 +282,7 @@ pub struct Fetcher {
     tokens: LazyTokenStore,
     metrics: Metrics,
     publish_timeout: Duration,
+    outcomes: outcome::Publisher,
 }
 
 impl Fetcher {
@@ -286,6 +293,11 @@ impl Fetcher {
         publish_timeout: Duration,
     ) -> Self {
         let metrics = Metrics::register(registry);
+        let outcomes = outcome::Publisher::counted(
+            js.clone(),
+            publish_timeout,
+            PublishFailures::register(registry),
+        );
         let token_metrics = TokenMetrics::register(registry);
         token_metrics.start_at_zero(prepared.accounts.values().map(|a| &a.credential));
         let tokens = LazyTokenStore::new(
@@ -308,6 +320,7 @@ impl Fetcher {
             tokens,
             metrics,
             publish_timeout,
+            outcomes,
         }
     }
 
@@ -386,6 +399,7 @@ impl Fetcher {
         }
         let started = Instant::now();
         let answer = self.get(target, &plan, d.delivered).await;
+        let took = started.elapsed();
         let body = match answer {
             Ok(body) => {
                 self.metrics
@@ -405,15 +419,32 @@ impl Fetcher {
         if let Some(late) = self.past_deadline(provider, d, target, &plan) {
             return Err(late);
         }
-        self.publish(d, provider, &account.id, webhook_id, &plan, body)
-            .await
-            .map_err(|f| {
-                if f.class.is_permanent() {
-                    Outcome::DeadLetter(f)
-                } else {
-                    Outcome::Retry(f)
-                }
-            })
+        let mut step = Step::about(
+            outcome::Stage::Fetcher,
+            outcome::Kind::Fetched,
+            provider,
+            d,
+            true,
+        );
+        step.account = Some(&account.id);
+        step.provider_order_id = Some(&plan.order_id);
+        step.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+        // Sent first, awaited after the order's publish: one round trip.
+        let sent = self.outcomes.send(&step).await;
+        let published = self
+            .publish(d, provider, &account.id, webhook_id, &plan, body)
+            .await;
+        let recorded = match sent {
+            Ok(pending) => pending.wait().await,
+            Err(f) => Err(f),
+        };
+        published.and(recorded).map_err(|f| {
+            if f.class.is_permanent() {
+                Outcome::DeadLetter(f)
+            } else {
+                Outcome::Retry(f)
+            }
+        })
     }
 
     /// A new order whose notification is older than the account's
@@ -754,6 +785,7 @@ pub async fn run(
         move |o| {
             o.concurrency = options.concurrency;
             o.retry = retry;
+            o.outcome_timeout = options.publish_timeout;
         },
         shutdown,
     )

@@ -50,6 +50,15 @@
 //!   dead-lettered with the order's headers (`Orderhub-Event`, `-Account`,
 //!   `-Provider`, `-Tenant`), which the status worker's `auto-reject`
 //!   consumer reads from `dlq.forwarder.>`.
+//! - Outcomes ([`shared::outcome`], `OUTCOMES`): one `attempt` per request
+//!   sent (`step` counts them within the delivery; the HTTP status or none,
+//!   the duration, the error class and a text without the answer's body),
+//!   and with the successful attempt a `delivered` step. Each is stored
+//!   (its ack awaited, at most [`STATUS_PUBLISH_TIMEOUT`]) before the order
+//!   is acked, retried or dead-lettered; the success's two are awaited
+//!   together with the auto-accept's publish. One not stored retries the
+//!   order (class `publish_failed`; the backend dedupes the next request on
+//!   `Idempotency-Key`). `outcome_publish_failures` counts them.
 
 pub mod breaker;
 
@@ -75,6 +84,7 @@ use shared::config::{HubConfig, Tenant};
 use shared::failure::{FailureClass, classify_publish};
 use shared::headers;
 use shared::outbound::{OutboundPolicy, RefusedDestination};
+use shared::outcome::{self, Kind, PublishFailures, Step};
 use shared::worker::{Delivery, Failure, Handler, Outcome};
 use tracing::{error, info, warn};
 
@@ -97,6 +107,7 @@ pub const SPEC: shared::app::StageSpec = shared::app::StageSpec {
         shared::subjects::STATUS_STREAM,
         "DLQ",
         "ADVISORIES",
+        shared::outcome::OUTCOMES_STREAM,
     ],
     buckets: &[],
 };
@@ -209,6 +220,13 @@ impl Metrics {
     }
 }
 
+/// What an outcome reads of the canonical order (borrowed from the body).
+#[derive(Deserialize)]
+struct OrderRef<'a> {
+    #[serde(borrow)]
+    provider_order_id: std::borrow::Cow<'a, str>,
+}
+
 /// What an auto-accept reads of the canonical order.
 #[derive(Deserialize)]
 struct OrderIds {
@@ -308,12 +326,38 @@ pub struct Forwarder {
     auto_accept: HashSet<(Provider, String)>,
     /// Where the accepts are stored (`STATUS`).
     js: jetstream::Context,
+    outcomes: outcome::Publisher,
+}
+
+impl DeliverError {
+    /// The HTTP status the backend answered, if it answered.
+    fn http_status(&self) -> Option<u16> {
+        match self {
+            DeliverError::Status { status, .. } | DeliverError::Redirect { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+
+    /// The error for an outcome: never the answer's body.
+    fn outcome_text(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            DeliverError::Status { status, .. } => format!("backend answered {status}").into(),
+            other => other.to_string().into(),
+        }
+    }
 }
 
 impl Forwarder {
     /// `js` publishes the auto-accepts.
     pub fn new(hub: &HubConfig, registry: &mut Registry, js: jetstream::Context) -> Self {
         let metrics = Metrics::register(registry);
+        let outcomes = outcome::Publisher::counted(
+            js.clone(),
+            STATUS_PUBLISH_TIMEOUT,
+            PublishFailures::register(registry),
+        );
         let tenants = hub
             .tenants
             .iter()
@@ -380,6 +424,7 @@ impl Forwarder {
             metrics,
             auto_accept,
             js,
+            outcomes,
         }
     }
 
@@ -645,6 +690,16 @@ impl Handler for Forwarder {
         let label = TenantLabel {
             tenant: t.id.clone(),
         };
+        let order_id = serde_json::from_slice::<OrderRef>(&d.payload).ok();
+        let about = |kind, ok, n: u32| {
+            Step::of(outcome::Stage::Forwarder, kind, d, ok).map(|mut s| {
+                s.provider_order_id = order_id.as_ref().map(|o| o.provider_order_id.as_ref());
+                s.step = n;
+                s
+            })
+        };
+        // Requests sent in this delivery: each one's `attempt` step.
+        let mut sent: u32 = 0;
         loop {
             let permit = match state.breaker.try_acquire() {
                 Ok(p) => p,
@@ -663,7 +718,9 @@ impl Handler for Forwarder {
                     }
                 }
             };
+            let started = std::time::Instant::now();
             let result = self.post(t, d, &key).await;
+            let took = started.elapsed();
             let (verdict, outcome_label) = match &result {
                 Ok(409) => (Some(Verdict::Success), "conflict"),
                 Ok(_) => (Some(Verdict::Success), "success"),
@@ -701,19 +758,70 @@ impl Handler for Forwarder {
                     outcome: outcome_label,
                 })
                 .inc();
+            // One `attempt` per request sent (a refused address sent none).
+            let attempt = match &result {
+                Err(DeliverError::Refused(_)) => None,
+                _ => about(Kind::Attempt, result.is_ok(), sent).map(|mut s| {
+                    s.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+                    s.http_status = match &result {
+                        Ok(status) => Some(*status),
+                        Err(e) => e.http_status(),
+                    };
+                    if let Err(e) = &result {
+                        s.error_class = Some(e.class().as_str());
+                        s.error = Some(e.outcome_text());
+                    }
+                    s
+                }),
+            };
+            if attempt.is_some() {
+                sent += 1;
+            }
+            if let (Err(_), Some(step)) = (&result, &attempt)
+                && let Err(f) = self.outcomes.publish(step).await
+            {
+                return Outcome::Retry(f);
+            }
             return match result {
                 Ok(status) => {
                     info!(tenant = %t.id, attempt = d.delivered, status, "delivered");
+                    // The attempt and the delivery go out together; their
+                    // acks are awaited with the auto-accept's.
+                    let delivered = about(Kind::Delivered, true, sent);
+                    // Encoded now; the futures borrow no step.
+                    let sends = [attempt.as_ref(), delivered.as_ref()]
+                        .map(|step| step.map(|s| self.outcomes.send(s)));
+                    let recorded = async {
+                        let mut pending = [None, None];
+                        for (slot, send) in pending.iter_mut().zip(sends) {
+                            if let Some(send) = send {
+                                *slot = Some(send.await?);
+                            }
+                        }
+                        for p in pending.into_iter().flatten() {
+                            p.wait().await?;
+                        }
+                        Ok::<(), Failure>(())
+                    };
                     let Some((provider, account)) = self.auto_accepted(d) else {
-                        return Outcome::Ack;
+                        return match recorded.await {
+                            Ok(()) => Outcome::Ack,
+                            Err(f) => Outcome::Retry(f),
+                        };
                     };
                     // A brief NATS hiccup should not cost the order a
                     // delivery (and the backend a second request): a few
                     // quick tries, then the order's own retry.
-                    let stored = (|| self.store_accept(t, d, provider, &account))
-                        .retry(shared::backoff::infra().with_max_times(3))
-                        .when(|f: &Failure| f.class != FailureClass::InvalidPayload)
-                        .await;
+                    let store = async {
+                        (|| self.store_accept(t, d, provider, &account))
+                            .retry(shared::backoff::infra().with_max_times(3))
+                            .when(|f: &Failure| f.class != FailureClass::InvalidPayload)
+                            .await
+                    };
+                    let (recorded, stored) = tokio::join!(recorded, store);
+                    if let Err(f) = recorded {
+                        return Outcome::Retry(f);
+                    }
                     match stored {
                         Ok(()) => {
                             self.metrics.auto_accept(provider, "published");
