@@ -44,6 +44,17 @@
 //!   `Nats-Msg-Id: status-failed:<status_id>`; the forwarder delivers it to
 //!   the backend like any order. If that publish fails, the command is
 //!   retried instead of dead-lettered silently.
+//! - Outcomes ([`shared::outcome`], `OUTCOMES`): one `status_call` per
+//!   request sent to the provider (`step` counts them within the delivery:
+//!   Deliveroo's two calls, a call again after a 401), with the action, the
+//!   decision's `status_id`, the HTTP status (none without an answer), the
+//!   duration, `ok` and `already_done`, or the failure's class and text.
+//!   Each is sent when its call ends and its ack awaited while the next
+//!   call runs, the last before the command is acked, retried or
+//!   dead-lettered; one not stored (within `publish_timeout`) retries the
+//!   command (class `publish_failed`; the provider's "already done" answers
+//!   the repeated call of an accept or ready). `outcome_publish_failures`
+//!   counts them.
 //! - A second consumer, `auto-reject` ([`auto_reject`]), runs in the same
 //!   process.
 //! - Metrics (prefix `status_sync_`): the worker loop's; `calls` by
@@ -77,6 +88,7 @@ use shared::config::{Account, CommonArgs, HubConfig};
 use shared::failure::{FailureClass, classify_publish};
 use shared::headers;
 use shared::outbound::OutboundPolicy;
+use shared::outcome::{self, Pending, PublishFailures, Step};
 use shared::tokens::{AccessToken, Credential, LazyTokenStore, TokenKey, TokenMetrics, TokenStore};
 use shared::worker::{Delivery, Failure, Handler, Outcome};
 use time::OffsetDateTime;
@@ -91,7 +103,7 @@ pub const SPEC: StageSpec = StageSpec {
     stage: "status-sync",
     stream: "STATUS",
     durable: "status-sync",
-    streams: &["STATUS", "ORDERS", "DLQ", "ADVISORIES"],
+    streams: &["STATUS", "ORDERS", "DLQ", "ADVISORIES", "OUTCOMES"],
     buckets: &[shared::streams::TOKENS_BUCKET, ORDER_CONTEXT_BUCKET],
 };
 
@@ -338,6 +350,32 @@ pub struct StatusSync {
     contexts: OnceCell<jetstream::kv::Store>,
     metrics: Metrics,
     publish_timeout: Duration,
+    outcomes: outcome::Publisher,
+}
+
+/// The `status_call` steps of one delivery: at most one awaiting its ack
+/// while the next call runs; the first that was not stored.
+#[derive(Default)]
+struct Recorded {
+    steps: u32,
+    pending: Option<Pending>,
+    failed: Option<Failure>,
+}
+
+impl Recorded {
+    async fn settle_pending(&mut self) {
+        if let Some(p) = self.pending.take()
+            && let Err(f) = p.wait().await
+        {
+            self.failed.get_or_insert(f);
+        }
+    }
+
+    /// Every step stored, or the first failure.
+    async fn finish(mut self) -> Result<(), Failure> {
+        self.settle_pending().await;
+        self.failed.map_or(Ok(()), Err)
+    }
 }
 
 /// How far one command got before it stopped.
@@ -357,6 +395,11 @@ impl StatusSync {
         publish_timeout: Duration,
     ) -> Self {
         let metrics = Metrics::register(registry);
+        let outcomes = outcome::Publisher::counted(
+            js.clone(),
+            publish_timeout,
+            PublishFailures::register(registry),
+        );
         let token_metrics = TokenMetrics::register(registry);
         token_metrics.start_at_zero(prepared.credentials.values());
         let tokens = LazyTokenStore::new(
@@ -380,6 +423,7 @@ impl StatusSync {
             contexts: OnceCell::new(),
             metrics,
             publish_timeout,
+            outcomes,
         }
     }
 
@@ -417,7 +461,12 @@ impl StatusSync {
 
     /// Carries one command to its provider: `Ok(already_done)` once the
     /// provider has it.
-    async fn carry(&self, d: &Delivery, cmd: &StatusCommand) -> Result<bool, Stop> {
+    async fn carry(
+        &self,
+        d: &Delivery,
+        cmd: &StatusCommand,
+        rec: &mut Recorded,
+    ) -> Result<bool, Stop> {
         let dead = |class, message: String| Outcome::DeadLetter(Failure::new(class, message));
         let order = shared::redact::truncate(&cmd.provider_order_id, 64).into_owned();
         let ctx = match self.context(cmd).await {
@@ -496,7 +545,10 @@ impl StatusSync {
             if let Some(late) = past(cmd, deadline, Duration::ZERO) {
                 return Err(stop(Outcome::DeadLetter(late)));
             }
-            already = self.call(d, account, cmd, call, url).await.map_err(&stop)?;
+            already = self
+                .call(d, account, cmd, call, url, rec)
+                .await
+                .map_err(&stop)?;
         }
         Ok(already)
     }
@@ -572,10 +624,14 @@ impl StatusSync {
         cmd: &StatusCommand,
         call: &Call,
         url: url::Url,
+        rec: &mut Recorded,
     ) -> Result<bool, Outcome> {
         let what = format!("{} {} {}", account.provider, call.method, url.path());
         if call.auth != Auth::Bearer {
-            return match self.send(d, account, cmd, call, &url, None, &what).await {
+            return match self
+                .send(d, account, cmd, call, &url, None, &what, rec)
+                .await
+            {
                 Verdict::Done => Ok(false),
                 Verdict::AlreadyDone => Ok(true),
                 Verdict::Unauthorized => Err(Outcome::DeadLetter(Failure::new(
@@ -597,7 +653,7 @@ impl StatusSync {
         let tokens = self.tokens().await.map_err(failed)?;
         let token = tokens.token(credential).await.map_err(token_outcome)?;
         match self
-            .send(d, account, cmd, call, &url, Some(&token), &what)
+            .send(d, account, cmd, call, &url, Some(&token), &what, rec)
             .await
         {
             Verdict::Done => return Ok(false),
@@ -610,7 +666,7 @@ impl StatusSync {
             .await
             .map_err(token_outcome)?;
         match self
-            .send(d, account, cmd, call, &url, Some(&renewed), &what)
+            .send(d, account, cmd, call, &url, Some(&renewed), &what, rec)
             .await
         {
             Verdict::Done => Ok(false),
@@ -625,6 +681,8 @@ impl StatusSync {
         }
     }
 
+    /// One request ([`StatusSync::send_once`]), and its `status_call`
+    /// step if it was sent.
     #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
@@ -635,7 +693,64 @@ impl StatusSync {
         url: &url::Url,
         token: Option<&AccessToken>,
         what: &str,
+        rec: &mut Recorded,
     ) -> Verdict {
+        let started = std::time::Instant::now();
+        let (verdict, sent) = self
+            .send_once(d, account, cmd, call, url, token, what)
+            .await;
+        let Some(http_status) = sent else {
+            return verdict;
+        };
+        let ok = matches!(verdict, Verdict::Done | Verdict::AlreadyDone);
+        let mut step = Step::about(
+            outcome::Stage::StatusSync,
+            outcome::Kind::StatusCall,
+            cmd.provider,
+            d,
+            ok,
+        );
+        step.tenant = Some(&cmd.tenant);
+        step.account = Some(&cmd.account);
+        step.provider_order_id = Some(&cmd.provider_order_id);
+        step.action = Some(cmd.action.as_str());
+        step.status_id = Some(&cmd.status_id);
+        step.already_done = matches!(verdict, Verdict::AlreadyDone);
+        step.http_status = http_status;
+        step.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        step.step = rec.steps;
+        rec.steps += 1;
+        let step = match &verdict {
+            Verdict::Failed(f) => step.with_error(f.class, &f.message),
+            Verdict::Unauthorized => step.with_error(
+                FailureClass::ProviderUnauthorized,
+                "the provider answered 401",
+            ),
+            Verdict::Done | Verdict::AlreadyDone => step,
+        };
+        // The previous call's step is stored by now or never; this one's
+        // ack is awaited during the next call, or at the end.
+        rec.settle_pending().await;
+        match self.outcomes.send(&step).await {
+            Ok(p) => rec.pending = Some(p),
+            Err(f) => {
+                rec.failed.get_or_insert(f);
+            }
+        }
+        verdict
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_once(
+        &self,
+        d: &Delivery,
+        account: &Account,
+        cmd: &StatusCommand,
+        call: &Call,
+        url: &url::Url,
+        token: Option<&AccessToken>,
+        what: &str,
+    ) -> (Verdict, Option<Option<u16>>) {
         let settings = &self.hub.provider_api;
         let wire = match calls::wire(
             account,
@@ -646,7 +761,7 @@ impl StatusSync {
             OffsetDateTime::now_utc(),
         ) {
             Ok(w) => w,
-            Err(f) => return Verdict::Failed(f),
+            Err(f) => return (Verdict::Failed(f), None),
         };
         let mut req = self
             .http
@@ -655,20 +770,26 @@ impl StatusSync {
             .headers(wire.headers);
         if call.auth == Auth::StandardWebhooks {
             let Some(secret) = account.secrets.first() else {
-                return Verdict::Failed(Failure::new(
-                    FailureClass::ProviderRejected,
-                    format!("account {} has no secret to sign with", account.id),
-                ));
+                return (
+                    Verdict::Failed(Failure::new(
+                        FailureClass::ProviderRejected,
+                        format!("account {} has no secret to sign with", account.id),
+                    )),
+                    None,
+                );
             };
             let payload = wire.body.clone().unwrap_or_default();
             match shared::verify::direct::sign(&payload, secret, &cmd.status_id, SystemTime::now())
             {
                 Ok(signed) => req = req.headers(signed),
                 Err(e) => {
-                    return Verdict::Failed(Failure::new(
-                        FailureClass::InvalidPayload,
-                        format!("cannot sign the status call: {e}"),
-                    ));
+                    return (
+                        Verdict::Failed(Failure::new(
+                            FailureClass::InvalidPayload,
+                            format!("cannot sign the status call: {e}"),
+                        )),
+                        None,
+                    );
                 }
             }
         }
@@ -700,7 +821,10 @@ impl StatusSync {
                         ),
                     )
                 };
-                return Verdict::Failed(Failure::new(class, text));
+                // A refused address sent nothing; anything else was a call
+                // that got no answer.
+                let sent = (class != FailureClass::ProviderAddressRefused).then_some(None);
+                return (Verdict::Failed(Failure::new(class, text)), sent);
             }
         };
         let status = resp.status().as_u16();
@@ -716,7 +840,10 @@ impl StatusSync {
         } else {
             shared::outbound::answer_text(resp, 4096).await
         };
-        calls::classify(call.done_on, status, text.as_bytes(), retry_after, what)
+        (
+            calls::classify(call.done_on, status, text.as_bytes(), retry_after, what),
+            Some(Some(status)),
+        )
     }
 
     /// Publishes the `status_failed` order telling the backend that `cmd`
@@ -832,8 +959,19 @@ impl StatusSync {
         }
     }
 
+    /// [`StatusSync::decide`], then every `status_call` step stored: else
+    /// the command is retried, whatever it came to.
     async fn handle_command(&self, d: &Delivery, cmd: &StatusCommand) -> Outcome {
-        let stop = match self.carry(d, cmd).await {
+        let mut rec = Recorded::default();
+        let outcome = self.decide(d, cmd, &mut rec).await;
+        match rec.finish().await {
+            Ok(()) => outcome,
+            Err(f) => Outcome::Retry(f),
+        }
+    }
+
+    async fn decide(&self, d: &Delivery, cmd: &StatusCommand, rec: &mut Recorded) -> Outcome {
+        let stop = match self.carry(d, cmd, rec).await {
             Ok(already) => {
                 let outcome = if already { "already_done" } else { "done" };
                 self.metrics.answered(cmd, outcome);
@@ -1029,6 +1167,7 @@ pub async fn run(
         move |o| {
             o.concurrency = options.concurrency;
             o.retry = retry;
+            o.outcome_timeout = options.publish_timeout;
         },
         shutdown.clone(),
     )
