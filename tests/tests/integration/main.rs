@@ -12,6 +12,7 @@ mod e2e;
 mod fetcher;
 mod ingress;
 mod ledger;
+mod outcomes;
 mod soak;
 mod status_api;
 mod status_sync;
