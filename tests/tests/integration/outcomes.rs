@@ -345,9 +345,139 @@ async fn a_step_published_twice_is_stored_once() -> anyhow::Result<()> {
         async move { sent.await.map_err(|f| anyhow::anyhow!(f.message)) }
     };
     publish(&o).await?;
-    o.at = o.at + std::time::Duration::from_secs(1);
+    o.at += std::time::Duration::from_secs(1);
     publish(&o).await?;
     let stored = stream_messages(&js, "OUTCOMES").await?;
     assert_eq!(stored.len(), 1);
     Ok(())
+}
+
+/// Deliveroo's accept is two calls: two `status_call` steps of one
+/// delivery (step 0 and 1), with the action, the decision's id and each
+/// call's status, stored before the command is acked.
+#[tokio::test]
+async fn a_two_call_accept_records_one_status_call_per_request() -> anyhow::Result<()> {
+    use orderhub_tests::fake_provider::FakeProvider;
+    let nats = NatsServer::start()?;
+    let fake = FakeProvider::start().await?;
+    fake.add_deliveroo_client("test-secret", "test-secret");
+    let hub = hub_from(&format!(
+        r#"
+[[tenant]]
+id = "acme"
+backend_url = "http://127.0.0.1:9/orders"
+
+[[account]]
+id = "acme-deliveroo"
+provider = "deliveroo"
+tenant = "acme"
+secret_envs = ["S"]
+[account.api]
+base_url = "{url}"
+token_url = "{token}"
+client_id_env = "S"
+client_secret_env = "S"
+
+[provider_api]
+allowed_private_destinations = ["127.0.0.0/8"]
+request_timeout = "2s"
+
+[status_sync]
+schedule = ["200ms"]
+max_deliver = 10
+"#,
+        url = fake.url(),
+        token = fake.deliveroo_token_url(),
+    ));
+    let client = nats.client().await?;
+    let js = jetstream::new(client);
+    let defs = shared::streams::Definitions::load(&hub.streams);
+    shared::app::ensure_streams(&js, &defs, &["STATUS", "ORDERS", "DLQ", "ADVISORIES"], true)
+        .await?;
+    let contexts = shared::streams::ensure_bucket(
+        &js,
+        defs.bucket(shared::answer::ORDER_CONTEXT_BUCKET),
+        true,
+    )
+    .await?;
+    let now = time::OffsetDateTime::now_utc();
+    let ctx = shared::answer::OrderContext {
+        store_id: None,
+        pickup: false,
+        tenant: "acme".into(),
+        provider: shared::Provider::Deliveroo,
+        account: "acme-deliveroo".into(),
+        provider_order_id: "dr-1".into(),
+        webhook_id: "wh-dr-1".into(),
+        display_code: None,
+        received_at: now,
+        answer_by: now + std::time::Duration::from_secs(600),
+        api: None,
+        callbacks: Default::default(),
+        self_delivery: false,
+        preorder: false,
+    };
+    contexts
+        .put(ctx.key(), serde_json::to_vec(&ctx)?.into())
+        .await?;
+    let cmd = canonical::status::StatusCommand {
+        schema: canonical::status::StatusSchemaV1,
+        status_id: "st-dr-1".into(),
+        tenant: "acme".into(),
+        provider: shared::Provider::Deliveroo,
+        account: "acme-deliveroo".into(),
+        provider_order_id: "dr-1".into(),
+        action: canonical::status::Action::Accept,
+        reason: None,
+        ready_at: None,
+        unavailable_items: vec![],
+        origin: canonical::status::Origin::Backend,
+        decided_at: now,
+        order_webhook_id: Some("wh-dr-1".into()),
+    };
+    let stage = InProcessStage::status_sync(&nats.url(), &hub, test_token_key());
+    let seq = js
+        .publish_with_headers(
+            shared::subjects::status_command(cmd.provider, &cmd.account),
+            status_sync::auto_reject::command_headers(&cmd),
+            serde_json::to_vec(&cmd)?.into(),
+        )
+        .await?
+        .await?
+        .sequence;
+    let calls = fake.wait_status_calls_for("dr-1", 2, STEP).await?;
+    let got = wait_outcomes(&js, 2).await?;
+    let step = |n: u32, status: u16| {
+        let mut v = json!({
+            "schema": "orderhub.outcome.v1",
+            "stage": "status-sync",
+            "kind": "status_call",
+            "provider": "deliveroo",
+            "account": "acme-deliveroo",
+            "tenant": "acme",
+            "webhook_id": "wh-dr-1",
+            "provider_order_id": "dr-1",
+            "action": "accept",
+            "status_id": "st-dr-1",
+            "ok": true,
+            "http_status": status,
+            "duration_ms": "measured",
+            "source": {"stream": "STATUS", "seq": seq, "delivery": 1},
+        });
+        if n > 0 {
+            v["step"] = json!(n);
+        }
+        v
+    };
+    assert!(calls.iter().all(|c| (200..300).contains(&c.answered)));
+    assert_eq!(
+        got,
+        vec![step(0, calls[0].answered), step(1, calls[1].answered)]
+    );
+    eventually(STEP, "the command acked", || async {
+        let p = consumer_pending(&js, "STATUS", "status-sync").await.ok()?;
+        (p == (0, 0)).then_some(())
+    })
+    .await?;
+    stage.stop().await
 }
