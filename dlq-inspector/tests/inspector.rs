@@ -748,3 +748,80 @@ async fn a_replay_id_already_taken_deletes_only_a_true_earlier_replay() -> anyho
     assert_eq!(stream_messages(&js, "ORDERS").await?.len(), 2);
     Ok(())
 }
+
+/// The stored outcomes, without their time.
+async fn outcome_steps(
+    js: &async_nats::jetstream::Context,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    for m in stream_messages(js, "OUTCOMES").await? {
+        let _: shared::outcome::Outcome = serde_json::from_slice(&m.payload)?;
+        let mut v: serde_json::Value = serde_json::from_slice(&m.payload)?;
+        v.as_object_mut().unwrap().remove("at");
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// A replay records `replayed` and a purge `purged` (source: the DLQ
+/// entry); without OUTCOMES a replay fails and keeps its entry.
+#[tokio::test]
+async fn replays_and_purges_are_recorded_as_outcomes() -> anyhow::Result<()> {
+    let (nats, js) = server_with_streams().await?;
+    let [a, b, ..] = four(&js).await?;
+    let url = nats.url();
+    let step = |kind: &str, id: u64| {
+        serde_json::json!({
+            "schema": "orderhub.outcome.v1",
+            "stage": "dlq-inspector",
+            "kind": kind,
+            "provider": "careem",
+            "tenant": "acme",
+            "webhook_id": "wh-careem-backend_5xx",
+            "ok": true,
+            "error_class": "backend_5xx",
+            "source": {"stream": "DLQ", "seq": id, "delivery": 1},
+        })
+    };
+    let r = inspector(&url, &["replay", &a.to_string()]).await?;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(outcome_steps(&js).await?, [step("replayed", a)]);
+
+    js.delete_stream("OUTCOMES").await?;
+    let r = inspector(&url, &["replay", &b.to_string()]).await?;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains(&format!("record the replay of entry {b}"))
+            && r.stderr.contains("the entry is kept"),
+        "{}",
+        r.stderr
+    );
+    assert!(dlq_ids(&js).await?.contains(&b));
+    let r = inspector(&url, &["purge", &b.to_string(), "--yes"]).await?;
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        dlq_ids(&js).await?.contains(&b),
+        "purged without its outcome"
+    );
+
+    let defs = shared::streams::Definitions::load(&Default::default());
+    shared::streams::ensure_stream(&js, defs.stream("OUTCOMES"), true).await?;
+    let r = inspector(&url, &["purge", &b.to_string(), "--yes"]).await?;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!dlq_ids(&js).await?.contains(&b));
+    // `four`'s second entry; the first's `replayed` went with the stream.
+    let purged = serde_json::json!({
+        "schema": "orderhub.outcome.v1",
+        "stage": "dlq-inspector",
+        "kind": "purged",
+        "provider": "talabat",
+        "tenant": "globex",
+        "webhook_id": "wh-talabat-backend_rejected",
+        "ok": true,
+        "error_class": "backend_rejected",
+        "source": {"stream": "DLQ", "seq": b, "delivery": 1},
+    });
+    assert_eq!(outcome_steps(&js).await?, [purged]);
+    Ok(())
+}
