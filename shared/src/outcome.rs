@@ -33,9 +33,10 @@
 //! that a stage sends the outcome, does its other awaited work (its own
 //! publish, an auto-accept), and only then waits for the outcome's ack.
 //! A handler's failure is counted in `<stage>_outcome_publish_failures{provider,
-//! kind}` ([`PublishFailures`]); the worker's and the mover's
-//! `dead_lettered` in `worker_errors{error_type="dead_letter_publish_failed"}`
-//! (the dead letter as a whole was not stored). Either comes back as a
+//! kind}` ([`PublishFailures`]); the worker's `dead_lettered` in
+//! `worker_errors{error_type="dead_letter_publish_failed"}` (the dead letter
+//! as a whole was not stored); the mover's is logged and its advisory
+//! retried. A handler's and the worker's come back as a
 //! transient [`Failure`] (`publish_failed`, or `stream_not_found` when no
 //! stream stores `outcomes.>`). A message whose
 //! provider this build does not know has no outcome ([`Outcome::provider`]
