@@ -542,7 +542,7 @@ pub struct StreamSettings {
     pub replicas: Option<usize>,
     /// `file` or `memory` for every stream unless overridden.
     pub storage: Option<String>,
-    /// Per stream name (`WEBHOOKS`, `ORDERS`, `DLQ`, `ADVISORIES`).
+    /// Per stream name (`WEBHOOKS`, `ORDERS`, `STATUS`, `OUTCOMES`, `DLQ`, `ADVISORIES`).
     pub overrides: BTreeMap<String, StreamOverride>,
     /// Per durable consumer name (`transformer`, `forwarder`, ...).
     pub consumers: BTreeMap<String, ConsumerOverride>,
@@ -2561,7 +2561,7 @@ max_deliver = 10
             ),
             (
                 format!("{GOOD}\n[streams.overrides.ORDRES]\nmax_age = \"1d\"\n"),
-                "streams.overrides.ORDRES: unknown stream (known: WEBHOOKS, ORDERS, STATUS, DLQ, ADVISORIES; bucket ORDER_CONTEXT)",
+                "streams.overrides.ORDRES: unknown stream (known: WEBHOOKS, ORDERS, STATUS, OUTCOMES, DLQ, ADVISORIES; bucket ORDER_CONTEXT)",
             ),
             (
                 format!("{GOOD}\n[streams.overrides.ORDER_CONTEXT]\nmax_age = \"10m\"\n"),

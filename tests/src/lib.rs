@@ -256,7 +256,7 @@ pub async fn setup_streams(
         shared::app::ensure_streams(
             &js,
             &defs,
-            &["WEBHOOKS", "ORDERS", "DLQ", "ADVISORIES"],
+            &["WEBHOOKS", "ORDERS", "DLQ", "ADVISORIES", "OUTCOMES"],
             true,
         ),
     )

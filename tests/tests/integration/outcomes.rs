@@ -154,8 +154,11 @@ async fn a_webhook_whose_outcome_is_not_stored_is_not_acked_and_comes_back() -> 
     let nats = NatsServer::start()?;
     let (hub, js) = transformer_setup(&nats).await?;
     let stage = InProcessStage::transformer(&nats.url(), &hub);
-    eventually(STEP, "the stage's OUTCOMES stream", || async {
-        js.get_stream("OUTCOMES").await.ok()
+    // Ready: its streams are set up, so it will not create OUTCOMES again.
+    let ready = format!("{}/ready", stage.ops_url());
+    eventually(STEP, "the stage ready", || async {
+        let r = reqwest::get(&ready).await.ok()?;
+        r.status().is_success().then_some(())
     })
     .await?;
     js.delete_stream("OUTCOMES").await?;
