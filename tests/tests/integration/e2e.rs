@@ -107,12 +107,38 @@ async fn every_fixture_arrives_as_its_expected_order_or_dead_letter() -> anyhow:
             want_orders.push(comparable(f.expected.clone(), &f.expected));
         }
     }
-    eventually(
+    let arrived = eventually(
         Duration::from_secs(60),
         "every order at the backend",
         || async { (stack.backend.requests().len() >= want_orders.len()).then_some(()) },
     )
-    .await?;
+    .await;
+    if let Err(e) = arrived {
+        // Say which never came, what the DLQ holds and what each stage
+        // logged, so a failure here can be read without re-running.
+        let got: Vec<Value> = stack
+            .backend
+            .requests()
+            .iter()
+            .filter_map(|r| serde_json::from_slice(&r.body).ok())
+            .collect();
+        let missing: Vec<&Value> = want_orders
+            .iter()
+            .filter(|want| !got.iter().any(|o| comparable(o.clone(), want) == **want))
+            .map(|want| &want["provider_order_id"])
+            .collect();
+        let dead: Vec<String> = dead_letters(&js)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(e, _)| format!("{} {}: {}", e.stage, e.error_class.as_str(), e.error))
+            .collect();
+        let logs: String = orderhub_tests::stack::STAGES
+            .iter()
+            .map(|s| format!("--- {s}:\n{}\n", stack.log(s)))
+            .collect();
+        anyhow::bail!("{e}: missing {missing:?}\ndead letters: {dead:#?}\n{logs}");
+    }
     eventually(
         Duration::from_secs(30),
         "every refused payload in the DLQ",
