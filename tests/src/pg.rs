@@ -21,20 +21,34 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    pub async fn create() -> anyhow::Result<TestDb> {
+    /// A name of its own, not created yet (for a program under test that
+    /// creates its database itself); dropped like a created one.
+    pub fn reserve() -> anyhow::Result<TestDb> {
         let admin: PgConnectOptions = server_url().parse().context("ORDERHUB_TEST_PG")?;
         let name = format!("orderhub_test_{}", uuid::Uuid::new_v4().simple());
+        Ok(TestDb { name, admin })
+    }
+
+    pub async fn create() -> anyhow::Result<TestDb> {
+        let db = Self::reserve()?;
         let pool = PgPoolOptions::new()
             .max_connections(1)
-            .connect_with(admin.clone());
+            .connect_with(db.admin.clone());
         let pool = tokio::time::timeout(STEP, pool)
             .await?
             .context("the tests' PostgreSQL at 127.0.0.1:5432")?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
+        sqlx::query(&format!("CREATE DATABASE {}", db.name))
             .execute(&pool)
             .await?;
         pool.close().await;
-        Ok(TestDb { name, admin })
+        Ok(db)
+    }
+
+    /// Its URL, for a process under test (`DATABASE_URL`).
+    pub fn url(&self) -> anyhow::Result<String> {
+        let mut url = url::Url::parse(&server_url()).context("ORDERHUB_TEST_PG")?;
+        url.set_path(&self.name);
+        Ok(url.to_string())
     }
 
     /// Connection options for the test database.

@@ -121,8 +121,19 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
 /// Starts `scripts/dev-up` with `hub` as its config on `ports`, its data in
 /// `dir/data`, its output in `dir/stdout` and `dir/stderr`.
 fn start_dev_up(dir: &Path, hub: &Path, ports: &Ports) -> anyhow::Result<DevUp> {
+    start_dev_up_with(dir, hub, ports, &[])
+}
+
+/// [`start_dev_up`] with more environment (`--db` mode's variables).
+fn start_dev_up_with(
+    dir: &Path,
+    hub: &Path,
+    ports: &Ports,
+    env: &[(&str, String)],
+) -> anyhow::Result<DevUp> {
     let data = dir.join("data");
     let child = Command::new(workspace().join("scripts/dev-up"))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("HUB_CONFIG", hub)
         .env("DEV_BIN_DIR", bin_dir()?)
         .env("DEV_DATA_DIR", &data)
@@ -279,12 +290,10 @@ fn example_api_credentials_work_at_the_fake(hub_text: &str, port: u16) -> anyhow
     })
 }
 
-#[test]
-fn uber_eats_and_wolt_notifications_become_orders_at_the_sample_backend() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let ports = Ports::free();
-    // The example config, its backend and fake provider moved to free
-    // ports (dev-up's defaults may be in use on this machine).
+/// The example config with its backend and fake provider moved to `ports`
+/// (dev-up's defaults may be in use on this machine), written to
+/// `dir/hub.toml`: its path and text.
+fn example_hub(dir: &Path, ports: &Ports) -> anyhow::Result<(PathBuf, String)> {
     let example = std::fs::read_to_string(workspace().join("config/hub.example.toml"))?;
     for fixed in [
         "http://127.0.0.1:3001/api/v1/orders",
@@ -300,16 +309,20 @@ fn uber_eats_and_wolt_notifications_become_orders_at_the_sample_backend() -> any
             "127.0.0.1:8099",
             &format!("127.0.0.1:{}", ports.fake_provider),
         );
-    let hub = dir.path().join("hub.toml");
+    let hub = dir.join("hub.toml");
     std::fs::write(&hub, &hub_text)?;
-    let mut devup = start_dev_up(dir.path(), &hub, &ports)?;
+    Ok((hub, hub_text))
+}
 
-    // A bound on a hang, not a timing assertion.
+/// Waits until dev-up says it is up; fails with its output if it exits
+/// first or is not up within two minutes (a bound on a hang, not a timing
+/// assertion).
+fn wait_up(devup: &mut DevUp, dir: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let (stdout, stderr) = output(dir.path());
+        let (stdout, stderr) = output(dir);
         if stdout.contains("orderhub is up") {
-            break;
+            return Ok(());
         }
         if let Some(status) = devup.child.try_wait()? {
             bail!(
@@ -321,6 +334,15 @@ fn uber_eats_and_wolt_notifications_become_orders_at_the_sample_backend() -> any
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn uber_eats_and_wolt_notifications_become_orders_at_the_sample_backend() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ports = Ports::free();
+    let (hub, hub_text) = example_hub(dir.path(), &ports)?;
+    let mut devup = start_dev_up(dir.path(), &hub, &ports)?;
+    wait_up(&mut devup, dir.path())?;
     let (stdout, _) = output(dir.path());
     assert!(
         stdout.contains(
@@ -552,5 +574,128 @@ fn a_config_error_stops_dev_up_naming_the_stage_and_the_error() -> anyhow::Resul
     // them, and NATS no longer listens.
     assert!(!DevUp::pidfile(&devup.data).exists(), "{shown}");
     assert!(port_is_closed(ports.nats), "nats still listening: {shown}");
+    Ok(())
+}
+
+/// `scripts/dev-up --db`: the ledger on the machine's PostgreSQL, in a
+/// database dev-up creates, answers "what happened to order X?" for the
+/// banner's own Careem order, through the command the banner prints.
+#[test]
+fn with_a_database_the_ledger_tells_what_happened_to_the_sample_order() -> anyhow::Result<()> {
+    let db = orderhub_tests::pg::TestDb::reserve()?;
+    let dir = tempfile::tempdir()?;
+    let ports = Ports::free();
+    let (ledger_port, ledger_ops_port) = (free_port(), free_port());
+    let (hub, _) = example_hub(dir.path(), &ports)?;
+    let mut devup = start_dev_up_with(
+        dir.path(),
+        &hub,
+        &ports,
+        &[
+            ("DEV_DATABASE_URL", db.url()?),
+            ("DEV_LEDGER_PORT", ledger_port.to_string()),
+            ("DEV_LEDGER_OPS_PORT", ledger_ops_port.to_string()),
+        ],
+    )?;
+    wait_up(&mut devup, dir.path())?;
+    let (stdout, _) = output(dir.path());
+    assert!(
+        stdout.contains(&format!("created database {}", db.name)),
+        "{stdout}"
+    );
+    let secrets = example_secrets()?;
+    let secret = |name: &str| {
+        secrets
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .with_context(|| format!("{name} in example-secrets.env"))
+    };
+    let token = secret("ACME_OPERATOR_TOKEN")?;
+    let ledger = bin("ledger")?;
+    let api = format!("http://127.0.0.1:{ledger_port}");
+    assert!(
+        stdout.contains(&format!("ledger order careem TEST123 --api {api}")),
+        "the banner shows the ledger command:\n{stdout}"
+    );
+
+    // The banner's signed Careem order.
+    let body = r#"{"order_id":"TEST123","customer":{"name":"Test User","phone":"0791234567"},"items":[{"name":"Burger","quantity":1,"price":10}],"total_amount":10}"#;
+    let headers =
+        shared::verify::careem::sign(body.as_bytes(), &secret("ACME_CAREEM_SECRET")?.into());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{}/api/webhooks/careem/acme-careem",
+                ports.ingress
+            ))
+            .headers(headers)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    })?;
+    assert_eq!(status, 202);
+
+    // The support desk's question, until the ledger has the delivery.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let kinds = loop {
+        let out = Command::new(&ledger)
+            .args(["order", "careem", "TEST123", "--json", "--api", &api])
+            .env("OPERATOR_TOKEN", &token)
+            .env_remove("OPERATOR_TOKEN_FILE")
+            .output()?;
+        let timeline: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let kinds: Vec<String> = timeline["entries"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if kinds.iter().any(|k| k == "delivered") {
+            break kinds;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the ledger never showed the delivery: {}{}\nledger.log:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(devup.data.join("logs/ledger.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    // The converted step and the ORDERS message are stamped by two clocks
+    // (the stage's, the server's) within the same moment: either may come
+    // first.
+    let (first, rest) = kinds.split_first().context("a timeline")?;
+    let mut middle = rest.to_vec();
+    let last = middle.pop();
+    middle.sort();
+    assert_eq!(
+        (first.as_str(), middle, last.as_deref()),
+        (
+            "webhook_received",
+            vec![
+                "attempt".to_owned(),
+                "converted".to_owned(),
+                "order_published".to_owned()
+            ],
+            Some("delivered")
+        ),
+        "the timeline: {kinds:?}"
+    );
+    assert!(
+        kinds.iter().position(|k| k == "attempt") > kinds.iter().position(|k| k == "converted"),
+        "{kinds:?}"
+    );
+    drop(devup);
     Ok(())
 }
