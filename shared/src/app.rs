@@ -6,7 +6,8 @@ use backon::Retryable;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::CommonArgs;
+use crate::config::{CommonArgs, HubConfig};
+use crate::live::{ConfigSource, LiveConfig, SourceArgs};
 use crate::streams::{self, Applied, Definitions, SetupError};
 
 /// Connects with the stage's name (visible in the server's connection
@@ -130,11 +131,8 @@ pub enum StageError {
     Worker(#[from] crate::worker::WorkerError),
 }
 
-/// Runs a consuming stage until `shutdown`: connect, set up its streams,
-/// serve `/health` `/ready` `/metrics`, run the worker (and its mover).
-/// `make_handler` builds the handler with the stage's metric registry (to
-/// add its own metrics) and a JetStream context (to publish downstream);
-/// `tune` adjusts the worker options (concurrency, timings) before start.
+/// Runs a consuming stage until `shutdown` on a config that never
+/// reloads (tests, tools): [`run_stage_live`] with `hub`.
 #[cfg(feature = "ops-server")]
 pub async fn run_stage<H: crate::worker::Handler>(
     args: &CommonArgs,
@@ -144,6 +142,40 @@ pub async fn run_stage<H: crate::worker::Handler>(
     tune: impl FnOnce(&mut crate::worker::WorkerOptions),
     shutdown: CancellationToken,
 ) -> Result<(), StageError> {
+    let live = LiveConfig::new(hub.clone(), "(in process)");
+    run_stage_live(args, &live, spec, make_handler, tune, shutdown).await
+}
+
+/// The live config's metrics (`<stage>_config_reload_failures_total`,
+/// `_config_reload_ok`, ...) in `registry` and its reload state under
+/// `config` in `/ready`.
+pub fn expose_config(
+    live: &LiveConfig,
+    registry: &mut prometheus_client::registry::Registry,
+    readiness: &crate::ops::Readiness,
+) {
+    live.register(registry);
+    let live = live.clone();
+    readiness.add_detail("config", move || live.detail());
+}
+
+/// Runs a consuming stage until `shutdown`: connect, set up its streams,
+/// serve `/health` `/ready` `/metrics`, run the worker (and its mover).
+/// `make_handler` builds the handler with the stage's metric registry (to
+/// add its own metrics) and a JetStream context (to publish downstream);
+/// `tune` adjusts the worker options (concurrency, timings) before start.
+/// Streams, consumers and the retry schedule come from the config at start
+/// (a reload never changes them); the handler holds `live` itself.
+#[cfg(feature = "ops-server")]
+pub async fn run_stage_live<H: crate::worker::Handler>(
+    args: &CommonArgs,
+    live: &LiveConfig,
+    spec: &StageSpec,
+    make_handler: impl FnOnce(&mut prometheus_client::registry::Registry, &jetstream::Context) -> H,
+    tune: impl FnOnce(&mut crate::worker::WorkerOptions),
+    shutdown: CancellationToken,
+) -> Result<(), StageError> {
+    let hub = live.load();
     info!(stage = spec.stage, config = %hub.summary(), "starting");
     let client = connect(args, spec.stage)
         .await
@@ -156,6 +188,7 @@ pub async fn run_stage<H: crate::worker::Handler>(
 
     let mut registry = crate::telemetry::registry(spec.stage);
     let metrics = crate::worker::WorkerMetrics::register(&mut registry);
+    expose_config(live, &mut registry, &readiness);
     let handler = make_handler(&mut registry, &js);
     let (ops_addr, ops_task) = crate::ops::serve(
         args.ops_addr,
@@ -224,4 +257,75 @@ pub fn exit_code<E: std::fmt::Display>(result: Result<(), E>) -> std::process::E
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// What a stage binary's `main` does first: logging on, then the hub config
+/// from its source, kept live: the file reloads on SIGHUP, the PostgreSQL
+/// tables on NOTIFY and every `CONFIG_POLL_INTERVAL_MS`. A config that
+/// cannot be loaded at start (missing, invalid, the database unreachable or
+/// without the tables) is an error on stderr and exit code 2.
+pub async fn init_live(
+    args: &CommonArgs,
+    source: &SourceArgs,
+) -> Result<LiveConfig, std::process::ExitCode> {
+    crate::telemetry::init_tracing(args.log_format);
+    let fail = |message: String| {
+        eprintln!("error: {message}");
+        std::process::ExitCode::from(2)
+    };
+    match source.config_source {
+        ConfigSource::File => {
+            let path = args.hub_config.clone();
+            let hub = HubConfig::load(path.as_deref()).map_err(|e| fail(e.to_string()))?;
+            let live = LiveConfig::new(hub, &crate::live::file_origin(path.as_deref()));
+            crate::live::reload_file_on_sighup(live.clone(), path, CancellationToken::new())
+                .map_err(|e| fail(format!("SIGHUP handler: {e}")))?;
+            Ok(live)
+        }
+        #[cfg(feature = "postgres")]
+        ConfigSource::Postgres => init_postgres(args, source).await.map_err(fail),
+        #[cfg(not(feature = "postgres"))]
+        ConfigSource::Postgres => Err(fail(
+            "CONFIG_SOURCE=postgres: this binary is built without the postgres feature".into(),
+        )),
+    }
+}
+
+#[cfg(feature = "postgres")]
+async fn init_postgres(args: &CommonArgs, source: &SourceArgs) -> Result<LiveConfig, String> {
+    use crate::config_db;
+    let url = source
+        .database_url
+        .as_ref()
+        .ok_or("CONFIG_SOURCE=postgres needs DATABASE_URL")?;
+    if source.config_poll_interval_ms == 0 {
+        return Err("CONFIG_POLL_INTERVAL_MS: must be above 0".into());
+    }
+    if args.hub_config.is_some() {
+        warn!("HUB_CONFIG is ignored: CONFIG_SOURCE=postgres");
+    }
+    let fail = |e: config_db::DbError| format!("CONFIG_SOURCE=postgres: {e}");
+    let options = config_db::connect_options(url).map_err(fail)?;
+    let pool = config_db::connect(options).await.map_err(fail)?;
+    let env = config_db::process_env();
+    let (hub, version) = config_db::load(&pool, &*env).await.map_err(fail)?;
+    let live = LiveConfig::new(hub, config_db::ORIGIN);
+    info!(version, "hub config read from postgres");
+    tokio::spawn(config_db::watch(
+        live.clone(),
+        pool,
+        version,
+        std::time::Duration::from_millis(source.config_poll_interval_ms),
+        env,
+        CancellationToken::new(),
+    ));
+    // SIGHUP's default would end the process; the tables reload themselves.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("SIGHUP handler: {e}"))?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            info!("SIGHUP: the config comes from postgres and reloads on its own");
+        }
+    });
+    Ok(live)
 }

@@ -12,6 +12,10 @@
 //! - [`telemetry`] and [`ops`]: logs, metrics, `/health` `/ready` `/metrics`.
 //! - [`verify`]: every provider's signature scheme (verify and sign), used
 //!   by the ingress, and Standard Webhooks signing for the forwarder.
+//! - [`live`]: the hub config a stage serves now, reloaded without a
+//!   restart (SIGHUP for the file, NOTIFY for PostgreSQL).
+//! - `config_db` (feature `postgres`): the hub config in PostgreSQL, its
+//!   tables, the import, and the watcher that reloads on NOTIFY.
 //! - [`app`]: connect, set up streams, shut down on signals; [`backoff`]:
 //!   the one backoff for infrastructure retries.
 //! - `outbound` (feature `outbound`): the one policy for every HTTP request
@@ -24,11 +28,14 @@ pub mod answer;
 pub mod app;
 pub mod backoff;
 pub mod config;
+#[cfg(feature = "postgres")]
+pub mod config_db;
 pub mod dead_letter_mover;
 pub mod dlq;
 pub mod failure;
 pub mod failure_history;
 pub mod headers;
+pub mod live;
 pub mod ops;
 #[cfg(feature = "outbound")]
 pub mod outbound;

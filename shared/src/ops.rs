@@ -24,12 +24,17 @@ use warp::Filter;
 #[cfg(feature = "ops-server")]
 use warp::http::StatusCode;
 
+/// What a detail of `/ready` shows now.
+type Detail = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 /// Named readiness conditions; ready when NATS is connected and every
-/// condition holds.
+/// condition holds. Details (the config's reload state) are shown beside
+/// them without deciding readiness.
 #[derive(Clone, Default)]
 pub struct Readiness {
     client: Arc<Mutex<Option<async_nats::Client>>>,
     checks: Arc<Mutex<BTreeMap<&'static str, Arc<AtomicBool>>>>,
+    details: Arc<Mutex<BTreeMap<&'static str, Detail>>>,
 }
 
 impl Readiness {
@@ -60,7 +65,19 @@ impl Readiness {
             .insert(name, flag);
     }
 
-    /// Whether ready, and the state of each condition.
+    /// Shows `detail()` under `name` in the report; readiness ignores it.
+    pub fn add_detail(
+        &self,
+        name: &'static str,
+        detail: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) {
+        self.details
+            .lock()
+            .expect("readiness lock")
+            .insert(name, Arc::new(detail));
+    }
+
+    /// Whether ready, and the state of each condition and detail.
     pub fn report(&self) -> (bool, serde_json::Value) {
         let mut ok = true;
         let mut map = serde_json::Map::new();
@@ -76,6 +93,9 @@ impl Readiness {
             let v = flag.load(Ordering::Relaxed);
             ok &= v;
             map.insert((*name).into(), v.into());
+        }
+        for (name, detail) in self.details.lock().expect("readiness lock").iter() {
+            map.insert((*name).into(), detail());
         }
         (ok, serde_json::Value::Object(map))
     }
