@@ -1,5 +1,7 @@
 //! `ledger order` and `ledger stats`: the API's answers for a person (a
 //! table) or a script (`--json`, the body as the API sent it).
+//! `ledger config import|export`: the hub config tables
+//! ([`shared::config_db`]) from and to a TOML hub file.
 //!
 //! Text from the ledger (ids, error texts) came from providers and
 //! backends: it is escaped before it reaches the terminal.
@@ -254,4 +256,65 @@ pub fn stats_table(s: &Stats) -> String {
         ms(s.latency.p99_ms)
     );
     out
+}
+
+/// Why `ledger config` failed; never shows DATABASE_URL.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigCommandError {
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] shared::config_db::DbError),
+}
+
+impl ConfigCommandError {
+    /// The file or the URL is wrong (exit 2), not the database.
+    pub fn is_invalid(&self) -> bool {
+        use shared::config_db::DbError;
+        matches!(
+            self,
+            ConfigCommandError::File { .. }
+                | ConfigCommandError::Db(DbError::Invalid(_) | DbError::Url)
+        )
+    }
+}
+
+async fn config_pool(url: &SecretString) -> Result<sqlx::PgPool, ConfigCommandError> {
+    let options = shared::config_db::connect_options(url)?;
+    Ok(shared::config_db::connect(options).await?)
+}
+
+/// Validates `path` fully, then replaces the tables' rows with it.
+pub async fn config_import(
+    url: &SecretString,
+    path: &std::path::Path,
+) -> Result<String, ConfigCommandError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigCommandError::File {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let origin = path.display().to_string();
+    // Validated before connecting: an invalid file never needs the database.
+    shared::config::HubConfig::from_toml(&text, &origin, &|n| std::env::var(n).ok())
+        .map_err(shared::config_db::DbError::from)?;
+    let pool = config_pool(url).await?;
+    let env = shared::config_db::process_env();
+    let n = shared::config_db::import(&pool, &text, &origin, &*env).await;
+    pool.close().await;
+    let n = n?;
+    Ok(format!(
+        "imported {origin}: {} tenants, {} accounts, {} branch mappings, {} product mappings, {} settings sections\n",
+        n.tenants, n.accounts, n.branches, n.products, n.settings
+    ))
+}
+
+/// The tables as a TOML hub file.
+pub async fn config_export(url: &SecretString) -> Result<String, ConfigCommandError> {
+    let pool = config_pool(url).await?;
+    let text = shared::config_db::export(&pool).await;
+    pool.close().await;
+    Ok(text?)
 }

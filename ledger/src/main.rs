@@ -1,6 +1,7 @@
 //! The ledger binary: with no subcommand it serves (consumes the streams
 //! into PostgreSQL, answers the query API); `ledger order` and `ledger
-//! stats` ask a running ledger's API.
+//! stats` ask a running ledger's API; `ledger config import|export` move
+//! the hub config between a TOML file and its tables.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,6 +84,11 @@ enum Command {
         #[arg(long)]
         api: Option<url::Url>,
     },
+    /// The hub config tables (CONFIG_SOURCE=postgres) in DATABASE_URL
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// A provider's counts by outcome, account and tenant, and latency
     Stats {
         provider: String,
@@ -94,6 +100,20 @@ enum Command {
         #[arg(long)]
         api: Option<url::Url>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Validate a TOML hub file fully (every secret it names resolved from
+    /// this environment) and replace the tables' rows with it in one
+    /// transaction, creating the tables first; an invalid file writes
+    /// nothing
+    Import {
+        /// The hub file (the TOML HUB_CONFIG names)
+        file: PathBuf,
+    },
+    /// Print the tables as a TOML hub file
+    Export,
 }
 
 fn secret(s: &str) -> Result<SecretString, String> {
@@ -136,8 +156,32 @@ fn parse_args() -> Args {
 async fn main() -> ExitCode {
     let args = parse_args();
     match &args.command {
+        Some(Command::Config { action }) => config(&args, action).await,
         Some(command) => query(&args, command).await,
         None => serve(args).await,
+    }
+}
+
+/// `ledger config import|export`: exit 2 for a file that does not
+/// validate or a missing DATABASE_URL, 1 when the database fails.
+async fn config(args: &Args, action: &ConfigAction) -> ExitCode {
+    let Some(url) = args.database_url.as_ref() else {
+        eprintln!("error: DATABASE_URL is required for ledger config");
+        return ExitCode::from(2);
+    };
+    let result = match action {
+        ConfigAction::Import { file } => ledger::cli::config_import(url, file).await,
+        ConfigAction::Export => ledger::cli::config_export(url).await,
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_invalid() { 2 } else { 1 })
+        }
     }
 }
 
@@ -169,6 +213,7 @@ async fn query(args: &Args, command: &Command) -> ExitCode {
                     .order(provider, provider_order_id, tenant.as_deref(), *json)
                     .await
             }
+            Command::Config { .. } => unreachable!("handled by config()"),
             Command::Stats {
                 provider,
                 since,

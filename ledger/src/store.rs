@@ -27,8 +27,13 @@ use time::{Date, OffsetDateTime};
 
 use crate::record::{Record, UnparsedRow};
 
-/// The migrations under `ledger/migrations`, compiled in.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The migrations under `ledger/migrations`, compiled in. The hub config's
+/// (`shared::config_db`, versions 1001 and up) share the database's
+/// `_sqlx_migrations`: each migrator ignores the other's rows.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("./migrations")
+};
 
 /// Why a write or a query did not happen.
 #[derive(Debug, thiserror::Error)]
