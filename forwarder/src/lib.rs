@@ -50,6 +50,12 @@
 //!   dead-lettered with the order's headers (`Orderhub-Event`, `-Account`,
 //!   `-Provider`, `-Tenant`), which the status worker's `auto-reject`
 //!   consumer reads from `dlq.forwarder.>`.
+//! - Config ([`shared::live`]): each order is delivered with the tenants
+//!   (backend URL, key, signing secrets, timeout, breaker settings) and
+//!   auto-accept accounts of the config serving when it arrives; a tenant
+//!   whose breaker settings did not change keeps its breaker's state. A
+//!   tenant added by a reload has no consumer until the forwarder restarts
+//!   (the per-tenant consumers are made at start).
 //! - Outcomes ([`shared::outcome`], `OUTCOMES`): one `attempt` per request
 //!   sent (`step` counts them within the delivery; the HTTP status or none,
 //!   the duration, the error class and a text without the answer's body),
@@ -66,6 +72,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use backon::Retryable;
@@ -83,6 +90,7 @@ use shared::Provider;
 use shared::config::{HubConfig, Tenant};
 use shared::failure::{FailureClass, classify_publish};
 use shared::headers;
+use shared::live::LiveConfig;
 use shared::outbound::{OutboundPolicy, RefusedDestination};
 use shared::outcome::{self, Kind, PublishFailures, Step};
 use shared::worker::{Delivery, Failure, Handler, Outcome};
@@ -312,18 +320,99 @@ impl DeliverError {
 
 struct TenantState {
     tenant: Tenant,
-    breaker: Breaker,
+    /// Kept across reloads that leave the tenant's breaker settings alone.
+    breaker: Arc<Breaker>,
+}
+
+/// What the forwarder precomputes from one generation of the config.
+struct Routing {
+    generation: u64,
+    tenants: HashMap<String, Arc<TenantState>>,
+    /// Accounts whose new orders the hub accepts at the provider.
+    auto_accept: HashSet<(Provider, String)>,
+}
+
+impl Routing {
+    fn build(
+        hub: &HubConfig,
+        generation: u64,
+        metrics: &Metrics,
+        outbound: &OutboundPolicy,
+        old: Option<&Routing>,
+    ) -> Routing {
+        let tenants = hub
+            .tenants
+            .iter()
+            .map(|t| {
+                let kept = old
+                    .and_then(|o| o.tenants.get(&t.id))
+                    .filter(|o| o.tenant.breaker == t.breaker);
+                if kept.is_none() {
+                    metrics
+                        .breaker_state
+                        .get_or_create(&TenantLabel {
+                            tenant: t.id.clone(),
+                        })
+                        .set(0);
+                }
+                // Every series from the start, at 0.
+                for outcome in ["success", "conflict", "transient", "rejected"] {
+                    let _ = metrics.requests.get_or_create(&TenantOutcome {
+                        tenant: t.id.clone(),
+                        outcome,
+                    });
+                }
+                let _ = metrics.held.get_or_create(&TenantLabel {
+                    tenant: t.id.clone(),
+                });
+                for reason in Reason::ALL {
+                    metrics
+                        .breaker_opens
+                        .get_or_create(&TenantReason {
+                            tenant: t.id.clone(),
+                            reason: reason.as_label(),
+                        })
+                        .inc_by(0);
+                }
+                if let Err(e) = outbound.check_url(&t.backend_url) {
+                    warn!(tenant = %t.id, error = %e, "every order of this tenant will be dead-lettered");
+                }
+                (
+                    t.id.clone(),
+                    Arc::new(TenantState {
+                        tenant: t.clone(),
+                        breaker: kept
+                            .map(|o| o.breaker.clone())
+                            .unwrap_or_else(|| Arc::new(Breaker::new(t.breaker))),
+                    }),
+                )
+            })
+            .collect();
+        let auto_accept = hub
+            .accounts
+            .iter()
+            .filter(|a| a.auto_accept)
+            .map(|a| (a.provider, a.id.clone()))
+            .collect();
+        Routing {
+            generation,
+            tenants,
+            auto_accept,
+        }
+    }
 }
 
 /// The forwarder's handler.
 pub struct Forwarder {
     http: reqwest::Client,
     outbound: OutboundPolicy,
-    tenants: HashMap<String, Arc<TenantState>>,
+    /// The config; when its generation moves on, `routing` is rebuilt
+    /// before the next order.
+    live: LiveConfig,
+    routing: ArcSwap<Routing>,
+    rebuilding: std::sync::Mutex<()>,
     max_order_age: Duration,
     metrics: Metrics,
-    /// Accounts whose new orders the hub accepts at the provider.
-    auto_accept: HashSet<(Provider, String)>,
     /// Where the accepts are stored (`STATUS`).
     js: jetstream::Context,
     outcomes: outcome::Publisher,
@@ -350,58 +439,25 @@ impl DeliverError {
 }
 
 impl Forwarder {
-    /// `js` publishes the auto-accepts.
+    /// `js` publishes the auto-accepts. On a config that never reloads.
     pub fn new(hub: &HubConfig, registry: &mut Registry, js: jetstream::Context) -> Self {
+        Self::live(LiveConfig::new(hub.clone(), "(in process)"), registry, js)
+    }
+
+    /// A forwarder that follows `live`: each order is delivered with the
+    /// tenants (URL, key, signing secrets, timeout, breaker settings) and
+    /// auto-accept accounts of the config serving when it arrives.
+    pub fn live(live: LiveConfig, registry: &mut Registry, js: jetstream::Context) -> Self {
         let metrics = Metrics::register(registry);
         let outcomes = outcome::Publisher::counted(
             js.clone(),
             STATUS_PUBLISH_TIMEOUT,
             PublishFailures::register(registry),
         );
-        let tenants = hub
-            .tenants
-            .iter()
-            .map(|t| {
-                metrics
-                    .breaker_state
-                    .get_or_create(&TenantLabel {
-                        tenant: t.id.clone(),
-                    })
-                    .set(0);
-                // Every series from the start, at 0.
-                for outcome in ["success", "conflict", "transient", "rejected"] {
-                    let _ = metrics.requests.get_or_create(&TenantOutcome {
-                        tenant: t.id.clone(),
-                        outcome,
-                    });
-                }
-                let _ = metrics.held.get_or_create(&TenantLabel {
-                    tenant: t.id.clone(),
-                });
-                for reason in Reason::ALL {
-                    metrics
-                        .breaker_opens
-                        .get_or_create(&TenantReason {
-                            tenant: t.id.clone(),
-                            reason: reason.as_label(),
-                        })
-                        .inc_by(0);
-                }
-                (
-                    t.id.clone(),
-                    Arc::new(TenantState {
-                        tenant: t.clone(),
-                        breaker: Breaker::new(t.breaker),
-                    }),
-                )
-            })
-            .collect();
+        let hub = live.load();
+        // Restart-only (shared::live): the outbound policy and the age limit.
         let outbound = OutboundPolicy::new(hub.forwarder.allowed_private_destinations.clone());
-        for t in &hub.tenants {
-            if let Err(e) = outbound.check_url(&t.backend_url) {
-                warn!(tenant = %t.id, error = %e, "every order of this tenant will be dead-lettered");
-            }
-        }
+        let routing = Routing::build(&hub, live.generation(), &metrics, &outbound, None);
         let http = outbound
             .client_builder()
             .user_agent(USER_AGENT)
@@ -410,34 +466,58 @@ impl Forwarder {
             .tcp_nodelay(true)
             .build()
             .expect("the HTTP client's settings are valid");
-        let auto_accept = hub
-            .accounts
-            .iter()
-            .filter(|a| a.auto_accept)
-            .map(|a| (a.provider, a.id.clone()))
-            .collect();
         Forwarder {
             http,
             outbound,
-            tenants,
+            routing: ArcSwap::from_pointee(routing),
+            rebuilding: std::sync::Mutex::new(()),
             max_order_age: hub.forwarder.max_order_age,
+            live,
             metrics,
-            auto_accept,
             js,
             outcomes,
         }
     }
 
+    /// The routing of the config serving now, rebuilt once per reload.
+    fn routing(&self) -> Arc<Routing> {
+        let current = self.routing.load_full();
+        if current.generation == self.live.generation() {
+            return current;
+        }
+        let _one = self.rebuilding.lock().expect("routing lock");
+        let current = self.routing.load_full();
+        let generation = self.live.generation();
+        if current.generation == generation {
+            return current;
+        }
+        let hub = self.live.load();
+        let next = Arc::new(Routing::build(
+            &hub,
+            generation,
+            &self.metrics,
+            &self.outbound,
+            Some(&current),
+        ));
+        info!(
+            generation,
+            tenants = next.tenants.len(),
+            "forwarder routing rebuilt from the reloaded config"
+        );
+        self.routing.store(next.clone());
+        next
+    }
+
     /// The provider and account of an order the hub accepts itself once
     /// its backend took it: a `created` order of an `auto_accept` account.
-    fn auto_accepted(&self, d: &Delivery) -> Option<(Provider, String)> {
+    fn auto_accepted(&self, routing: &Routing, d: &Delivery) -> Option<(Provider, String)> {
         if d.header(headers::EVENT) != Some("created") {
             return None;
         }
         let provider = d.header(headers::PROVIDER)?.parse::<Provider>().ok()?;
         let account = d.header(headers::ACCOUNT)?;
         let key = (provider, account.to_owned());
-        self.auto_accept.contains(&key).then_some(key)
+        routing.auto_accept.contains(&key).then_some(key)
     }
 
     /// Stores the hub's accept of the order on `STATUS` and waits for the
@@ -645,11 +725,12 @@ fn location_host(base: &reqwest::Url, headers: &reqwest::header::HeaderMap) -> S
 /// `Retry-After` as seconds or an HTTP date.
 impl Handler for Forwarder {
     async fn handle(&self, d: &Delivery) -> Outcome {
+        let routing = self.routing();
         let Some(state) = d
             .tenant
             .as_deref()
             .or_else(|| shared::subjects::token(&d.subject, 1))
-            .and_then(|t| self.tenants.get(t))
+            .and_then(|t| routing.tenants.get(t))
             .cloned()
         else {
             return Outcome::DeadLetter(Failure::new(
@@ -803,7 +884,7 @@ impl Handler for Forwarder {
                         }
                         Ok::<(), Failure>(())
                     };
-                    let Some((provider, account)) = self.auto_accepted(d) else {
+                    let Some((provider, account)) = self.auto_accepted(&routing, d) else {
                         return match recorded.await {
                             Ok(()) => Outcome::Ack,
                             Err(f) => Outcome::Retry(f),

@@ -1,5 +1,6 @@
 use clap::Parser;
 use shared::config::CommonArgs;
+use shared::live::SourceArgs;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -10,6 +11,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    source: SourceArgs,
     /// Requests in flight per tenant in this process
     #[arg(long, env = "FORWARDER_CONCURRENCY", default_value_t = 256)]
     concurrency: usize,
@@ -18,16 +21,16 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let hub = match shared::app::init(&args.common) {
+    let hub = match shared::app::init_live(&args.common, &args.source).await {
         Ok(hub) => hub,
         Err(code) => return code,
     };
     let concurrency = args.concurrency.max(1);
-    let result = shared::app::run_stage(
+    let result = shared::app::run_stage_live(
         &args.common,
         &hub,
         &forwarder::SPEC,
-        |registry, js| forwarder::Forwarder::new(&hub, registry, js.clone()),
+        |registry, js| forwarder::Forwarder::live(hub.clone(), registry, js.clone()),
         |o| o.concurrency = concurrency,
         shared::app::shutdown_on_signals(),
     )

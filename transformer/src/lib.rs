@@ -39,6 +39,9 @@
 //!   adds `dead_lettered`). An outcome that is not stored in
 //!   `publish_timeout` retries the message like a failed order publish
 //!   (the order's second publish is deduplicated).
+//! - Config: each webhook is converted with the hub config serving when
+//!   it arrives ([`shared::live`]): accounts, tenants and branch and product
+//!   mappings reload without a restart.
 //! - Metrics (prefix `transformer_`): the worker loop's received, acked,
 //!   retried and dead-lettered by provider and error type, plus
 //!   `orders_published` by provider and event, `conversion_errors` by
@@ -68,6 +71,7 @@ use shared::app::{StageError, StageSpec};
 use shared::config::{CommonArgs, HubConfig};
 use shared::failure::{FailureClass, classify_publish};
 use shared::headers;
+use shared::live::LiveConfig;
 use shared::outcome::{self, Kind, PublishFailures, Step};
 use shared::worker::{Delivery, Failure, Handler, Outcome};
 use tokio::sync::OnceCell;
@@ -253,7 +257,8 @@ fn event_name(event: Event) -> &'static str {
 
 /// The stage's handler: convert, publish, await the ack.
 pub struct Transformer {
-    hub: Arc<HubConfig>,
+    /// Loaded once per webhook: a reload applies from the next one.
+    hub: LiveConfig,
     js: jetstream::Context,
     /// `ORDER_CONTEXT`, opened on first use (the stage runner creates it).
     contexts: OnceCell<kv::Store>,
@@ -263,8 +268,20 @@ pub struct Transformer {
 }
 
 impl Transformer {
+    /// A handler on a config that never reloads.
     pub fn new(
         hub: Arc<HubConfig>,
+        js: jetstream::Context,
+        metrics: Metrics,
+        publish_timeout: Duration,
+    ) -> Self {
+        let live = LiveConfig::new(HubConfig::clone(&hub), "(in process)");
+        Self::live(live, js, metrics, publish_timeout)
+    }
+
+    /// A handler that converts each webhook with the config serving then.
+    pub fn live(
+        hub: LiveConfig,
         js: jetstream::Context,
         metrics: Metrics,
         publish_timeout: Duration,
@@ -382,7 +399,7 @@ fn humanize(d: Duration) -> String {
 impl Handler for Transformer {
     async fn handle(&self, delivery: &Delivery) -> Outcome {
         let started = Instant::now();
-        let converted = convert_with_hints(&self.hub, delivery);
+        let converted = convert_with_hints(&self.hub.load(), delivery);
         let provider = delivery
             .provider
             .parse::<shared::Provider>()
@@ -441,24 +458,41 @@ impl Handler for Transformer {
     }
 }
 
-/// Runs the transformer stage until `shutdown`: the shared stage runner
-/// with this crate's handler.
+/// Runs the transformer stage until `shutdown` on a config that never
+/// reloads: [`run_live`] with `hub`.
 pub async fn run(
     args: &CommonArgs,
     hub: HubConfig,
     options: Options,
     shutdown: CancellationToken,
 ) -> Result<(), StageError> {
-    let hub = Arc::new(hub);
-    let handler_hub = hub.clone();
+    run_live(
+        args,
+        LiveConfig::new(hub, "(in process)"),
+        options,
+        shutdown,
+    )
+    .await
+}
+
+/// Runs the transformer stage until `shutdown`: the shared stage runner
+/// with this crate's handler, which converts each webhook with the config
+/// serving when it arrives (mappings, accounts and tenants reload).
+pub async fn run_live(
+    args: &CommonArgs,
+    live: LiveConfig,
+    options: Options,
+    shutdown: CancellationToken,
+) -> Result<(), StageError> {
+    let handler_hub = live.clone();
     let publish_timeout = options.publish_timeout;
     let concurrency = options.concurrency;
-    shared::app::run_stage(
+    shared::app::run_stage_live(
         args,
-        &hub,
+        &live,
         &SPEC,
         move |registry, js| {
-            Transformer::new(
+            Transformer::live(
                 handler_hub,
                 js.clone(),
                 Metrics::register(registry),

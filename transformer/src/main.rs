@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use shared::config::CommonArgs;
+use shared::live::SourceArgs;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -15,6 +16,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+
+    #[command(flatten)]
+    source: SourceArgs,
 
     /// Webhooks converted and published at once by this process
     #[arg(long, env = "TRANSFORMER_CONCURRENCY", default_value_t = 256)]
@@ -29,7 +33,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let hub = match shared::app::init(&args.common) {
+    let hub = match shared::app::init_live(&args.common, &args.source).await {
         Ok(hub) => hub,
         Err(code) => return code,
     };
@@ -42,5 +46,5 @@ async fn main() -> ExitCode {
         publish_timeout: Duration::from_millis(args.publish_timeout_ms),
     };
     let shutdown = shared::app::shutdown_on_signals();
-    shared::app::exit_code(transformer::run(&args.common, hub, options, shutdown).await)
+    shared::app::exit_code(transformer::run_live(&args.common, hub, options, shutdown).await)
 }
