@@ -6,6 +6,7 @@
 
 mod auto_accept;
 mod cluster;
+mod config_live;
 mod deploy;
 mod devup;
 mod e2e;
