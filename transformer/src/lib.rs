@@ -406,6 +406,10 @@ impl Handler for Transformer {
             .map(|p| p.as_str())
             .unwrap_or("unknown");
         self.metrics.converted(provider, started.elapsed());
+        // The step's time is the conversion's, not the publish's: by the
+        // time ORDERS acks, the forwarder may already have delivered the
+        // order, and a timeline must not show it converted after that.
+        let converted_at = time::OffsetDateTime::now_utc();
         let Converted { order, context, .. } = match converted {
             Ok(c) => c,
             Err(e) => {
@@ -451,6 +455,7 @@ impl Handler for Transformer {
         step.provider_order_id = Some(&order.provider_order_id);
         step.event = Some(event_name(order.event));
         step.order_seq = Some(order_seq);
+        step.at = converted_at;
         match self.outcomes.publish(&step).await {
             Ok(()) => Outcome::Ack,
             Err(f) => Outcome::Retry(f),

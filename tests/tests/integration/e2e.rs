@@ -55,10 +55,19 @@ async fn start() -> anyhow::Result<Stack> {
     Stack::start(&hub_toml(), &ENV).await
 }
 
-#[tokio::test]
-async fn every_fixture_arrives_as_its_expected_order_or_dead_letter() -> anyhow::Result<()> {
-    let stack = start().await?;
-    let js = jetstream::new(stack.nats.client().await?);
+/// What sending every fixture should produce.
+struct Sent {
+    /// The expected orders, comparable with [`comparable`].
+    orders: Vec<Value>,
+    /// The expected dead letters' (class, message).
+    dead: Vec<(String, String)>,
+    /// Per provider: the webhooks stored, and how many of them are refused.
+    per_provider: std::collections::BTreeMap<Provider, (usize, usize)>,
+}
+
+/// Sends every fixture of every provider, signed, to the stack's ingress;
+/// each must be answered as stored.
+async fn send_every_fixture(stack: &Stack) -> anyhow::Result<Sent> {
     let fixtures = fixtures::all();
     assert!(
         fixtures.len() >= 20,
@@ -75,9 +84,11 @@ async fn every_fixture_arrives_as_its_expected_order_or_dead_letter() -> anyhow:
     }
     let client = reqwest::Client::new();
     let hub = hub();
-
-    let mut want_orders = Vec::new();
-    let mut want_dead = Vec::new();
+    let mut sent = Sent {
+        orders: Vec::new(),
+        dead: Vec::new(),
+        per_provider: Default::default(),
+    };
     for f in &fixtures {
         let (account, signer) = target(&hub, f);
         let r = f
@@ -98,15 +109,32 @@ async fn every_fixture_arrives_as_its_expected_order_or_dead_letter() -> anyhow:
         } else {
             assert_eq!(status, 202, "{}: {text}", f.name);
         }
+        let counts = sent.per_provider.entry(f.provider).or_default();
+        counts.0 += 1;
         if f.is_refused() {
-            want_dead.push((
+            counts.1 += 1;
+            sent.dead.push((
                 f.expected["error"]["class"].as_str().unwrap().to_owned(),
                 f.expected["error"]["message"].as_str().unwrap().to_owned(),
             ));
         } else {
-            want_orders.push(comparable(f.expected.clone(), &f.expected));
+            sent.orders
+                .push(comparable(f.expected.clone(), &f.expected));
         }
     }
+    Ok(sent)
+}
+
+/// Waits until every expected order is at the backend and every expected
+/// dead letter in the DLQ; when one never comes, names the missing orders,
+/// the DLQ and each stage's log, so a failure can be read without
+/// re-running.
+async fn await_every_order(
+    stack: &Stack,
+    js: &jetstream::Context,
+    sent: &Sent,
+) -> anyhow::Result<()> {
+    let want_orders = &sent.orders;
     let arrived = eventually(
         Duration::from_secs(60),
         "every order at the backend",
@@ -114,8 +142,6 @@ async fn every_fixture_arrives_as_its_expected_order_or_dead_letter() -> anyhow:
     )
     .await;
     if let Err(e) = arrived {
-        // Say which never came, what the DLQ holds and what each stage
-        // logged, so a failure here can be read without re-running.
         let got: Vec<Value> = stack
             .backend
             .requests()
@@ -127,7 +153,7 @@ async fn every_fixture_arrives_as_its_expected_order_or_dead_letter() -> anyhow:
             .filter(|want| !got.iter().any(|o| comparable(o.clone(), want) == **want))
             .map(|want| &want["provider_order_id"])
             .collect();
-        let dead: Vec<String> = dead_letters(&js)
+        let dead: Vec<String> = dead_letters(js)
             .await
             .unwrap_or_default()
             .into_iter()
@@ -142,9 +168,19 @@ async fn every_fixture_arrives_as_its_expected_order_or_dead_letter() -> anyhow:
     eventually(
         Duration::from_secs(30),
         "every refused payload in the DLQ",
-        || async { (dead_letters(&js).await.ok()?.len() >= want_dead.len()).then_some(()) },
+        || async { (dead_letters(js).await.ok()?.len() >= sent.dead.len()).then_some(()) },
     )
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_fixture_arrives_as_its_expected_order_or_dead_letter() -> anyhow::Result<()> {
+    let stack = start().await?;
+    let js = jetstream::new(stack.nats.client().await?);
+    let sent = send_every_fixture(&stack).await?;
+    await_every_order(&stack, &js, &sent).await?;
+    let (want_orders, mut want_dead) = (sent.orders, sent.dead);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let received = stack.backend.requests();
@@ -174,6 +210,154 @@ async fn every_fixture_arrives_as_its_expected_order_or_dead_letter() -> anyhow:
     dead.sort();
     want_dead.sort();
     assert_eq!(dead, want_dead);
+    stack.stop().await
+}
+
+/// Every fixture through the whole hub with the ledger beside it and its
+/// PostgreSQL cut off (a loopback proxy refusing connections): every order
+/// reaches the backend meanwhile, the ledger is not ready and acks nothing;
+/// once the database is back the ledger holds each message of each stream
+/// exactly once, with no gap, every order's timeline runs in the
+/// pipeline's order, and each provider's stats count what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_catches_up_on_every_fixture_after_its_database_was_away() -> anyhow::Result<()>
+{
+    use crate::ledger::{Ledger, TOKEN, count};
+    use orderhub_tests::pg::TestDb;
+    use orderhub_tests::tcp_proxy::TcpProxy;
+
+    let stack = start().await?;
+    let js = jetstream::new(stack.nats.client().await?);
+    let db = TestDb::create().await?;
+    let pool = db.pool().await?;
+    let mut proxy = TcpProxy::start("127.0.0.1:5432".parse()?).await?;
+    let ledger = Ledger::start(&stack.nats, db.options_via(proxy.port));
+    eventually(STEP, "the ledger ready", || async {
+        (ledger.ready().await?.0 == 200).then_some(())
+    })
+    .await?;
+
+    proxy.down();
+    let sent = send_every_fixture(&stack).await?;
+    await_every_order(&stack, &js, &sent).await?;
+    let (_, ready) = eventually(Duration::from_secs(30), "the ledger not ready", || async {
+        ledger.ready().await.filter(|(s, _)| *s == 503)
+    })
+    .await?;
+    assert_eq!(ready["checks"]["database"], false);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM provider_order_logs").await,
+        0,
+        "nothing written while the database is away"
+    );
+
+    proxy.up().await?;
+    // Caught up: each table holds its stream's messages 1..=n, each once.
+    let tables = [
+        ("WEBHOOKS", "webhook_logs"),
+        ("ORDERS", "provider_order_logs"),
+        ("OUTCOMES", "order_outcomes"),
+        ("STATUS", "status_decisions"),
+        ("DLQ", "delivery_error_logs"),
+    ];
+    let caught_up = eventually(Duration::from_secs(60), "the ledger caught up", || async {
+        for (stream, table) in tables {
+            let n = js
+                .get_stream(stream)
+                .await
+                .ok()?
+                .info()
+                .await
+                .ok()?
+                .state
+                .messages as i64;
+            let sql = format!(
+                "SELECT count(*) FROM {table} WHERE stream_seq BETWEEN 1 AND {n} \
+                 HAVING count(DISTINCT stream_seq) = count(*)"
+            );
+            if n == 0 || count(&pool, &sql).await != n {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    if let Err(e) = caught_up {
+        let mut shown = String::new();
+        for (stream, table) in tables {
+            let n = js.get_stream(stream).await?.info().await?.state.messages;
+            let rows = count(&pool, &format!("SELECT count(*) FROM {table}")).await;
+            shown.push_str(&format!("{stream}: {n} messages, {table}: {rows} rows\n"));
+        }
+        anyhow::bail!("{e}:\n{shown}");
+    }
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM ledger_unparsed").await,
+        0
+    );
+
+    // Each delivered order's timeline: per webhook, received (or fetched),
+    // then converted, then an attempt, then delivered.
+    for want in &sent.orders {
+        let (provider, id) = (
+            want["provider"].as_str().unwrap(),
+            want["provider_order_id"].as_str().unwrap(),
+        );
+        let (status, timeline) = ledger
+            .get(&format!("/api/orders/{provider}/{id}"), Some(TOKEN))
+            .await?;
+        assert_eq!(status, 200, "{provider} {id}: {timeline}");
+        let entries = timeline["entries"].as_array().unwrap();
+        let webhook = want["webhook_id"].as_str();
+        let position = |kind: &str| {
+            entries.iter().position(|e| {
+                e["kind"] == kind && (webhook.is_none() || e["webhook_id"].as_str() == webhook)
+            })
+        };
+        let steps = [
+            position("webhook_received"),
+            position("converted"),
+            position("attempt"),
+            position("delivered"),
+        ];
+        assert!(
+            steps.iter().all(Option::is_some) && steps.is_sorted(),
+            "{provider} {id}: {steps:?} in {timeline:#}"
+        );
+    }
+
+    // Stats count what was sent, by provider.
+    for (provider, (stored, refused)) in &sent.per_provider {
+        let (status, stats) = ledger
+            .get(
+                &format!("/api/webhooks/stats/{provider}?since=1h"),
+                Some(TOKEN),
+            )
+            .await?;
+        assert_eq!(status, 200, "{stats}");
+        let delivered = sent
+            .orders
+            .iter()
+            .filter(|o| o["provider"] == provider.as_str())
+            .count();
+        let total = &stats["counts"];
+        assert_eq!(
+            (
+                total["received"].as_u64(),
+                total["refused"].as_u64(),
+                total["converted"].as_u64(),
+                total["delivered"].as_u64()
+            ),
+            (
+                Some(*stored as u64),
+                Some(*refused as u64),
+                Some(delivered as u64),
+                Some(delivered as u64)
+            ),
+            "{provider}: {stats:#}"
+        );
+    }
+    ledger.stop().await?;
     stack.stop().await
 }
 

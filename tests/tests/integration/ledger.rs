@@ -24,10 +24,11 @@ use orderhub_tests::{
     NatsServer, STEP, common_args, eventually, free_port, hub_from, worker_hub_toml,
 };
 
-const TOKEN: &str = "ledger-operator-token-for-tests";
+pub(crate) const TOKEN: &str = "ledger-operator-token-for-tests";
 
-/// The ledger running in this process.
-struct Ledger {
+/// The ledger running in this process (the e2e suite runs it beside the
+/// whole hub too).
+pub(crate) struct Ledger {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), ledger::LedgerError>>,
     api: String,
@@ -35,7 +36,7 @@ struct Ledger {
 }
 
 impl Ledger {
-    fn start(nats: &NatsServer, database: sqlx::postgres::PgConnectOptions) -> Ledger {
+    pub(crate) fn start(nats: &NatsServer, database: sqlx::postgres::PgConnectOptions) -> Ledger {
         let hub = hub_from(&worker_hub_toml(&["1s"], 5, "30s"));
         let api_port = free_port();
         let ops_port = free_port();
@@ -61,13 +62,13 @@ impl Ledger {
         }
     }
 
-    async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         tokio::time::timeout(STEP, self.task).await???;
         Ok(())
     }
 
-    async fn get(
+    pub(crate) async fn get(
         &self,
         path: &str,
         token: Option<&str>,
@@ -81,14 +82,14 @@ impl Ledger {
         Ok((status, resp.json().await?))
     }
 
-    async fn ready(&self) -> Option<(u16, serde_json::Value)> {
+    pub(crate) async fn ready(&self) -> Option<(u16, serde_json::Value)> {
         let resp = reqwest::get(format!("{}/ready", self.ops)).await.ok()?;
         let status = resp.status().as_u16();
         Some((status, resp.json().await.ok()?))
     }
 }
 
-async fn count(pool: &PgPool, sql: &str) -> i64 {
+pub(crate) async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap_or(-1)
 }
 
