@@ -37,6 +37,13 @@
 //!   against the order's context in the `ORDER_CONTEXT` bucket, stored on
 //!   the `STATUS` stream (`status.<provider>.<account>`) and answered 202
 //!   only after JetStream acked.
+//! - Config ([`shared::live`]): each request is verified with the config
+//!   serving when it arrives: accounts (added, removed, secrets, allowed
+//!   addresses, rate limits, which is the default), tenants' signing
+//!   secrets for the status API and Grab's token clients reload without a
+//!   restart (an account's rate limiter starts full after a reload). The
+//!   `[ingress]` section (body limit, proxies, provider quotas, timeouts)
+//!   needs a restart.
 //! - The webhook port serves only the webhook and status routes; `/health`, `/ready`
 //!   and `/metrics` are on the ops address alone.
 //! - Stateless: no database; any number of replicas behind a load balancer.
@@ -59,6 +66,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use shared::config::{CommonArgs, HubConfig};
+use shared::live::LiveConfig;
 use shared::streams::Definitions;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -105,15 +113,27 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Connects, makes sure `WEBHOOKS`, `STATUS` and the `ORDER_CONTEXT`
-/// bucket exist, binds both servers and serves
-/// until `shutdown`. Returns once listening.
+/// [`start_live`] on a config that never reloads.
 pub async fn start(
     common: &CommonArgs,
     args: &IngressArgs,
     hub: HubConfig,
     shutdown: CancellationToken,
 ) -> Result<Running, IngressError> {
+    start_live(common, args, LiveConfig::new(hub, "(in process)"), shutdown).await
+}
+
+/// Connects, makes sure `WEBHOOKS`, `STATUS` and the `ORDER_CONTEXT`
+/// bucket exist, binds both servers and serves
+/// until `shutdown`. Returns once listening. Each request is verified
+/// with the config serving when it arrives ([`shared::live`]).
+pub async fn start_live(
+    common: &CommonArgs,
+    args: &IngressArgs,
+    live: LiveConfig,
+    shutdown: CancellationToken,
+) -> Result<Running, IngressError> {
+    let hub = live.load();
     info!(config = %hub.summary(), "starting");
     let client = shared::app::connect(common, "ingress")
         .await
@@ -147,8 +167,9 @@ pub async fn start(
         .condition("streams")
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let mut registry = shared::telemetry::registry("ingress");
-    let ingress = Arc::new(pipeline::Ingress::new(
-        Arc::new(hub),
+    shared::app::expose_config(&live, &mut registry, &readiness);
+    let ingress = Arc::new(pipeline::Ingress::live(
+        live,
         client.clone(),
         webhooks,
         &mut registry,

@@ -38,6 +38,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use async_nats::jetstream;
 use bytes::Bytes;
 use governor::clock::{Clock, DefaultClock};
@@ -52,6 +53,7 @@ use secrecy::SecretString;
 use shared::Provider;
 use shared::config::{Account, HubConfig, RateLimit};
 use shared::headers;
+use shared::live::LiveConfig;
 use tracing::{info, warn};
 use warp::http::{HeaderMap, StatusCode};
 use xxhash_rust::xxh3::Xxh3;
@@ -300,9 +302,15 @@ impl ProviderMetrics {
     }
 }
 
-/// What the ingress keeps per provider, indexed by `Provider::index`.
+/// What the ingress keeps per provider for its whole run, indexed by
+/// `Provider::index`: the provider's quota is a restart-only setting.
 struct ProviderState {
     limit: DefaultDirectRateLimiter,
+    metrics: ProviderMetrics,
+}
+
+/// A provider's accounts in one generation of the config.
+struct ProviderAccounts {
     /// By account id.
     accounts: HashMap<String, AccountState>,
     /// The account `/api/webhooks/{provider}` addresses.
@@ -314,7 +322,81 @@ struct ProviderState {
     /// one of the provider's accounts' own, so that a scheme that needs an
     /// account setting (Grab's audience, Keeta's URL) does its full work.
     pad_options: VerifyOptions,
-    metrics: ProviderMetrics,
+}
+
+/// What the ingress precomputes from one generation of the hub config:
+/// rebuilt before the first request after a reload, so accounts, their
+/// secrets, allowed addresses and rate limits, tenants' signing secrets
+/// and Grab token clients apply without a restart. An account's own rate
+/// limiter starts full again after a reload.
+pub(crate) struct Snapshot {
+    generation: u64,
+    pub(crate) hub: Arc<HubConfig>,
+    /// Indexed by `Provider::index`.
+    providers: Vec<ProviderAccounts>,
+    /// Secrets nobody has, as many as the most any account, tenant or
+    /// token client has.
+    pub(crate) dummy_secrets: Arc<[SecretString]>,
+    /// Every refusal of the status API costs this many secrets' work.
+    pub(crate) max_tenant_secrets: usize,
+    /// Grab's token endpoint's accounts.
+    pub(crate) token: crate::token::TokenAccounts,
+}
+
+impl Snapshot {
+    fn build(hub: Arc<HubConfig>, generation: u64) -> Snapshot {
+        let providers = Provider::ALL
+            .into_iter()
+            .map(|p| ProviderAccounts {
+                accounts: hub
+                    .accounts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, a)| a.provider == p)
+                    .map(|(index, a)| (a.id.clone(), account_state(index, a)))
+                    .collect(),
+                default_account: hub.default_account(p).map(|a| a.id.clone()),
+                max_secrets: hub
+                    .accounts
+                    .iter()
+                    .filter(|a| a.provider == p)
+                    .map(|a| a.secrets.len())
+                    .max()
+                    .unwrap_or(0)
+                    .max(1),
+                pad_options: hub
+                    .accounts
+                    .iter()
+                    .find(|a| a.provider == p)
+                    .map(VerifyOptions::for_account)
+                    .unwrap_or_default(),
+            })
+            .collect::<Vec<ProviderAccounts>>();
+        let token = crate::token::TokenAccounts::of(&hub);
+        // The status API verifies with tenants' signing secrets, Grab's
+        // token endpoint with client secrets: as many dummies as the most
+        // of either, too.
+        let max_tenant_secrets = max_tenant_secrets(&hub);
+        let dummies = providers
+            .iter()
+            .map(|p| p.max_secrets)
+            .chain([max_tenant_secrets, token.max_client_secrets])
+            .max()
+            .unwrap_or(1);
+        Snapshot {
+            generation,
+            hub,
+            providers,
+            // Random, so they never match; `whsec_` and base64 (hex digits
+            // are base64), so every scheme, `direct` included, does its full
+            // work with them.
+            dummy_secrets: (0..dummies)
+                .map(|_| SecretString::from(format!("whsec_{}", uuid::Uuid::new_v4().simple())))
+                .collect(),
+            max_tenant_secrets,
+            token,
+        }
+    }
 }
 
 struct AccountState {
@@ -340,7 +422,10 @@ pub const DEFAULT_PROVIDER_LIMIT: RateLimit = RateLimit {
 
 /// Shared state of the ingress.
 pub struct Ingress {
-    pub(crate) hub: Arc<HubConfig>,
+    /// The config; [`Ingress::snapshot`] follows its generation.
+    live: LiveConfig,
+    snapshot: ArcSwap<Snapshot>,
+    rebuilding: std::sync::Mutex<()>,
     /// Publishes raw webhooks (and status commands), with
     /// `publish_timeout` as its ack timeout.
     pub(crate) publisher: jetstream::Context,
@@ -349,8 +434,6 @@ pub struct Ingress {
     trusted: NetSet,
     clients: ClientLimits,
     clock: DefaultClock,
-    /// Secrets nobody has, as many as the most any account has.
-    pub(crate) dummy_secrets: Arc<[SecretString]>,
     /// Verifications of large bodies running on blocking threads.
     pub(crate) heavy_verifications: Arc<tokio::sync::Semaphore>,
     pub(crate) publish_timeout: Duration,
@@ -360,74 +443,41 @@ pub struct Ingress {
 }
 
 impl Ingress {
+    /// An ingress on a config that never reloads.
     pub fn new(
         hub: Arc<HubConfig>,
         client: async_nats::Client,
         webhooks: jetstream::stream::Stream,
         registry: &mut Registry,
     ) -> Self {
+        let live = LiveConfig::new(HubConfig::clone(&hub), "(in process)");
+        Self::live(live, client, webhooks, registry)
+    }
+
+    /// An ingress that verifies each request with the config serving when
+    /// it arrives.
+    pub fn live(
+        live: LiveConfig,
+        client: async_nats::Client,
+        webhooks: jetstream::stream::Stream,
+        registry: &mut Registry,
+    ) -> Self {
         let metrics = Metrics::register(registry);
+        let hub = live.load();
         let limits = &hub.ingress.rate_limits;
         let providers = Provider::ALL
             .into_iter()
-            .map(|p| {
-                let r = limits.for_provider(p).unwrap_or(DEFAULT_PROVIDER_LIMIT);
-                ProviderState {
-                    limit: limiter(r),
-                    accounts: hub
-                        .accounts
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, a)| a.provider == p)
-                        .map(|(index, a)| (a.id.clone(), account_state(index, a)))
-                        .collect(),
-                    default_account: hub.default_account(p).map(|a| a.id.clone()),
-                    max_secrets: hub
-                        .accounts
-                        .iter()
-                        .filter(|a| a.provider == p)
-                        .map(|a| a.secrets.len())
-                        .max()
-                        .unwrap_or(0)
-                        .max(1),
-                    pad_options: hub
-                        .accounts
-                        .iter()
-                        .find(|a| a.provider == p)
-                        .map(VerifyOptions::for_account)
-                        .unwrap_or_default(),
-                    metrics: ProviderMetrics::new(&metrics, p),
-                }
+            .map(|p| ProviderState {
+                limit: limiter(limits.for_provider(p).unwrap_or(DEFAULT_PROVIDER_LIMIT)),
+                metrics: ProviderMetrics::new(&metrics, p),
             })
             .collect::<Vec<ProviderState>>();
-        // The status API verifies with tenants' signing secrets, Grab's
-        // token endpoint with client secrets: as many dummies as the most
-        // of either, too.
-        let max_client_secrets = hub
-            .accounts
-            .iter()
-            .filter_map(|a| a.token_endpoint.as_ref())
-            .map(|t| t.client_secrets.len())
-            .max()
-            .unwrap_or(0);
-        let dummies = providers
-            .iter()
-            .map(|p| p.max_secrets)
-            .chain([max_tenant_secrets(&hub), max_client_secrets])
-            .max()
-            .unwrap_or(1);
         let publish_timeout = hub.ingress.publish_timeout;
         Ingress {
             trusted: NetSet::new(&hub.ingress.trusted_proxies),
             clients: ClientLimits::new(hub.ingress.unauthenticated_rate_limit),
             providers,
             clock: DefaultClock::default(),
-            // Random, so they never match; `whsec_` and base64 (hex digits
-            // are base64), so every scheme, `direct` included, does its full
-            // work with them.
-            dummy_secrets: (0..dummies)
-                .map(|_| SecretString::from(format!("whsec_{}", uuid::Uuid::new_v4().simple())))
-                .collect(),
             // One core short of all, so large bodies never take every core.
             heavy_verifications: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism()
@@ -440,13 +490,37 @@ impl Ingress {
             publish_timeout,
             publishing: Arc::new(AtomicBool::new(true)),
             metrics,
-            hub,
+            snapshot: ArcSwap::from_pointee(Snapshot::build(hub, live.generation())),
+            rebuilding: std::sync::Mutex::new(()),
+            live,
             webhooks,
         }
     }
 
+    /// The accounts, tenants and secrets of the config serving now,
+    /// rebuilt once per reload.
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        let current = self.snapshot.load_full();
+        if current.generation == self.live.generation() {
+            return current;
+        }
+        let _one = self.rebuilding.lock().expect("snapshot lock");
+        let current = self.snapshot.load_full();
+        let generation = self.live.generation();
+        if current.generation == generation {
+            return current;
+        }
+        let next = Arc::new(Snapshot::build(self.live.load(), generation));
+        info!(
+            generation,
+            "ingress accounts rebuilt from the reloaded config"
+        );
+        self.snapshot.store(next.clone());
+        next
+    }
+
     pub fn max_body_bytes(&self) -> u64 {
-        self.hub.ingress.max_body_bytes
+        self.snapshot.load().hub.ingress.max_body_bytes
     }
 
     /// The client: the peer, or behind a trusted proxy the forwarded
@@ -505,9 +579,16 @@ impl Ingress {
         let started = Instant::now();
         let provider = req.provider;
         let p = &self.providers[provider.index()];
+        let snapshot = self.snapshot();
+        let accounts = &snapshot.providers[provider.index()];
         p.metrics.body_bytes.observe(req.body.len() as f64);
-        let account_id = req.account.as_deref().or(p.default_account.as_deref());
-        let result = self.check_and_publish(&req, p, account_id).await;
+        let account_id = req
+            .account
+            .as_deref()
+            .or(accounts.default_account.as_deref());
+        let result = self
+            .check_and_publish(&req, p, &snapshot, accounts, account_id)
+            .await;
         if let Err(r) = &result {
             self.charge_client(req.client, r);
         }
@@ -565,12 +646,14 @@ impl Ingress {
         &self,
         req: &Incoming,
         p: &ProviderState,
+        snapshot: &Arc<Snapshot>,
+        accounts: &ProviderAccounts,
         account_id: Option<&str>,
     ) -> Result<Accepted, Rejection> {
         let provider = req.provider;
-        let state = account_id.and_then(|id| p.accounts.get(id));
-        let (verified, state) = self.verify(req, p, state).await?;
-        let account = &self.hub.accounts[state.index];
+        let state = account_id.and_then(|id| accounts.accounts.get(id));
+        let (verified, state) = self.verify(req, snapshot, accounts, state).await?;
+        let account = &snapshot.hub.accounts[state.index];
 
         if !state.allowed.is_empty()
             && !req
@@ -594,8 +677,15 @@ impl Ingress {
         if let Some(limit) = &state.limit {
             self.check_rate(limit, "account")?;
         }
-        self.publish(req, &route, account, state, verified.event_id.as_deref())
-            .await
+        self.publish(
+            req,
+            &route,
+            account,
+            state,
+            verified.event_id.as_deref(),
+            snapshot.hub.ingress.trace_sample_percent,
+        )
+        .await
     }
 
     /// Verifies the request against the account's secrets (`state` `None`:
@@ -604,20 +694,21 @@ impl Ingress {
     async fn verify<'s>(
         &self,
         req: &Incoming,
-        p: &ProviderState,
+        snapshot: &Arc<Snapshot>,
+        p: &ProviderAccounts,
         state: Option<&'s AccountState>,
     ) -> Result<(Verified, &'s AccountState), Rejection> {
         let now = SystemTime::now();
         let (provider, pad_to) = (req.provider, p.max_secrets);
         let result = if req.body.len() < OFFLOAD_BODY_BYTES {
-            let account = state.map(|s| (&self.hub.accounts[s.index].secrets[..], &s.options));
+            let account = state.map(|s| (&snapshot.hub.accounts[s.index].secrets[..], &s.options));
             verify_padded(
                 provider,
                 &req.headers,
                 &req.body,
                 account,
                 &p.pad_options,
-                &self.dummy_secrets,
+                &snapshot.dummy_secrets,
                 pad_to,
                 now,
             )
@@ -629,7 +720,7 @@ impl Ingress {
                 .acquire()
                 .await
                 .expect("the semaphore is never closed");
-            let (hub, dummies) = (self.hub.clone(), self.dummy_secrets.clone());
+            let (hub, dummies) = (snapshot.hub.clone(), snapshot.dummy_secrets.clone());
             let (headers, body) = (req.headers.clone(), req.body.clone());
             tokio::task::spawn_blocking(move || {
                 let account = account
@@ -654,7 +745,7 @@ impl Ingress {
             (_, None) => Err(Rejection::Unauthorized("unknown_account")),
             (Err(e), Some(state)) => {
                 if e.is_misconfiguration() {
-                    let account = &self.hub.accounts[state.index];
+                    let account = &snapshot.hub.accounts[state.index];
                     warn!(provider = %provider, account = %account.id, error = %e, "account misconfigured");
                 }
                 Err(Rejection::Unauthorized(e.error_type()))
@@ -680,6 +771,7 @@ impl Ingress {
         account: &Account,
         state: &AccountState,
         event_id: Option<&str>,
+        trace_sample_percent: u8,
     ) -> Result<Accepted, Rejection> {
         let webhook_id = uuid_string(uuid::Uuid::now_v7());
         let h = message_headers(
@@ -689,7 +781,7 @@ impl Ingress {
             event_id,
             &webhook_id,
             SystemTime::now(),
-            self.hub.ingress.trace_sample_percent,
+            trace_sample_percent,
         );
         // While disconnected the client would only buffer the publish and
         // the answer would be a 503 after the timeout anyway: say so now.

@@ -42,14 +42,13 @@ use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
 use shared::Provider;
 use shared::answer::{self, OrderContext};
-use shared::config::HubConfig;
 use shared::headers;
 use tracing::{info, warn};
 use warp::http::{HeaderMap, StatusCode};
 
 use crate::net::Client;
 use crate::pipeline::{
-    Ingress, OFFLOAD_BODY_BYTES, Rejection, incoming_traceparent, verify_padded,
+    Ingress, OFFLOAD_BODY_BYTES, Rejection, Snapshot, incoming_traceparent, verify_padded,
 };
 use crate::verify::{self, Verified, VerifyOptions};
 
@@ -129,9 +128,6 @@ struct StatusLabels {
 pub struct StatusApi {
     ingress: Arc<Ingress>,
     contexts: kv::Store,
-    /// Every refusal costs this many secrets' verification: the most any
-    /// tenant has.
-    pad_to: usize,
     requests: Family<StatusLabels, Counter>,
 }
 
@@ -145,7 +141,6 @@ impl StatusApi {
             requests.clone(),
         );
         StatusApi {
-            pad_to: crate::pipeline::max_tenant_secrets(&ingress.hub),
             ingress,
             contexts,
             requests,
@@ -154,10 +149,6 @@ impl StatusApi {
 
     pub fn ingress(&self) -> &Ingress {
         &self.ingress
-    }
-
-    fn hub(&self) -> &HubConfig {
-        &self.ingress.hub
     }
 
     fn count(&self, provider: Provider, outcome: &'static str) {
@@ -253,9 +244,12 @@ impl StatusApi {
     }
 
     async fn check_and_store(&self, req: &StatusIncoming) -> Result<Stored, StatusRejection> {
-        let hub = self.hub();
+        // One config for the whole request: the tenant index verified is
+        // the tenant used.
+        let snapshot = self.ingress.snapshot();
+        let hub = &*snapshot.hub;
         let tenant = hub.tenants.iter().position(|t| t.id == req.tenant);
-        self.verify(tenant, req).await?;
+        self.verify(&snapshot, tenant, req).await?;
         let tenant = &hub.tenants[tenant.expect("verified against a known tenant")];
         let webhook_id = req
             .headers
@@ -302,22 +296,25 @@ impl StatusApi {
     /// blocking thread.
     async fn verify(
         &self,
+        snapshot: &Snapshot,
         tenant: Option<usize>,
         req: &StatusIncoming,
     ) -> Result<Verified, StatusRejection> {
         let now = SystemTime::now();
         let options = VerifyOptions::default();
-        let pad_to = self.pad_to;
-        let tenant = tenant.filter(|&i| !self.hub().tenants[i].signing_secrets.is_empty());
+        // Every refusal costs this many secrets' verification: the most
+        // any tenant has.
+        let pad_to = snapshot.max_tenant_secrets;
+        let tenant = tenant.filter(|&i| !snapshot.hub.tenants[i].signing_secrets.is_empty());
         let result = if req.body.len() < OFFLOAD_BODY_BYTES {
-            let secrets = tenant.map(|i| (&self.hub().tenants[i].signing_secrets[..], &options));
+            let secrets = tenant.map(|i| (&snapshot.hub.tenants[i].signing_secrets[..], &options));
             verify_padded(
                 Provider::Direct,
                 &req.headers,
                 &req.body,
                 secrets,
                 &options,
-                &self.ingress.dummy_secrets,
+                &snapshot.dummy_secrets,
                 pad_to,
                 now,
             )
@@ -328,7 +325,7 @@ impl StatusApi {
                 .acquire()
                 .await
                 .expect("the semaphore is never closed");
-            let (hub, dummies) = (self.ingress.hub.clone(), self.ingress.dummy_secrets.clone());
+            let (hub, dummies) = (snapshot.hub.clone(), snapshot.dummy_secrets.clone());
             let (headers, body) = (req.headers.clone(), req.body.clone());
             tokio::task::spawn_blocking(move || {
                 let secrets = tenant.map(|i| (&hub.tenants[i].signing_secrets[..], &options));

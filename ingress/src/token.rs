@@ -65,7 +65,9 @@ use tracing::{info, warn};
 use warp::http::{HeaderMap, StatusCode};
 
 use crate::net::Client;
-use crate::pipeline::{Ingress, Rejection, limiter};
+use shared::config::HubConfig;
+
+use crate::pipeline::{Ingress, Rejection, Snapshot, limiter};
 use crate::status::percent_decode;
 use crate::verify::grab::{self, IssuedToken};
 use crate::verify::static_token;
@@ -151,27 +153,25 @@ struct Labels {
 }
 
 /// One Grab account's token endpoint.
-struct Account {
+pub(crate) struct Account {
     /// Index into `HubConfig::accounts`.
     index: usize,
     audience: grab::Audience,
+    /// Starts full again after a config reload.
     limit: DefaultDirectRateLimiter,
 }
 
-/// The token endpoint's state.
-pub struct TokenEndpoint {
-    ingress: Arc<Ingress>,
+/// The Grab accounts with a token endpoint, in one generation of the
+/// config (part of the ingress's snapshot).
+pub(crate) struct TokenAccounts {
     /// Grab accounts by id.
     accounts: HashMap<String, Account>,
     /// The most client secrets any Grab account has (at least 1).
-    max_client_secrets: usize,
-    clock: DefaultClock,
-    requests: Family<Labels, Counter>,
+    pub(crate) max_client_secrets: usize,
 }
 
-impl TokenEndpoint {
-    pub fn new(ingress: Arc<Ingress>, registry: &mut Registry) -> Self {
-        let hub = ingress.hub.clone();
+impl TokenAccounts {
+    pub(crate) fn of(hub: &HubConfig) -> TokenAccounts {
         let accounts: HashMap<String, Account> = hub
             .accounts
             .iter()
@@ -201,6 +201,23 @@ impl TokenEndpoint {
             .max()
             .unwrap_or(0)
             .max(1);
+        TokenAccounts {
+            accounts,
+            max_client_secrets,
+        }
+    }
+}
+
+/// The token endpoint's state; its accounts come from the ingress's
+/// snapshot of the config serving.
+pub struct TokenEndpoint {
+    ingress: Arc<Ingress>,
+    clock: DefaultClock,
+    requests: Family<Labels, Counter>,
+}
+
+impl TokenEndpoint {
+    pub fn new(ingress: Arc<Ingress>, registry: &mut Registry) -> Self {
         let requests = Family::<Labels, Counter>::default();
         registry.register(
             "token_requests",
@@ -209,8 +226,6 @@ impl TokenEndpoint {
         );
         TokenEndpoint {
             ingress,
-            accounts,
-            max_client_secrets,
             clock: DefaultClock::default(),
             requests,
         }
@@ -223,8 +238,9 @@ impl TokenEndpoint {
     /// Issues a token, or says why not; one log line and one counter per
     /// request.
     pub fn handle(&self, req: TokenRequest) -> Result<IssuedToken, TokenRejection> {
-        let account = self.accounts.get(&req.account);
-        let result = self.issue(&req, account);
+        let snapshot = self.ingress.snapshot();
+        let account = snapshot.token.accounts.get(&req.account);
+        let result = self.issue(&req, &snapshot, account);
         if let Err(
             r @ (TokenRejection::InvalidRequest(_)
             | TokenRejection::UnsupportedGrantType
@@ -288,10 +304,11 @@ impl TokenEndpoint {
     fn issue(
         &self,
         req: &TokenRequest,
+        snapshot: &Snapshot,
         account: Option<&Account>,
     ) -> Result<IssuedToken, TokenRejection> {
         let credentials = credentials(&req.headers, &req.body)?;
-        let hub = &self.ingress.hub;
+        let hub = &snapshot.hub;
         let configured = account.map(|a| {
             let t = hub.accounts[a.index]
                 .token_endpoint
@@ -303,8 +320,8 @@ impl TokenEndpoint {
         let authentic = client_matches(
             &credentials,
             client,
-            &self.ingress.dummy_secrets,
-            self.max_client_secrets,
+            &snapshot.dummy_secrets,
+            snapshot.token.max_client_secrets,
         );
         let (account, _) = match configured {
             Some(found) if authentic => found,

@@ -757,3 +757,146 @@ async fn sighup_reloads_an_edited_file_and_refuses_an_invalid_edit() -> anyhow::
     tokio::time::timeout(STEP, child.wait()).await??;
     Ok(())
 }
+
+/// The ingress on `live`, in process: (webhook base URL, ops URL, stop).
+async fn start_ingress(
+    nats: &NatsServer,
+    live: LiveConfig,
+) -> anyhow::Result<(
+    String,
+    String,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+)> {
+    let args = ingress::IngressArgs {
+        listen_addr: "127.0.0.1:0".parse()?,
+        header_read_timeout_ms: 2000,
+        body_read_timeout_ms: 2000,
+        shutdown_drain_ms: 2000,
+    };
+    let shutdown = CancellationToken::new();
+    let running = tokio::time::timeout(
+        STEP,
+        ingress::start_live(&common_args(&nats.url(), 0), &args, live, shutdown.clone()),
+    )
+    .await??;
+    Ok((
+        format!("http://{}", running.addr),
+        format!("http://{}", running.ops_addr),
+        shutdown,
+        running.task,
+    ))
+}
+
+/// The status of a Careem webhook to `account` signed with `secret`.
+async fn careem_status(base: &str, account: &str, secret: &str) -> anyhow::Result<u16> {
+    // A new order each time: the same one twice is a duplicate (200).
+    let body = order("991").replace("TEST123", &uuid::Uuid::new_v4().simple().to_string());
+    let headers = shared::verify::careem::sign(
+        body.as_bytes(),
+        &secrecy::SecretString::from(secret.to_owned()),
+    );
+    let r = tokio::time::timeout(
+        STEP,
+        reqwest::Client::new()
+            .post(format!("{base}/api/webhooks/careem/{account}"))
+            .headers(headers)
+            .header("content-type", "application/json")
+            .body(body)
+            .send(),
+    )
+    .await??;
+    Ok(r.status().as_u16())
+}
+
+#[tokio::test]
+async fn the_ingress_applies_a_rotated_secret_and_a_new_account_without_a_restart()
+-> anyhow::Result<()> {
+    let secrets = |name: &str| match name {
+        "SECRET_OLD" => Some("the-old-careem-secret".to_owned()),
+        "SECRET_NEW" => Some("the-new-careem-secret".to_owned()),
+        _ => None,
+    };
+    let base_toml = HUB.replace(r#"["TEST_CAREEM_SECRET"]"#, r#"["SECRET_OLD"]"#);
+    let hub = HubConfig::from_toml(&base_toml, "test", &secrets)?;
+    let live = LiveConfig::new(hub, "test");
+    let nats = NatsServer::start()?;
+    let (base, ops, shutdown, task) = start_ingress(&nats, live.clone()).await?;
+
+    assert_eq!(
+        careem_status(&base, "acme-careem", "the-old-careem-secret").await?,
+        202
+    );
+    assert_eq!(
+        careem_status(&base, "acme-careem", "the-new-careem-secret").await?,
+        401
+    );
+    assert_eq!(
+        careem_status(&base, "acme-second", "the-new-careem-secret").await?,
+        401
+    );
+
+    // The secret rotated to the new one, and a second account.
+    let edited = format!(
+        "{}\n[[account]]\nid = \"acme-second\"\nprovider = \"careem\"\ntenant = \"acme\"\nsecret_envs = [\"SECRET_NEW\"]\ncurrency = \"JOD\"\n",
+        base_toml.replace(r#"["SECRET_OLD"]"#, r#"["SECRET_NEW"]"#)
+    );
+    let reloaded = live
+        .reload("test", Ok(HubConfig::from_toml(&edited, "test", &secrets)?))
+        .await?;
+    assert_eq!(reloaded, shared::live::Reloaded::Applied { generation: 2 });
+    assert_eq!(
+        careem_status(&base, "acme-careem", "the-old-careem-secret").await?,
+        401
+    );
+    assert_eq!(
+        careem_status(&base, "acme-careem", "the-new-careem-secret").await?,
+        202
+    );
+    assert_eq!(
+        careem_status(&base, "acme-second", "the-new-careem-secret").await?,
+        202
+    );
+
+    // A change to the listener's limits waits for a restart; the rest applies.
+    let limited = format!("{edited}\n[ingress]\nmax_body_bytes = 100\n");
+    let partly = live
+        .reload(
+            "test",
+            Ok(HubConfig::from_toml(&limited, "test", &secrets)?),
+        )
+        .await?;
+    assert_eq!(
+        partly,
+        shared::live::Reloaded::Partly {
+            generation: 3,
+            refused: vec!["ingress"]
+        }
+    );
+    // Larger than 100 bytes, and still accepted.
+    assert!(order("991").len() > 100);
+    assert_eq!(
+        careem_status(&base, "acme-careem", "the-new-careem-secret").await?,
+        202
+    );
+    let body: serde_json::Value = reqwest::get(format!("{ops}/ready")).await?.json().await?;
+    assert_eq!(
+        body["checks"]["config"],
+        serde_json::json!({
+            "ok": false,
+            "error": "test: ingress changed: only a restart applies it (running values kept; the rest applied)",
+            "generation": 3,
+            "source": "test",
+        })
+    );
+    let text = reqwest::get(format!("{ops}/metrics")).await?.text().await?;
+    assert!(
+        text.contains("ingress_config_reload_failures_total 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("ingress_config_reload_ok 0\n"), "{text}");
+
+    shutdown.cancel();
+    tokio::time::timeout(STEP, task).await??;
+    Ok(())
+}
