@@ -900,3 +900,71 @@ async fn the_ingress_applies_a_rotated_secret_and_a_new_account_without_a_restar
     tokio::time::timeout(STEP, task).await??;
     Ok(())
 }
+
+fn forwarder_hub(backend_url: &str, key: bool) -> String {
+    let key = if key {
+        "backend_key_env = \"BACKEND_KEY\"\n"
+    } else {
+        ""
+    };
+    format!(
+        "[[tenant]]\nid = \"acme\"\nbackend_url = \"{backend_url}\"\n{key}\n[forwarder]\nallowed_private_destinations = [\"127.0.0.0/8\"]\n\n[retry]\nschedule = [\"200ms\"]\nmax_deliver = 5\n"
+    )
+}
+
+#[tokio::test]
+async fn the_forwarder_delivers_to_a_tenants_new_backend_after_a_reload() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let first = TestBackend::start().await?;
+    let second = TestBackend::start().await?;
+    let hub = hub_from(&forwarder_hub(&first.url(), false));
+    let client = nats.client().await?;
+    setup_streams(&client, &hub).await?;
+    let js = jetstream::new(client);
+    let live = LiveConfig::new(hub, "test");
+
+    let shutdown = CancellationToken::new();
+    let args = common_args(&nats.url(), free_port());
+    let (stage_live, token) = (live.clone(), shutdown.clone());
+    let task = tokio::spawn(async move {
+        shared::app::run_stage_live(
+            &args,
+            &stage_live,
+            &forwarder::SPEC,
+            |registry, js| forwarder::Forwarder::live(stage_live.clone(), registry, js.clone()),
+            |o| {
+                o.concurrency = 4;
+                o.pull_expires = Duration::from_secs(1);
+                o.shutdown_grace = Duration::from_secs(2);
+            },
+            token,
+        )
+        .await
+    });
+
+    let body = r#"{"provider_order_id":"TEST123"}"#;
+    publish_order(&js, "acme", "wh-f1", body).await?;
+    eventually(STEP, "the first backend's delivery", || async {
+        (first.requests().len() == 1).then_some(())
+    })
+    .await?;
+    assert_eq!(first.requests()[0].header("x-auth"), None);
+
+    let reloaded = live
+        .reload("test", Ok(hub_from(&forwarder_hub(&second.url(), true))))
+        .await?;
+    assert_eq!(reloaded, shared::live::Reloaded::Applied { generation: 2 });
+    publish_order(&js, "acme", "wh-f2", body).await?;
+    eventually(STEP, "the second backend's delivery", || async {
+        (second.requests().len() == 1).then_some(())
+    })
+    .await?;
+    let got = &second.requests()[0];
+    assert_eq!(got.header("x-auth"), Some("test-secret"));
+    assert_eq!(got.header("idempotency-key"), Some("wh-f2"));
+    assert_eq!(first.requests().len(), 1);
+
+    shutdown.cancel();
+    tokio::time::timeout(STEP, task).await???;
+    Ok(())
+}
