@@ -9,47 +9,17 @@
 //! Public code that checks an `X-DoorDash-Signature` header has no official
 //! source and is not followed.
 
-use std::time::SystemTime;
-
 use http::HeaderMap;
 use secrecy::SecretString;
 
+use super::SignError;
 use super::static_token;
-use super::{SignError, Signed, Verified, Verifier, VerifyError, VerifyOptions};
 
 /// The header carrying the token.
 pub const AUTHORIZATION_HEADER: &str = static_token::AUTHORIZATION_HEADER;
 
-/// The DoorDash scheme.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DoorDash;
-
-impl Verifier for DoorDash {
-    fn verify(
-        &self,
-        headers: &HeaderMap,
-        _body: &[u8],
-        secrets: &[SecretString],
-        _options: &VerifyOptions,
-        _now: SystemTime,
-    ) -> Result<Verified, VerifyError> {
-        let secret_index = static_token::verify_authorization(headers, secrets)?;
-        Ok(Verified {
-            event_id: None,
-            secret_index,
-        })
-    }
-
-    fn sign(
-        &self,
-        _body: &[u8],
-        secret: &SecretString,
-        _options: &VerifyOptions,
-        _at: SystemTime,
-    ) -> Result<Signed, SignError> {
-        sign(secret).map(Signed::headers)
-    }
-}
+/// The DoorDash scheme: its token in `Authorization`.
+pub use static_token::AuthorizationToken as DoorDash;
 
 /// The headers DoorDash sends: `Authorization: <token>`.
 pub fn sign(token: &SecretString) -> Result<HeaderMap, SignError> {
@@ -60,6 +30,7 @@ pub fn sign(token: &SecretString) -> Result<HeaderMap, SignError> {
 mod tests {
     use super::*;
     use crate::verify::testutil::*;
+    use crate::verify::{Verified, Verifier, VerifyError, VerifyOptions};
 
     fn verify(h: &HeaderMap, keys: &[&str]) -> Result<Verified, VerifyError> {
         DoorDash.verify(h, b"{}", &secrets(keys), &VerifyOptions::default(), at(0))

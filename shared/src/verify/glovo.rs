@@ -11,47 +11,17 @@
 //! the body, so the ingress has no event segment for Glovo (one the token
 //! does not cover would only be something else to keep consistent).
 
-use std::time::SystemTime;
-
 use http::HeaderMap;
 use secrecy::SecretString;
 
+use super::SignError;
 use super::static_token;
-use super::{SignError, Signed, Verified, Verifier, VerifyError, VerifyOptions};
 
 /// The header carrying the token \[GUESS\].
 pub const AUTHORIZATION_HEADER: &str = static_token::AUTHORIZATION_HEADER;
 
-/// The Glovo scheme.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Glovo;
-
-impl Verifier for Glovo {
-    fn verify(
-        &self,
-        headers: &HeaderMap,
-        _body: &[u8],
-        secrets: &[SecretString],
-        _options: &VerifyOptions,
-        _now: SystemTime,
-    ) -> Result<Verified, VerifyError> {
-        let secret_index = static_token::verify_authorization(headers, secrets)?;
-        Ok(Verified {
-            event_id: None,
-            secret_index,
-        })
-    }
-
-    fn sign(
-        &self,
-        _body: &[u8],
-        secret: &SecretString,
-        _options: &VerifyOptions,
-        _at: SystemTime,
-    ) -> Result<Signed, SignError> {
-        sign(secret).map(Signed::headers)
-    }
-}
+/// The Glovo scheme: its token in `Authorization`.
+pub use static_token::AuthorizationToken as Glovo;
 
 /// The headers Glovo sends: `Authorization: <token>`.
 pub fn sign(token: &SecretString) -> Result<HeaderMap, SignError> {
@@ -62,6 +32,7 @@ pub fn sign(token: &SecretString) -> Result<HeaderMap, SignError> {
 mod tests {
     use super::*;
     use crate::verify::testutil::*;
+    use crate::verify::{Verified, Verifier, VerifyError, VerifyOptions};
 
     fn verify(h: &HeaderMap, keys: &[&str]) -> Result<Verified, VerifyError> {
         Glovo.verify(h, b"{}", &secrets(keys), &VerifyOptions::default(), at(0))

@@ -10,13 +10,15 @@
 //! configured secret plus one, whatever was presented, and a digest
 //! comparison says nothing about lengths or common prefixes.
 
+use std::time::SystemTime;
+
 use http::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use super::common;
-use super::{SignError, VerifyError};
+use super::{SignError, Signed, Verified, Verifier, VerifyError, VerifyOptions};
 
 /// The header DoorDash and Glovo send their token in.
 pub const AUTHORIZATION_HEADER: &str = "authorization";
@@ -151,5 +153,38 @@ mod tests {
             authorization_token(&HeaderMap::new()),
             Err(VerifyError::MissingHeader(AUTHORIZATION_HEADER))
         );
+    }
+}
+
+/// The scheme of a provider that sends a static token in `Authorization`
+/// (DoorDash, Glovo): the token against every secret, nothing else to
+/// check (no MAC, no timestamp, no event id).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuthorizationToken;
+
+impl Verifier for AuthorizationToken {
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        _body: &[u8],
+        secrets: &[SecretString],
+        _options: &VerifyOptions,
+        _now: SystemTime,
+    ) -> Result<Verified, VerifyError> {
+        let secret_index = verify_authorization(headers, secrets)?;
+        Ok(Verified {
+            event_id: None,
+            secret_index,
+        })
+    }
+
+    fn sign(
+        &self,
+        _body: &[u8],
+        secret: &SecretString,
+        _options: &VerifyOptions,
+        _at: SystemTime,
+    ) -> Result<Signed, SignError> {
+        sign_authorization(secret).map(Signed::headers)
     }
 }
