@@ -34,6 +34,10 @@
 //!   and its ack awaited with that one's, within `publish_timeout`, before
 //!   the notification is acked; not stored: retried like a failed publish
 //!   (`outcome_publish_failures` counts it).
+//! - Config ([`shared::live`]): each notification is fetched with the
+//!   accounts (added, removed, their `[account.api]` and credentials) of
+//!   the config serving when it arrives; the `[fetcher]` schedule and the
+//!   `[provider_api]` settings need a restart.
 //! - Both the notification (fetcher dead letters) and the fetched body
 //!   (transformer dead letters) stay replayable from the DLQ.
 //! - Metrics (prefix `fetcher_`): the worker loop's, plus `fetches` by
@@ -46,6 +50,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -59,6 +64,7 @@ use shared::app::{StageError, StageSpec};
 use shared::config::{CommonArgs, HubConfig, OrderApi};
 use shared::failure::{FailureClass, classify_publish};
 use shared::headers;
+use shared::live::LiveConfig;
 use shared::outbound::OutboundPolicy;
 use shared::outcome::{self, PublishFailures, Step};
 use shared::tokens::{AccessToken, Credential, LazyTokenStore, TokenKey, TokenMetrics, TokenStore};
@@ -196,6 +202,9 @@ struct ApiAccount {
 /// account's credential and the HTTP client.
 pub struct Prepared {
     hub: Arc<HubConfig>,
+    /// The config to follow after start ([`Prepared::follow`]); `None`:
+    /// `hub` for the whole run.
+    live: Option<LiveConfig>,
     accounts: HashMap<(Provider, String), ApiAccount>,
     http: reqwest::Client,
     outbound: OutboundPolicy,
@@ -263,6 +272,7 @@ impl Prepared {
         }
         Ok(Prepared {
             hub,
+            live: None,
             accounts,
             http,
             outbound,
@@ -272,10 +282,60 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// Follows `live` after start: each notification is fetched with the
+    /// accounts and API settings of the config serving when it arrives.
+    /// `live` must be the config this was prepared with.
+    pub fn follow(mut self, live: LiveConfig) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    fn live(&self) -> LiveConfig {
+        self.live
+            .clone()
+            .unwrap_or_else(|| LiveConfig::new(HubConfig::clone(&self.hub), "(in process)"))
+    }
+}
+
+/// The API accounts of a config; an account whose credential cannot be
+/// built after a reload is logged and left out (its notifications are
+/// dead-lettered as `fetch_required`), the others apply.
+fn api_accounts_of(hub: &HubConfig) -> HashMap<(Provider, String), ApiAccount> {
+    let mut accounts = HashMap::new();
+    for a in hub
+        .accounts
+        .iter()
+        .filter(|a| a.provider.sends_notifications_only())
+    {
+        let Some(api) = a.api.clone() else { continue };
+        match Credential::new(a.provider, &a.id, &api) {
+            Ok(credential) => {
+                accounts.insert((a.provider, a.id.clone()), ApiAccount { credential, api });
+            }
+            Err(e) => {
+                warn!(provider = %a.provider, account = a.id, error = %e, "the reloaded account's API credential is refused; its notifications will be dead-lettered");
+            }
+        }
+    }
+    accounts
+}
+
+/// The accounts of one generation of the config.
+struct Accounts {
+    generation: u64,
+    hub: Arc<HubConfig>,
+    api: HashMap<(Provider, String), ApiAccount>,
+}
+
 /// The stage's handler.
 pub struct Fetcher {
+    /// The config at start, for what only a restart changes (the
+    /// `[fetcher]` and `[provider_api]` sections).
     hub: Arc<HubConfig>,
-    accounts: HashMap<(Provider, String), ApiAccount>,
+    live: LiveConfig,
+    accounts: ArcSwap<Accounts>,
+    rebuilding: std::sync::Mutex<()>,
     js: jetstream::Context,
     http: reqwest::Client,
     outbound: OutboundPolicy,
@@ -298,6 +358,7 @@ impl Fetcher {
             publish_timeout,
             PublishFailures::register(registry),
         );
+        let live = prepared.live();
         let token_metrics = TokenMetrics::register(registry);
         token_metrics.start_at_zero(prepared.accounts.values().map(|a| &a.credential));
         let tokens = LazyTokenStore::new(
@@ -312,8 +373,14 @@ impl Fetcher {
             ),
         );
         Fetcher {
+            accounts: ArcSwap::from_pointee(Accounts {
+                generation: live.generation(),
+                hub: live.load(),
+                api: prepared.accounts,
+            }),
+            rebuilding: std::sync::Mutex::new(()),
+            live,
             hub: prepared.hub,
-            accounts: prepared.accounts,
             js,
             http: prepared.http,
             outbound: prepared.outbound,
@@ -322,6 +389,32 @@ impl Fetcher {
             publish_timeout,
             outcomes,
         }
+    }
+
+    /// The accounts of the config serving now, rebuilt once per reload.
+    fn accounts(&self) -> Arc<Accounts> {
+        let current = self.accounts.load_full();
+        if current.generation == self.live.generation() {
+            return current;
+        }
+        let _one = self.rebuilding.lock().expect("accounts lock");
+        let current = self.accounts.load_full();
+        let generation = self.live.generation();
+        if current.generation == generation {
+            return current;
+        }
+        let hub = self.live.load();
+        let next = Arc::new(Accounts {
+            generation,
+            api: api_accounts_of(&hub),
+            hub,
+        });
+        info!(
+            generation,
+            "fetcher accounts rebuilt from the reloaded config"
+        );
+        self.accounts.store(next.clone());
+        next
     }
 
     async fn tokens(&self) -> Result<&TokenStore, Failure> {
@@ -355,7 +448,8 @@ impl Fetcher {
                 format!("{} is missing", headers::WEBHOOK_ID),
             )
         })?;
-        let Some(account) = self.hub.account(provider, account_id) else {
+        let accounts = self.accounts();
+        let Some(account) = accounts.hub.account(provider, account_id) else {
             return Err(dead(
                 FailureClass::UnknownAccount,
                 format!(
@@ -364,7 +458,7 @@ impl Fetcher {
                 ),
             ));
         };
-        let Some(target) = self.accounts.get(&(provider, account.id.clone())) else {
+        let Some(target) = accounts.api.get(&(provider, account.id.clone())) else {
             return Err(dead(
                 FailureClass::FetchRequired,
                 format!(
@@ -762,6 +856,8 @@ pub async fn run(
     options: Options,
     shutdown: CancellationToken,
 ) -> Result<(), StageError> {
+    let live = prepared.live();
+    let prepared = prepared.follow(live.clone());
     let hub = prepared.hub.clone();
     let without_api: Vec<&str> = hub
         .accounts
@@ -777,9 +873,9 @@ pub async fn run(
     }
     let retry = hub.fetcher.retry.clone();
     let tokens = prepared.tokens.clone();
-    let result = shared::app::run_stage(
+    let result = shared::app::run_stage_live(
         args,
-        &hub,
+        &live,
         &SPEC,
         move |registry, js| Fetcher::new(prepared, js.clone(), registry, options.publish_timeout),
         move |o| {

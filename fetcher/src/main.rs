@@ -1,11 +1,11 @@
 //! The fetcher binary: flags, telemetry, the token key, then [`fetcher::run`].
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use shared::config::CommonArgs;
+use shared::live::SourceArgs;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -22,6 +22,9 @@ struct Args {
     #[command(flatten)]
     common: CommonArgs,
 
+    #[command(flatten)]
+    source: SourceArgs,
+
     /// Orders fetched at once by this process
     #[arg(long, env = "FETCHER_CONCURRENCY", default_value_t = 64)]
     concurrency: usize,
@@ -35,7 +38,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let hub = match shared::app::init(&args.common) {
+    let hub = match shared::app::init_live(&args.common, &args.source).await {
         Ok(hub) => hub,
         Err(code) => return code,
     };
@@ -44,8 +47,8 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let key = shared::tokens::TokenKey::from_env(&|name| std::env::var(name).ok());
-    let prepared = match fetcher::Prepared::new(Arc::new(hub), key) {
-        Ok(p) => p,
+    let prepared = match fetcher::Prepared::new(hub.load(), key) {
+        Ok(p) => p.follow(hub),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);

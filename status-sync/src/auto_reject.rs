@@ -39,6 +39,7 @@ use shared::Provider;
 use shared::config::HubConfig;
 use shared::failure::FailureClass;
 use shared::headers;
+use shared::live::LiveConfig;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -209,21 +210,34 @@ pub fn command_headers(cmd: &StatusCommand) -> HeaderMap {
 
 /// The reader.
 pub struct AutoReject {
-    hub: Arc<HubConfig>,
+    /// Read for each dead letter: an account's `auto_reject` reloads.
+    live: LiveConfig,
     js: jetstream::Context,
     metrics: Metrics,
     publish_timeout: Duration,
 }
 
 impl AutoReject {
+    /// A reader on a config that never reloads.
     pub fn new(
         hub: Arc<HubConfig>,
         js: jetstream::Context,
         metrics: Metrics,
         publish_timeout: Duration,
     ) -> Self {
+        let live = LiveConfig::new(HubConfig::clone(&hub), "(in process)");
+        Self::live(live, js, metrics, publish_timeout)
+    }
+
+    /// A reader that decides each dead letter with the config serving then.
+    pub fn live(
+        live: LiveConfig,
+        js: jetstream::Context,
+        metrics: Metrics,
+        publish_timeout: Duration,
+    ) -> Self {
         AutoReject {
-            hub,
+            live,
             js,
             metrics,
             publish_timeout,
@@ -233,7 +247,7 @@ impl AutoReject {
     /// Reads until `shutdown`; sets up its consumer (retrying while the
     /// `DLQ` stream is not there yet).
     pub async fn run(self, manage: bool, shutdown: CancellationToken) {
-        let defs = shared::streams::Definitions::load(&self.hub.streams);
+        let defs = shared::streams::Definitions::load(&self.live.load().streams);
         let def = defs.consumer(shared::subjects::DLQ_STREAM, DURABLE).clone();
         let setup = || shared::streams::ensure_consumer(&self.js, &def, -1, manage);
         let setup = setup
@@ -291,7 +305,12 @@ impl AutoReject {
     async fn handle(&self, msg: &jetstream::Message) {
         let empty = HeaderMap::new();
         let h = msg.headers.as_ref().unwrap_or(&empty);
-        let decision = decide(&self.hub, h, &msg.payload, OffsetDateTime::now_utc());
+        let decision = decide(
+            &self.live.load(),
+            h,
+            &msg.payload,
+            OffsetDateTime::now_utc(),
+        );
         let cmd = match decision {
             Decision::Skip(why) => {
                 debug!(why, subject = %msg.subject, "dead letter not auto-rejected");

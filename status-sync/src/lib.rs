@@ -44,6 +44,11 @@
 //!   `Nats-Msg-Id: status-failed:<status_id>`; the forwarder delivers it to
 //!   the backend like any order. If that publish fails, the command is
 //!   retried instead of dead-lettered silently.
+//! - Config ([`shared::live`]): each command is carried with the accounts
+//!   (status URLs, `[account.api]`, token credentials) of the config
+//!   serving when it arrives, and the auto-reject reader decides each dead
+//!   letter with the config serving then; the `[status_sync]` schedule and
+//!   the `[provider_api]` settings need a restart.
 //! - Outcomes ([`shared::outcome`], `OUTCOMES`): one `status_call` per
 //!   request sent to the provider (`step` counts them within the delivery:
 //!   Deliveroo's two calls, a call again after a 401), with the action, the
@@ -71,6 +76,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -87,6 +93,7 @@ use shared::app::{StageError, StageSpec};
 use shared::config::{Account, CommonArgs, HubConfig};
 use shared::failure::{FailureClass, classify_publish};
 use shared::headers;
+use shared::live::LiveConfig;
 use shared::outbound::OutboundPolicy;
 use shared::outcome::{self, Pending, PublishFailures, Step};
 use shared::tokens::{AccessToken, Credential, LazyTokenStore, TokenKey, TokenMetrics, TokenStore};
@@ -255,6 +262,9 @@ impl Metrics {
 /// account's credential and the HTTP client.
 pub struct Prepared {
     hub: Arc<HubConfig>,
+    /// The config to follow after start ([`Prepared::follow`]); `None`:
+    /// `hub` for the whole run.
+    live: Option<LiveConfig>,
     credentials: HashMap<(Provider, String), Credential>,
     http: reqwest::Client,
     outbound: OutboundPolicy,
@@ -330,6 +340,7 @@ impl Prepared {
         }
         Ok(Prepared {
             hub,
+            live: None,
             credentials,
             http,
             outbound,
@@ -339,10 +350,56 @@ impl Prepared {
     }
 }
 
-/// The stage's handler.
-pub struct StatusSync {
+impl Prepared {
+    /// Follows `live` after start: each command is carried with the
+    /// accounts and token credentials of the config serving when it
+    /// arrives. `live` must be the config this was prepared with.
+    pub fn follow(mut self, live: LiveConfig) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    fn live(&self) -> LiveConfig {
+        self.live
+            .clone()
+            .unwrap_or_else(|| LiveConfig::new(HubConfig::clone(&self.hub), "(in process)"))
+    }
+}
+
+/// The token credentials of a config's accounts; an account whose
+/// credential cannot be built after a reload is logged and left out (its
+/// commands are dead-lettered as `token_rejected`), the others apply.
+fn credentials_of(hub: &HubConfig) -> HashMap<(Provider, String), Credential> {
+    let mut credentials = HashMap::new();
+    for a in hub.accounts.iter().filter(|a| takes_token(a.provider)) {
+        let Some(api) = &a.api else { continue };
+        match Credential::new(a.provider, &a.id, api) {
+            Ok(c) => {
+                credentials.insert((a.provider, a.id.clone()), c);
+            }
+            Err(e) => {
+                error!(provider = %a.provider, account = a.id, error = %e, "the reloaded account's API credential is refused; its commands will be dead-lettered");
+            }
+        }
+    }
+    credentials
+}
+
+/// The accounts of one generation of the config.
+struct Accounts {
+    generation: u64,
     hub: Arc<HubConfig>,
     credentials: HashMap<(Provider, String), Credential>,
+}
+
+/// The stage's handler.
+pub struct StatusSync {
+    /// The config at start, for what only a restart changes (the
+    /// `[status_sync]` and `[provider_api]` sections).
+    hub: Arc<HubConfig>,
+    live: LiveConfig,
+    accounts: ArcSwap<Accounts>,
+    rebuilding: std::sync::Mutex<()>,
     js: jetstream::Context,
     http: reqwest::Client,
     outbound: OutboundPolicy,
@@ -400,6 +457,7 @@ impl StatusSync {
             publish_timeout,
             PublishFailures::register(registry),
         );
+        let live = prepared.live();
         let token_metrics = TokenMetrics::register(registry);
         token_metrics.start_at_zero(prepared.credentials.values());
         let tokens = LazyTokenStore::new(
@@ -414,8 +472,14 @@ impl StatusSync {
             ),
         );
         StatusSync {
+            accounts: ArcSwap::from_pointee(Accounts {
+                generation: live.generation(),
+                hub: live.load(),
+                credentials: prepared.credentials,
+            }),
+            rebuilding: std::sync::Mutex::new(()),
+            live,
             hub: prepared.hub,
-            credentials: prepared.credentials,
             js,
             http: prepared.http,
             outbound: prepared.outbound,
@@ -425,6 +489,32 @@ impl StatusSync {
             publish_timeout,
             outcomes,
         }
+    }
+
+    /// The accounts of the config serving now, rebuilt once per reload.
+    fn accounts(&self) -> Arc<Accounts> {
+        let current = self.accounts.load_full();
+        if current.generation == self.live.generation() {
+            return current;
+        }
+        let _one = self.rebuilding.lock().expect("accounts lock");
+        let current = self.accounts.load_full();
+        let generation = self.live.generation();
+        if current.generation == generation {
+            return current;
+        }
+        let hub = self.live.load();
+        let next = Arc::new(Accounts {
+            generation,
+            credentials: credentials_of(&hub),
+            hub,
+        });
+        info!(
+            generation,
+            "status worker accounts rebuilt from the reloaded config"
+        );
+        self.accounts.store(next.clone());
+        next
     }
 
     async fn tokens(&self) -> Result<&TokenStore, Failure> {
@@ -507,7 +597,8 @@ impl StatusSync {
             ctx: Some(ctx.clone()),
             deadline: Some(deadline),
         };
-        let Some(account) = self.hub.account(cmd.provider, &cmd.account) else {
+        let accounts = self.accounts();
+        let Some(account) = accounts.hub.account(cmd.provider, &cmd.account) else {
             return Err(stop(dead(
                 FailureClass::UnknownOrder,
                 format!(
@@ -641,7 +732,8 @@ impl StatusSync {
                 Verdict::Failed(f) => Err(failed(f)),
             };
         }
-        let credential = self
+        let accounts = self.accounts();
+        let credential = accounts
             .credentials
             .get(&(account.provider, account.id.clone()))
             .ok_or_else(|| {
@@ -1141,6 +1233,8 @@ pub async fn run(
     options: Options,
     shutdown: CancellationToken,
 ) -> Result<(), StageError> {
+    let live = prepared.live();
+    let prepared = prepared.follow(live.clone());
     let hub = prepared.hub.clone();
     let retry = hub.status_sync.retry.clone();
     let tokens = prepared.tokens.clone();
@@ -1148,14 +1242,15 @@ pub async fn run(
     let task_slot = auto_reject_task.clone();
     let manage = args.manage_streams;
     let reader_shutdown = shutdown.clone();
-    let result = shared::app::run_stage(
+    let reader_live = live.clone();
+    let result = shared::app::run_stage_live(
         args,
-        &hub,
+        &live,
         &SPEC,
         move |registry, js| {
             let metrics = auto_reject::Metrics::register(registry);
-            let reader = auto_reject::AutoReject::new(
-                prepared.hub.clone(),
+            let reader = auto_reject::AutoReject::live(
+                reader_live,
                 js.clone(),
                 metrics,
                 options.publish_timeout,

@@ -2,11 +2,11 @@
 //! [`status_sync::run`].
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use shared::config::CommonArgs;
+use shared::live::SourceArgs;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -24,6 +24,9 @@ struct Args {
     #[command(flatten)]
     common: CommonArgs,
 
+    #[command(flatten)]
+    source: SourceArgs,
+
     /// Commands carried at once by this process
     #[arg(long, env = "STATUS_SYNC_CONCURRENCY", default_value_t = 64)]
     concurrency: usize,
@@ -37,7 +40,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let hub = match shared::app::init(&args.common) {
+    let hub = match shared::app::init_live(&args.common, &args.source).await {
         Ok(hub) => hub,
         Err(code) => return code,
     };
@@ -46,8 +49,8 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let key = shared::tokens::TokenKey::from_env(&|name| std::env::var(name).ok());
-    let prepared = match status_sync::Prepared::new(Arc::new(hub), key) {
-        Ok(p) => p,
+    let prepared = match status_sync::Prepared::new(hub.load(), key) {
+        Ok(p) => p.follow(hub),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
