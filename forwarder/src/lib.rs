@@ -55,7 +55,8 @@
 //!   auto-accept accounts of the config serving when it arrives; a tenant
 //!   whose breaker settings did not change keeps its breaker's state. A
 //!   tenant added by a reload has no consumer until the forwarder restarts
-//!   (the per-tenant consumers are made at start).
+//!   (the per-tenant consumers are made at start), and one removed is
+//!   delivered with its last settings until then.
 //! - Outcomes ([`shared::outcome`], `OUTCOMES`): one `attempt` per request
 //!   sent (`step` counts them within the delivery; the HTTP status or none,
 //!   the duration, the error class and a text without the answer's body),
@@ -387,7 +388,17 @@ impl Routing {
                     }),
                 )
             })
-            .collect();
+            .collect::<HashMap<String, Arc<TenantState>>>();
+        // A tenant the reload removed keeps its consumer until a restart
+        // (the per-tenant consumers are made at start): its orders are
+        // still delivered as before rather than dead-lettered as unknown.
+        let mut tenants = tenants;
+        for (id, state) in old.into_iter().flat_map(|o| o.tenants.iter()) {
+            if !tenants.contains_key(id) {
+                warn!(tenant = %id, "tenant removed from the config: delivered as before until the forwarder restarts");
+                tenants.insert(id.clone(), state.clone());
+            }
+        }
         let auto_accept = hub
             .accounts
             .iter()

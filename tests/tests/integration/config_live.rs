@@ -964,6 +964,21 @@ async fn the_forwarder_delivers_to_a_tenants_new_backend_after_a_reload() -> any
     assert_eq!(got.header("idempotency-key"), Some("wh-f2"));
     assert_eq!(first.requests().len(), 1);
 
+    // The tenant removed: its orders still reach its last backend until a
+    // restart (its consumer was made at start), not dead-lettered.
+    let without = forwarder_hub(&first.url(), false).replace("id = \"acme\"", "id = \"other\"");
+    live.reload("test", Ok(hub_from(&without))).await?;
+    publish_order(&js, "acme", "wh-f3", body).await?;
+    eventually(STEP, "the removed tenant's delivery", || async {
+        (second.requests().len() == 2).then_some(())
+    })
+    .await?;
+    assert_eq!(
+        second.requests()[1].header("idempotency-key"),
+        Some("wh-f3")
+    );
+    assert_eq!(first.requests().len(), 1);
+
     shutdown.cancel();
     tokio::time::timeout(STEP, task).await???;
     Ok(())
