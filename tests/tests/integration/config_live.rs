@@ -983,3 +983,120 @@ async fn the_forwarder_delivers_to_a_tenants_new_backend_after_a_reload() -> any
     tokio::time::timeout(STEP, task).await???;
     Ok(())
 }
+
+fn fetcher_hub(api_url: &str, late_has_api: bool) -> String {
+    let api = |late: bool| {
+        if late && !late_has_api {
+            String::new()
+        } else {
+            format!(
+                "[account.api]\nbase_url = \"{api_url}\"\ntoken_url = \"{api_url}/oauth/v2/token\"\nclient_id_env = \"S\"\nclient_secret_env = \"S\"\n"
+            )
+        }
+    };
+    format!(
+        "[[tenant]]\nid = \"acme\"\nbackend_url = \"http://127.0.0.1:9/orders\"\n\n\
+         [[account]]\nid = \"acme-ubereats\"\nprovider = \"ubereats\"\ntenant = \"acme\"\nsecret_envs = [\"S\"]\n{}\n\
+         [[account]]\nid = \"acme-late\"\nprovider = \"ubereats\"\ntenant = \"acme\"\nsecret_envs = [\"S\"]\n{}\n\
+         [provider_api]\nallowed_private_destinations = [\"127.0.0.0/8\"]\nrequest_timeout = \"2s\"\n\n\
+         [fetcher]\nschedule = [\"200ms\"]\nmax_deliver = 5\nnot_found_retries = 2\n",
+        api(false),
+        api(true)
+    )
+}
+
+/// An Uber Eats notification for `order` to `account`, as the ingress
+/// stores it.
+async fn notify(
+    js: &jetstream::Context,
+    account: &str,
+    webhook_id: &str,
+    order: &str,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({
+        "event_id": format!("ev-{order}"),
+        "event_time": 1718388131,
+        "event_type": "orders.notification",
+        "meta": {"user_id": "store-1", "resource_id": order, "status": "pos"},
+        "resource_href": format!("https://api.uber.com/v2/eats/order/{order}"),
+    })
+    .to_string();
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", format!("ubereats:{webhook_id}").as_str());
+    h.insert(shared::headers::WEBHOOK_ID, webhook_id);
+    h.insert(shared::headers::PROVIDER, "ubereats");
+    h.insert(shared::headers::ACCOUNT, account);
+    h.insert(shared::headers::TENANT, "acme");
+    h.insert(
+        shared::headers::RECEIVED_AT,
+        shared::dlq::rfc3339(std::time::SystemTime::now()).as_str(),
+    );
+    let subject = shared::subjects::raw_webhook(shared::Provider::Ubereats, account);
+    tokio::time::timeout(
+        STEP,
+        js.publish_with_headers(subject, h, bytes::Bytes::from(body)),
+    )
+    .await??
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_fetcher_fetches_for_an_account_given_its_api_by_a_reload() -> anyhow::Result<()> {
+    use orderhub_tests::fake_provider::{Api, FakeProvider, Platform};
+    let fake = FakeProvider::start().await?;
+    fake.add_uber_client("test-secret", "test-secret");
+    fake.put_order(
+        Platform::Ubereats,
+        Api::V2,
+        "order-2",
+        br#"{"id":"order-2"}"#,
+    );
+    let hub = hub_from(&fetcher_hub(&fake.url(), false));
+    let nats = NatsServer::start()?;
+    let client = nats.client().await?;
+    setup_streams(&client, &hub).await?;
+    let js = jetstream::new(client);
+    let live = LiveConfig::new(hub.clone(), "test");
+    let prepared =
+        fetcher::Prepared::new(Arc::new(hub), Ok(test_token_key()))?.follow(live.clone());
+    let shutdown = CancellationToken::new();
+    let args = common_args(&nats.url(), free_port());
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let options = fetcher::Options {
+            concurrency: 4,
+            publish_timeout: Duration::from_secs(5),
+        };
+        fetcher::run(&args, prepared, options, token).await
+    });
+
+    notify(&js, "acme-late", "wh-late-1", "order-1").await?;
+    let (entry, _) = await_dead_letter(&js).await?;
+    assert_eq!(
+        entry.error_class,
+        shared::failure::FailureClass::FetchRequired
+    );
+    assert_eq!(
+        entry.error,
+        "ubereats account acme-late has no [account.api]: configure its API credentials, then replay"
+    );
+
+    let reloaded = live
+        .reload("test", Ok(hub_from(&fetcher_hub(&fake.url(), true))))
+        .await?;
+    assert_eq!(reloaded, shared::live::Reloaded::Applied { generation: 2 });
+    notify(&js, "acme-late", "wh-late-2", "order-2").await?;
+    let fetched = eventually(STEP, "the fetched order", || async {
+        let m = stream_messages(&js, "WEBHOOKS").await.ok()?;
+        m.into_iter()
+            .find(|m| m.subject.as_str() == "webhooks.fetched.ubereats.acme-late")
+    })
+    .await?;
+    assert_eq!(&fetched.payload[..], br#"{"id":"order-2"}"#);
+    assert_eq!(dead_letters(&js).await?.len(), 1);
+
+    shutdown.cancel();
+    tokio::time::timeout(STEP, task).await???;
+    Ok(())
+}
