@@ -151,3 +151,29 @@ pub async fn serve(
     let task = tokio::spawn(async move { server.run().await });
     Ok((bound, task))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_detail_shows_beside_the_conditions_without_deciding_readiness() {
+        let r = Readiness::new();
+        r.condition("streams").store(true, Ordering::Relaxed);
+        r.add_detail(
+            "config",
+            || serde_json::json!({"ok": false, "generation": 3}),
+        );
+        let (ok, detail) = r.report();
+        // Not ready only because no NATS client is watched.
+        assert!(!ok);
+        assert_eq!(
+            detail,
+            serde_json::json!({
+                "nats_connected": false,
+                "streams": true,
+                "config": {"ok": false, "generation": 3},
+            })
+        );
+    }
+}

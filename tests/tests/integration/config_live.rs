@@ -1100,3 +1100,40 @@ async fn the_fetcher_fetches_for_an_account_given_its_api_by_a_reload() -> anyho
     tokio::time::timeout(STEP, task).await???;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_burst_of_changes_in_one_transaction_reloads_once() -> anyhow::Result<()> {
+    let db = TestDb::create().await?;
+    let pool = imported(&db, HUB).await?;
+    let (hub, version) = config_db::load(&pool, &*env()).await?;
+    let live = LiveConfig::new(hub, config_db::ORIGIN);
+    let shutdown = CancellationToken::new();
+    let watcher = tokio::spawn(config_db::watch(
+        live.clone(),
+        pool.clone(),
+        version,
+        Duration::from_millis(200),
+        env(),
+        shutdown.clone(),
+    ));
+    let mut tx = pool.begin().await?;
+    for store in 0..20 {
+        sqlx::query("INSERT INTO hub_branches VALUES ('careem', 'acme-careem', $1, $2)")
+            .bind(format!("s{store}"))
+            .bind(format!("b{store}"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    eventually(STEP, "generation 2", || async {
+        (live.generation() == 2).then_some(())
+    })
+    .await?;
+    // Several polls later: nothing more to load.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(live.generation(), 2);
+    assert_eq!(live.load().accounts[0].branches.len(), 21);
+    shutdown.cancel();
+    tokio::time::timeout(STEP, watcher).await??;
+    Ok(())
+}
