@@ -60,6 +60,17 @@ struct Args {
     #[arg(long, env = "LEDGER_BATCH_WAIT_MS", default_value_t = 500)]
     batch_wait_ms: u64,
 
+    /// Where the hub config comes from: file (HUB_CONFIG or the embedded
+    /// default) or postgres (the hub's tables in DATABASE_URL); the ledger
+    /// uses only its stream settings, which a restart applies
+    #[arg(long, env = "CONFIG_SOURCE", value_enum, default_value = "file")]
+    config_source: shared::live::ConfigSource,
+
+    /// How often the config tables' version is compared
+    /// (CONFIG_SOURCE=postgres)
+    #[arg(long, env = "CONFIG_POLL_INTERVAL_MS", default_value_t = 30_000)]
+    config_poll_interval_ms: u64,
+
     /// PostgreSQL connections per process (the five writers and the API)
     #[arg(long, env = "LEDGER_DB_MAX_CONNECTIONS", default_value_t = 8)]
     db_max_connections: u32,
@@ -251,8 +262,15 @@ async fn serve(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let hub = match shared::app::init(&args.common) {
-        Ok(hub) => hub,
+    let source = shared::live::SourceArgs {
+        config_source: args.config_source,
+        database_url: args.database_url.clone(),
+        config_poll_interval_ms: args.config_poll_interval_ms,
+    };
+    // The ledger reads only the stream settings (restart-only); the live
+    // config gives it the same sources and SIGHUP handling as every stage.
+    let hub = match shared::app::init_live(&args.common, &source).await {
+        Ok(live) => live.load(),
         Err(code) => return code,
     };
     let shutdown = shared::app::shutdown_on_signals();
