@@ -27,9 +27,9 @@ use crate::nats::{self, NatsServer};
 use crate::pipeline::{self, BACKEND_KEY, Backend, LagSummary, SIGNING_SECRET, STEP, Sampler};
 use crate::procs::{self, Server};
 
-const SECRET: &str = "orderhub-bench-careem-secret-0123456789abcdef";
-const ACCOUNT: &str = "bench-careem";
-const STAGES: [&str; 3] = ["ingress", "transformer", "forwarder"];
+pub(crate) const SECRET: &str = "orderhub-bench-careem-secret-0123456789abcdef";
+pub(crate) const ACCOUNT: &str = "bench-careem";
+pub(crate) const STAGES: [&str; 3] = ["ingress", "transformer", "forwarder"];
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -109,17 +109,18 @@ allowed_private_destinations = ["127.0.0.0/8"]
     )
 }
 
-struct Stack {
+pub(crate) struct Stack {
     // Dropped first: the stages, then the backend, then NATS.
-    stages: Vec<Server>,
-    backend: Backend,
-    nats: NatsServer,
-    js: jetstream::Context,
-    ingress: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
+    pub(crate) stages: Vec<Server>,
+    pub(crate) backend: Backend,
+    pub(crate) nats: NatsServer,
+    pub(crate) js: jetstream::Context,
+    pub(crate) ingress: std::net::SocketAddr,
+    /// Holds the hub file (`hub.toml`) and the stages' logs.
+    pub(crate) dir: tempfile::TempDir,
 }
 
-async fn start(args: &Args) -> anyhow::Result<Stack> {
+pub(crate) async fn start(args: &Args) -> anyhow::Result<Stack> {
     let nats = NatsServer::start()?;
     let client = tokio::time::timeout(STEP, async_nats::connect(nats.url()))
         .await
@@ -161,7 +162,7 @@ async fn start(args: &Args) -> anyhow::Result<Stack> {
         nats,
         js,
         ingress,
-        _dir: dir,
+        dir,
     })
 }
 

@@ -3,13 +3,15 @@
 //! measured in the same run. One subcommand per stage (`ingress`,
 //! `forwarder`), one for the whole pipeline (`e2e`), one for the pull path
 //! of Uber Eats notifications (`pull`) and one for the way back to the
-//! provider (`status`), plus the internal servers they start as separate
+//! provider (`status`), one for the pipeline with the audit ledger beside
+//! it (`ledger`), plus the internal servers they start as separate
 //! processes (`baseline-server`).
 
 mod baseline;
 mod e2e;
 mod forwarder_bench;
 mod ingress_bench;
+mod ledger_bench;
 mod load;
 mod nats;
 mod pipeline;
@@ -50,6 +52,11 @@ enum Command {
     /// Uber Eats API): status calls/s to drain, 2xx-to-accept latency when
     /// paced, CPU and RSS of the forwarder and status-sync
     Status(status::Args),
+    /// The pipeline with the release ledger beside it (issue 16): orders/s
+    /// and p99 without and with it in alternating rounds, the ledger's
+    /// insert rate against a backlog, and its catch-up after a database
+    /// outage behind a loopback proxy; on a database the bench creates
+    Ledger(ledger_bench::Args),
     /// (internal) The bare baseline server the `ingress` benchmark measures
     /// against: warp, POST /webhook, one HMAC, publish, await the ack, 202
     BaselineServer(baseline::Args),
@@ -133,6 +140,10 @@ fn main() -> std::process::ExitCode {
         }
         Command::Pull(args) => two_threads(pull::run(args)),
         Command::Status(args) => two_threads(status::run(args)),
+        Command::Ledger(args) => {
+            let threads = args.client_threads;
+            with_threads(threads, ledger_bench::run(args))
+        }
         // The same runtime as the ingress's `#[tokio::main]`: one worker
         // per core.
         Command::BaselineServer(args) => tokio::runtime::Builder::new_multi_thread()
