@@ -580,9 +580,10 @@ fn a_config_error_stops_dev_up_naming_the_stage_and_the_error() -> anyhow::Resul
     Ok(())
 }
 
-/// `scripts/dev-up --db`: the ledger on the machine's PostgreSQL, in a
-/// database dev-up creates, answers "what happened to order X?" for the
-/// banner's own Careem order, through the command the banner prints.
+/// `scripts/dev-up --db`: on the machine's PostgreSQL, in a database
+/// dev-up creates, the stages run from the config tables it imported the
+/// hub file into, and the ledger answers "what happened to order X?" for
+/// the banner's own Careem order, through the command the banner prints.
 #[test]
 fn with_a_database_the_ledger_tells_what_happened_to_the_sample_order() -> anyhow::Result<()> {
     let db = orderhub_tests::pg::TestDb::reserve()?;
@@ -602,10 +603,15 @@ fn with_a_database_the_ledger_tells_what_happened_to_the_sample_order() -> anyho
     )?;
     wait_up(&mut devup, dir.path())?;
     let (stdout, _) = output(dir.path());
-    assert!(
-        stdout.contains(&format!("created database {}", db.name)),
-        "{stdout}"
-    );
+    // A new database: created, the hub file imported into its config
+    // tables, and the stages reading them.
+    for line in [
+        format!("created database {}", db.name),
+        format!("into the config tables of database {}", db.name),
+        format!("hub config: the tables of database {}, live", db.name),
+    ] {
+        assert!(stdout.contains(&line), "{line}:\n{stdout}");
+    }
     let secrets = example_secrets()?;
     let secret = |name: &str| {
         secrets
