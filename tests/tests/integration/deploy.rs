@@ -1,7 +1,11 @@
 //! The deployment files agree with the code: the cluster's hub config loads,
 //! every stage binary has a Deployment that gets what the binary needs at
 //! start, every worker consumer (per tenant where it is one per tenant) has
-//! a KEDA trigger, and the kustomize overlay renders (where kubectl exists).
+//! a KEDA trigger, every stage a disruption budget, only the ingress is open
+//! to the outside, and the kustomize overlay and the monitoring render
+//! (where kubectl exists). scripts/check-deploy validates the renders
+//! (kubernetes-validate, the custom kinds' fields, promtool); metrics.rs
+//! ties the rules and the dashboard to what the binaries export.
 
 use orderhub_tests::workspace;
 use shared::config::HubConfig;
@@ -25,12 +29,16 @@ fn cluster_hub() -> HubConfig {
 
 /// The worker consumers of `nats/streams.toml` (the movers on `ADVISORIES`
 /// and the status worker's `auto-reject` on the DLQ run inside their
-/// stage's process).
+/// stage's process; the ledger's `ledger-dlq` is a worker consumer).
 fn worker_consumers(hub: &HubConfig) -> Vec<shared::streams::ConsumerDef> {
     shared::streams::Definitions::load(&hub.streams)
         .consumers
         .into_iter()
-        .filter(|c| !matches!(c.stream.as_str(), "ADVISORIES" | "DLQ"))
+        .filter(|c| match c.stream.as_str() {
+            "ADVISORIES" => false,
+            "DLQ" => c.durable.starts_with("ledger-"),
+            _ => true,
+        })
         .collect()
 }
 
@@ -192,14 +200,26 @@ fn every_stage_has_a_deployment_with_probes_secrets_and_scaling() {
     }
 }
 
+/// The pinned kubectl scripts/check-deploy installs, else one on the PATH.
+fn kubectl() -> std::path::PathBuf {
+    let pinned = workspace().join(".tools/deploy-venv/bin/kubectl");
+    if pinned.exists() {
+        pinned
+    } else {
+        "kubectl".into()
+    }
+}
+
 #[test]
 fn the_overlay_renders_with_kubectl() {
-    let Ok(out) = std::process::Command::new("kubectl")
+    let Ok(out) = std::process::Command::new(kubectl())
         .args(["kustomize", "k8s/overlays/cluster"])
         .current_dir(workspace())
         .output()
     else {
-        eprintln!("kubectl not installed: rendering not checked");
+        eprintln!(
+            "kubectl not installed (scripts/check-deploy installs it): rendering not checked"
+        );
         return;
     };
     assert!(
@@ -220,6 +240,96 @@ fn the_overlay_renders_with_kubectl() {
             "{stage} image not pinned by the overlay"
         );
     }
+}
+
+#[test]
+fn the_monitoring_renders_with_kubectl() {
+    let Ok(out) = std::process::Command::new(kubectl())
+        .args(["kustomize", "k8s/monitoring"])
+        .current_dir(workspace())
+        .output()
+    else {
+        eprintln!(
+            "kubectl not installed (scripts/check-deploy installs it): rendering not checked"
+        );
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for kind in ["ConfigMap", "PodMonitor", "PrometheusRule"] {
+        assert_eq!(
+            text.matches(&format!("\nkind: {kind}\n")).count(),
+            1,
+            "k8s/monitoring renders one {kind}"
+        );
+    }
+    // The dashboard travels whole in its ConfigMap.
+    assert!(text.contains("  orderhub-dashboard.json: |\n"));
+    assert!(text.contains("grafana_dashboard: \"1\""));
+}
+
+/// Every stage has a disruption budget; the policies deny by default and
+/// open the webhook port of the ingress only to the outside.
+#[test]
+fn every_stage_has_a_disruption_budget_and_only_the_ingress_is_public() {
+    let stages = stages(&cluster_hub());
+    let mut files = String::new();
+    for entry in std::fs::read_dir(workspace().join("k8s/base")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            files.push_str(&std::fs::read_to_string(&path).unwrap());
+            files.push_str("\n---\n");
+        }
+    }
+    let docs: Vec<&str> = files.split("\n---\n").collect();
+    let of_kind = |kind: &str| -> Vec<&str> {
+        docs.iter()
+            .copied()
+            .filter(|d| d.contains(&format!("kind: {kind}\n")))
+            .collect()
+    };
+    let budgets = of_kind("PodDisruptionBudget");
+    for stage in &stages {
+        let selector = format!("matchLabels: {{app.kubernetes.io/name: {stage}}}");
+        assert_eq!(
+            budgets.iter().filter(|d| d.contains(&selector)).count(),
+            1,
+            "{stage} has one PodDisruptionBudget"
+        );
+    }
+    let policies = of_kind("NetworkPolicy");
+    let deny = policies
+        .iter()
+        .find(|d| d.contains("name: default-deny-ingress"))
+        .expect("a default-deny NetworkPolicy");
+    assert!(deny.contains("podSelector: {}") && !deny.contains("ingress:"));
+    // A rule without `from` admits every source: only the ingress's.
+    for p in &policies {
+        if p.contains("ingress:\n    - ports:") {
+            assert!(
+                p.contains("matchLabels: {app.kubernetes.io/name: ingress}")
+                    && p.contains("- {protocol: TCP, port: http}"),
+                "a NetworkPolicy opens more than the ingress's webhook port to all:\n{p}"
+            );
+        }
+    }
+    let ledger_api = policies
+        .iter()
+        .find(|d| d.contains("port: api}"))
+        .expect("a policy for the ledger API");
+    assert!(
+        ledger_api.contains("matchLabels: {app.kubernetes.io/name: ledger}")
+            && ledger_api.contains("- from:\n        - podSelector: {}\n"),
+        "the ledger API is open to the namespace only:\n{ledger_api}"
+    );
+    assert!(
+        read("k8s/base/kustomization.yaml").contains("  - policies.yaml\n"),
+        "kustomization.yaml lists policies.yaml"
+    );
 }
 
 #[test]

@@ -13,6 +13,7 @@ mod e2e;
 mod fetcher;
 mod ingress;
 mod ledger;
+mod metrics;
 mod outcomes;
 mod soak;
 mod status_api;
