@@ -63,17 +63,8 @@ pub struct ConnArgs {
     #[arg(long, env = "NATS_CREDS", global = true)]
     pub creds: Option<PathBuf>,
 
-    /// CA certificate (PEM) to verify the server with; implies TLS
-    #[arg(long, env = "NATS_TLS_CA", global = true)]
-    pub tls_ca: Option<PathBuf>,
-
-    /// Client certificate (PEM) for mutual TLS; needs --tls-key
-    #[arg(long, env = "NATS_TLS_CERT", requires = "tls_key", global = true)]
-    pub tls_cert: Option<PathBuf>,
-
-    /// Client private key (PEM) for mutual TLS; needs --tls-cert
-    #[arg(long, env = "NATS_TLS_KEY", requires = "tls_cert", global = true)]
-    pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: shared::config::NatsTlsArgs,
 
     /// How long to wait for the connection and for each NATS request
     #[arg(

@@ -322,14 +322,7 @@ pub async fn open(conn: &ConnArgs) -> Result<(jetstream::Context, Stream), Error
             .await
             .map_err(|e| connect_err(format!("credentials file {}: {e}", creds.display())))?;
     }
-    if let Some(ca) = &conn.tls_ca {
-        options = options.add_root_certificates(ca.clone()).require_tls(true);
-    }
-    if let (Some(cert), Some(key)) = (&conn.tls_cert, &conn.tls_key) {
-        options = options
-            .add_client_certificate(cert.clone(), key.clone())
-            .require_tls(true);
-    }
+    let options = conn.tls.apply(options);
     let client = tokio::time::timeout(timeout + Duration::from_secs(1), options.connect(addrs))
         .await
         .map_err(|_| connect_err(format!("no answer within {}ms", timeout.as_millis())))?

@@ -38,7 +38,8 @@ pub async fn connect(args: &CommonArgs, name: &str) -> Result<async_nats::Client
             .await
             .map_err(|e| format!("NATS_CREDS {}: {e}", creds.display()))?;
     }
-    options
+    args.tls
+        .apply(options)
         .connect(urls.as_slice())
         .await
         .map_err(|e| format!("cannot connect to NATS: {e}"))

@@ -59,6 +59,45 @@ pub struct CommonArgs {
     /// only checks that they exist
     #[arg(long, env = "MANAGE_STREAMS", default_value_t = true, action = clap::ArgAction::Set)]
     pub manage_streams: bool,
+
+    #[command(flatten)]
+    pub tls: NatsTlsArgs,
+}
+
+/// TLS to NATS, shared by every binary (the stages and `dlq-inspector`):
+/// with a CA the server is verified against it and TLS is required; with a
+/// certificate and key the client presents them (mutual TLS). Without
+/// either, the connection follows the URL (`tls://` requires TLS against
+/// the system roots).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NatsTlsArgs {
+    /// CA certificate (PEM) to verify the NATS server with; implies TLS
+    #[arg(long, env = "NATS_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS with NATS; needs --tls-key
+    #[arg(long, env = "NATS_TLS_CERT", requires = "tls_key", global = true)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Client private key (PEM) for mutual TLS with NATS; needs --tls-cert
+    #[arg(long, env = "NATS_TLS_KEY", requires = "tls_cert", global = true)]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl NatsTlsArgs {
+    /// `options` with this TLS configuration. A missing or unreadable file
+    /// fails the connection with the file's name.
+    pub fn apply(&self, mut options: async_nats::ConnectOptions) -> async_nats::ConnectOptions {
+        if let Some(ca) = &self.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            options = options
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        options
+    }
 }
 
 /// How log lines are written.

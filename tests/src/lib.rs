@@ -18,6 +18,7 @@ pub mod fixtures;
 pub mod pg;
 pub mod stack;
 pub mod tcp_proxy;
+pub mod tls;
 pub use stack::Stack;
 
 /// Every await in a test is bounded by this unless it says otherwise.
@@ -58,6 +59,10 @@ pub struct NatsServer {
     pub port: u16,
     store: tempfile::TempDir,
     child: Option<Child>,
+    /// Its config file: `nats/dev.conf`, or that plus a `tls { }` block.
+    conf: std::path::PathBuf,
+    /// Set when it speaks only TLS and wants a client certificate.
+    tls: Option<shared::config::NatsTlsArgs>,
 }
 
 impl NatsServer {
@@ -68,6 +73,27 @@ impl NatsServer {
             port: free_port(),
             store,
             child: None,
+            conf: workspace().join("nats/dev.conf"),
+            tls: None,
+        };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    /// Starts one that speaks only TLS, with `tls`'s server certificate,
+    /// and refuses clients without a certificate its CA signed. Its
+    /// [`NatsServer::client`] presents `tls`'s client certificate.
+    pub fn start_tls(tls: &tls::TlsFiles) -> anyhow::Result<NatsServer> {
+        let store = tempfile::tempdir()?;
+        let conf = store.path().join("tls.conf");
+        let dev = std::fs::read_to_string(workspace().join("nats/dev.conf"))?;
+        std::fs::write(&conf, format!("{dev}\n{}", tls.server_block()))?;
+        let mut s = NatsServer {
+            port: free_port(),
+            store,
+            child: None,
+            conf,
+            tls: Some(tls.args()),
         };
         s.spawn()?;
         Ok(s)
@@ -81,7 +107,7 @@ impl NatsServer {
         let log = self.store.path().join("server.log");
         let child = Command::new(nats_server_bin())
             .arg("-c")
-            .arg(workspace().join("nats/dev.conf"))
+            .arg(&self.conf)
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .arg("-sd")
             .arg(self.store.path().join("js"))
@@ -147,7 +173,11 @@ impl NatsServer {
     }
 
     pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
-        Ok(tokio::time::timeout(STEP, async_nats::connect(self.url())).await??)
+        let options = match &self.tls {
+            Some(tls) => tls.apply(async_nats::ConnectOptions::new()),
+            None => async_nats::ConnectOptions::new(),
+        };
+        Ok(tokio::time::timeout(STEP, options.connect(self.url())).await??)
     }
 }
 
@@ -241,6 +271,7 @@ pub fn common_args(nats_url: &str, ops_port: u16) -> shared::config::CommonArgs 
         ops_addr: std::net::SocketAddr::from(([127, 0, 0, 1], ops_port)),
         log_format: shared::config::LogFormat::Pretty,
         manage_streams: true,
+        tls: Default::default(),
     }
 }
 

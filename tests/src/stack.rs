@@ -69,7 +69,26 @@ impl Stack {
     /// `{{PROVIDER_URL}}` by the fake provider's; `env` holds the secrets the
     /// config names.
     pub async fn start(hub_toml: &str, env: &[(&str, &str)]) -> anyhow::Result<Stack> {
-        let nats = NatsServer::start()?;
+        Self::start_on(NatsServer::start()?, hub_toml, env, Vec::new()).await
+    }
+
+    /// [`Stack::start`] on a nats-server that speaks only TLS and wants a
+    /// client certificate: every stage gets `tls`'s CA and client
+    /// certificate through `NATS_TLS_CA`, `NATS_TLS_CERT`, `NATS_TLS_KEY`.
+    pub async fn start_tls(
+        hub_toml: &str,
+        env: &[(&str, &str)],
+        tls: &crate::tls::TlsFiles,
+    ) -> anyhow::Result<Stack> {
+        Self::start_on(NatsServer::start_tls(tls)?, hub_toml, env, tls.env()).await
+    }
+
+    async fn start_on(
+        nats: NatsServer,
+        hub_toml: &str,
+        env: &[(&str, &str)],
+        more_env: Vec<(String, String)>,
+    ) -> anyhow::Result<Stack> {
         let backend = TestBackend::start().await?;
         let provider = FakeProvider::start().await?;
         provider.load_orders(&crate::workspace().join("tests/fixtures"))?;
@@ -90,6 +109,7 @@ impl Stack {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
+        vars.extend(more_env);
         vars.push(("NATS_URL".into(), nats.url()));
         vars.push(("TOKEN_STORE_KEY".into(), TEST_TOKEN_STORE_KEY.into()));
         vars.push(("S_WOLT_V1".into(), WOLT_V1_SEED.into()));

@@ -361,6 +361,32 @@ async fn the_ledger_catches_up_on_every_fixture_after_its_database_was_away() ->
     stack.stop().await
 }
 
+/// The whole hub against a nats-server that speaks only TLS and admits
+/// only clients with a certificate its CA signed: every stage connects
+/// with `NATS_TLS_CA`, `NATS_TLS_CERT` and `NATS_TLS_KEY`, and every
+/// fixture arrives as in the plain run; a client without a certificate is
+/// refused.
+#[tokio::test]
+async fn every_fixture_arrives_over_tls_with_client_certificates() -> anyhow::Result<()> {
+    let tls = orderhub_tests::tls::TlsFiles::generate()?;
+    let stack = Stack::start_tls(&hub_toml(), &ENV, &tls).await?;
+    let js = jetstream::new(stack.nats.client().await?);
+    let sent = send_every_fixture(&stack).await?;
+    await_every_order(&stack, &js, &sent).await?;
+    assert_eq!(stack.backend.requests().len(), sent.orders.len());
+
+    // Without a client certificate, or without TLS: refused.
+    let with_ca_only = async_nats::ConnectOptions::new()
+        .add_root_certificates(tls.ca.clone())
+        .require_tls(true)
+        .connect(stack.nats.url());
+    let refused = tokio::time::timeout(STEP, with_ca_only).await?;
+    assert!(refused.is_err(), "a client without a certificate got in");
+    let plain = tokio::time::timeout(STEP, async_nats::connect(stack.nats.url())).await?;
+    assert!(plain.is_err(), "a plain client got in");
+    stack.stop().await
+}
+
 #[tokio::test]
 async fn nothing_unsigned_gets_past_the_ingress() -> anyhow::Result<()> {
     let stack = start().await?;
