@@ -183,6 +183,8 @@ pub struct WorkerOptions {
     pub outcomes: StreamDef,
     /// How long a `dead_lettered` outcome may wait for its ack.
     pub outcome_timeout: Duration,
+    /// How often the consumers' state is read for the lag gauges.
+    pub lag_probe_every: Duration,
 }
 
 impl WorkerOptions {
@@ -231,6 +233,7 @@ impl WorkerOptions {
             manage: true,
             outcomes: defs.stream(outcome::OUTCOMES_STREAM).clone(),
             outcome_timeout: Duration::from_secs(5),
+            lag_probe_every: Duration::from_secs(15),
         }
     }
 }
@@ -238,6 +241,11 @@ impl WorkerOptions {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProviderLabels {
     provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumerLabels {
+    consumer: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -262,6 +270,8 @@ pub struct WorkerMetrics {
     errors: Family<ErrorLabels, Counter>,
     duration: Family<OutcomeLabels, Histogram>,
     in_flight: Gauge,
+    lag: Family<ConsumerLabels, Gauge>,
+    stalled: Family<ConsumerLabels, Gauge>,
 }
 
 impl WorkerMetrics {
@@ -277,7 +287,19 @@ impl WorkerMetrics {
                 Histogram::new(crate::telemetry::duration_buckets())
             }),
             in_flight: Gauge::default(),
+            lag: Family::default(),
+            stalled: Family::default(),
         };
+        registry.register(
+            "consumer_lag_messages",
+            "Messages of the consumer's stream not yet acked: waiting plus in flight (read every 15 s)",
+            m.lag.clone(),
+        );
+        registry.register(
+            "consumer_stalled_seconds",
+            "How long the consumer's ack floor has not moved while messages wait (0 when none wait)",
+            m.stalled.clone(),
+        );
         registry.register(
             "messages_received",
             "Deliveries taken from the consumer",
@@ -315,6 +337,24 @@ impl WorkerMetrics {
         );
         m.start_at_zero();
         m
+    }
+
+    /// Sets the lag gauges of the consumer `info` describes, at `now`.
+    fn consumer_state(&self, info: &jetstream::consumer::Info, now: time::OffsetDateTime) {
+        let labels = ConsumerLabels {
+            consumer: info.name.clone(),
+        };
+        let waiting = info.num_pending + info.num_ack_pending as u64;
+        let stalled = if waiting == 0 {
+            0
+        } else {
+            let since = info.ack_floor.last_active.unwrap_or(info.created);
+            (now - since).whole_seconds().max(0)
+        };
+        self.lag
+            .get_or_create(&labels)
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        self.stalled.get_or_create(&labels).set(stalled);
     }
 
     /// Creates at 0 every series whose labels are known before the first
@@ -504,6 +544,12 @@ impl<H: Handler> Worker<H> {
             mover = mover.with_outcomes(out.clone());
         }
         let mover_task = tokio::spawn(mover.run(mover_consumer, shutdown.clone()));
+        let probe_task = tokio::spawn(probe_lag(
+            consumers.clone(),
+            o.lag_probe_every,
+            self.metrics.clone(),
+            shutdown.clone(),
+        ));
 
         let ctx = Arc::new(Ctx {
             client: self.client.clone(),
@@ -533,7 +579,37 @@ impl<H: Handler> Worker<H> {
         if let Err(e) = mover_task.await {
             warn!(error = %e, "mover task failed");
         }
+        probe_task.abort();
         Ok(())
+    }
+}
+
+/// Reads each consumer's state every `lag_probe_every` into the lag
+/// gauges, so an alert sees a stage falling behind without NATS's own
+/// monitoring: `consumer_lag_messages` (pending plus unacked) and
+/// `consumer_stalled_seconds` (how long the ack floor has stood still while
+/// messages wait: a message being retried, or a stage too slow, holds it).
+/// A failed read keeps the last values and is logged at debug: the lag of
+/// a stage cut off from NATS is not knowable, and `/ready` says so.
+async fn probe_lag(
+    consumers: Vec<PullConsumer>,
+    every: Duration,
+    metrics: WorkerMetrics,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        for c in &consumers {
+            match c.get_info().await {
+                Ok(info) => metrics.consumer_state(&info, time::OffsetDateTime::now_utc()),
+                Err(e) => debug!(error = %e, "consumer info for the lag gauges failed"),
+            }
+        }
     }
 }
 

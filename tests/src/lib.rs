@@ -414,6 +414,7 @@ impl InProcessStage {
                     o.concurrency = concurrency;
                     o.pull_expires = Duration::from_secs(1);
                     o.shutdown_grace = Duration::from_secs(5);
+                    o.lag_probe_every = Duration::from_millis(100);
                 },
                 token,
             )

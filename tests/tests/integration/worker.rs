@@ -88,6 +88,55 @@ async fn retries_follow_the_schedule() -> anyhow::Result<()> {
     worker.stop().await
 }
 
+/// The lag gauges: a message that keeps failing shows as one message of
+/// lag with an ack floor standing still; once it is acked, both are 0.
+#[tokio::test]
+async fn the_lag_gauges_show_a_waiting_message_and_clear_once_it_is_acked() -> anyhow::Result<()> {
+    let (nats, hub, js) = started(&worker_hub_toml(&["500ms"], 100, "30s")).await?;
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let f = fail.clone();
+    let worker = InProcessWorker::start(
+        &nats.url(),
+        &hub,
+        FnHandler(move |_d: Delivery| {
+            let fail = f.load(std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if fail {
+                    Outcome::Retry(Failure::new(FailureClass::BackendUnreachable, "down"))
+                } else {
+                    Outcome::Ack
+                }
+            }
+        }),
+        4,
+    );
+    publish_raw(&js, "wh-lag", r#"{"order_id":"L1"}"#).await?;
+    let value = |text: &str, name: &str| -> Option<i64> {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{consumer=\"transformer\"}} ")))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
+    };
+    eventually(Duration::from_secs(10), "lag 1, stalled 2 s", || async {
+        let text = worker.metrics().await;
+        (value(&text, "transformer_consumer_lag_messages")? == 1
+            && value(&text, "transformer_consumer_stalled_seconds")? >= 2)
+            .then_some(())
+    })
+    .await?;
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    eventually(Duration::from_secs(10), "lag and stall 0", || async {
+        let text = worker.metrics().await;
+        (value(&text, "transformer_consumer_lag_messages")? == 0
+            && value(&text, "transformer_consumer_stalled_seconds")? == 0)
+            .then_some(())
+    })
+    .await?;
+    worker.stop().await
+}
+
 #[tokio::test]
 async fn exhausted_deliveries_leave_exactly_one_dead_letter_with_every_field() -> anyhow::Result<()>
 {
