@@ -63,6 +63,10 @@ pub struct ConnArgs {
     #[arg(long, env = "NATS_CREDS", global = true)]
     pub creds: Option<PathBuf>,
 
+    /// File holding the operator's NATS NKey seed (`SU...`)
+    #[arg(long, env = "NATS_NKEY", global = true, conflicts_with = "creds")]
+    pub nkey: Option<PathBuf>,
+
     #[command(flatten)]
     pub tls: shared::config::NatsTlsArgs,
 

@@ -322,6 +322,9 @@ pub async fn open(conn: &ConnArgs) -> Result<(jetstream::Context, Stream), Error
             .await
             .map_err(|e| connect_err(format!("credentials file {}: {e}", creds.display())))?;
     }
+    if let Some(seed) = &conn.nkey {
+        options = shared::config::nkey_option(options, seed).map_err(connect_err)?;
+    }
     let options = conn.tls.apply(options);
     let client = tokio::time::timeout(timeout + Duration::from_secs(1), options.connect(addrs))
         .await

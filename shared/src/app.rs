@@ -38,6 +38,9 @@ pub async fn connect(args: &CommonArgs, name: &str) -> Result<async_nats::Client
             .await
             .map_err(|e| format!("NATS_CREDS {}: {e}", creds.display()))?;
     }
+    if let Some(seed) = &args.nats_nkey {
+        options = crate::config::nkey_option(options, seed)?;
+    }
     args.tls
         .apply(options)
         .connect(urls.as_slice())

@@ -42,6 +42,11 @@ pub struct CommonArgs {
     #[arg(long, env = "NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,
 
+    /// File holding this stage's NATS NKey seed (`SU...`), the identity a
+    /// server without an operator knows by its public key (nats/identities.toml)
+    #[arg(long, env = "NATS_NKEY", conflicts_with = "nats_creds")]
+    pub nats_nkey: Option<PathBuf>,
+
     /// Path of the hub's TOML file; the embedded example config when unset
     #[arg(long, env = "HUB_CONFIG")]
     pub hub_config: Option<PathBuf>,
@@ -98,6 +103,24 @@ impl NatsTlsArgs {
         }
         options
     }
+}
+
+/// `options` signing in with the NKey seed in the file at `path` (one line,
+/// `SU...`). The error names the file, never its content.
+pub fn nkey_option(
+    options: async_nats::ConnectOptions,
+    path: &std::path::Path,
+) -> Result<async_nats::ConnectOptions, String> {
+    let seed =
+        std::fs::read_to_string(path).map_err(|e| format!("NATS_NKEY {}: {e}", path.display()))?;
+    let seed = seed.trim();
+    if !seed.starts_with("SU") {
+        return Err(format!(
+            "NATS_NKEY {}: not a user seed (SU...)",
+            path.display()
+        ));
+    }
+    Ok(options.nkey(seed.to_owned()))
 }
 
 /// How log lines are written.
