@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 
 pub mod fake_provider;
 pub mod fixtures;
+pub mod identities;
 pub mod pg;
 pub mod stack;
 pub mod tcp_proxy;
@@ -63,6 +64,9 @@ pub struct NatsServer {
     conf: std::path::PathBuf,
     /// Set when it speaks only TLS and wants a client certificate.
     tls: Option<shared::config::NatsTlsArgs>,
+    /// Set when it admits only the identities of `nats/identities.toml`:
+    /// [`NatsServer::client`] signs in as `admin` with this seed.
+    admin_seed: Option<String>,
 }
 
 impl NatsServer {
@@ -75,6 +79,7 @@ impl NatsServer {
             child: None,
             conf: workspace().join("nats/dev.conf"),
             tls: None,
+            admin_seed: None,
         };
         s.spawn()?;
         Ok(s)
@@ -94,9 +99,41 @@ impl NatsServer {
             child: None,
             conf,
             tls: Some(tls.args()),
+            admin_seed: None,
         };
         s.spawn()?;
         Ok(s)
+    }
+
+    /// Starts one that admits only `ids` (`nats/dev.conf` plus their
+    /// `authorization` block), each with its permissions. Its
+    /// [`NatsServer::client`] is the `admin` identity.
+    pub fn start_with_identities(ids: &identities::Identities) -> anyhow::Result<NatsServer> {
+        let store = tempfile::tempdir()?;
+        let conf = store.path().join("identities.conf");
+        let dev = std::fs::read_to_string(workspace().join("nats/dev.conf"))?;
+        std::fs::write(&conf, format!("{dev}\n{}", ids.server_block))?;
+        let mut s = NatsServer {
+            port: free_port(),
+            store,
+            child: None,
+            conf,
+            tls: None,
+            admin_seed: Some(ids.seed("admin").to_owned()),
+        };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    /// The server's log so far (permission violations are logged here).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.store.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// A client signed in as `seed`'s identity.
+    pub async fn client_as(&self, seed: &str) -> anyhow::Result<async_nats::Client> {
+        let options = async_nats::ConnectOptions::with_nkey(seed.to_owned());
+        Ok(tokio::time::timeout(STEP, options.connect(self.url())).await??)
     }
 
     pub fn url(&self) -> String {
@@ -173,10 +210,13 @@ impl NatsServer {
     }
 
     pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
-        let options = match &self.tls {
+        let mut options = match &self.tls {
             Some(tls) => tls.apply(async_nats::ConnectOptions::new()),
             None => async_nats::ConnectOptions::new(),
         };
+        if let Some(seed) = &self.admin_seed {
+            options = options.nkey(seed.clone());
+        }
         Ok(tokio::time::timeout(STEP, options.connect(self.url())).await??)
     }
 }
@@ -267,6 +307,7 @@ pub fn common_args(nats_url: &str, ops_port: u16) -> shared::config::CommonArgs 
     shared::config::CommonArgs {
         nats_url: nats_url.to_owned(),
         nats_creds: None,
+        nats_nkey: None,
         hub_config: None,
         ops_addr: std::net::SocketAddr::from(([127, 0, 0, 1], ops_port)),
         log_format: shared::config::LogFormat::Pretty,

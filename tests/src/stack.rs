@@ -50,6 +50,8 @@ pub struct Stack {
     ops_ports: BTreeMap<&'static str, u16>,
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
+    /// Each stage's own variables besides `env` (its NATS identity).
+    stage_env: BTreeMap<&'static str, Vec<(String, String)>>,
     children: BTreeMap<&'static str, tokio::process::Child>,
 }
 
@@ -69,7 +71,19 @@ impl Stack {
     /// `{{PROVIDER_URL}}` by the fake provider's; `env` holds the secrets the
     /// config names.
     pub async fn start(hub_toml: &str, env: &[(&str, &str)]) -> anyhow::Result<Stack> {
-        Self::start_on(NatsServer::start()?, hub_toml, env, Vec::new()).await
+        Self::start_on(NatsServer::start()?, hub_toml, env, Vec::new(), None).await
+    }
+
+    /// [`Stack::start`] on a nats-server that admits only `ids`: each stage
+    /// signs in as its own identity (`NATS_NKEY`, a seed file in the
+    /// stack's directory) with that identity's permissions.
+    pub async fn start_with_identities(
+        hub_toml: &str,
+        env: &[(&str, &str)],
+        ids: &crate::identities::Identities,
+    ) -> anyhow::Result<Stack> {
+        let nats = NatsServer::start_with_identities(ids)?;
+        Self::start_on(nats, hub_toml, env, Vec::new(), Some(ids)).await
     }
 
     /// [`Stack::start`] on a nats-server that speaks only TLS and wants a
@@ -80,7 +94,7 @@ impl Stack {
         env: &[(&str, &str)],
         tls: &crate::tls::TlsFiles,
     ) -> anyhow::Result<Stack> {
-        Self::start_on(NatsServer::start_tls(tls)?, hub_toml, env, tls.env()).await
+        Self::start_on(NatsServer::start_tls(tls)?, hub_toml, env, tls.env(), None).await
     }
 
     async fn start_on(
@@ -88,6 +102,7 @@ impl Stack {
         hub_toml: &str,
         env: &[(&str, &str)],
         more_env: Vec<(String, String)>,
+        ids: Option<&crate::identities::Identities>,
     ) -> anyhow::Result<Stack> {
         let backend = TestBackend::start().await?;
         let provider = FakeProvider::start().await?;
@@ -119,6 +134,18 @@ impl Stack {
             "RUST_LOG".into(),
             std::env::var("STACK_LOG").unwrap_or_else(|_| "warn".into()),
         ));
+        let mut stage_env = BTreeMap::new();
+        if let Some(ids) = ids {
+            let keys = dir.path().join("nkeys");
+            ids.write(&keys)?;
+            for stage in STAGES {
+                let seed = crate::identities::Identities::seed_path(&keys, stage);
+                stage_env.insert(
+                    stage,
+                    vec![("NATS_NKEY".to_owned(), seed.display().to_string())],
+                );
+            }
+        }
         let mut stack = Stack {
             nats,
             backend,
@@ -127,6 +154,7 @@ impl Stack {
             ops_ports: STAGES.iter().map(|s| (*s, free_port())).collect(),
             dir,
             env: vars,
+            stage_env,
             children: BTreeMap::new(),
         };
         for stage in STAGES {
@@ -160,6 +188,13 @@ impl Stack {
             .open(self.dir.path().join(format!("{stage}.log")))?;
         let mut cmd = tokio::process::Command::new(bin(stage)?);
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(
+                self.stage_env
+                    .get(stage)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .env("OPS_ADDR", format!("127.0.0.1:{}", self.ops_ports[stage]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

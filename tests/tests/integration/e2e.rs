@@ -20,7 +20,7 @@ use shared::verify::{self, Signed};
 /// Every account of tests/fixtures/hub.toml but Grab's signs with this
 /// (Standard Webhooks needs a whsec_ key; the other schemes take any bytes).
 const SECRET: &str = "whsec_dGVzdA==";
-const ENV: [(&str, &str); 2] = [("S", SECRET), ("S_GRAB", GRAB_TOKEN_KEY)];
+pub(crate) const ENV: [(&str, &str); 2] = [("S", SECRET), ("S_GRAB", GRAB_TOKEN_KEY)];
 
 /// The fixtures' hub config, as the stages load it.
 fn hub() -> HubConfig {
@@ -44,7 +44,7 @@ fn target(hub: &HubConfig, f: &Fixture) -> (String, Signer) {
     (account, Signer::of(config))
 }
 
-fn hub_toml() -> String {
+pub(crate) fn hub_toml() -> String {
     std::fs::read_to_string(workspace().join("tests/fixtures/hub.toml"))
         .unwrap()
         .replace("\"http://127.0.0.1:9/orders\"", "\"{{BACKEND_URL}}\"")
@@ -56,18 +56,18 @@ async fn start() -> anyhow::Result<Stack> {
 }
 
 /// What sending every fixture should produce.
-struct Sent {
+pub(crate) struct Sent {
     /// The expected orders, comparable with [`comparable`].
-    orders: Vec<Value>,
+    pub(crate) orders: Vec<Value>,
     /// The expected dead letters' (class, message).
-    dead: Vec<(String, String)>,
+    pub(crate) dead: Vec<(String, String)>,
     /// Per provider: the webhooks stored, and how many of them are refused.
     per_provider: std::collections::BTreeMap<Provider, (usize, usize)>,
 }
 
 /// Sends every fixture of every provider, signed, to the stack's ingress;
 /// each must be answered as stored.
-async fn send_every_fixture(stack: &Stack) -> anyhow::Result<Sent> {
+pub(crate) async fn send_every_fixture(stack: &Stack) -> anyhow::Result<Sent> {
     let fixtures = fixtures::all();
     assert!(
         fixtures.len() >= 20,
@@ -129,7 +129,7 @@ async fn send_every_fixture(stack: &Stack) -> anyhow::Result<Sent> {
 /// dead letter in the DLQ; when one never comes, names the missing orders,
 /// the DLQ and each stage's log, so a failure can be read without
 /// re-running.
-async fn await_every_order(
+pub(crate) async fn await_every_order(
     stack: &Stack,
     js: &jetstream::Context,
     sent: &Sent,

@@ -11,6 +11,7 @@ mod deploy;
 mod devup;
 mod e2e;
 mod fetcher;
+mod identities;
 mod ingress;
 mod ledger;
 mod metrics;
