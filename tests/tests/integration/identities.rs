@@ -329,3 +329,81 @@ async fn the_ledger_identity_publishes_nothing() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `scripts/nats-identities`' output is what `nats/dev-identities.conf` and
+/// `nats/cluster-identities.conf` include: both are valid server configs
+/// with it, and neither is without it (the server fails closed).
+#[tokio::test]
+async fn the_include_configs_are_valid_with_the_generated_users_and_only_with_them()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    for f in [
+        "dev.conf",
+        "dev-identities.conf",
+        "cluster.conf",
+        "cluster-identities.conf",
+    ] {
+        std::fs::copy(workspace().join("nats").join(f), dir.path().join(f))?;
+    }
+    let check = |conf: &str| {
+        std::process::Command::new(nats_server_bin())
+            .args(["-t", "-c"])
+            .arg(dir.path().join(conf))
+            .envs([
+                ("NODE_NAME", "n1"),
+                ("CLIENT_LISTEN", "127.0.0.1:4222"),
+                ("CLUSTER_LISTEN", "127.0.0.1:6222"),
+                ("ROUTE_1", "nats-route://127.0.0.1:6222"),
+                ("ROUTE_2", "nats-route://127.0.0.1:6223"),
+                ("ROUTE_3", "nats-route://127.0.0.1:6224"),
+            ])
+            .output()
+    };
+    for conf in ["dev-identities.conf", "cluster-identities.conf"] {
+        assert!(!check(conf)?.status.success(), "{conf} without users.conf");
+    }
+    let out = std::process::Command::new(orderhub_tests::stack::bin("nats-identities")?)
+        .arg(dir.path())
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for conf in ["dev-identities.conf", "cluster-identities.conf"] {
+        let out = check(conf)?;
+        assert!(
+            out.status.success(),
+            "{conf}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let users = std::fs::read_to_string(dir.path().join("users.conf"))?;
+    for name in [
+        "admin",
+        "ingress",
+        "fetcher",
+        "transformer",
+        "forwarder",
+        "status-sync",
+        "ledger",
+        "dlq-inspector",
+    ] {
+        let seed = std::fs::read_to_string(dir.path().join(format!("{name}.nk")))?;
+        let key = nkeys::KeyPair::from_seed(seed.trim())?;
+        assert!(
+            users.contains(&key.public_key()),
+            "{name}'s key is not admitted"
+        );
+        assert!(
+            !users.contains(seed.trim()),
+            "users.conf holds {name}'s seed"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(format!("{name}.nk")))?
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}.nk");
+    }
+    Ok(())
+}
