@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use async_nats::jetstream;
 use orderhub_tests::identities::Identities;
 use orderhub_tests::*;
@@ -406,4 +407,62 @@ async fn the_include_configs_are_valid_with_the_generated_users_and_only_with_th
         assert_eq!(mode & 0o777, 0o600, "{name}.nk");
     }
     Ok(())
+}
+
+/// The retry path on the identities: the backend fails each order's first
+/// attempt, so the forwarder records the failure in `FAILURES` and NAKs,
+/// and the second attempt delivers; no permission is missing on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_delivery_needs_no_more_than_the_forwarder_identity() -> anyhow::Result<()> {
+    let ids = Identities::generate(true)?;
+    let toml = format!(
+        "{}\n[retry]\nschedule = [\"100ms\"]\nmax_deliver = 5\n",
+        hub_toml()
+    );
+    let stack = Stack::start_with_identities(&toml, &ENV, &ids).await?;
+    let js = jetstream::new(stack.nats.client().await?);
+    let mut seen = std::collections::BTreeSet::new();
+    stack.backend.script(move |r| {
+        let key = r
+            .headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if seen.insert(key) {
+            Reply::status(500)
+        } else {
+            Reply::status(200)
+        }
+    });
+    let sent = send_every_fixture(&stack).await?;
+    let delivered = || {
+        let mut keys: Vec<String> = stack
+            .backend
+            .requests()
+            .iter()
+            .filter_map(|r| r.header("idempotency-key").map(str::to_owned))
+            .collect();
+        let attempts = keys.len();
+        keys.sort();
+        keys.dedup();
+        (keys.len(), attempts)
+    };
+    eventually(
+        Duration::from_secs(60),
+        "every order delivered on its second attempt",
+        || async {
+            let (orders, attempts) = delivered();
+            (orders == sent.orders.len() && attempts == 2 * orders).then_some(())
+        },
+    )
+    .await
+    .with_context(|| format!("{:?} {:#?}", delivered(), violations(&stack.nats.log())))?;
+    assert!(
+        messages(&js, "KV_FAILURES").await? > 0,
+        "the failures were recorded"
+    );
+    let refused = violations(&stack.nats.log());
+    assert!(refused.is_empty(), "refused: {refused:#?}");
+    stack.stop().await
 }
