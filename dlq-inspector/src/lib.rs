@@ -311,6 +311,7 @@ pub async fn open(conn: &ConnArgs) -> Result<(jetstream::Context, Stream), Error
         .collect::<Result<_, _>>()?;
     let mut options = async_nats::ConnectOptions::new()
         .name("dlq-inspector")
+        .custom_inbox_prefix(shared::subjects::inbox_prefix("dlq-inspector"))
         .connection_timeout(timeout)
         .request_timeout(Some(timeout))
         // Once connected, a short outage may be ridden out; a long one ends

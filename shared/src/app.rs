@@ -22,6 +22,7 @@ pub async fn connect(args: &CommonArgs, name: &str) -> Result<async_nats::Client
         .collect::<Result<_, _>>()?;
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
+        .custom_inbox_prefix(crate::subjects::inbox_prefix(name))
         .retry_on_initial_connect()
         .max_reconnects(None)
         .reconnect_delay_callback(crate::backoff::reconnect_delay)

@@ -12,6 +12,14 @@ pub const ADVISORIES_STREAM: &str = "ADVISORIES";
 /// The restaurants' answers on their way to the providers.
 pub const STATUS_STREAM: &str = "STATUS";
 
+/// `_INBOX_<name>`: the reply inbox prefix of the connection named `name`
+/// (a stage, `dlq-inspector`). Every identity may subscribe to its own
+/// inbox only (nats/identities.toml), so no stage can read the replies and
+/// pull deliveries meant for another.
+pub fn inbox_prefix(name: &str) -> String {
+    format!("_INBOX_{name}")
+}
+
 /// `webhooks.raw.<provider>.<account>`
 pub fn raw_webhook(provider: Provider, account: &str) -> String {
     debug_assert!(check_token(account).is_ok());

@@ -55,7 +55,7 @@ pub fn load_specs(path: &Path) -> anyhow::Result<BTreeMap<String, IdentitySpec>>
 /// The publish and subscribe allow lists an identity gets. `manage`: it
 /// may create and update its streams, buckets and consumers
 /// (MANAGE_STREAMS=true).
-pub fn permissions(spec: &IdentitySpec, manage: bool) -> (Vec<String>, Vec<String>) {
+pub fn permissions(name: &str, spec: &IdentitySpec, manage: bool) -> (Vec<String>, Vec<String>) {
     let mut publish = vec!["$JS.API.INFO".to_owned()];
     let stream = |publish: &mut Vec<String>, s: &str| {
         publish.push(format!("$JS.API.STREAM.INFO.{s}"));
@@ -84,7 +84,14 @@ pub fn permissions(spec: &IdentitySpec, manage: bool) -> (Vec<String>, Vec<Strin
         publish.push(format!("$KV.{b}.>"));
     }
     publish.extend(spec.publish.iter().cloned());
-    let mut subscribe = vec!["_INBOX.>".to_owned()];
+    // Its own reply inbox only (shared::subjects::inbox_prefix); the test
+    // clients and the admin use async-nats' default _INBOX.
+    let inbox = if name == "admin" {
+        "_INBOX.>".to_owned()
+    } else {
+        format!("{}.>", shared::subjects::inbox_prefix(name))
+    };
+    let mut subscribe = vec![inbox];
     subscribe.extend(spec.subscribe.iter().cloned());
     for list in [&mut publish, &mut subscribe] {
         let mut seen = std::collections::BTreeSet::new();
@@ -102,7 +109,7 @@ fn quoted(list: &[String]) -> String {
 
 /// One identity's entry in the server's users list.
 pub fn user_entry(name: &str, public_key: &str, spec: &IdentitySpec, manage: bool) -> String {
-    let (publish, subscribe) = permissions(spec, manage);
+    let (publish, subscribe) = permissions(name, spec, manage);
     format!(
         "    # {name}\n    {{ nkey: {public_key}, permissions: {{\n      publish: {{ allow: [{}] }}\n      subscribe: {{ allow: [{}] }}\n    }} }}\n",
         quoted(&publish),
@@ -206,7 +213,7 @@ mod tests {
             if name == "admin" {
                 continue;
             }
-            let (publish, _) = permissions(&spec, false);
+            let (publish, _) = permissions(&name, &spec, false);
             for s in publish {
                 // (dlq-inspector creates ephemeral consumers to read; that
                 // is no setup.)
@@ -223,7 +230,7 @@ mod tests {
     #[test]
     fn only_admin_may_publish_or_subscribe_to_everything() {
         for (name, spec) in load_specs(&specs_path()).unwrap() {
-            let (publish, subscribe) = permissions(&spec, true);
+            let (publish, subscribe) = permissions(&name, &spec, true);
             let everything = publish.iter().chain(&subscribe).any(|s| s == ">");
             assert_eq!(everything, name == "admin", "{name}");
         }

@@ -21,12 +21,18 @@ use crate::e2e::{ENV, await_every_order, hub_toml, send_every_fixture};
 /// (`Publish Violation - Subject "..."`, `Subscription Violation - ...`).
 const VIOLATION: &str = " Violation - ";
 
-/// A JetStream context signed in as `seed`'s identity, whose requests give
-/// up after two seconds (a refused request is never answered).
-async fn js_as(nats: &NatsServer, seed: &str) -> anyhow::Result<jetstream::Context> {
+/// A JetStream context signed in as identity `name` (with its inbox, as
+/// the binaries connect), whose requests give up after two seconds (a
+/// refused request is never answered).
+async fn js_as(
+    nats: &NatsServer,
+    ids: &Identities,
+    name: &str,
+) -> anyhow::Result<jetstream::Context> {
     let client = tokio::time::timeout(
         STEP,
-        async_nats::ConnectOptions::with_nkey(seed.to_owned())
+        async_nats::ConnectOptions::with_nkey(ids.seed(name).to_owned())
+            .custom_inbox_prefix(shared::subjects::inbox_prefix(name))
             .request_timeout(Some(Duration::from_secs(2)))
             .connect(nats.url()),
     )
@@ -212,7 +218,7 @@ async fn the_ingress_identity_cannot_publish_orders() -> anyhow::Result<()> {
     let ids = Identities::generate(true)?;
     let nats = NatsServer::start_with_identities(&ids)?;
     let admin = setup(&nats).await?;
-    let ingress = js_as(&nats, ids.seed("ingress")).await?;
+    let ingress = js_as(&nats, &ids, "ingress").await?;
 
     assert_eq!(publish(&ingress, "webhooks.raw.careem.acme").await, Ok(1));
     for subject in [
@@ -233,6 +239,18 @@ async fn the_ingress_identity_cannot_publish_orders() -> anyhow::Result<()> {
     }
     assert_eq!(messages(&admin, "ORDERS").await?, 0);
     assert_eq!(messages(&admin, "WEBHOOKS").await?, 1);
+
+    // Nor read what is delivered to another stage: its own inbox only.
+    let client = nats.client_as(ids.seed("ingress")).await?;
+    for subject in ["_INBOX.>", "_INBOX_transformer.>", ">"] {
+        let _sub = client.subscribe(subject).await?;
+        client.flush().await?;
+        let line = format!("Subscription Violation - Subject \"{subject}\"");
+        eventually(STEP, &line, || async {
+            nats.log().contains(&line).then_some(())
+        })
+        .await?;
+    }
     assert_eq!(messages(&admin, "OUTCOMES").await?, 0);
     assert_eq!(messages(&admin, "DLQ").await?, 0);
     Ok(())
@@ -245,7 +263,7 @@ async fn the_forwarder_identity_cannot_touch_webhooks() -> anyhow::Result<()> {
     let ids = Identities::generate(true)?;
     let nats = NatsServer::start_with_identities(&ids)?;
     let admin = setup(&nats).await?;
-    let forwarder = js_as(&nats, ids.seed("forwarder")).await?;
+    let forwarder = js_as(&nats, &ids, "forwarder").await?;
 
     // What it may do, to show the refusals below are about WEBHOOKS.
     forwarder.get_stream("ORDERS").await?;
@@ -305,7 +323,7 @@ async fn the_ledger_identity_publishes_nothing() -> anyhow::Result<()> {
     let ids = Identities::generate(true)?;
     let nats = NatsServer::start_with_identities(&ids)?;
     let admin = setup(&nats).await?;
-    let ledger = js_as(&nats, ids.seed("ledger")).await?;
+    let ledger = js_as(&nats, &ids, "ledger").await?;
 
     ledger.get_stream("OUTCOMES").await?;
     for subject in [
