@@ -70,6 +70,9 @@ pub struct Options {
     pub batch: usize,
     pub batch_wait: Duration,
     pub max_connections: u32,
+    /// Loops per stream, each writing its own batch: while one commits, the
+    /// next batch is read and written (a single loop waits on every commit).
+    pub writers: usize,
     /// How often old days are dropped.
     pub retention_every: Duration,
 }
@@ -237,20 +240,25 @@ pub async fn run(
     let mut watched = Vec::new();
     for (source, consumer, ack_wait) in consumers {
         watched.push((source, consumer.clone()));
-        let l = Loop {
-            source,
-            consumer,
-            store: store.clone(),
-            health: health.clone(),
-            metrics: metrics.clone(),
-            options: BatchOptions {
-                batch: options.batch,
-                batch_wait: options.batch_wait,
-                retention_days: options.retention_days,
-                ack_wait,
-            },
-        };
-        tasks.spawn(l.run(shutdown.clone()));
+        // Several pullers on one durable consumer get different messages;
+        // each acks its own batch after its commit, and a redelivery across
+        // them is stored once.
+        for _ in 0..options.writers.max(1) {
+            let l = Loop {
+                source,
+                consumer: consumer.clone(),
+                store: store.clone(),
+                health: health.clone(),
+                metrics: metrics.clone(),
+                options: BatchOptions {
+                    batch: options.batch,
+                    batch_wait: options.batch_wait,
+                    retention_days: options.retention_days,
+                    ack_wait,
+                },
+            };
+            tasks.spawn(l.run(shutdown.clone()));
+        }
     }
     tasks.spawn(watch_lag(
         watched,

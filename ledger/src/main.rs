@@ -71,9 +71,14 @@ struct Args {
     #[arg(long, env = "CONFIG_POLL_INTERVAL_MS", default_value_t = 30_000)]
     config_poll_interval_ms: u64,
 
-    /// PostgreSQL connections per process (the five writers and the API)
-    #[arg(long, env = "LEDGER_DB_MAX_CONNECTIONS", default_value_t = 8)]
+    /// PostgreSQL connections per process (the writers and the API); with
+    /// fewer than the writers, writers wait for a connection
+    #[arg(long, env = "LEDGER_DB_MAX_CONNECTIONS", default_value_t = 12)]
     db_max_connections: u32,
+
+    /// Writer loops per stream, each with a batch of its own in flight
+    #[arg(long, env = "LEDGER_WRITERS", default_value_t = 2)]
+    writers: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,6 +309,12 @@ fn options(args: &Args) -> Result<ledger::Options, String> {
     if args.retention_days == 0 {
         return Err("LEDGER_RETENTION_DAYS: must be above 0".into());
     }
+    if !(1..=16).contains(&args.writers) {
+        return Err(format!(
+            "LEDGER_WRITERS: {} is not within 1..=16",
+            args.writers
+        ));
+    }
     if args.db_max_connections < 2 {
         return Err("LEDGER_DB_MAX_CONNECTIONS: at least 2 (writers and the API)".into());
     }
@@ -315,6 +326,7 @@ fn options(args: &Args) -> Result<ledger::Options, String> {
         batch: args.batch,
         batch_wait: Duration::from_millis(args.batch_wait_ms),
         max_connections: args.db_max_connections,
+        writers: args.writers,
         retention_every: Duration::from_secs(3600),
     })
 }

@@ -120,6 +120,7 @@ async fn the_whole_hub_runs_with_one_least_privilege_identity_per_stage() -> any
         batch: 50,
         batch_wait: Duration::from_millis(200),
         max_connections: 4,
+        writers: 2,
         retention_every: Duration::from_secs(3600),
     };
     let shutdown = tokio_util::sync::CancellationToken::new();

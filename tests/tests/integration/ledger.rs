@@ -48,6 +48,7 @@ impl Ledger {
             batch: 50,
             batch_wait: Duration::from_millis(200),
             max_connections: 4,
+            writers: 2,
             retention_every: Duration::from_secs(3600),
         };
         let args = common_args(&nats.url(), ops_port);
