@@ -42,6 +42,7 @@ pub async fn inspector(url: &str, args: &[&str]) -> anyhow::Result<Run> {
         .args(args)
         .env("NATS_URL", url)
         .env_remove("NATS_CREDS")
+        .env_remove("NATS_NKEY")
         .env_remove("NATS_TLS_CA")
         .env_remove("NATS_TLS_CERT")
         .env_remove("NATS_TLS_KEY")
