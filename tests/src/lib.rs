@@ -47,12 +47,34 @@ pub fn nats_server_bin() -> PathBuf {
     p
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, for a server a test starts later.
+///
+/// Taken at random below the kernel's ephemeral range (32768 and up on
+/// Linux), never from it: a port the kernel handed out as free there can be
+/// taken by any outgoing connection before the server binds it (CI once
+/// lost a dev-up stage's ops port that way). Each port is checked free and
+/// handed out once per process; nextest's processes pick at random, so two
+/// of them rarely meet, and a port taken meanwhile fails its bind check.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    const LOW: u16 = 20_000;
+    const HIGH: u16 = 32_000;
+    let mut given = GIVEN.lock().expect("free_port lock");
+    let given = given.get_or_insert_with(HashSet::new);
+    for _ in 0..1_000 {
+        let r = u16::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..2].try_into().unwrap());
+        let port = LOW + r % (HIGH - LOW);
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{HIGH}")
 }
 
 /// A JetStream server of the test's own.
