@@ -50,7 +50,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -64,7 +63,7 @@ use shared::app::{StageError, StageSpec};
 use shared::config::{CommonArgs, HubConfig, OrderApi};
 use shared::failure::{FailureClass, classify_publish};
 use shared::headers;
-use shared::live::LiveConfig;
+use shared::live::{Derived, Generational, LiveConfig};
 use shared::outbound::OutboundPolicy;
 use shared::outcome::{self, PublishFailures, Step};
 use shared::tokens::{AccessToken, Credential, LazyTokenStore, TokenKey, TokenMetrics, TokenStore};
@@ -328,14 +327,19 @@ struct Accounts {
     api: HashMap<(Provider, String), ApiAccount>,
 }
 
+impl Generational for Accounts {
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
 /// The stage's handler.
 pub struct Fetcher {
     /// The config at start, for what only a restart changes (the
     /// `[fetcher]` and `[provider_api]` sections).
     hub: Arc<HubConfig>,
     live: LiveConfig,
-    accounts: ArcSwap<Accounts>,
-    rebuilding: std::sync::Mutex<()>,
+    accounts: Derived<Accounts>,
     js: jetstream::Context,
     http: reqwest::Client,
     outbound: OutboundPolicy,
@@ -373,12 +377,11 @@ impl Fetcher {
             ),
         );
         Fetcher {
-            accounts: ArcSwap::from_pointee(Accounts {
+            accounts: Derived::new(Accounts {
                 generation: live.generation(),
                 hub: live.load(),
                 api: prepared.accounts,
             }),
-            rebuilding: std::sync::Mutex::new(()),
             live,
             hub: prepared.hub,
             js,
@@ -393,28 +396,17 @@ impl Fetcher {
 
     /// The accounts of the config serving now, rebuilt once per reload.
     fn accounts(&self) -> Arc<Accounts> {
-        let current = self.accounts.load_full();
-        if current.generation == self.live.generation() {
-            return current;
-        }
-        let _one = self.rebuilding.lock().expect("accounts lock");
-        let current = self.accounts.load_full();
-        let generation = self.live.generation();
-        if current.generation == generation {
-            return current;
-        }
-        let hub = self.live.load();
-        let next = Arc::new(Accounts {
-            generation,
-            api: api_accounts_of(&hub),
-            hub,
-        });
-        info!(
-            generation,
-            "fetcher accounts rebuilt from the reloaded config"
-        );
-        self.accounts.store(next.clone());
-        next
+        self.accounts.get(&self.live, |hub, generation, _| {
+            info!(
+                generation,
+                "fetcher accounts rebuilt from the reloaded config"
+            );
+            Accounts {
+                generation,
+                api: api_accounts_of(&hub),
+                hub,
+            }
+        })
     }
 
     async fn tokens(&self) -> Result<&TokenStore, Failure> {

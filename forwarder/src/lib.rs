@@ -73,7 +73,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use backon::Retryable;
@@ -91,7 +90,7 @@ use shared::Provider;
 use shared::config::{HubConfig, Tenant};
 use shared::failure::{FailureClass, classify_publish};
 use shared::headers;
-use shared::live::LiveConfig;
+use shared::live::{Derived, Generational, LiveConfig};
 use shared::outbound::{OutboundPolicy, RefusedDestination};
 use shared::outcome::{self, Kind, PublishFailures, Step};
 use shared::worker::{Delivery, Failure, Handler, Outcome};
@@ -333,6 +332,12 @@ struct Routing {
     auto_accept: HashSet<(Provider, String)>,
 }
 
+impl Generational for Routing {
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
 impl Routing {
     fn build(
         hub: &HubConfig,
@@ -420,8 +425,7 @@ pub struct Forwarder {
     /// The config; when its generation moves on, `routing` is rebuilt
     /// before the next order.
     live: LiveConfig,
-    routing: ArcSwap<Routing>,
-    rebuilding: std::sync::Mutex<()>,
+    routing: Derived<Routing>,
     max_order_age: Duration,
     metrics: Metrics,
     /// Where the accepts are stored (`STATUS`).
@@ -480,8 +484,7 @@ impl Forwarder {
         Forwarder {
             http,
             outbound,
-            routing: ArcSwap::from_pointee(routing),
-            rebuilding: std::sync::Mutex::new(()),
+            routing: Derived::new(routing),
             max_order_age: hub.forwarder.max_order_age,
             live,
             metrics,
@@ -492,31 +495,21 @@ impl Forwarder {
 
     /// The routing of the config serving now, rebuilt once per reload.
     fn routing(&self) -> Arc<Routing> {
-        let current = self.routing.load_full();
-        if current.generation == self.live.generation() {
-            return current;
-        }
-        let _one = self.rebuilding.lock().expect("routing lock");
-        let current = self.routing.load_full();
-        let generation = self.live.generation();
-        if current.generation == generation {
-            return current;
-        }
-        let hub = self.live.load();
-        let next = Arc::new(Routing::build(
-            &hub,
-            generation,
-            &self.metrics,
-            &self.outbound,
-            Some(&current),
-        ));
-        info!(
-            generation,
-            tenants = next.tenants.len(),
-            "forwarder routing rebuilt from the reloaded config"
-        );
-        self.routing.store(next.clone());
-        next
+        self.routing.get(&self.live, |hub, generation, previous| {
+            let next = Routing::build(
+                &hub,
+                generation,
+                &self.metrics,
+                &self.outbound,
+                Some(previous),
+            );
+            info!(
+                generation,
+                tenants = next.tenants.len(),
+                "forwarder routing rebuilt from the reloaded config"
+            );
+            next
+        })
     }
 
     /// The provider and account of an order the hub accepts itself once

@@ -38,7 +38,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
 use async_nats::jetstream;
 use bytes::Bytes;
 use governor::clock::{Clock, DefaultClock};
@@ -53,7 +52,7 @@ use secrecy::SecretString;
 use shared::Provider;
 use shared::config::{Account, HubConfig, RateLimit};
 use shared::headers;
-use shared::live::LiveConfig;
+use shared::live::{Derived, Generational, LiveConfig};
 use tracing::{info, warn};
 use warp::http::{HeaderMap, StatusCode};
 use xxhash_rust::xxh3::Xxh3;
@@ -343,6 +342,12 @@ pub(crate) struct Snapshot {
     pub(crate) token: crate::token::TokenAccounts,
 }
 
+impl Generational for Snapshot {
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
 impl Snapshot {
     fn build(hub: Arc<HubConfig>, generation: u64) -> Snapshot {
         let providers = Provider::ALL
@@ -424,8 +429,7 @@ pub const DEFAULT_PROVIDER_LIMIT: RateLimit = RateLimit {
 pub struct Ingress {
     /// The config; [`Ingress::snapshot`] follows its generation.
     live: LiveConfig,
-    snapshot: ArcSwap<Snapshot>,
-    rebuilding: std::sync::Mutex<()>,
+    snapshot: Derived<Snapshot>,
     /// Publishes raw webhooks (and status commands), with
     /// `publish_timeout` as its ack timeout.
     pub(crate) publisher: jetstream::Context,
@@ -490,8 +494,7 @@ impl Ingress {
             publish_timeout,
             publishing: Arc::new(AtomicBool::new(true)),
             metrics,
-            snapshot: ArcSwap::from_pointee(Snapshot::build(hub, live.generation())),
-            rebuilding: std::sync::Mutex::new(()),
+            snapshot: Derived::new(Snapshot::build(hub, live.generation())),
             live,
             webhooks,
         }
@@ -500,27 +503,17 @@ impl Ingress {
     /// The accounts, tenants and secrets of the config serving now,
     /// rebuilt once per reload.
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
-        let current = self.snapshot.load_full();
-        if current.generation == self.live.generation() {
-            return current;
-        }
-        let _one = self.rebuilding.lock().expect("snapshot lock");
-        let current = self.snapshot.load_full();
-        let generation = self.live.generation();
-        if current.generation == generation {
-            return current;
-        }
-        let next = Arc::new(Snapshot::build(self.live.load(), generation));
-        info!(
-            generation,
-            "ingress accounts rebuilt from the reloaded config"
-        );
-        self.snapshot.store(next.clone());
-        next
+        self.snapshot.get(&self.live, |hub, generation, _| {
+            info!(
+                generation,
+                "ingress accounts rebuilt from the reloaded config"
+            );
+            Snapshot::build(hub, generation)
+        })
     }
 
     pub fn max_body_bytes(&self) -> u64 {
-        self.snapshot.load().hub.ingress.max_body_bytes
+        self.snapshot.peek().hub.ingress.max_body_bytes
     }
 
     /// The client: the peer, or behind a trusted proxy the forwarded

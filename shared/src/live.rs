@@ -140,6 +140,57 @@ impl std::fmt::Debug for LiveConfig {
     }
 }
 
+/// What a stage precomputes from the config (verifiers, clients,
+/// breakers, credentials), tagged with the generation it was built from.
+pub trait Generational {
+    fn generation(&self) -> u64;
+}
+
+/// A value derived from the live config and rebuilt at most once per
+/// reload: readers take the current one without a lock; the first reader
+/// after a reload rebuilds it (the others wait for that one build, then
+/// take it). `build` gets the config, its generation and the previous
+/// value (to carry state over, e.g. unchanged breakers).
+pub struct Derived<T> {
+    current: ArcSwap<T>,
+    rebuilding: Mutex<()>,
+}
+
+impl<T: Generational> Derived<T> {
+    pub fn new(initial: T) -> Self {
+        Derived {
+            current: ArcSwap::from_pointee(initial),
+            rebuilding: Mutex::new(()),
+        }
+    }
+
+    /// The value as last built, without checking for a reload.
+    pub fn peek(&self) -> Arc<T> {
+        self.current.load_full()
+    }
+
+    /// The value for the config serving now.
+    pub fn get(
+        &self,
+        live: &LiveConfig,
+        build: impl FnOnce(Arc<HubConfig>, u64, &T) -> T,
+    ) -> Arc<T> {
+        let current = self.current.load_full();
+        if current.generation() == live.generation() {
+            return current;
+        }
+        let _one = self.rebuilding.lock().expect("rebuild lock");
+        let current = self.current.load_full();
+        let generation = live.generation();
+        if current.generation() == generation {
+            return current;
+        }
+        let next = Arc::new(build(live.load(), generation, &current));
+        self.current.store(next.clone());
+        next
+    }
+}
+
 impl LiveConfig {
     /// Starts at generation 1 with the config the stage started with.
     pub fn new(initial: HubConfig, origin: &str) -> Self {
@@ -417,6 +468,41 @@ branches = { "store-1" = "branch-1" }
             live.detail(),
             serde_json::json!({"ok": true, "error": null, "generation": 2, "source": "test"})
         );
+    }
+
+    /// A derived value and how many builds it took.
+    struct Built {
+        generation: u64,
+        builds: u32,
+    }
+
+    impl Generational for Built {
+        fn generation(&self) -> u64 {
+            self.generation
+        }
+    }
+
+    #[tokio::test]
+    async fn a_derived_value_is_rebuilt_once_per_reload_from_the_previous() {
+        let live = LiveConfig::new(hub(BASE), "test");
+        let derived = Derived::new(Built {
+            generation: live.generation(),
+            builds: 0,
+        });
+        let rebuild = |hub: Arc<HubConfig>, generation, previous: &Built| {
+            assert_eq!(hub.accounts.len(), live.load().accounts.len());
+            Built {
+                generation,
+                builds: previous.builds + 1,
+            }
+        };
+        assert_eq!(derived.get(&live, rebuild).builds, 0, "no reload yet");
+        live.reload("test", Ok(hub(BASE))).await.unwrap();
+        assert_eq!(derived.peek().builds, 0, "peek does not rebuild");
+        for _ in 0..3 {
+            let now = derived.get(&live, rebuild);
+            assert_eq!((now.generation, now.builds), (2, 1));
+        }
     }
 
     #[tokio::test]

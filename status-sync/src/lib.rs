@@ -76,7 +76,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -93,7 +92,7 @@ use shared::app::{StageError, StageSpec};
 use shared::config::{Account, CommonArgs, HubConfig};
 use shared::failure::{FailureClass, classify_publish};
 use shared::headers;
-use shared::live::LiveConfig;
+use shared::live::{Derived, Generational, LiveConfig};
 use shared::outbound::OutboundPolicy;
 use shared::outcome::{self, Pending, PublishFailures, Step};
 use shared::tokens::{AccessToken, Credential, LazyTokenStore, TokenKey, TokenMetrics, TokenStore};
@@ -392,14 +391,19 @@ struct Accounts {
     credentials: HashMap<(Provider, String), Credential>,
 }
 
+impl Generational for Accounts {
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
 /// The stage's handler.
 pub struct StatusSync {
     /// The config at start, for what only a restart changes (the
     /// `[status_sync]` and `[provider_api]` sections).
     hub: Arc<HubConfig>,
     live: LiveConfig,
-    accounts: ArcSwap<Accounts>,
-    rebuilding: std::sync::Mutex<()>,
+    accounts: Derived<Accounts>,
     js: jetstream::Context,
     http: reqwest::Client,
     outbound: OutboundPolicy,
@@ -472,12 +476,11 @@ impl StatusSync {
             ),
         );
         StatusSync {
-            accounts: ArcSwap::from_pointee(Accounts {
+            accounts: Derived::new(Accounts {
                 generation: live.generation(),
                 hub: live.load(),
                 credentials: prepared.credentials,
             }),
-            rebuilding: std::sync::Mutex::new(()),
             live,
             hub: prepared.hub,
             js,
@@ -493,28 +496,17 @@ impl StatusSync {
 
     /// The accounts of the config serving now, rebuilt once per reload.
     fn accounts(&self) -> Arc<Accounts> {
-        let current = self.accounts.load_full();
-        if current.generation == self.live.generation() {
-            return current;
-        }
-        let _one = self.rebuilding.lock().expect("accounts lock");
-        let current = self.accounts.load_full();
-        let generation = self.live.generation();
-        if current.generation == generation {
-            return current;
-        }
-        let hub = self.live.load();
-        let next = Arc::new(Accounts {
-            generation,
-            credentials: credentials_of(&hub),
-            hub,
-        });
-        info!(
-            generation,
-            "status worker accounts rebuilt from the reloaded config"
-        );
-        self.accounts.store(next.clone());
-        next
+        self.accounts.get(&self.live, |hub, generation, _| {
+            info!(
+                generation,
+                "status worker accounts rebuilt from the reloaded config"
+            );
+            Accounts {
+                generation,
+                credentials: credentials_of(&hub),
+                hub,
+            }
+        })
     }
 
     async fn tokens(&self) -> Result<&TokenStore, Failure> {
