@@ -1,146 +1,45 @@
-//! `--tls-ca` against a nats-server that only speaks TLS, with a CA and a
-//! server certificate made for the test by `openssl`: with the CA the
-//! inspector connects and lists; without it, it refuses the server.
+//! The inspector against a nats-server that only speaks TLS and wants a
+//! client certificate (the harness's `TlsFiles`, made by `openssl`): with
+//! the operator's CA, certificate and key it connects and lists; without
+//! them it refuses the server.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use orderhub_tests::tls::TlsFiles;
 use orderhub_tests::*;
-
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let ok = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl is installed (Debian's openssl package)");
-    assert!(ok.success(), "openssl {args:?}");
-}
 
 #[tokio::test]
 async fn the_inspector_speaks_tls_with_the_operators_ca() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let d = dir.path();
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=orderhub-test-ca",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    std::fs::write(
-        d.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )?;
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "1",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-
-    let port = free_port();
-    std::fs::write(
-        d.join("tls.conf"),
-        format!(
-            "listen: 127.0.0.1:{port}\njetstream {{ max_memory_store: 64MB, max_file_store: 256MB }}\ntls {{ cert_file: {:?}, key_file: {:?} }}\n",
-            d.join("server.pem"),
-            d.join("server.key")
-        ),
-    )?;
-    let log = d.join("server.log");
-    let mut server = Command::new(nats_server_bin())
-        .arg("-c")
-        .arg(d.join("tls.conf"))
-        .arg("-sd")
-        .arg(d.join("js"))
-        .arg("-l")
-        .arg(&log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    eventually(STEP, "the TLS server ready", || async {
-        std::fs::read_to_string(&log)
-            .ok()
-            .filter(|l| l.contains("Server is ready"))
-    })
-    .await?;
+    let tls = TlsFiles::generate()?;
+    let nats = NatsServer::start_tls(&tls)?;
 
     // A stage (here: the test) sets up the streams over TLS.
-    let client = tokio::time::timeout(
-        STEP,
-        async_nats::ConnectOptions::new()
-            .add_root_certificates(d.join("ca.pem"))
-            .require_tls(true)
-            .connect(format!("tls://127.0.0.1:{port}")),
-    )
-    .await??;
-    let js = async_nats::jetstream::new(client);
+    let js = async_nats::jetstream::new(nats.client().await?);
     let defs = shared::streams::Definitions::load(&Default::default());
     shared::streams::ensure_stream(&js, defs.stream("DLQ"), true).await?;
     shared::streams::ensure_stream(&js, defs.stream("OUTCOMES"), true).await?;
 
-    let url = format!("nats://127.0.0.1:{port}");
+    let url = nats.url();
     let run = |extra: &[&str]| {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_dlq-inspector"));
         cmd.args(["--nats-url", &url]).args(extra).arg("stats");
-        cmd.env_remove("NATS_URL");
+        for var in ["NATS_URL", "NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY"] {
+            cmd.env_remove(var);
+        }
         async move { tokio::time::timeout(Duration::from_secs(30), cmd.output()).await }
     };
-    let ca = d.join("ca.pem").display().to_string();
-    let with_ca = run(&["--tls-ca", &ca]).await??;
+    let path = |p: &std::path::Path| p.display().to_string();
+    let (ca, cert, key) = (path(&tls.ca), path(&tls.client_cert), path(&tls.client_key));
+    let with_tls = run(&["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key]).await??;
     assert_eq!(
-        with_ca.status.code(),
+        with_tls.status.code(),
         Some(0),
         "{}",
-        String::from_utf8_lossy(&with_ca.stderr)
+        String::from_utf8_lossy(&with_tls.stderr)
     );
     let without = run(&[]).await??;
     assert_eq!(without.status.code(), Some(1));
     let err = String::from_utf8_lossy(&without.stderr);
     assert!(err.contains("cannot connect to NATS"), "{err}");
-    let _ = server.kill();
-    let _ = server.wait();
     Ok(())
 }
