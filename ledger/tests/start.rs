@@ -64,6 +64,16 @@ fn settings_are_checked_before_anything_starts_and_secrets_stay_out() {
         "error: LEDGER_BATCH: 5000 is not within 1..=2000"
     );
     let (code, err) = run(
+        &[
+            ("OPERATOR_TOKEN", token),
+            ("DATABASE_URL", DB),
+            ("LEDGER_WRITERS", "0"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert_eq!(err.trim(), "error: LEDGER_WRITERS: 0 is not within 1..=16");
+    let (code, err) = run(
         &[("OPERATOR_TOKEN", token), ("DATABASE_URL", "mysql://x")],
         &[],
     );
