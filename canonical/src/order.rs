@@ -61,9 +61,19 @@ pub const MAX_QUANTITY: u32 = 10_000;
 pub struct Order {
     /// Always `"orderhub.order.v1"`; a reader refuses any other value.
     pub schema: SchemaV1,
-    /// Hub id of the raw webhook; the root of the `Idempotency-Key` sent to
-    /// the backend, stable across retries and replays.
+    /// Hub id of the raw webhook: which copy of the event this is (each
+    /// webhook the provider sends has its own).
     pub webhook_id: String,
+    /// Added. The stable key of this order event, sent to the backend as
+    /// `Idempotency-Key`: the same for every copy the provider sends of the
+    /// event (a re-send whose body differs in a timestamp or a byte), every
+    /// retry, redelivery and replay. Derived by [`Order::event_key`] from
+    /// the tenant, the provider, the provider's order id and the event (for
+    /// `updated`, also the update's content; for `status_failed`, the
+    /// decision's `status_id`). Null only on orders written before it
+    /// existed; the backend then keys on `webhook_id`.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
     /// What happened to the order.
     pub event: Event,
     /// Added. The state the provider reports, for `updated` (required) and
@@ -193,6 +203,32 @@ pub enum Event {
     Updated,
     Cancelled,
     StatusFailed,
+}
+
+impl Event {
+    /// The JSON spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Event::Created => "created",
+            Event::Updated => "updated",
+            Event::Cancelled => "cancelled",
+            Event::StatusFailed => "status_failed",
+        }
+    }
+
+    /// Where the event stands in an order's life, for per-order ordering:
+    /// `created` (0) before every `updated` (1) before `cancelled` (2);
+    /// events of one phase keep the order they reached the hub in.
+    /// `status_failed` is the hub's own report, not the provider's, and
+    /// has none: it is never held back.
+    pub const fn phase(self) -> Option<u8> {
+        match self {
+            Event::Created => Some(0),
+            Event::Updated => Some(1),
+            Event::Cancelled => Some(2),
+            Event::StatusFailed => None,
+        }
+    }
 }
 
 /// Added. The provider's status report that an update or cancellation carries.
@@ -623,7 +659,69 @@ impl fmt::Display for ValidationErrors {
 
 impl std::error::Error for ValidationErrors {}
 
+/// The version tag hashed into every [`Order::event_key`]: a change to the
+/// derivation is a new tag, never a silent change of the keys.
+pub const EVENT_KEY_VERSION: &str = "orderhub.event-key.v1";
+
 impl Order {
+    /// The stable key of this order event (the `idempotency_key` field, the
+    /// backend's `Idempotency-Key`): `<event>-` and 32 lowercase hex digits,
+    /// the first 128 bits of SHA-256 over [`EVENT_KEY_VERSION`], the
+    /// tenant, the provider, the provider's order id, the event and a
+    /// discriminator, each length-prefixed:
+    /// - `created`, `cancelled`: none. An order is created once and
+    ///   cancelled once, so every copy of its `created` (a re-send with a
+    ///   new timestamp, a trailing newline, a changed price) has one key.
+    /// - `updated`: SHA-256 of the order as JSON with `webhook_id`, `raw`
+    ///   and `idempotency_key` blanked: a re-send of the same update has the
+    ///   same key, a different update (another state, another `status.at`,
+    ///   other items) another.
+    /// - `status_failed`: the failed decision's `status_id`.
+    pub fn event_key(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let discriminator: Vec<u8> = match self.event {
+            Event::Created | Event::Cancelled => Vec::new(),
+            Event::StatusFailed => self
+                .status_call
+                .as_ref()
+                .map(|c| c.status_id.clone())
+                .unwrap_or_else(|| self.webhook_id.clone())
+                .into_bytes(),
+            Event::Updated => {
+                let mut content = self.clone();
+                content.webhook_id = String::new();
+                content.idempotency_key = None;
+                content.raw = Raw {
+                    stream: String::new(),
+                    seq: 0,
+                    subject: String::new(),
+                };
+                let json = serde_json::to_vec(&content).expect("an order serialises");
+                Sha256::digest(&json).to_vec()
+            }
+        };
+        let mut h = Sha256::new();
+        for part in [
+            EVENT_KEY_VERSION.as_bytes(),
+            self.tenant.as_bytes(),
+            self.provider.as_str().as_bytes(),
+            self.provider_order_id.as_bytes(),
+            self.event.as_str().as_bytes(),
+            &discriminator,
+        ] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        let digest = h.finalize();
+        let mut key = String::with_capacity(48);
+        key.push_str(self.event.as_str());
+        key.push('-');
+        for b in &digest[..16] {
+            key.push_str(&format!("{b:02x}"));
+        }
+        key
+    }
+
     /// Checks the order and returns every problem found, not just the first.
     ///
     /// The rules, with the paths they report:
@@ -1027,6 +1125,76 @@ mod tests {
             Value::Array(values) => values.iter_mut().for_each(require_all_properties),
             _ => {}
         }
+    }
+
+    #[test]
+    fn the_example_carries_its_own_event_key() {
+        let order: Order = serde_json::from_str(EXAMPLE).unwrap();
+        assert_eq!(
+            order.idempotency_key.as_deref(),
+            Some(order.event_key().as_str())
+        );
+    }
+
+    #[test]
+    fn every_copy_of_an_event_has_one_key_and_other_events_other_keys() {
+        let order: Order = serde_json::from_str(EXAMPLE).unwrap();
+        let key = order.event_key();
+        assert!(key.starts_with("created-"), "{key}");
+        assert_eq!(key.len(), "created-".len() + 32);
+        // Another copy: another webhook, another place in the stream, a
+        // changed body. Still the same order's creation.
+        let mut copy = order.clone();
+        copy.webhook_id = "another-webhook".into();
+        copy.raw.seq = 99;
+        copy.notes = Some("re-sent".into());
+        copy.idempotency_key = Some("stale".into());
+        assert_eq!(copy.event_key(), key);
+        let other = |f: &dyn Fn(&mut Order)| {
+            let mut o = order.clone();
+            f(&mut o);
+            o.event_key()
+        };
+        let keys = [
+            key.clone(),
+            other(&|o| o.tenant = "other".into()),
+            other(&|o| o.provider = Provider::Talabat),
+            other(&|o| o.provider_order_id = "TEST124".into()),
+            other(&|o| o.event = Event::Cancelled),
+        ];
+        let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{keys:?}");
+        // Length prefixes: moving a byte between fields changes the key.
+        let a = other(&|o| {
+            o.tenant = "ab".into();
+            o.provider_order_id = "c".into();
+        });
+        let b = other(&|o| {
+            o.tenant = "a".into();
+            o.provider_order_id = "bc".into();
+        });
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn an_update_is_keyed_by_its_content_not_by_its_copy() {
+        let mut update: Order = serde_json::from_str(EXAMPLE).unwrap();
+        update.event = Event::Updated;
+        update.status = Some(Status {
+            state: OrderState::Preparing,
+            provider_status: Some("PREPARING".into()),
+            reason: None,
+            at: None,
+        });
+        let key = update.event_key();
+        assert!(key.starts_with("updated-"), "{key}");
+        let mut copy = update.clone();
+        copy.webhook_id = "re-sent".into();
+        copy.raw.seq = 7;
+        assert_eq!(copy.event_key(), key, "a re-send of the same update");
+        let mut later = update.clone();
+        later.status.as_mut().unwrap().state = OrderState::Ready;
+        assert_ne!(later.event_key(), key, "another update");
     }
 
     /// The committed schema is what the types generate. To update it after a
@@ -1656,6 +1824,7 @@ mod tests {
                     Order {
                         schema: SchemaV1,
                         webhook_id,
+                        idempotency_key: None,
                         event,
                         status,
                         provider,

@@ -216,6 +216,16 @@ pub struct ForwarderSettings {
     /// backend may be on anyway; empty: a backend resolving to any of them
     /// is refused (`shared::outbound`).
     pub allowed_private_destinations: Vec<IpNet>,
+    /// Deliver one order's events in the order of its life
+    /// (`shared::sequence`): an event waits for the earlier ones of its
+    /// own order. Off: every event goes as soon as it arrives (the
+    /// transformer still registers them, so turning it on again is safe).
+    pub per_order_ordering: bool,
+    /// How long an order's later event (`updated`, `cancelled`) waits for
+    /// the order's `created` when the hub has not seen it; then it goes
+    /// alone (logged, `forwarder_sequence_went_alone`). `0s`: never waits
+    /// for it.
+    pub created_wait: Duration,
 }
 
 impl Default for ForwarderSettings {
@@ -225,6 +235,8 @@ impl Default for ForwarderSettings {
             request_timeout: Duration::from_secs(10),
             breaker: BreakerSettings::default(),
             allowed_private_destinations: Vec::new(),
+            per_order_ordering: true,
+            created_wait: Duration::from_secs(30),
         }
     }
 }
@@ -498,6 +510,9 @@ pub struct StatusSyncSettings {
     /// delivered, cancel, delay) keeps being retried after the backend's
     /// decision; then it is dead-lettered as `deadline_passed`.
     pub late_action_window: Duration,
+    /// Send one order's answers in the order of its life
+    /// (`shared::sequence`): `ready` waits for an `accept` still on its way.
+    pub per_order_ordering: bool,
 }
 
 /// A token bucket: a sustained rate and a burst.
@@ -825,6 +840,7 @@ struct RawStatusSync {
     max_hint: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     late_action_window: Option<Duration>,
+    per_order_ordering: Option<bool>,
 }
 
 impl Default for RawStatusSync {
@@ -835,6 +851,7 @@ impl Default for RawStatusSync {
             jitter: 0.0,
             max_hint: None,
             late_action_window: None,
+            per_order_ordering: None,
         }
     }
 }
@@ -864,6 +881,9 @@ struct RawForwarder {
     breaker_max_cooldown: Option<Duration>,
     #[serde(default)]
     allowed_private_destinations: Vec<String>,
+    per_order_ordering: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    created_wait: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1152,6 +1172,10 @@ fn forwarder_section(
             },
         )?,
         allowed_private_destinations: Vec::with_capacity(raw.allowed_private_destinations.len()),
+        per_order_ordering: raw
+            .per_order_ordering
+            .unwrap_or(defaults.per_order_ordering),
+        created_wait: raw.created_wait.unwrap_or(defaults.created_wait),
     };
     for (k, cidr) in raw.allowed_private_destinations.iter().enumerate() {
         let net = ip_net(cidr)
@@ -1163,6 +1187,12 @@ fn forwarder_section(
     }
     if forwarder.max_order_age < Duration::from_secs(1) {
         return Err(check.err("forwarder.max_order_age", "must be at least 1s"));
+    }
+    if forwarder.created_wait >= forwarder.max_order_age {
+        return Err(check.err(
+            "forwarder.created_wait",
+            "must be below max_order_age: an event waiting for its order's created longer would go stale",
+        ));
     }
     Ok(forwarder)
 }
@@ -2037,6 +2067,7 @@ fn status_sync_section(
     Ok(StatusSyncSettings {
         retry,
         late_action_window,
+        per_order_ordering: raw.per_order_ordering.unwrap_or(true),
     })
 }
 
@@ -2056,7 +2087,7 @@ fn stream_section(check: &Check<'_>, raw: RawStreams) -> Result<StreamSettings, 
     for (name, o) in &raw.overrides {
         // The order-context bucket's TTL is an operator's choice; the other
         // buckets' lifetimes are part of their design.
-        if name == crate::answer::ORDER_CONTEXT_BUCKET {
+        if name == crate::answer::ORDER_CONTEXT_BUCKET || name == crate::sequence::SEQUENCE_BUCKET {
             if o.duplicate_window.is_some()
                 || o.max_bytes.is_some()
                 || o.max_msg_size.is_some()
@@ -2072,7 +2103,11 @@ fn stream_section(check: &Check<'_>, raw: RawStreams) -> Result<StreamSettings, 
             if o.max_age.is_some_and(|a| a < Duration::from_secs(3600)) {
                 return Err(check.err(
                     format!("streams.overrides.{name}.max_age"),
-                    "must be at least 1h: an order's context must outlive its answers",
+                    if name == crate::answer::ORDER_CONTEXT_BUCKET {
+                        "must be at least 1h: an order's context must outlive its answers"
+                    } else {
+                        "must be at least 1h: an order's sequence must outlive its events"
+                    },
                 ));
             }
             continue;
@@ -2081,9 +2116,10 @@ fn stream_section(check: &Check<'_>, raw: RawStreams) -> Result<StreamSettings, 
             return Err(check.err(
                 format!("streams.overrides.{name}"),
                 format!(
-                    "unknown stream (known: {}; bucket {})",
+                    "unknown stream (known: {}; buckets {}, {})",
                     crate::streams::STREAM_NAMES.join(", "),
-                    crate::answer::ORDER_CONTEXT_BUCKET
+                    crate::answer::ORDER_CONTEXT_BUCKET,
+                    crate::sequence::SEQUENCE_BUCKET
                 ),
             ));
         }
@@ -2623,7 +2659,7 @@ max_deliver = 10
             ),
             (
                 format!("{GOOD}\n[streams.overrides.ORDRES]\nmax_age = \"1d\"\n"),
-                "streams.overrides.ORDRES: unknown stream (known: WEBHOOKS, ORDERS, STATUS, OUTCOMES, DLQ, ADVISORIES; bucket ORDER_CONTEXT)",
+                "streams.overrides.ORDRES: unknown stream (known: WEBHOOKS, ORDERS, STATUS, OUTCOMES, DLQ, ADVISORIES; buckets ORDER_CONTEXT, ORDER_SEQUENCE)",
             ),
             (
                 format!("{GOOD}\n[streams.overrides.ORDER_CONTEXT]\nmax_age = \"10m\"\n"),
@@ -3149,6 +3185,9 @@ secret_envs = ["S"]
             Duration::from_secs(3600)
         );
         assert_eq!(hub.status_sync.retry.max_deliver(), 75);
+        assert!(hub.status_sync.per_order_ordering);
+        assert!(hub.forwarder.per_order_ordering);
+        assert_eq!(hub.forwarder.created_wait, Duration::from_secs(30));
     }
 
     #[test]
@@ -3205,6 +3244,16 @@ secret_envs = ["S"]
         assert_eq!(
             err("\n[status_sync]\nlate_action_window = \"0s\"\n"),
             "hub config hub.toml: status_sync.late_action_window: must be at least 1s"
+        );
+        assert_eq!(
+            err("\n[forwarder]\nmax_order_age = \"1m\"\ncreated_wait = \"1m\"\n"),
+            "hub config hub.toml: forwarder.created_wait: must be below max_order_age: an event waiting for its order's created longer would go stale"
+        );
+        assert_eq!(
+            err("\n[forwarder]\nper_order_ordering = \"yes\"\n")
+                .split(':')
+                .next(),
+            Some("hub config hub.toml"),
         );
         let wolt_api = API.replace(
             "refresh_token_env = \"WOLT_REFRESH\"\n",

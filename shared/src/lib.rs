@@ -9,6 +9,8 @@
 //!   over JetStream, and [`dead_letter_mover`], its safety net for workers
 //!   that die on a message's last delivery; [`dlq`] is the dead-letter entry
 //!   format, [`failure_history`] what is remembered between deliveries.
+//! - [`sequence`]: per-order ordering of the events to a backend and the
+//!   answers to a provider, in the `ORDER_SEQUENCE` bucket.
 //! - [`telemetry`] and [`ops`]: logs, metrics, `/health` `/ready` `/metrics`.
 //! - [`verify`]: every provider's signature scheme (verify and sign), used
 //!   by the ingress, and Standard Webhooks signing for the forwarder.
@@ -44,6 +46,7 @@ pub mod pull;
 pub mod redact;
 pub mod retry;
 pub mod secret;
+pub mod sequence;
 pub mod streams;
 pub mod subjects;
 pub mod telemetry;
