@@ -93,6 +93,7 @@ use shared::headers;
 use shared::live::{Derived, Generational, LiveConfig};
 use shared::outbound::{OutboundPolicy, RefusedDestination};
 use shared::outcome::{self, Kind, PublishFailures, Step};
+use shared::sequence::{self, EventState, Sequencer, Turn};
 use shared::worker::{Delivery, Failure, Handler, Outcome};
 use tracing::{error, info, warn};
 
@@ -117,7 +118,7 @@ pub const SPEC: shared::app::StageSpec = shared::app::StageSpec {
         "ADVISORIES",
         shared::outcome::OUTCOMES_STREAM,
     ],
-    buckets: &[],
+    buckets: &[shared::sequence::SEQUENCE_BUCKET],
 };
 
 /// How long an auto-accept's publish may wait for JetStream's ack before
@@ -228,11 +229,22 @@ impl Metrics {
     }
 }
 
-/// What an outcome reads of the canonical order (borrowed from the body).
+/// What the forwarder reads of the canonical order (borrowed from the
+/// body): its ids for outcomes, its key and its place in its order's life.
 #[derive(Deserialize)]
 struct OrderRef<'a> {
     #[serde(borrow)]
     provider_order_id: std::borrow::Cow<'a, str>,
+    provider: Provider,
+    event: canonical::order::Event,
+    #[serde(default, borrow)]
+    idempotency_key: Option<std::borrow::Cow<'a, str>>,
+    raw: RawRef,
+}
+
+#[derive(Deserialize)]
+struct RawRef {
+    seq: u64,
 }
 
 /// What an auto-accept reads of the canonical order.
@@ -330,6 +342,9 @@ struct Routing {
     tenants: HashMap<String, Arc<TenantState>>,
     /// Accounts whose new orders the hub accepts at the provider.
     auto_accept: HashSet<(Provider, String)>,
+    /// `[forwarder] per_order_ordering` and `created_wait`.
+    per_order_ordering: bool,
+    created_wait: Duration,
 }
 
 impl Generational for Routing {
@@ -414,6 +429,8 @@ impl Routing {
             generation,
             tenants,
             auto_accept,
+            per_order_ordering: hub.forwarder.per_order_ordering,
+            created_wait: hub.forwarder.created_wait,
         }
     }
 }
@@ -431,6 +448,8 @@ pub struct Forwarder {
     /// Where the accepts are stored (`STATUS`).
     js: jetstream::Context,
     outcomes: outcome::Publisher,
+    /// Per-order ordering (`ORDER_SEQUENCE`).
+    sequence: Sequencer,
 }
 
 impl DeliverError {
@@ -469,6 +488,7 @@ impl Forwarder {
             STATUS_PUBLISH_TIMEOUT,
             PublishFailures::register(registry),
         );
+        let sequence = Sequencer::new(js.clone(), Some(registry));
         let hub = live.load();
         // Restart-only (shared::live): the outbound policy and the age limit.
         let outbound = OutboundPolicy::new(hub.forwarder.allowed_private_destinations.clone());
@@ -490,6 +510,7 @@ impl Forwarder {
             metrics,
             js,
             outcomes,
+            sequence,
         }
     }
 
@@ -764,18 +785,17 @@ impl Handler for Forwarder {
                 ),
             ))
         };
-        if age > self.max_order_age {
-            return stale(age);
-        }
-        let deadline = tokio::time::Instant::now() + (self.max_order_age - age);
-        let key = d
-            .webhook_id
-            .clone()
+        let order_id = serde_json::from_slice::<OrderRef>(&d.payload).ok();
+        // The order event's own key; an order written before it existed
+        // keeps the webhook id.
+        let key = order_id
+            .as_ref()
+            .and_then(|o| o.idempotency_key.as_deref().map(str::to_owned))
+            .or_else(|| d.webhook_id.clone())
             .unwrap_or_else(|| format!("{}-{}", d.stream, d.stream_seq));
         let label = TenantLabel {
             tenant: t.id.clone(),
         };
-        let order_id = serde_json::from_slice::<OrderRef>(&d.payload).ok();
         let about = |kind, ok, n: u32| {
             Step::of(outcome::Stage::Forwarder, kind, d, ok).map(|mut s| {
                 s.provider_order_id = order_id.as_ref().map(|o| o.provider_order_id.as_ref());
@@ -783,16 +803,148 @@ impl Handler for Forwarder {
                 s
             })
         };
+        // Its order's earlier events first (shared::sequence).
+        let sequenced = order_id
+            .as_ref()
+            .filter(|_| routing.per_order_ordering)
+            .and_then(|o| {
+                let phase = o.event.phase()?;
+                Some((
+                    sequence::order_key(&t.id, o.provider, &o.provider_order_id),
+                    sequence::Event {
+                        key: &key,
+                        name: o.event.as_str(),
+                        phase,
+                        seq: o.raw.seq,
+                    },
+                ))
+            });
+        if age > self.max_order_age {
+            if let Some((entry, _)) = &sequenced {
+                self.settle(entry, &key, EventState::DeadLettered).await;
+            }
+            return stale(age);
+        }
+        let deadline = tokio::time::Instant::now() + (self.max_order_age - age);
+        if let Some((entry, ev)) = &sequenced {
+            let first_wait = (!routing.created_wait.is_zero()).then_some(routing.created_wait);
+            let order = order_id
+                .as_ref()
+                .map(|o| shared::redact::truncate(&o.provider_order_id, 64).into_owned())
+                .unwrap_or_default();
+            match self.sequence.turn(entry, ev, first_wait, deadline).await {
+                Err(e) => return Outcome::Retry(Failure::new(FailureClass::PublishFailed, e.0)),
+                Ok(Turn::Duplicate) => {
+                    info!(tenant = %t.id, %order, event = ev.name, key = %key, "a copy of an event the backend has; not sent again");
+                    let step = about(Kind::Delivered, true, 0).map(|mut s| {
+                        s.already_done = true;
+                        s
+                    });
+                    if let Some(step) = step
+                        && let Err(f) = self.outcomes.publish(&step).await
+                    {
+                        return Outcome::Retry(f);
+                    }
+                    return Outcome::Ack;
+                }
+                Ok(Turn::TimedOut { reason, behind }) => {
+                    let f = Failure::new(
+                        FailureClass::Stale,
+                        format!(
+                            "waited for {behind} of order {order} ({}) until the order was older than max_order_age {}",
+                            reason.as_str(),
+                            humantime::format_duration(self.max_order_age)
+                        ),
+                    );
+                    self.settle(entry, &key, EventState::DeadLettered).await;
+                    return Outcome::DeadLetter(f);
+                }
+                Ok(Turn::Go {
+                    waited,
+                    alone,
+                    late,
+                }) => {
+                    if alone {
+                        warn!(tenant = %t.id, %order, event = ev.name, waited_ms = waited.as_millis() as u64, "the order's created did not come within created_wait; this event goes alone");
+                    } else if late {
+                        warn!(tenant = %t.id, %order, event = ev.name, "a later event of this order was delivered before this one reached the hub");
+                    } else if !waited.is_zero() {
+                        info!(tenant = %t.id, %order, event = ev.name, waited_ms = waited.as_millis() as u64, "waited for the order's earlier events");
+                    }
+                }
+            }
+        }
+        let outcome = self
+            .deliver(d, &routing, &state, &key, born, deadline, &about, &label)
+            .await;
+        let Some((entry, _)) = &sequenced else {
+            return outcome;
+        };
+        match &outcome {
+            Outcome::Ack => {
+                if let Err(e) = self.sequence.finish(entry, &key, EventState::Done).await {
+                    // The backend dedupes the next delivery's request.
+                    return Outcome::Retry(Failure::new(
+                        FailureClass::PublishFailed,
+                        format!("delivered, but not recorded as delivered: {}", e.0),
+                    ));
+                }
+            }
+            Outcome::DeadLetter(_) => self.settle(entry, &key, EventState::DeadLettered).await,
+            Outcome::Retry(_) if d.is_last => {
+                self.settle(entry, &key, EventState::DeadLettered).await
+            }
+            Outcome::Retry(_) => {}
+        }
+        outcome
+    }
+}
+
+impl Forwarder {
+    /// Records that `key` went to the DLQ, a few tries; when they all fail
+    /// the order's later events wait until `max_order_age` (or a replay).
+    async fn settle(&self, entry: &str, key: &str, state: EventState) {
+        let mark = || self.sequence.finish(entry, key, state);
+        if let Err(e) = mark.retry(shared::backoff::infra().with_max_times(3)).await {
+            error!(error = %e, "cannot record a dead-lettered event in its order's sequence; its order's later events wait for it until they are stale");
+        }
+    }
+
+    /// One delivery's requests: held by the breaker, retried within the
+    /// delivery while the backend is down.
+    #[allow(clippy::too_many_arguments)]
+    async fn deliver<'a>(
+        &self,
+        d: &'a Delivery,
+        routing: &Routing,
+        state: &TenantState,
+        key: &str,
+        born: SystemTime,
+        deadline: tokio::time::Instant,
+        about: &(dyn Fn(Kind, bool, u32) -> Option<Step<'a>> + Sync),
+        label: &TenantLabel,
+    ) -> Outcome {
+        let t = &state.tenant;
+        let stale = |age: Duration| {
+            Outcome::DeadLetter(Failure::new(
+                FailureClass::Stale,
+                format!(
+                    "order is {} old, beyond max_order_age {}",
+                    humantime::format_duration(Duration::from_secs(age.as_secs())),
+                    humantime::format_duration(self.max_order_age)
+                ),
+            ))
+        };
         // Requests sent in this delivery: each one's `attempt` step.
         let mut sent: u32 = 0;
         loop {
             let permit = match state.breaker.try_acquire() {
                 Ok(p) => p,
                 Err(_) => {
-                    self.metrics.held.get_or_create(&label).inc();
-                    self.set_breaker_gauge(&state);
+                    self.metrics.held.get_or_create(label).inc();
+                    self.set_breaker_gauge(state);
                     let p = state.breaker.acquire_until(deadline).await;
-                    self.metrics.held.get_or_create(&label).dec();
+                    self.metrics.held.get_or_create(label).dec();
                     match p {
                         Some(p) => p,
                         None => {
@@ -804,7 +956,7 @@ impl Handler for Forwarder {
                 }
             };
             let started = std::time::Instant::now();
-            let result = self.post(t, d, &key).await;
+            let result = self.post(t, d, key).await;
             let took = started.elapsed();
             let (verdict, outcome_label) = match &result {
                 Ok(409) => (Some(Verdict::Success), "conflict"),
@@ -835,7 +987,7 @@ impl Handler for Forwarder {
                 None => {}
             }
             let now = state.breaker.state();
-            self.set_breaker_gauge(&state);
+            self.set_breaker_gauge(state);
             self.metrics
                 .requests
                 .get_or_create(&TenantOutcome {
@@ -888,7 +1040,7 @@ impl Handler for Forwarder {
                         }
                         Ok::<(), Failure>(())
                     };
-                    let Some((provider, account)) = self.auto_accepted(&routing, d) else {
+                    let Some((provider, account)) = self.auto_accepted(routing, d) else {
                         return match recorded.await {
                             Ok(()) => Outcome::Ack,
                             Err(f) => Outcome::Retry(f),

@@ -78,6 +78,7 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream;
+use backon::Retryable;
 use bytes::Bytes;
 use canonical::order::{Customer, Event, Order, Raw, SchemaV1};
 use canonical::status::{Action, StatusCall, StatusCommand};
@@ -95,6 +96,7 @@ use shared::headers;
 use shared::live::{Derived, Generational, LiveConfig};
 use shared::outbound::OutboundPolicy;
 use shared::outcome::{self, Pending, PublishFailures, Step};
+use shared::sequence::{self, EventState, Sequencer, Turn};
 use shared::tokens::{AccessToken, Credential, LazyTokenStore, TokenKey, TokenMetrics, TokenStore};
 use shared::worker::{Delivery, Failure, Handler, Outcome};
 use time::OffsetDateTime;
@@ -110,7 +112,11 @@ pub const SPEC: StageSpec = StageSpec {
     stream: "STATUS",
     durable: "status-sync",
     streams: &["STATUS", "ORDERS", "DLQ", "ADVISORIES", "OUTCOMES"],
-    buckets: &[shared::streams::TOKENS_BUCKET, ORDER_CONTEXT_BUCKET],
+    buckets: &[
+        shared::streams::TOKENS_BUCKET,
+        ORDER_CONTEXT_BUCKET,
+        shared::sequence::SEQUENCE_BUCKET,
+    ],
 };
 
 /// The `Nats-Msg-Id` of the `status_failed` order of decision `status_id`.
@@ -412,6 +418,8 @@ pub struct StatusSync {
     metrics: Metrics,
     publish_timeout: Duration,
     outcomes: outcome::Publisher,
+    /// Per-order ordering of the answers (`ORDER_SEQUENCE`).
+    sequence: Sequencer,
 }
 
 /// The `status_call` steps of one delivery: at most one awaiting its ack
@@ -461,6 +469,7 @@ impl StatusSync {
             publish_timeout,
             PublishFailures::register(registry),
         );
+        let sequence = Sequencer::new(js.clone(), Some(registry));
         let live = prepared.live();
         let token_metrics = TokenMetrics::register(registry);
         token_metrics.start_at_zero(prepared.credentials.values());
@@ -491,6 +500,7 @@ impl StatusSync {
             metrics,
             publish_timeout,
             outcomes,
+            sequence,
         }
     }
 
@@ -1152,9 +1162,10 @@ pub fn status_failed_order(
     f: &Failure,
     now: OffsetDateTime,
 ) -> Order {
-    Order {
+    let mut order = Order {
         schema: SchemaV1,
         webhook_id: cmd.status_id.clone(),
+        idempotency_key: None,
         event: Event::StatusFailed,
         status: None,
         provider: cmd.provider,
@@ -1188,7 +1199,9 @@ pub fn status_failed_order(
             decided_at: cmd.decided_at,
             failed_at: now,
         }),
-    }
+    };
+    order.idempotency_key = Some(order.event_key());
+    order
 }
 
 impl Handler for StatusSync {
@@ -1203,7 +1216,11 @@ impl Handler for StatusSync {
                 ));
             }
         };
-        let outcome = self.handle_command(d, &cmd).await;
+        let outcome = if self.hub.status_sync.per_order_ordering {
+            self.in_turn(d, &cmd).await
+        } else {
+            self.handle_command(d, &cmd).await
+        };
         if let Outcome::Retry(f) | Outcome::DeadLetter(f) = &outcome {
             warn!(
                 error_type = f.class.as_str(),
@@ -1214,6 +1231,94 @@ impl Handler for StatusSync {
             );
         }
         outcome
+    }
+}
+
+impl StatusSync {
+    /// [`StatusSync::handle_command`] after the answers about the same
+    /// order that came before it in the order's life
+    /// ([`shared::sequence`]): `ready` waits for an `accept` still on its
+    /// way, inside its delivery, at most until its own deadline
+    /// (`decided_at + late_action_window`).
+    async fn in_turn(&self, d: &Delivery, cmd: &StatusCommand) -> Outcome {
+        let entry = sequence::status_key(&cmd.tenant, cmd.provider, &cmd.provider_order_id);
+        let ev = sequence::Event {
+            key: &cmd.status_id,
+            name: cmd.action.as_str(),
+            phase: sequence::action_phase(cmd.action),
+            seq: d.stream_seq,
+        };
+        let until = cmd.decided_at + self.hub.status_sync.late_action_window;
+        let left = (until - OffsetDateTime::now_utc())
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        let deadline = tokio::time::Instant::now() + left;
+        let order = shared::redact::truncate(&cmd.provider_order_id, 64);
+        match self.sequence.turn(&entry, &ev, None, deadline).await {
+            Err(e) => return Outcome::Retry(Failure::new(FailureClass::PublishFailed, e.0)),
+            Ok(Turn::Duplicate) => {
+                info!(%order, action = %cmd.action, status_id = %cmd.status_id, "this answer was delivered already; not sent again");
+                return Outcome::Ack;
+            }
+            Ok(Turn::TimedOut { behind, .. }) => {
+                let f = Failure::new(
+                    FailureClass::DeadlinePassed,
+                    format!(
+                        "waited for the order's {behind} answer until the deadline ({})",
+                        until
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default()
+                    ),
+                );
+                let outcome = self.give_up(d, cmd, None, f).await;
+                // A dead letter: settle never fails it.
+                let _ = self.settle(&entry, cmd, &outcome, true).await;
+                return outcome;
+            }
+            Ok(Turn::Go { waited, late, .. }) => {
+                if late {
+                    warn!(%order, action = %cmd.action, "a later answer about this order was delivered before this one arrived");
+                } else if !waited.is_zero() {
+                    info!(%order, action = %cmd.action, waited_ms = waited.as_millis() as u64, "waited for the order's earlier answers");
+                }
+            }
+        }
+        let outcome = self.handle_command(d, cmd).await;
+        if let Err(f) = self.settle(&entry, cmd, &outcome, d.is_last).await {
+            return Outcome::Retry(f);
+        }
+        outcome
+    }
+
+    /// Records how the answer ended in its order's sequence: delivered
+    /// (an error: the answer is retried, the provider's "already done"
+    /// makes that harmless), dead-lettered (a few tries, then logged: the
+    /// later answers wait until their own deadlines).
+    async fn settle(
+        &self,
+        entry: &str,
+        cmd: &StatusCommand,
+        outcome: &Outcome,
+        last: bool,
+    ) -> Result<(), Failure> {
+        let state = match outcome {
+            Outcome::Ack => EventState::Done,
+            Outcome::DeadLetter(_) => EventState::DeadLettered,
+            Outcome::Retry(_) if last => EventState::DeadLettered,
+            Outcome::Retry(_) => return Ok(()),
+        };
+        let mark = || self.sequence.finish(entry, &cmd.status_id, state);
+        match mark.retry(shared::backoff::infra().with_max_times(3)).await {
+            Ok(_) => Ok(()),
+            Err(e) if state == EventState::Done => Err(Failure::new(
+                FailureClass::PublishFailed,
+                format!("delivered, but not recorded as delivered: {}", e.0),
+            )),
+            Err(e) => {
+                error!(error = %e, status_id = %cmd.status_id, "cannot record a dead-lettered answer in its order's sequence; the order's later answers wait for it until their deadlines");
+                Ok(())
+            }
+        }
     }
 }
 

@@ -150,6 +150,7 @@ impl Input<'_> {
         Order {
             schema: SchemaV1,
             webhook_id: self.webhook_id.to_owned(),
+            idempotency_key: None,
             event,
             status: None,
             provider: self.provider,
@@ -617,6 +618,8 @@ pub fn convert_with_hints(hub: &HubConfig, delivery: &Delivery) -> Result<Conver
     let mut problems = Problems::default();
     let draft = adapters::adapter(provider).convert(&input, &mut problems)?;
     let mut converted = finish(&input, draft, problems)?;
+    // Last: the key covers the order as the backend receives it.
+    converted.order.idempotency_key = Some(converted.order.event_key());
     if converted.order.event == Event::Created {
         let received_at = received_at.unwrap_or_else(|| OffsetDateTime::from(delivery.published));
         converted.context = Some(context(

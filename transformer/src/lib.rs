@@ -15,6 +15,14 @@
 //!   a backend answering the order at once finds it; a failed write is
 //!   transient (retried, class `publish_failed`) and nothing is published.
 //!   A re-delivered order writes the same context again.
+//! - Every order carries its `idempotency_key`
+//!   ([`canonical::order::Order::event_key`]): one key for every copy of an
+//!   order event. Before publishing, a provider's event (not
+//!   `status_failed`) is registered in its order's entry of
+//!   `ORDER_SEQUENCE` ([`shared::sequence`]) with its phase and its
+//!   `WEBHOOKS` sequence, so the forwarder holds the order's later events
+//!   behind it; a failed registration is transient (class
+//!   `publish_failed`) and nothing is published.
 //! - Publishes the order as JSON to `orders.<tenant>.<provider>` with
 //!   `Nats-Msg-Id: order:<webhook_id>`, `Content-Type: application/json`,
 //!   `Orderhub-Event` (its `event`: the forwarder auto-accepts `created`
@@ -73,6 +81,7 @@ use shared::failure::{FailureClass, classify_publish};
 use shared::headers;
 use shared::live::LiveConfig;
 use shared::outcome::{self, Kind, PublishFailures, Step};
+use shared::sequence::{self, SEQUENCE_BUCKET, Sequencer};
 use shared::worker::{Delivery, Failure, Handler, Outcome};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -86,7 +95,7 @@ pub const SPEC: StageSpec = StageSpec {
     stream: "WEBHOOKS",
     durable: "transformer",
     streams: &["WEBHOOKS", "ORDERS", "DLQ", "ADVISORIES", "OUTCOMES"],
-    buckets: &[ORDER_CONTEXT_BUCKET],
+    buckets: &[ORDER_CONTEXT_BUCKET, SEQUENCE_BUCKET],
 };
 
 /// The headers of the raw webhook that travel on with its order.
@@ -247,12 +256,7 @@ impl Metrics {
 }
 
 fn event_name(event: Event) -> &'static str {
-    match event {
-        Event::Created => "created",
-        Event::Updated => "updated",
-        Event::Cancelled => "cancelled",
-        Event::StatusFailed => "status_failed",
-    }
+    event.as_str()
 }
 
 /// The stage's handler: convert, publish, await the ack.
@@ -262,6 +266,8 @@ pub struct Transformer {
     js: jetstream::Context,
     /// `ORDER_CONTEXT`, opened on first use (the stage runner creates it).
     contexts: OnceCell<kv::Store>,
+    /// `ORDER_SEQUENCE`.
+    sequence: Sequencer,
     metrics: Metrics,
     publish_timeout: Duration,
     outcomes: outcome::Publisher,
@@ -293,6 +299,7 @@ impl Transformer {
         );
         Transformer {
             hub,
+            sequence: Sequencer::new(js.clone(), None),
             js,
             contexts: OnceCell::new(),
             metrics,
@@ -337,6 +344,31 @@ impl Transformer {
                     humanize(self.publish_timeout)
                 ))
             })??;
+        Ok(())
+    }
+
+    /// Registers the order event in its order's sequence (before the
+    /// order is published, so the forwarder knows of it before any later
+    /// event of the order can go); any failure is transient.
+    async fn register(&self, order: &Order) -> Result<(), Failure> {
+        let (Some(phase), Some(key)) = (order.event.phase(), order.idempotency_key.as_deref())
+        else {
+            return Ok(());
+        };
+        let failed = |e: sequence::SequenceError| Failure::new(FailureClass::PublishFailed, e.0);
+        let ev = sequence::Event {
+            key,
+            name: event_name(order.event),
+            phase,
+            seq: order.raw.seq,
+        };
+        self.sequence
+            .register(
+                &sequence::order_key(&order.tenant, order.provider, &order.provider_order_id),
+                &ev,
+            )
+            .await
+            .map_err(failed)?;
         Ok(())
     }
 
@@ -436,6 +468,9 @@ impl Handler for Transformer {
             } else {
                 Outcome::Retry(f)
             };
+        }
+        if let Err(f) = self.register(&order).await {
+            return Outcome::Retry(f);
         }
         let order_seq = match self.publish(delivery, &order).await {
             Ok(seq) => seq,
