@@ -28,6 +28,11 @@ struct DirectOrder {
     #[serde(default)]
     #[allow(dead_code)]
     webhook_id: Option<IgnoredAny>,
+    /// The hub derives it (`Order::event_key`); a sender echoing an order
+    /// it received is not refused for it.
+    #[serde(default)]
+    #[allow(dead_code)]
+    idempotency_key: Option<IgnoredAny>,
     event: Event,
     #[serde(default)]
     status: Option<Status>,
