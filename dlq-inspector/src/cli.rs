@@ -16,6 +16,7 @@ Examples:
   dlq-inspector replay 42 43                           republish to the original subjects
   dlq-inspector replay --stage transformer --provider careem --dry-run
   dlq-inspector replay --tenant acme --since 2026-05-01T03:00:00Z --rate 5
+  dlq-inspector release 42 --yes                       let the order's later events go without it
   dlq-inspector purge 17 --yes
   dlq-inspector stats --json
   dlq-inspector completions bash > /etc/bash_completion.d/dlq-inspector
@@ -24,6 +25,11 @@ An entry's id is its DLQ stream sequence. Replay republishes the original body
 and headers to the original subject with `Nats-Msg-Id: replay:<id>` and
 `Orderhub-Replay-Of: <id>`, keeps the webhook id (so the backend's
 Idempotency-Key), waits for JetStream's ack, and only then deletes the entry.
+
+A forwarder or status-sync entry's event holds the later events of its order
+(ORDER_SEQUENCE) until it is replayed, released or purged: `show` lists what
+waits behind it; `release` marks it released and keeps the entry (a replay
+arms it again); `purge` releases it before it deletes the entry.
 
 Exit status: 0 success, 1 failure (nothing or not everything done), 2 bad usage.";
 
@@ -126,7 +132,24 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Delete entries for good (asks on a terminal unless --yes)
+    /// Let the later events of each entry's order go without it: its event
+    /// becomes `released` in ORDER_SEQUENCE; the entry stays and can still
+    /// be replayed (asks on a terminal unless --yes)
+    Release {
+        /// Entry ids; or select with the filters (or --all)
+        #[arg(conflicts_with_all = ["provider", "tenant", "stage", "since", "error", "all"])]
+        ids: Vec<u64>,
+        #[command(flatten)]
+        filter: Filter,
+        /// Every entry in the DLQ
+        #[arg(long)]
+        all: bool,
+        /// Do not ask; required when stdin is not a terminal
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Delete entries for good, releasing what waits behind each (asks on a
+    /// terminal unless --yes)
     Purge {
         /// Entry ids; or select with the filters (or --all)
         #[arg(conflicts_with_all = ["provider", "tenant", "stage", "since", "error", "all"])]
@@ -161,7 +184,7 @@ pub struct Filter {
     /// Only this tenant (restaurant company id)
     #[arg(long, value_parser = token)]
     pub tenant: Option<String>,
-    /// Only this stage (transformer, forwarder)
+    /// Only this stage (fetcher, transformer, forwarder, status-sync)
     #[arg(long, value_parser = token)]
     pub stage: Option<String>,
     /// Only entries dead-lettered since: a duration ago (`90m`, `2h`, `3d`)

@@ -33,7 +33,22 @@
 //!   had already vanished has no subject and no body and cannot be
 //!   replayed; replay says so and leaves it.
 //! - `purge` deletes entries; without `--yes` it asks on a terminal and
-//!   refuses (nothing deleted) when stdin is not one.
+//!   refuses (nothing deleted) when stdin is not one. It releases a
+//!   forwarder or status-sync entry's event first (what is purged is never
+//!   delivered, so nothing may wait for it); if that release fails, the
+//!   entry is kept.
+//! - Per-order ordering ([`held`], `ORDER_SEQUENCE`): a forwarder or
+//!   status-sync entry's event holds the later events of its order. `show`
+//!   says where the event stands and lists the events waiting behind it;
+//!   `release` marks it `released` (by compare-and-set; a `done` event is
+//!   left alone) and keeps the entry, which can still be replayed (the
+//!   replay arms the event again). `release` asks like `purge`. Named by
+//!   id, an entry that cannot hold events (another stage's, or a body that
+//!   names no order) refuses the whole command, nothing released; selected
+//!   by a filter, another stage's entries are skipped and reported (nothing
+//!   to release is no failure), an unreadable body is skipped and fails the
+//!   run. An event not in its order's entry, already `done` or `released`,
+//!   or a server without the bucket: released with 0 events let go.
 //! - Outcomes ([`shared::outcome`], `OUTCOMES`): a replay sends a
 //!   `replayed` step (source: `DLQ`, the entry's id; the entry's tenant,
 //!   webhook id and error class) once the republish is acked (a failed
@@ -43,12 +58,14 @@
 //!   it again is deduplicated by its `replay:<id>`). An entry whose provider
 //!   this build does not know has no outcome.
 //! - Exit status: 0 success, 1 failure (NATS unreachable, no `DLQ` stream,
-//!   an unknown id, an entry that cannot be replayed, a refused purge, any
-//!   entry of a bulk operation not done), 2 bad usage. The connection is
+//!   an unknown id, an entry that cannot be replayed or released, a refused
+//!   purge or release, any entry of a bulk operation not done, a `show`
+//!   whose sequence could not be read), 2 bad usage. The connection is
 //!   tried once with a short timeout: a CLI does not wait for NATS forever.
 
 pub mod cli;
 pub mod entry;
+pub mod held;
 pub mod render;
 
 use std::io::{self, Write};
@@ -84,12 +101,23 @@ pub enum Error {
     ReplayConflict { id: u64, reason: String },
     #[error("cannot {op}: {reason}")]
     Nats { op: String, reason: String },
-    #[error("purge not confirmed: nothing deleted")]
-    NotConfirmed,
+    #[error("DLQ entry {id} cannot be released: {reason}")]
+    NotReleasable { id: u64, reason: String },
+    #[error("{verb} not confirmed: nothing {done}")]
+    NotConfirmed {
+        verb: &'static str,
+        done: &'static str,
+    },
     #[error(
         "purge would delete {0} entries for good: pass --yes (stdin is not a terminal, so there is no one to ask); nothing deleted"
     )]
     NeedsYes(usize),
+    #[error(
+        "release would let the later events of {0} entries' orders go without them: pass --yes (stdin is not a terminal, so there is no one to ask); nothing released"
+    )]
+    ReleaseNeedsYes(usize),
+    #[error("{0}")]
+    Partly(String),
     #[error("{failed} of {total} entries were not {verb}")]
     Incomplete {
         verb: &'static str,
@@ -183,6 +211,9 @@ pub async fn execute(cli: Cli, console: &mut Console<'_>) -> Result<(), Error> {
         Command::Purge {
             ids, filter, all, ..
         } => require_selection("purge", ids, filter, *all)?,
+        Command::Release {
+            ids, filter, all, ..
+        } => require_selection("release", ids, filter, *all)?,
         _ => {}
     }
     let (js, dlq) = open(&cli.conn).await?;
@@ -216,16 +247,23 @@ pub async fn execute(cli: Cli, console: &mut Console<'_>) -> Result<(), Error> {
         Command::Show { id } => {
             let msg = entry::fetch(&dlq, id, timeout).await?;
             let e = Entry::new(id, msg.subject.as_str(), &msg.headers, msg.time.into());
+            let mut seq = held::Sequence::new(&js, timeout);
+            let standing = held::Standing::of(&mut seq, &e, &msg.payload).await;
             if json {
                 writeln!(
                     console.out,
                     "{}",
-                    json_line(&render::show_json(&e, &msg, now))
+                    json_line(&render::show_json(&e, &msg, &standing, now))
                 )?;
             } else {
-                render::show(console.out, &e, &msg, now)?;
+                render::show(console.out, &e, &msg, &standing, now)?;
             }
-            Ok(())
+            match standing {
+                held::Standing::Failed(_, why) => Err(Error::Partly(format!(
+                    "entry {id} shown, but not where it stands in its order: {why}"
+                ))),
+                _ => Ok(()),
+            }
         }
         Command::Stats { filter } => {
             let entries = entry::scan(&dlq, &filter, now, timeout).await?;
@@ -263,6 +301,18 @@ pub async fn execute(cli: Cli, console: &mut Console<'_>) -> Result<(), Error> {
         } => {
             let entries = select(&dlq, &ids, &filter, timeout, now).await?;
             purge(&js, &dlq, &entries, yes, json, timeout, console).await
+        }
+        Command::Release {
+            ids, filter, yes, ..
+        } => {
+            let entries = select(&dlq, &ids, &filter, timeout, now).await?;
+            let opts = ReleaseOptions {
+                by_id: !ids.is_empty(),
+                yes,
+                json,
+                timeout,
+            };
+            release(&js, &dlq, &entries, &opts, console).await
         }
     }
 }
@@ -716,26 +766,52 @@ async fn purge(
         writeln!(console.err, "nothing to purge")?;
         return Ok(());
     }
-    if !yes {
-        let Some(confirm) = console.confirm.as_mut() else {
-            return Err(Error::NeedsYes(entries.len()));
-        };
-        let ids: Vec<String> = entries.iter().take(10).map(|e| e.id.to_string()).collect();
-        let more = if entries.len() > 10 { ", ..." } else { "" };
-        let question = format!(
-            "delete {} dead letters for good (ids {}{more})?",
+    ask(
+        console,
+        yes,
+        format!(
+            "delete {} dead letters for good (ids {})?",
             entries.len(),
-            ids.join(", ")
-        );
-        if !confirm(&question)? {
-            return Err(Error::NotConfirmed);
-        }
-    }
+            ids_of(entries)
+        ),
+        Error::NeedsYes(entries.len()),
+        Error::NotConfirmed {
+            verb: "purge",
+            done: "deleted",
+        },
+    )?;
     let pb = progress_bar(console, entries.len(), "purge");
     let mut deleted = 0;
     let mut failed = 0;
     let outcomes = outcome::Publisher::new(js.clone(), timeout);
+    let mut seq = held::Sequence::new(js, timeout);
     for e in entries {
+        // What is purged is never delivered: the later events of its order
+        // must not wait for it. Released first; not released, not deleted.
+        let released = match release_for_purge(&mut seq, dlq, e, timeout).await {
+            Ok(Ok(r)) => Some(r),
+            Ok(Err(why)) => {
+                if !why.is_empty() {
+                    let why = shared::redact::for_terminal(&why);
+                    pb.suspend(|| {
+                        writeln!(console.err, "entry {}: {why}: nothing released", e.id)
+                    })?;
+                }
+                None
+            }
+            Err(err) => {
+                failed += 1;
+                pb.suspend(|| {
+                    writeln!(console.err, "entry {} kept (nothing deleted): {err}", e.id)
+                })?;
+                pb.inc(1);
+                continue;
+            }
+        };
+        if !json && let Some((p, r @ held::Released::Now { .. })) = &released {
+            let line = format!("released {}: {}", e.id, r.describe(p));
+            pb.suspend(|| writeln!(console.out, "{line}"))?;
+        }
         // The purge is recorded before the entry goes.
         let step = e
             .letter
@@ -755,7 +831,11 @@ async fn purge(
             Ok(Ok(_)) => {
                 deleted += 1;
                 if json {
-                    let line = serde_json::json!({"id": e.id, "action": "purged"}).to_string();
+                    let mut line = serde_json::json!({"id": e.id, "action": "purged"});
+                    if let Some((p, r)) = &released {
+                        line["sequence"] = released_json(p, r);
+                    }
+                    let line = json_line(&line);
                     pb.suspend(|| writeln!(console.out, "{line}"))?;
                 }
             }
@@ -786,6 +866,240 @@ async fn purge(
             verb: "purged",
             failed,
             total: entries.len(),
+        });
+    }
+    Ok(())
+}
+
+/// The `sequence` object of a released entry's `--json` line.
+fn released_json(p: &held::Place, r: &held::Released) -> serde_json::Value {
+    let mut v = r.to_json();
+    v["entry"] = serde_json::json!(p.entry);
+    v["key"] = serde_json::json!(p.key);
+    v["tenant"] = serde_json::json!(p.tenant);
+    v["provider_order_id"] = serde_json::json!(p.provider_order_id);
+    v
+}
+
+/// Releases the event of an entry about to be purged. `Err`: it is no
+/// event of any sequence: another stage's entry (an empty reason), or a
+/// body that names no order (why): nothing can be found to wait for it.
+async fn release_for_purge(
+    seq: &mut held::Sequence,
+    dlq: &Stream,
+    e: &Entry,
+    timeout: Duration,
+) -> Result<Result<(held::Place, held::Released), String>, Error> {
+    if !held::SEQUENCED_STAGES.contains(&e.stage()) {
+        return Ok(Err(String::new()));
+    }
+    let msg = entry::fetch(dlq, e.id, timeout).await?;
+    let p = match held::place(e, &msg.payload) {
+        Ok(p) => p,
+        Err(why) => return Ok(Err(why.reason())),
+    };
+    let r = seq.release(&p).await.map_err(|err| Error::Nats {
+        op: format!("release entry {}'s event before the purge", e.id),
+        reason: match err {
+            Error::Nats { op, reason } => format!("cannot {op}: {reason}"),
+            other => other.to_string(),
+        },
+    })?;
+    Ok(Ok((p, r)))
+}
+
+/// How a release runs.
+#[derive(Debug, Clone)]
+pub struct ReleaseOptions {
+    /// The operator named the entries: refuse all if one cannot hold events.
+    pub by_id: bool,
+    pub yes: bool,
+    pub json: bool,
+    pub timeout: Duration,
+}
+
+/// Asks the operator before a purge or a release, unless `--yes`; with no
+/// terminal to ask on, `needs_yes`.
+fn ask(
+    console: &mut Console<'_>,
+    yes: bool,
+    question: String,
+    needs_yes: Error,
+    no: Error,
+) -> Result<(), Error> {
+    if yes {
+        return Ok(());
+    }
+    let Some(confirm) = console.confirm.as_mut() else {
+        return Err(needs_yes);
+    };
+    if !confirm(&question)? {
+        return Err(no);
+    }
+    Ok(())
+}
+
+fn ids_of(entries: &[Entry]) -> String {
+    let ids: Vec<String> = entries.iter().take(10).map(|e| e.id.to_string()).collect();
+    let more = if entries.len() > 10 { ", ..." } else { "" };
+    format!("{}{more}", ids.join(", "))
+}
+
+/// What one selected entry of a release is.
+enum Target {
+    /// Another stage's: nothing to release.
+    Elsewhere(String),
+    /// Its body names no order event.
+    Unreadable(String),
+    Event(held::Place),
+}
+
+async fn target(dlq: &Stream, e: &Entry, timeout: Duration) -> Result<Target, Error> {
+    if !held::SEQUENCED_STAGES.contains(&e.stage()) {
+        return Ok(Target::Elsewhere(
+            held::NoPlace::Stage(e.stage().to_owned()).reason(),
+        ));
+    }
+    let msg = entry::fetch(dlq, e.id, timeout).await?;
+    Ok(match held::place(e, &msg.payload) {
+        Ok(p) => Target::Event(p),
+        Err(why) => Target::Unreadable(why.reason()),
+    })
+}
+
+async fn release(
+    js: &jetstream::Context,
+    dlq: &Stream,
+    entries: &[Entry],
+    opts: &ReleaseOptions,
+    console: &mut Console<'_>,
+) -> Result<(), Error> {
+    if entries.is_empty() {
+        writeln!(console.err, "nothing to release")?;
+        return Ok(());
+    }
+    // Named entries are checked first: all can hold events, or nothing is
+    // released.
+    let mut named = Vec::new();
+    if opts.by_id {
+        for e in entries {
+            match target(dlq, e, opts.timeout).await? {
+                Target::Elsewhere(why) | Target::Unreadable(why) => {
+                    return Err(Error::NotReleasable {
+                        id: e.id,
+                        reason: format!("{why}; nothing was released"),
+                    });
+                }
+                Target::Event(p) => named.push(p),
+            }
+        }
+    }
+    ask(
+        console,
+        opts.yes,
+        format!(
+            "let the later events of {} dead letters' orders go without them (ids {})? the entries stay and can still be replayed",
+            entries.len(),
+            ids_of(entries)
+        ),
+        Error::ReleaseNeedsYes(entries.len()),
+        Error::NotConfirmed {
+            verb: "release",
+            done: "released",
+        },
+    )?;
+    let pb = progress_bar(console, entries.len(), "release");
+    let mut seq = held::Sequence::new(js, opts.timeout);
+    let (mut done, mut failed, mut elsewhere) = (0, 0, 0);
+    let mut named = named.into_iter();
+    let mut stopped: Option<Error> = None;
+    for e in entries {
+        let t = if opts.by_id {
+            Ok(Target::Event(
+                named.next().expect("one place per named entry"),
+            ))
+        } else {
+            target(dlq, e, opts.timeout).await
+        };
+        let skip = |why: &str, what: &str| {
+            if opts.json {
+                json_line(&serde_json::json!({"id": e.id, "action": "skipped", "reason": why}))
+            } else {
+                format!(
+                    "skipped {}: {what}: {}",
+                    e.id,
+                    shared::redact::for_terminal(why)
+                )
+            }
+        };
+        let line = match t {
+            Ok(Target::Elsewhere(why)) => {
+                elsewhere += 1;
+                skip(&why, "nothing to release")
+            }
+            Ok(Target::Unreadable(why)) => {
+                failed += 1;
+                skip(&why, "cannot be released")
+            }
+            Ok(Target::Event(p)) => match seq.release(&p).await {
+                Ok(r) => {
+                    done += 1;
+                    if opts.json {
+                        json_line(&serde_json::json!({
+                            "id": e.id, "action": "released",
+                            "sequence": released_json(&p, &r),
+                        }))
+                    } else {
+                        format!("released {}: {}", e.id, r.describe(&p))
+                    }
+                }
+                Err(err) => {
+                    stopped = Some(err);
+                    break;
+                }
+            },
+            // Another operator replayed or purged it meanwhile.
+            Err(Error::NotFound(id)) => {
+                failed += 1;
+                pb.suspend(|| {
+                    writeln!(
+                        console.err,
+                        "entry {id} is gone (replayed or purged meanwhile)"
+                    )
+                })?;
+                pb.inc(1);
+                continue;
+            }
+            Err(err) => {
+                stopped = Some(err);
+                break;
+            }
+        };
+        pb.suspend(|| writeln!(console.out, "{line}"))?;
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let total = entries.len();
+    if let Some(err) = stopped {
+        writeln!(
+            console.err,
+            "stopped after {done} of {total} releases; the rest hold their orders' events as before"
+        )?;
+        return Err(err);
+    }
+    if !opts.json {
+        let note = if elsewhere > 0 {
+            format!("; {elsewhere} hold no order's events")
+        } else {
+            String::new()
+        };
+        writeln!(console.err, "released {done} of {total}{note}")?;
+    }
+    if failed > 0 {
+        return Err(Error::Incomplete {
+            verb: "released",
+            failed,
+            total,
         });
     }
     Ok(())

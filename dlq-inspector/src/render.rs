@@ -17,6 +17,7 @@ use async_nats::jetstream::message::StreamMessage;
 use shared::redact::{for_terminal, for_terminal_lines};
 
 use crate::entry::{Entry, rfc3339};
+use crate::held::{self, Standing};
 
 /// What `show` prints instead of a secret header's value.
 pub const REDACTED: &str = "<redacted>";
@@ -154,6 +155,7 @@ pub fn show(
     out: &mut dyn Write,
     e: &Entry,
     msg: &StreamMessage,
+    standing: &Standing,
     now: SystemTime,
 ) -> std::io::Result<()> {
     writeln!(
@@ -203,6 +205,24 @@ pub fn show(
         Ok(()) => field(out, "replayable", "yes")?,
         Err(why) => field(out, "replayable", &format!("no: {why}"))?,
     }
+    field(out, "in its order", &standing.field(now))?;
+    if let Some(behind) = standing.behind() {
+        writeln!(out, "\nwaiting behind it:")?;
+        if behind.is_empty() {
+            writeln!(out, "  nothing waits behind it")?;
+        }
+        for w in behind {
+            writeln!(
+                out,
+                "  {}  {} {}, first seen {}, key {}",
+                for_terminal(&w.name),
+                w.state.as_str(),
+                held::since(w, now),
+                rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(w.first_seen_ms)),
+                for_terminal(&w.key)
+            )?;
+        }
+    }
     writeln!(out, "\nerror:\n  {}", for_terminal(&e.error()))?;
     writeln!(out, "\nheaders (secrets redacted):")?;
     for (name, values) in shown_headers(&msg.headers) {
@@ -221,7 +241,12 @@ pub fn show(
 }
 
 /// `show --json`: one object.
-pub fn show_json(e: &Entry, msg: &StreamMessage, now: SystemTime) -> serde_json::Value {
+pub fn show_json(
+    e: &Entry,
+    msg: &StreamMessage,
+    standing: &Standing,
+    now: SystemTime,
+) -> serde_json::Value {
     let mut v = e.to_json(now);
     let body = match serde_json::from_slice::<serde_json::Value>(&msg.payload) {
         Ok(v) => v,
@@ -245,6 +270,7 @@ pub fn show_json(e: &Entry, msg: &StreamMessage, now: SystemTime) -> serde_json:
         if let Err(why) = e.replayable() {
             o.insert("not_replayable_because".into(), serde_json::json!(why));
         }
+        o.insert("sequence".into(), standing.to_json(now));
     }
     v
 }

@@ -635,6 +635,9 @@ async fn bad_usage_exits_2_without_touching_nats() -> anyhow::Result<()> {
         &["replay"],
         &["purge"],
         &["purge", "--yes"],
+        &["release"],
+        &["release", "--yes"],
+        &["release", "1", "--stage", "forwarder"],
         &["list", "--since", "yesterday-ish"],
         &["list", "--provider", "a.b"],
         &["list", "--tenant", ">"],
@@ -653,6 +656,11 @@ async fn bad_usage_exits_2_without_touching_nats() -> anyhow::Result<()> {
         r.stderr,
         "dlq-inspector: replay needs entry ids, a filter (--provider --tenant --stage --since --error --text) or --all\n"
     );
+    let r = inspector(&url, &["release"]).await?;
+    assert_eq!(
+        r.stderr,
+        "dlq-inspector: release needs entry ids, a filter (--provider --tenant --stage --since --error --text) or --all\n"
+    );
 
     let r = inspector(&url, &["--help"]).await?;
     assert_eq!(r.code, 0, "{r:?}");
@@ -663,7 +671,15 @@ async fn bad_usage_exits_2_without_touching_nats() -> anyhow::Result<()> {
     );
     assert!(r.stdout.contains("--nats-url <NATS_URL>"), "{}", r.stdout);
     assert!(r.stdout.contains("[env: NATS_URL="), "{}", r.stdout);
-    for verb in ["list", "show", "replay", "purge", "stats", "completions"] {
+    for verb in [
+        "list",
+        "show",
+        "replay",
+        "release",
+        "purge",
+        "stats",
+        "completions",
+    ] {
         assert!(
             r.stdout.contains(&format!("\n  {verb} ")),
             "{verb}: {}",

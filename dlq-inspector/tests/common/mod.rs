@@ -38,11 +38,24 @@ impl Run {
 
 /// Runs `dlq-inspector` with `NATS_URL=url`, stdin not a terminal.
 pub async fn inspector(url: &str, args: &[&str]) -> anyhow::Result<Run> {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dlq-inspector"))
+    inspector_as(url, None, args).await
+}
+
+/// [`inspector`], signed in with the NKey seed file `nkey` if given.
+pub async fn inspector_as(
+    url: &str,
+    nkey: Option<&std::path::Path>,
+    args: &[&str],
+) -> anyhow::Result<Run> {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_dlq-inspector"));
+    match nkey {
+        Some(path) => cmd.env("NATS_NKEY", path),
+        None => cmd.env_remove("NATS_NKEY"),
+    };
+    let child = cmd
         .args(args)
         .env("NATS_URL", url)
         .env_remove("NATS_CREDS")
-        .env_remove("NATS_NKEY")
         .env_remove("NATS_TLS_CA")
         .env_remove("NATS_TLS_CERT")
         .env_remove("NATS_TLS_KEY")
