@@ -121,6 +121,11 @@ pub const SPEC: shared::app::StageSpec = shared::app::StageSpec {
     buckets: &[shared::sequence::SEQUENCE_BUCKET],
 };
 
+/// The transformer's consumer on `WEBHOOKS` (`nats/streams.toml`).
+fn transformer_durable() -> &'static str {
+    "transformer"
+}
+
 /// How long an auto-accept's publish may wait for JetStream's ack before
 /// the order is retried.
 pub const STATUS_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -235,11 +240,15 @@ impl Metrics {
 struct OrderRef<'a> {
     #[serde(borrow)]
     provider_order_id: std::borrow::Cow<'a, str>,
-    provider: Provider,
-    event: canonical::order::Event,
+    // Optional: an order without them is still delivered (unsequenced).
+    #[serde(default)]
+    provider: Option<Provider>,
+    #[serde(default)]
+    event: Option<canonical::order::Event>,
     #[serde(default, borrow)]
     idempotency_key: Option<std::borrow::Cow<'a, str>>,
-    raw: RawRef,
+    #[serde(default)]
+    raw: Option<RawRef>,
 }
 
 #[derive(Deserialize)]
@@ -488,7 +497,14 @@ impl Forwarder {
             STATUS_PUBLISH_TIMEOUT,
             PublishFailures::register(registry),
         );
-        let sequence = Sequencer::new(js.clone(), Some(registry));
+        // The transformer's progress on WEBHOOKS: an order's event goes
+        // once every webhook that arrived before it is converted.
+        let sequence =
+            Sequencer::new(js.clone(), Some(registry)).with_watermark(sequence::Watermark::new(
+                js.clone(),
+                shared::subjects::WEBHOOKS_STREAM,
+                transformer_durable(),
+            ));
         let hub = live.load();
         // Restart-only (shared::live): the outbound policy and the age limit.
         let outbound = OutboundPolicy::new(hub.forwarder.allowed_private_destinations.clone());
@@ -512,6 +528,14 @@ impl Forwarder {
             outcomes,
             sequence,
         }
+    }
+
+    /// At most `n` events wait for an earlier event of their order in this
+    /// process at once ([`shared::sequence::Sequencer::with_max_waiting`]);
+    /// the main sets half its handlers per tenant.
+    pub fn with_max_waiting(mut self, n: usize) -> Self {
+        self.sequence = self.sequence.with_max_waiting(n);
+        self
     }
 
     /// The routing of the config serving now, rebuilt once per reload.
@@ -808,14 +832,15 @@ impl Handler for Forwarder {
             .as_ref()
             .filter(|_| routing.per_order_ordering)
             .and_then(|o| {
-                let phase = o.event.phase()?;
+                let event = o.event?;
+                let phase = event.phase()?;
                 Some((
-                    sequence::order_key(&t.id, o.provider, &o.provider_order_id),
+                    sequence::order_key(&t.id, o.provider?, &o.provider_order_id),
                     sequence::Event {
                         key: &key,
-                        name: o.event.as_str(),
+                        name: event.as_str(),
                         phase,
-                        seq: o.raw.seq,
+                        seq: o.raw.as_ref()?.seq,
                     },
                 ))
             });
@@ -846,6 +871,14 @@ impl Handler for Forwarder {
                         return Outcome::Retry(f);
                     }
                     return Outcome::Ack;
+                }
+                Ok(Turn::Busy { behind, .. }) => {
+                    return Outcome::Retry(Failure::new(
+                        FailureClass::OrderWaiting,
+                        format!(
+                            "waits for {behind} of order {order}, and this replica holds as many waiting events as it may"
+                        ),
+                    ));
                 }
                 Ok(Turn::TimedOut { reason, behind }) => {
                     let f = Failure::new(

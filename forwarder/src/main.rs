@@ -30,7 +30,12 @@ async fn main() -> std::process::ExitCode {
         &args.common,
         &hub,
         &forwarder::SPEC,
-        |registry, js| forwarder::Forwarder::live(hub.clone(), registry, js.clone()),
+        |registry, js| {
+            // Events waiting for an earlier event of their order never take
+            // more than half the handlers (shared::sequence).
+            forwarder::Forwarder::live(hub.clone(), registry, js.clone())
+                .with_max_waiting(concurrency / 2)
+        },
         |o| o.concurrency = concurrency,
         shared::app::shutdown_on_signals(),
     )

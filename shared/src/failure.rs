@@ -103,6 +103,11 @@ failure_classes! {
     BackendError = "backend_error", false;
     /// Older than `max_order_age` (a replay counts from the replay).
     Stale = "stale", true;
+    /// An event had to wait for an earlier event of its order while as
+    /// many events as the replica holds waiting already waited: it is
+    /// retried on the schedule instead of taking a handler from the orders
+    /// that need none (`shared::sequence`).
+    OrderWaiting = "order_waiting", false;
 
     // The fetcher (provider order APIs).
     /// The provider's API still answers 404 for the order after

@@ -271,20 +271,20 @@ impl OrderRecord {
             .events
             .iter()
             .any(|e| e.key != ev.key && e.rank() > rank && e.state == EventState::Done);
-        if ev.phase > 0 && !self.events.iter().any(|e| e.phase == 0) {
-            if let Some(wait) = first_wait {
-                let since = mine.map(|e| e.first_seen_ms).unwrap_or(now_ms);
-                let until =
-                    since.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
-                if now_ms < until {
-                    return Gate::Wait {
-                        reason: WaitReason::FirstEvent,
-                        behind: "the first event".to_owned(),
-                        until_ms: Some(until),
-                    };
-                }
-                return Gate::Go { alone: true, late };
+        if ev.phase > 0
+            && !self.events.iter().any(|e| e.phase == 0)
+            && let Some(wait) = first_wait
+        {
+            let since = mine.map(|e| e.first_seen_ms).unwrap_or(now_ms);
+            let until = since.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+            if now_ms < until {
+                return Gate::Wait {
+                    reason: WaitReason::FirstEvent,
+                    behind: "the first event".to_owned(),
+                    until_ms: Some(until),
+                };
             }
+            return Gate::Go { alone: true, late };
         }
         Gate::Go { alone: false, late }
     }
@@ -362,6 +362,92 @@ pub enum Turn {
     Duplicate,
     /// `deadline` came while it still waited.
     TimedOut { reason: WaitReason, behind: String },
+    /// It would have to wait, and this replica holds [`Sequencer::max_waiting`]
+    /// waiting events already: try again later, so that waiting events
+    /// never take every handler from the events that need not wait.
+    Busy { reason: WaitReason, behind: String },
+}
+
+/// How far the stage before has come: the ack floor of its consumer (the
+/// transformer's on `WEBHOOKS`). An event of an order that has other
+/// events goes only when every message that arrived before it has been
+/// through that stage, so an earlier event of its order that was still
+/// being converted has registered; without this, two events of one order
+/// converted at once by two handlers could register, and go, the wrong way
+/// round. Read at most every [`WATERMARK_REFRESH`], shared by the replica's
+/// handlers; a missing consumer (no stage before) holds nothing.
+pub struct Watermark {
+    js: jetstream::Context,
+    stream: String,
+    consumer: String,
+    floor: std::sync::atomic::AtomicU64,
+    last_read: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+/// The shortest time between two reads of a [`Watermark`].
+pub const WATERMARK_REFRESH: Duration = Duration::from_millis(10);
+
+/// The longest an event waits for the stage before to finish the messages
+/// that arrived before it (a message retried there holds the floor); then
+/// it goes, logged.
+pub const ARRIVAL_WAIT: Duration = Duration::from_secs(10);
+
+impl Watermark {
+    pub fn new(js: jetstream::Context, stream: &str, consumer: &str) -> Self {
+        Watermark {
+            js,
+            stream: stream.to_owned(),
+            consumer: consumer.to_owned(),
+            floor: Default::default(),
+            last_read: Default::default(),
+        }
+    }
+
+    /// Whether every message up to `seq` has been through the stage
+    /// before, waiting for it until `until`.
+    pub async fn reached(
+        &self,
+        seq: u64,
+        until: tokio::time::Instant,
+    ) -> Result<bool, SequenceError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            if self.floor.load(SeqCst) >= seq {
+                return Ok(true);
+            }
+            let mut last = self.last_read.lock().await;
+            if self.floor.load(SeqCst) >= seq {
+                return Ok(true);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return Ok(false);
+            }
+            if let Some(at) = *last
+                && now < at + WATERMARK_REFRESH
+            {
+                tokio::time::sleep_until((at + WATERMARK_REFRESH).min(until)).await;
+            }
+            *last = Some(tokio::time::Instant::now());
+            let stream = self.js.get_stream_no_info(&self.stream).await;
+            let info = match stream {
+                Ok(s) => {
+                    timed(
+                        "reading the stage before's progress",
+                        s.consumer_info(&self.consumer),
+                    )
+                    .await
+                }
+                Err(e) => Err(SequenceError(format!("stream {}: {e}", self.stream))),
+            };
+            match info {
+                Ok(info) => self.floor.fetch_max(info.ack_floor.stream_sequence, SeqCst),
+                // No stage before: nothing to wait for.
+                Err(e) if e.0.contains("consumer not found") => return Ok(true),
+                Err(e) => return Err(e),
+            };
+        }
+    }
 }
 
 /// The bucket could not be read or written.
@@ -437,7 +523,15 @@ pub struct Sequencer {
     /// Handlers of this replica waiting on an entry, by key.
     local: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
     metrics: Option<Metrics>,
+    /// Events waiting in this replica now, and the most that may.
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    max_waiting: usize,
+    watermark: Option<Arc<Watermark>>,
 }
+
+/// The default of [`Sequencer::with_max_waiting`]: half a stage's default
+/// 256 handlers.
+pub const DEFAULT_MAX_WAITING: usize = 128;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -469,7 +563,24 @@ impl Sequencer {
             kv: Arc::default(),
             local: Arc::default(),
             metrics: registry.map(Metrics::register),
+            waiting: Arc::default(),
+            max_waiting: DEFAULT_MAX_WAITING,
+            watermark: None,
         }
+    }
+
+    /// Events of an order with other events also wait for `watermark`
+    /// to pass them (at most [`ARRIVAL_WAIT`]).
+    pub fn with_watermark(mut self, watermark: Watermark) -> Self {
+        self.watermark = Some(Arc::new(watermark));
+        self
+    }
+
+    /// At most `n` events wait in this replica at once (at least 1); the
+    /// next one that would have to wait is [`Turn::Busy`].
+    pub fn with_max_waiting(mut self, n: usize) -> Self {
+        self.max_waiting = n.max(1);
+        self
     }
 
     async fn kv(&self) -> Result<&kv::Store, SequenceError> {
@@ -606,9 +717,35 @@ impl Sequencer {
         };
         let mut poll = Duration::from_millis(25);
         let mut waiting: Option<WaitReason> = None;
+        let mut arrived = self.watermark.is_none();
         let result = loop {
             match record.gate(ev, now_ms(), first_wait) {
                 Gate::Duplicate => break Ok(Turn::Duplicate),
+                // Alone in its order: nothing to be out of order with.
+                Gate::Go { .. } if !arrived && record.events.len() > 1 => {
+                    arrived = true;
+                    let watermark = self.watermark.as_ref().expect("set when not arrived");
+                    let until = deadline.min(tokio::time::Instant::now() + ARRIVAL_WAIT);
+                    match watermark.reached(ev.seq, until).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(
+                            entry = order,
+                            event = ev.name,
+                            "the stage before did not finish the messages that arrived before this event within {}s; it goes without knowing whether an earlier event of its order is among them",
+                            ARRIVAL_WAIT.as_secs()
+                        ),
+                        Err(e) => break Err(e),
+                    }
+                    // An earlier event may have registered meanwhile.
+                    match self.read(order).await {
+                        Ok(Some((r, _))) if r.event(ev.key).is_some() => record = r,
+                        Ok(_) => match self.register(order, ev).await {
+                            Ok(r) => record = r,
+                            Err(e) => break Err(e),
+                        },
+                        Err(e) => break Err(e),
+                    }
+                }
                 Gate::Go { alone, late } => {
                     break Ok(Turn::Go {
                         waited: started.elapsed(),
@@ -621,6 +758,14 @@ impl Sequencer {
                     behind,
                     until_ms,
                 } => {
+                    if waiting.is_none() {
+                        use std::sync::atomic::Ordering::SeqCst;
+                        let held = self.waiting.fetch_add(1, SeqCst);
+                        if held >= self.max_waiting {
+                            self.waiting.fetch_sub(1, SeqCst);
+                            break Ok(Turn::Busy { reason, behind });
+                        }
+                    }
                     if waiting != Some(reason) {
                         self.count_waiting(waiting, Some(reason));
                         waiting = Some(reason);
@@ -650,6 +795,10 @@ impl Sequencer {
                 }
             }
         };
+        if waiting.is_some() {
+            self.waiting
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
         self.count_waiting(waiting, None);
         self.unwait(order);
         if let Some(m) = &self.metrics {

@@ -1260,6 +1260,14 @@ impl StatusSync {
                 info!(%order, action = %cmd.action, status_id = %cmd.status_id, "this answer was delivered already; not sent again");
                 return Outcome::Ack;
             }
+            Ok(Turn::Busy { behind, .. }) => {
+                return Outcome::Retry(Failure::new(
+                    FailureClass::OrderWaiting,
+                    format!(
+                        "waits for the order's {behind} answer, and this replica holds as many waiting answers as it may"
+                    ),
+                ));
+            }
             Ok(Turn::TimedOut { behind, .. }) => {
                 let f = Failure::new(
                     FailureClass::DeadlinePassed,

@@ -182,25 +182,41 @@ impl Stack {
 
     /// Starts (or starts again) one stage.
     pub fn spawn(&mut self, stage: &'static str) -> anyhow::Result<()> {
+        self.spawn_as(stage, stage)
+    }
+
+    /// Starts (or starts again) another replica of the stage `binary`,
+    /// known as `name` (its own ops port and log; [`Stack::kill`] and
+    /// [`Stack::log`] take the name).
+    pub fn spawn_replica(
+        &mut self,
+        name: &'static str,
+        binary: &'static str,
+    ) -> anyhow::Result<()> {
+        self.spawn_as(name, binary)
+    }
+
+    fn spawn_as(&mut self, stage: &'static str, binary: &'static str) -> anyhow::Result<()> {
+        let ops_port = *self.ops_ports.entry(stage).or_insert_with(free_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("{stage}.log")))?;
-        let mut cmd = tokio::process::Command::new(bin(stage)?);
+        let mut cmd = tokio::process::Command::new(bin(binary)?);
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(
                 self.stage_env
-                    .get(stage)
+                    .get(binary)
                     .into_iter()
                     .flatten()
                     .map(|(k, v)| (k.as_str(), v.as_str())),
             )
-            .env("OPS_ADDR", format!("127.0.0.1:{}", self.ops_ports[stage]))
+            .env("OPS_ADDR", format!("127.0.0.1:{ops_port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true);
-        if stage == "ingress" {
+        if binary == "ingress" {
             cmd.env("LISTEN_ADDR", format!("127.0.0.1:{}", self.ingress_port));
         }
         let child = cmd.spawn().with_context(|| format!("spawn {stage}"))?;

@@ -15,6 +15,7 @@ mod identities;
 mod ingress;
 mod ledger;
 mod metrics;
+mod ordering;
 mod outcomes;
 mod soak;
 mod status_api;

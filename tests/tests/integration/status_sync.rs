@@ -870,6 +870,53 @@ async fn three_5xx_then_accepted() -> anyhow::Result<()> {
     stage.stop().await
 }
 
+/// Per-order ordering of the answers: a `ready` stored while the order's
+/// `accept` is being retried waits for it (inside its delivery) and is
+/// sent after it.
+#[tokio::test]
+async fn a_ready_queued_while_its_accept_retries_is_sent_after_it() -> anyhow::Result<()> {
+    let r = rig().await?;
+    let stage = r.stage();
+    let c = ctx(Provider::Wolt, "acme-wolt", "w-in-turn");
+    r.fake.fault(
+        Matcher::Status(Platform::Wolt),
+        FaultReply::status(503).times(3),
+    );
+    r.put_context(&c).await?;
+    r.send(&command(&c, Action::Accept)).await?;
+    // The accept has failed once at least: the ready is stored while it
+    // is being retried.
+    r.fake.wait_status_calls_for("w-in-turn", 1, STEP).await?;
+    r.send(&command(&c, Action::Ready)).await?;
+    let calls = r.fake.wait_status_calls_for("w-in-turn", 5, STEP).await?;
+    let seen: Vec<(String, u16)> = calls
+        .iter()
+        .map(|c| (format!("{:?}", c.endpoint), c.answered))
+        .collect();
+    let accept = seen[0].0.clone();
+    let ready = seen[4].0.clone();
+    assert_ne!(accept, ready);
+    assert_eq!(
+        seen,
+        vec![
+            (accept.clone(), 503),
+            (accept.clone(), 503),
+            (accept.clone(), 503),
+            (accept, 202),
+            (ready, seen[4].1),
+        ]
+    );
+    assert!((200..300).contains(&seen[4].1), "{seen:?}");
+    r.settled().await?;
+    stage
+        .metrics_show(&[
+            r#"status_sync_sequence_waits_total{reason="earlier_event"} 1"#,
+            r#"status_sync_calls_total{provider="wolt",action="ready",outcome="retried"} 0"#,
+        ])
+        .await?;
+    stage.stop().await
+}
+
 /// Still failing at the deadline: the DLQ with `deadline_passed`, and a
 /// `status_failed` order for the backend on `ORDERS`.
 #[tokio::test]
