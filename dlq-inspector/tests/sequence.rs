@@ -615,3 +615,150 @@ async fn the_inspector_identity_may_show_and_release() -> anyhow::Result<()> {
     assert!(refused.is_empty(), "{refused:#?}");
     Ok(())
 }
+
+/// Through the real transformer and forwarder: the backend refuses an
+/// order's `created` (a 4xx: the DLQ), the cancellation sent after it
+/// waits behind the dead letter, and `release` lets it reach the backend
+/// on its first delivery; the entry stays for a replay.
+#[tokio::test]
+async fn a_release_lets_the_forwarder_deliver_what_waited() -> anyhow::Result<()> {
+    use serde_json::{Value, json};
+    const SECRET: &str = "whsec_dGVzdC1zaWduaW5nLXNlY3JldA==";
+    let backend = TestBackend::start().await?;
+    backend.script(|r| {
+        let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        if body["provider_order_id"] == "DL" && body["event"] == "created" {
+            Reply::status(422).with_body("unknown branch")
+        } else {
+            Reply::status(200)
+        }
+    });
+    let toml = format!(
+        r#"
+[[tenant]]
+id = "acme"
+backend_url = "{}"
+
+[[account]]
+id = "acme-direct"
+provider = "direct"
+tenant = "acme"
+secret_envs = ["S"]
+country = "JO"
+
+[retry]
+schedule = ["1s"]
+max_deliver = 5
+
+[forwarder]
+allowed_private_destinations = ["127.0.0.0/8"]
+created_wait = "30s"
+"#,
+        backend.url()
+    );
+    let hub = shared::config::HubConfig::from_toml(&toml, "test", &|_| Some(SECRET.to_owned()))?;
+    let nats = NatsServer::start()?;
+    let client = nats.client().await?;
+    setup_streams(&client, &hub).await?;
+    let js = jetstream::new(client);
+    let transformer = InProcessStage::transformer(&nats.url(), &hub);
+    let forwarder = InProcessStage::forwarder(&nats.url(), &hub, 8);
+
+    let fixture = |name: &str| -> anyhow::Result<Value> {
+        let path = workspace().join(format!("tests/fixtures/direct/{name}.json"));
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+        v["provider_order_id"] = json!("DL");
+        Ok(v)
+    };
+    let send = |webhook_id: &'static str, body: Value| {
+        let js = js.clone();
+        async move {
+            use shared::headers;
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Nats-Msg-Id", format!("direct:{webhook_id}").as_str());
+            h.insert(headers::WEBHOOK_ID, webhook_id);
+            h.insert(headers::PROVIDER, "direct");
+            h.insert(headers::ACCOUNT, "acme-direct");
+            h.insert(headers::TENANT, "acme");
+            h.insert(
+                headers::RECEIVED_AT,
+                shared::dlq::rfc3339(SystemTime::now()).as_str(),
+            );
+            h.insert("Content-Type", "application/json");
+            let subject = shared::subjects::raw_webhook(Provider::Direct, "acme-direct");
+            tokio::time::timeout(
+                STEP,
+                js.publish_with_headers(subject, h, serde_json::to_vec(&body)?.into()),
+            )
+            .await??
+            .await?;
+            anyhow::Ok(())
+        }
+    };
+    send("dl-created", fixture("order-created")?).await?;
+    let (letter, dead) = await_dead_letter(&js).await?;
+    assert_eq!(letter.stage, "forwarder");
+    let id = dead.sequence;
+    send("dl-cancelled", fixture("order-cancelled")?).await?;
+    forwarder
+        .metrics_show(&[r#"forwarder_sequence_waiting{reason="dead_lettered_event"} 1"#])
+        .await?;
+    let entry = sequence::order_key("acme", Provider::Direct, "DL");
+    assert_eq!(
+        states(&js, &entry).await?,
+        [
+            ("created".into(), EventState::DeadLettered),
+            ("cancelled".into(), Pending)
+        ]
+    );
+
+    let r = inspector(&nats.url(), &["show", &id.to_string()]).await?;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("\nwaiting behind it:\n  cancelled  pending since "),
+        "{}",
+        r.stdout
+    );
+    let r = inspector(&nats.url(), &["release", &id.to_string(), "--yes"]).await?;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.stdout,
+        format!(
+            "released {id}: created of order DL of acme (was dead_lettered); 1 event let go (cancelled)\n"
+        )
+    );
+    eventually(STEP, "the cancellation delivered", || async {
+        (states(&js, &entry).await.ok()?.get(1)? == &("cancelled".to_owned(), EventState::Done))
+            .then_some(())
+    })
+    .await?;
+    let got: Vec<(String, String)> = backend
+        .requests()
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            (
+                body["event"].as_str().unwrap_or("?").to_owned(),
+                r.header("orderhub-attempt").unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!((got[0].0.as_str(), got[0].1.as_str()), ("created", "1"));
+    assert_eq!(
+        (got[1].0.as_str(), got[1].1.as_str()),
+        ("cancelled", "1"),
+        "it waited without spending a delivery"
+    );
+    assert_eq!(
+        states(&js, &entry).await?,
+        [
+            ("created".into(), Released),
+            ("cancelled".into(), EventState::Done)
+        ]
+    );
+    assert_eq!(dlq_ids(&js).await?, [id], "the entry stays for a replay");
+    transformer.stop().await?;
+    forwarder.stop().await
+}
