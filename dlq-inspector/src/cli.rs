@@ -38,7 +38,7 @@ Exit status: 0 success, 1 failure (nothing or not everything done), 2 bad usage.
 #[command(
     name = "dlq-inspector",
     version,
-    about = "See, understand, replay and purge orderhub's dead letters (the DLQ stream)",
+    about = "See, understand, replay, release and purge orderhub's dead letters (the DLQ stream)",
     after_help = EXAMPLES
 )]
 pub struct Cli {
