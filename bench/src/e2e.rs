@@ -77,9 +77,13 @@ pub struct Args {
     /// Before each run, wait up to this many seconds for a quiet machine
     #[arg(long, default_value_t = 120)]
     pub quiet_wait: u64,
+    /// Run without per-order ordering (`[forwarder] per_order_ordering =
+    /// false`): the figures to compare the ordered pipeline with
+    #[arg(long)]
+    pub no_ordering: bool,
 }
 
-fn hub_toml(backend: &str) -> String {
+fn hub_toml(backend: &str, ordering: bool) -> String {
     format!(
         r#"[[tenant]]
 id = "bench"
@@ -105,6 +109,7 @@ careem = {{ per_second = 1000000000, burst = 1000000000 }}
 
 [forwarder]
 allowed_private_destinations = ["127.0.0.0/8"]
+per_order_ordering = {ordering}
 "#
     )
 }
@@ -131,7 +136,7 @@ pub(crate) async fn start(args: &Args) -> anyhow::Result<Stack> {
         .prefix("orderhub-bench-e2e-")
         .tempdir()?;
     let hub_path = dir.path().join("hub.toml");
-    std::fs::write(&hub_path, hub_toml(&backend.url()))?;
+    std::fs::write(&hub_path, hub_toml(&backend.url(), !args.no_ordering))?;
     let ingress = std::net::SocketAddr::from(([127, 0, 0, 1], nats::free_port()?));
     let mut stages = Vec::new();
     for name in STAGES {

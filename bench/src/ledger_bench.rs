@@ -162,6 +162,7 @@ impl Args {
             drain_timeout: self.drain_timeout,
             max_other: self.max_other,
             quiet_wait: self.quiet_wait,
+            no_ordering: false,
         }
     }
 }

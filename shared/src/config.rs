@@ -218,8 +218,10 @@ pub struct ForwarderSettings {
     pub allowed_private_destinations: Vec<IpNet>,
     /// Deliver one order's events in the order of its life
     /// (`shared::sequence`): an event waits for the earlier ones of its
-    /// own order. Off: every event goes as soon as it arrives (the
-    /// transformer still registers them, so turning it on again is safe).
+    /// own order. Off: every event goes as soon as it arrives, and the
+    /// transformer registers nothing (turned on again, an order whose
+    /// earlier events went while it was off has its later ones wait
+    /// `created_wait` for a `created` the hub does not know of, then go).
     pub per_order_ordering: bool,
     /// How long an order's later event (`updated`, `cancelled`) waits for
     /// the order's `created` when the hub has not seen it; then it goes
@@ -1175,7 +1177,12 @@ fn forwarder_section(
         per_order_ordering: raw
             .per_order_ordering
             .unwrap_or(defaults.per_order_ordering),
-        created_wait: raw.created_wait.unwrap_or(defaults.created_wait),
+        // Unset, it stays below a short max_order_age.
+        created_wait: raw.created_wait.unwrap_or_else(|| {
+            defaults
+                .created_wait
+                .min(raw.max_order_age.unwrap_or(defaults.max_order_age) / 2)
+        }),
     };
     for (k, cidr) in raw.allowed_private_destinations.iter().enumerate() {
         let net = ip_net(cidr)

@@ -1362,7 +1362,15 @@ pub async fn run(
             );
             *task_slot.lock().expect("not poisoned") =
                 Some(tokio::spawn(reader.run(manage, reader_shutdown)));
-            StatusSync::new(prepared, js.clone(), registry, options.publish_timeout)
+            let mut stage =
+                StatusSync::new(prepared, js.clone(), registry, options.publish_timeout);
+            // Answers waiting for an earlier answer of their order never
+            // take more than half the handlers (shared::sequence).
+            stage.sequence = stage
+                .sequence
+                .clone()
+                .with_max_waiting(options.concurrency / 2);
+            stage
         },
         move |o| {
             o.concurrency = options.concurrency;

@@ -22,7 +22,8 @@
 //!   `ORDER_SEQUENCE` ([`shared::sequence`]) with its phase and its
 //!   `WEBHOOKS` sequence, so the forwarder holds the order's later events
 //!   behind it; a failed registration is transient (class
-//!   `publish_failed`) and nothing is published.
+//!   `publish_failed`) and nothing is published. With `[forwarder]
+//!   per_order_ordering = false` nothing is registered.
 //! - Publishes the order as JSON to `orders.<tenant>.<provider>` with
 //!   `Nats-Msg-Id: order:<webhook_id>`, `Content-Type: application/json`,
 //!   `Orderhub-Event` (its `event`: the forwarder auto-accepts `created`
@@ -431,7 +432,10 @@ fn humanize(d: Duration) -> String {
 impl Handler for Transformer {
     async fn handle(&self, delivery: &Delivery) -> Outcome {
         let started = Instant::now();
-        let converted = convert_with_hints(&self.hub.load(), delivery);
+        let hub = self.hub.load();
+        let converted = convert_with_hints(&hub, delivery);
+        let ordering = hub.forwarder.per_order_ordering;
+        drop(hub);
         let provider = delivery
             .provider
             .parse::<shared::Provider>()
@@ -469,7 +473,7 @@ impl Handler for Transformer {
                 Outcome::Retry(f)
             };
         }
-        if let Err(f) = self.register(&order).await {
+        if ordering && let Err(f) = self.register(&order).await {
             return Outcome::Retry(f);
         }
         let order_seq = match self.publish(delivery, &order).await {

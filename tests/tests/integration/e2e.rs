@@ -189,7 +189,7 @@ async fn every_fixture_arrives_as_its_expected_order_or_dead_letter() -> anyhow:
     for r in &received {
         let order: Value = serde_json::from_slice(&r.body)?;
         let key = r.header("idempotency-key").unwrap();
-        assert_eq!(order["webhook_id"], key, "the key is the webhook id");
+        assert_eq!(order["idempotency_key"], key, "the key is the event's");
         let pos = unmatched
             .iter()
             .position(|want| comparable(order.clone(), want) == *want)
@@ -490,12 +490,21 @@ async fn a_dead_letter_replays_through_todays_config_once_its_cause_is_fixed() -
     assert_eq!(order["tenant"], "strict");
     assert_eq!(order["items"][1]["product_id"], "prod_3101");
     assert_eq!(order["totals"]["total"], 6000);
-    // The webhook id, and so the backend's key, survived the replay.
+    // The webhook id survived the replay, and the backend's key is the
+    // order event's.
     assert_eq!(
         Some(order["webhook_id"].as_str().unwrap()),
         entry.webhook_id.as_deref()
     );
-    assert_eq!(req.header("idempotency-key"), entry.webhook_id.as_deref());
+    assert_eq!(
+        req.header("idempotency-key"),
+        order["idempotency_key"].as_str()
+    );
+    assert!(
+        order["idempotency_key"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("created-"))
+    );
     assert!(
         dead_letters(&js).await?.is_empty(),
         "the replayed entry is gone"

@@ -60,6 +60,8 @@ fn expected(webhook_id: &str, seq: u64) -> serde_json::Value {
     serde_json::json!({
         "schema": "orderhub.order.v1",
         "webhook_id": webhook_id,
+        // acme's careem order TEST123's creation, whatever the copy.
+        "idempotency_key": "created-58e7b9caefb40a868c163f9268c651d0",
         "event": "created",
         "status": null,
         "provider": "careem",
@@ -275,18 +277,19 @@ async fn killed_after_publishing_before_acking_still_makes_one_order() -> anyhow
         webhook_id: Some("wh-killed".to_owned()),
         headers,
     };
-    // The stage runner sets up the bucket a new order's context goes to;
-    // this handler runs without it.
+    // The stage runner sets up the buckets a new order's context and its
+    // sequence go to; this handler runs without it.
     let defs = shared::streams::Definitions::load(&hub.streams);
-    tokio::time::timeout(
-        STEP,
-        shared::app::ensure_bucket_retrying(
-            &js,
-            defs.bucket(shared::answer::ORDER_CONTEXT_BUCKET),
-            true,
-        ),
-    )
-    .await??;
+    for bucket in [
+        shared::answer::ORDER_CONTEXT_BUCKET,
+        shared::sequence::SEQUENCE_BUCKET,
+    ] {
+        tokio::time::timeout(
+            STEP,
+            shared::app::ensure_bucket_retrying(&js, defs.bucket(bucket), true),
+        )
+        .await??;
+    }
     let mut registry = shared::telemetry::registry("transformer");
     let first = transformer::Transformer::new(
         Arc::new(hub.clone()),
