@@ -213,7 +213,7 @@ impl Stack {
             )
             .env("OPS_ADDR", format!("127.0.0.1:{ops_port}"))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
         if binary == "ingress" {

@@ -434,9 +434,12 @@ async fn the_include_configs_are_valid_with_the_generated_users_and_only_with_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_delivery_needs_no_more_than_the_forwarder_identity() -> anyhow::Result<()> {
     let ids = Identities::generate(true)?;
+    // Every first attempt fails, which opens the tenant's breaker (30 s):
+    // the fixtures' updates without their created must not arrive after
+    // that (created_wait), or they wait out the cooldown.
     let toml = format!(
         "{}\n[retry]\nschedule = [\"100ms\"]\nmax_deliver = 5\n",
-        hub_toml()
+        hub_toml().replace("created_wait = \"1s\"", "created_wait = \"0s\"")
     );
     let stack = Stack::start_with_identities(&toml, &ENV, &ids).await?;
     let js = jetstream::new(stack.nats.client().await?);
@@ -467,7 +470,23 @@ async fn a_retried_delivery_needs_no_more_than_the_forwarder_identity() -> anyho
         keys.dedup();
         (keys.len(), attempts)
     };
-    eventually(
+    let dlq = {
+        let js = js.clone();
+        move || {
+            let js = js.clone();
+            async move {
+                dead_letters(&js)
+                    .await
+                    .map(|d| {
+                        d.iter()
+                            .map(|(e, _)| format!("{}: {}", e.error_class, e.error))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            }
+        }
+    };
+    let result = eventually(
         Duration::from_secs(60),
         "every order delivered on its second attempt",
         || async {
@@ -476,7 +495,32 @@ async fn a_retried_delivery_needs_no_more_than_the_forwarder_identity() -> anyho
         },
     )
     .await
-    .with_context(|| format!("{:?} {:#?}", delivered(), violations(&stack.nats.log())))?;
+    .with_context(|| {
+        // Each key's attempts, for the ones not at two.
+        let mut per: std::collections::BTreeMap<String, (usize, String)> = Default::default();
+        for r in stack.backend.requests() {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            let e = per
+                .entry(r.header("idempotency-key").unwrap_or_default().to_owned())
+                .or_default();
+            e.0 += 1;
+            e.1 = format!(
+                "{} {} {}",
+                body["provider"], body["provider_order_id"], body["event"]
+            );
+        }
+        per.retain(|_, (n, _)| *n != 2);
+        format!(
+            "{:?} of {} orders; not at two attempts: {per:#?}; refused: {:#?}\nforwarder log:\n{}",
+            delivered(),
+            sent.orders.len(),
+            violations(&stack.nats.log()),
+            stack.log("forwarder")
+        )
+    });
+    if let Err(e) = result {
+        anyhow::bail!("{e:#}\ndead letters: {:#?}", dlq().await);
+    }
     assert!(
         messages(&js, "KV_FAILURES").await? > 0,
         "the failures were recorded"
