@@ -799,16 +799,6 @@ impl Handler for Forwarder {
                 .unwrap_or(d.published)
         };
         let age = SystemTime::now().duration_since(born).unwrap_or_default();
-        let stale = |age: Duration| {
-            Outcome::DeadLetter(Failure::new(
-                FailureClass::Stale,
-                format!(
-                    "order is {} old, beyond max_order_age {}",
-                    humantime::format_duration(Duration::from_secs(age.as_secs())),
-                    humantime::format_duration(self.max_order_age)
-                ),
-            ))
-        };
         let order_id = serde_json::from_slice::<OrderRef>(&d.payload).ok();
         // The order event's own key; an order written before it existed
         // keeps the webhook id.
@@ -848,9 +838,11 @@ impl Handler for Forwarder {
             if let Some((entry, _)) = &sequenced {
                 self.settle(entry, &key, EventState::DeadLettered).await;
             }
-            return stale(age);
+            return self.stale(age);
         }
         let deadline = tokio::time::Instant::now() + (self.max_order_age - age);
+        // The entry as the turn saw it: finished from it in one write.
+        let mut seen = None;
         if let Some((entry, ev)) = &sequenced {
             let first_wait = (!routing.created_wait.is_zero()).then_some(routing.created_wait);
             let order = order_id
@@ -896,7 +888,9 @@ impl Handler for Forwarder {
                     waited,
                     alone,
                     late,
+                    seen: entry_seen,
                 }) => {
+                    seen = entry_seen;
                     if alone {
                         warn!(tenant = %t.id, %order, event = ev.name, waited_ms = waited.as_millis() as u64, "the order's created did not come within created_wait; this event goes alone");
                     } else if late {
@@ -915,7 +909,11 @@ impl Handler for Forwarder {
         };
         match &outcome {
             Outcome::Ack => {
-                if let Err(e) = self.sequence.finish(entry, &key, EventState::Done).await {
+                if let Err(e) = self
+                    .sequence
+                    .finish_seen(entry, &key, EventState::Done, seen)
+                    .await
+                {
                     // The backend dedupes the next delivery's request.
                     return Outcome::Retry(Failure::new(
                         FailureClass::PublishFailed,
@@ -934,6 +932,18 @@ impl Handler for Forwarder {
 }
 
 impl Forwarder {
+    /// The dead letter of an order `age` old, beyond `max_order_age`.
+    fn stale(&self, age: Duration) -> Outcome {
+        Outcome::DeadLetter(Failure::new(
+            FailureClass::Stale,
+            format!(
+                "order is {} old, beyond max_order_age {}",
+                humantime::format_duration(Duration::from_secs(age.as_secs())),
+                humantime::format_duration(self.max_order_age)
+            ),
+        ))
+    }
+
     /// Records that `key` went to the DLQ, a few tries; when they all fail
     /// the order's later events wait until `max_order_age` (or a replay).
     async fn settle(&self, entry: &str, key: &str, state: EventState) {
@@ -958,16 +968,6 @@ impl Forwarder {
         label: &TenantLabel,
     ) -> Outcome {
         let t = &state.tenant;
-        let stale = |age: Duration| {
-            Outcome::DeadLetter(Failure::new(
-                FailureClass::Stale,
-                format!(
-                    "order is {} old, beyond max_order_age {}",
-                    humantime::format_duration(Duration::from_secs(age.as_secs())),
-                    humantime::format_duration(self.max_order_age)
-                ),
-            ))
-        };
         // Requests sent in this delivery: each one's `attempt` step.
         let mut sent: u32 = 0;
         loop {
@@ -981,9 +981,8 @@ impl Forwarder {
                     match p {
                         Some(p) => p,
                         None => {
-                            return stale(
-                                SystemTime::now().duration_since(born).unwrap_or_default(),
-                            );
+                            return self
+                                .stale(SystemTime::now().duration_since(born).unwrap_or_default());
                         }
                     }
                 }

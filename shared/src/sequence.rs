@@ -357,6 +357,9 @@ pub enum Turn {
         waited: Duration,
         alone: bool,
         late: bool,
+        /// The entry as last read, and its revision, for
+        /// [`Sequencer::finish_seen`].
+        seen: Option<(OrderRecord, u64)>,
     },
     /// A copy of an event already delivered: ack it, deliver nothing.
     Duplicate,
@@ -554,6 +557,25 @@ async fn timed<T, E: std::fmt::Display>(
     }
 }
 
+/// The revision a compare-and-set write made; `None` when `conflict` says
+/// another writer came first, an error for anything else.
+fn written<E: std::fmt::Display>(
+    result: Result<Result<u64, E>, tokio::time::error::Elapsed>,
+    conflict: impl Fn(&E) -> bool,
+) -> Result<Option<u64>, SequenceError> {
+    match result {
+        Ok(Ok(revision)) => Ok(Some(revision)),
+        Ok(Err(e)) if conflict(&e) => Ok(None),
+        Ok(Err(e)) => Err(SequenceError(format!(
+            "writing an order in {SEQUENCE_BUCKET}: {e}"
+        ))),
+        Err(_) => Err(SequenceError(format!(
+            "writing an order in {SEQUENCE_BUCKET}: no answer within {}s",
+            KV_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
 impl Sequencer {
     /// The bucket on `js` (opened on first use; the stage runner sets it
     /// up). With a registry, the `sequence_*` metrics are registered in it.
@@ -613,58 +635,43 @@ impl Sequencer {
     /// Applies `change` to the entry by compare-and-set, reading again on
     /// each conflict. `change` returns whether it changed anything; the
     /// record as written (or as read, when nothing changed) is returned.
+    ///
+    /// `assume`: the entry as the caller last saw it (and its revision,
+    /// `None`: no entry), tried first without reading it; a conflict
+    /// reads it as usual. Saves a round trip where the caller knows.
     async fn change(
         &self,
         order: &str,
+        assume: Option<(OrderRecord, Option<u64>)>,
         mut change: impl FnMut(&mut OrderRecord) -> bool,
-    ) -> Result<OrderRecord, SequenceError> {
+    ) -> Result<(OrderRecord, Option<u64>), SequenceError> {
+        let mut assume = assume;
         for _ in 0..MAX_CONFLICTS {
-            let (mut record, revision) = match self.read(order).await? {
-                Some((r, rev)) => (r, Some(rev)),
-                None => (OrderRecord::default(), None),
+            let (mut record, revision) = match assume.take() {
+                Some(seen) => seen,
+                None => match self.read(order).await? {
+                    Some((r, rev)) => (r, Some(rev)),
+                    None => (OrderRecord::default(), None),
+                },
             };
             if !change(&mut record) {
-                return Ok(record);
+                return Ok((record, revision));
             }
             let value = Bytes::from(serde_json::to_vec(&record).expect("a record serialises"));
             let kv = self.kv().await?;
             let written = match revision {
-                None => match tokio::time::timeout(KV_TIMEOUT, kv.create(order, value)).await {
-                    Ok(Ok(_)) => true,
-                    Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => false,
-                    Ok(Err(e)) => {
-                        return Err(SequenceError(format!(
-                            "writing an order in {SEQUENCE_BUCKET}: {e}"
-                        )));
-                    }
-                    Err(_) => {
-                        return Err(SequenceError(format!(
-                            "writing an order in {SEQUENCE_BUCKET}: no answer within {}s",
-                            KV_TIMEOUT.as_secs()
-                        )));
-                    }
-                },
-                Some(rev) => {
-                    match tokio::time::timeout(KV_TIMEOUT, kv.update(order, value, rev)).await {
-                        Ok(Ok(_)) => true,
-                        Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => false,
-                        Ok(Err(e)) => {
-                            return Err(SequenceError(format!(
-                                "writing an order in {SEQUENCE_BUCKET}: {e}"
-                            )));
-                        }
-                        Err(_) => {
-                            return Err(SequenceError(format!(
-                                "writing an order in {SEQUENCE_BUCKET}: no answer within {}s",
-                                KV_TIMEOUT.as_secs()
-                            )));
-                        }
-                    }
-                }
+                None => written(
+                    tokio::time::timeout(KV_TIMEOUT, kv.create(order, value)).await,
+                    |e: &kv::CreateError| e.kind() == kv::CreateErrorKind::AlreadyExists,
+                )?,
+                Some(rev) => written(
+                    tokio::time::timeout(KV_TIMEOUT, kv.update(order, value, rev)).await,
+                    |e: &kv::UpdateError| e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                )?,
             };
-            if written {
+            if let Some(revision) = written {
                 self.wake(order);
-                return Ok(record);
+                return Ok((record, Some(revision)));
             }
         }
         Err(SequenceError(format!(
@@ -679,8 +686,20 @@ impl Sequencer {
         order: &str,
         ev: &Event<'_>,
     ) -> Result<OrderRecord, SequenceError> {
+        Ok(self.register_seen(order, ev).await?.0)
+    }
+
+    /// [`Sequencer::register`], returning the entry's revision too. An
+    /// order's first event (phase 0) is usually its entry's first: it is
+    /// created without reading the entry first.
+    async fn register_seen(
+        &self,
+        order: &str,
+        ev: &Event<'_>,
+    ) -> Result<(OrderRecord, Option<u64>), SequenceError> {
         let now = now_ms();
-        self.change(order, |r| r.register(ev, now)).await
+        let assume = (ev.phase == 0).then(|| (OrderRecord::default(), None));
+        self.change(order, assume, |r| r.register(ev, now)).await
     }
 
     /// Marks `key` of `order` `state`; an event the entry does not hold is
@@ -692,7 +711,28 @@ impl Sequencer {
         state: EventState,
     ) -> Result<OrderRecord, SequenceError> {
         let now = now_ms();
-        self.change(order, |r| r.set(key, state, now)).await
+        Ok(self
+            .change(order, None, |r| r.set(key, state, now))
+            .await?
+            .0)
+    }
+
+    /// [`Sequencer::finish`] starting from the entry as [`Turn::Go`] saw
+    /// it: one write instead of a read and a write, unless another writer
+    /// changed the entry since.
+    pub async fn finish_seen(
+        &self,
+        order: &str,
+        key: &str,
+        state: EventState,
+        seen: Option<(OrderRecord, u64)>,
+    ) -> Result<OrderRecord, SequenceError> {
+        let now = now_ms();
+        let assume = seen.map(|(r, rev)| (r, Some(rev)));
+        Ok(self
+            .change(order, assume, |r| r.set(key, state, now))
+            .await?
+            .0)
     }
 
     /// Registers `ev` (when it is not yet) and waits for its turn, at most
@@ -706,14 +746,14 @@ impl Sequencer {
         deadline: tokio::time::Instant,
     ) -> Result<Turn, SequenceError> {
         let started = tokio::time::Instant::now();
-        let mut record = match self.read(order).await? {
-            Some((r, _))
+        let (mut record, mut revision) = match self.read(order).await? {
+            Some((r, rev))
                 if r.event(ev.key)
                     .is_some_and(|e| matches!(e.state, EventState::Pending | EventState::Done)) =>
             {
-                r
+                (r, Some(rev))
             }
-            _ => self.register(order, ev).await?,
+            _ => self.register_seen(order, ev).await?,
         };
         let mut poll = Duration::from_millis(25);
         let mut waiting: Option<WaitReason> = None;
@@ -738,9 +778,11 @@ impl Sequencer {
                     }
                     // An earlier event may have registered meanwhile.
                     match self.read(order).await {
-                        Ok(Some((r, _))) if r.event(ev.key).is_some() => record = r,
-                        Ok(_) => match self.register(order, ev).await {
-                            Ok(r) => record = r,
+                        Ok(Some((r, rev))) if r.event(ev.key).is_some() => {
+                            (record, revision) = (r, Some(rev));
+                        }
+                        Ok(_) => match self.register_seen(order, ev).await {
+                            Ok(seen) => (record, revision) = seen,
                             Err(e) => break Err(e),
                         },
                         Err(e) => break Err(e),
@@ -751,6 +793,7 @@ impl Sequencer {
                         waited: started.elapsed(),
                         alone,
                         late,
+                        seen: revision.map(|rev| (record.clone(), rev)),
                     });
                 }
                 Gate::Wait {
@@ -783,11 +826,13 @@ impl Sequencer {
                     let _ = tokio::time::timeout(nap, notified).await;
                     poll = (poll * 2).min(MAX_POLL);
                     match self.read(order).await {
-                        Ok(Some((r, _))) if r.event(ev.key).is_some() => record = r,
+                        Ok(Some((r, rev))) if r.event(ev.key).is_some() => {
+                            (record, revision) = (r, Some(rev));
+                        }
                         // The entry expired or an operator removed it: the
                         // event registers again.
-                        Ok(_) => match self.register(order, ev).await {
-                            Ok(r) => record = r,
+                        Ok(_) => match self.register_seen(order, ev).await {
+                            Ok(seen) => (record, revision) = seen,
                             Err(e) => break Err(e),
                         },
                         Err(e) => break Err(e),
@@ -807,6 +852,7 @@ impl Sequencer {
                     waited,
                     alone,
                     late,
+                    ..
                 }) => {
                     if waiting.is_some() {
                         m.wait_seconds.observe(waited.as_secs_f64());
