@@ -623,7 +623,6 @@ async fn the_inspector_identity_may_show_and_release() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_release_lets_the_forwarder_deliver_what_waited() -> anyhow::Result<()> {
     use serde_json::{Value, json};
-    const SECRET: &str = "whsec_dGVzdC1zaWduaW5nLXNlY3JldA==";
     let backend = TestBackend::start().await?;
     backend.script(|r| {
         let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
@@ -633,30 +632,7 @@ async fn a_release_lets_the_forwarder_deliver_what_waited() -> anyhow::Result<()
             Reply::status(200)
         }
     });
-    let toml = format!(
-        r#"
-[[tenant]]
-id = "acme"
-backend_url = "{}"
-
-[[account]]
-id = "acme-direct"
-provider = "direct"
-tenant = "acme"
-secret_envs = ["S"]
-country = "JO"
-
-[retry]
-schedule = ["1s"]
-max_deliver = 5
-
-[forwarder]
-allowed_private_destinations = ["127.0.0.0/8"]
-created_wait = "30s"
-"#,
-        backend.url()
-    );
-    let hub = shared::config::HubConfig::from_toml(&toml, "test", &|_| Some(SECRET.to_owned()))?;
+    let hub = direct_hub(&direct_hub_toml(&backend.url(), 5, "30s", ""))?;
     let nats = NatsServer::start()?;
     let client = nats.client().await?;
     setup_streams(&client, &hub).await?;
@@ -672,28 +648,7 @@ created_wait = "30s"
     };
     let send = |webhook_id: &'static str, body: Value| {
         let js = js.clone();
-        async move {
-            use shared::headers;
-            let mut h = async_nats::HeaderMap::new();
-            h.insert("Nats-Msg-Id", format!("direct:{webhook_id}").as_str());
-            h.insert(headers::WEBHOOK_ID, webhook_id);
-            h.insert(headers::PROVIDER, "direct");
-            h.insert(headers::ACCOUNT, "acme-direct");
-            h.insert(headers::TENANT, "acme");
-            h.insert(
-                headers::RECEIVED_AT,
-                shared::dlq::rfc3339(SystemTime::now()).as_str(),
-            );
-            h.insert("Content-Type", "application/json");
-            let subject = shared::subjects::raw_webhook(Provider::Direct, "acme-direct");
-            tokio::time::timeout(
-                STEP,
-                js.publish_with_headers(subject, h, serde_json::to_vec(&body)?.into()),
-            )
-            .await??
-            .await?;
-            anyhow::Ok(())
-        }
+        async move { publish_direct(&js, webhook_id, &body).await.map(|_| ()) }
     };
     send("dl-created", fixture("order-created")?).await?;
     let (letter, dead) = await_dead_letter(&js).await?;

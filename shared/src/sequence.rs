@@ -710,11 +710,7 @@ impl Sequencer {
         key: &str,
         state: EventState,
     ) -> Result<OrderRecord, SequenceError> {
-        let now = now_ms();
-        Ok(self
-            .change(order, None, |r| r.set(key, state, now))
-            .await?
-            .0)
+        self.finish_seen(order, key, state, None).await
     }
 
     /// [`Sequencer::finish`] starting from the entry as [`Turn::Go`] saw

@@ -388,6 +388,77 @@ pub async fn publish_raw(
     Ok(ack.sequence)
 }
 
+/// The Standard Webhooks secret of the `direct` account of
+/// [`direct_hub_toml`] (every secret variable reads as it).
+pub const DIRECT_SECRET: &str = "whsec_dGVzdC1zaWduaW5nLXNlY3JldA==";
+
+/// A hub config with one tenant, `acme`, delivering to `backend`, and one
+/// `direct` account, `acme-direct`; `[retry]` on a one-second schedule with
+/// `max_deliver`, the forwarder's `created_wait`, then `extra`.
+pub fn direct_hub_toml(backend: &str, max_deliver: i64, created_wait: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[tenant]]
+id = "acme"
+backend_url = "{backend}"
+
+[[account]]
+id = "acme-direct"
+provider = "direct"
+tenant = "acme"
+secret_envs = ["S"]
+country = "JO"
+
+[retry]
+schedule = ["1s"]
+max_deliver = {max_deliver}
+
+[forwarder]
+allowed_private_destinations = ["127.0.0.0/8"]
+created_wait = "{created_wait}"
+
+{extra}
+"#
+    )
+}
+
+/// Parses a [`direct_hub_toml`] config.
+pub fn direct_hub(toml: &str) -> anyhow::Result<shared::config::HubConfig> {
+    Ok(shared::config::HubConfig::from_toml(toml, "test", &|_| {
+        Some(DIRECT_SECRET.to_owned())
+    })?)
+}
+
+/// Stores a webhook of [`direct_hub_toml`]'s direct account on `WEBHOOKS`
+/// as the ingress does (hub headers, `Nats-Msg-Id`) and returns its
+/// sequence.
+pub async fn publish_direct(
+    js: &async_nats::jetstream::Context,
+    webhook_id: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<u64> {
+    use shared::headers;
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", format!("direct:{webhook_id}").as_str());
+    h.insert(headers::WEBHOOK_ID, webhook_id);
+    h.insert(headers::PROVIDER, "direct");
+    h.insert(headers::ACCOUNT, "acme-direct");
+    h.insert(headers::TENANT, "acme");
+    h.insert(
+        headers::RECEIVED_AT,
+        shared::dlq::rfc3339(std::time::SystemTime::now()).as_str(),
+    );
+    h.insert("Content-Type", "application/json");
+    let subject = shared::subjects::raw_webhook(shared::Provider::Direct, "acme-direct");
+    let ack = tokio::time::timeout(
+        STEP,
+        js.publish_with_headers(subject, h, serde_json::to_vec(body)?.into()),
+    )
+    .await??
+    .await?;
+    Ok(ack.sequence)
+}
+
 /// The token store key every test uses (`TOKEN_STORE_KEY`'s value in
 /// [`TEST_TOKEN_STORE_KEY`]).
 pub fn test_token_key() -> shared::tokens::TokenKey {
