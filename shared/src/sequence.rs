@@ -731,6 +731,19 @@ impl Sequencer {
             .0)
     }
 
+    /// The entry again while `ev` waits; when it no longer holds `ev` (it
+    /// expired, or an operator removed it), `ev` registers again.
+    async fn reread(
+        &self,
+        order: &str,
+        ev: &Event<'_>,
+    ) -> Result<(OrderRecord, Option<u64>), SequenceError> {
+        match self.read(order).await? {
+            Some((r, rev)) if r.event(ev.key).is_some() => Ok((r, Some(rev))),
+            _ => self.register_seen(order, ev).await,
+        }
+    }
+
     /// Registers `ev` (when it is not yet) and waits for its turn, at most
     /// until `deadline`. `first_wait`: how long an event waits for its
     /// order's first event (`None`: it does not).
@@ -773,14 +786,8 @@ impl Sequencer {
                         Err(e) => break Err(e),
                     }
                     // An earlier event may have registered meanwhile.
-                    match self.read(order).await {
-                        Ok(Some((r, rev))) if r.event(ev.key).is_some() => {
-                            (record, revision) = (r, Some(rev));
-                        }
-                        Ok(_) => match self.register_seen(order, ev).await {
-                            Ok(seen) => (record, revision) = seen,
-                            Err(e) => break Err(e),
-                        },
+                    match self.reread(order, ev).await {
+                        Ok(seen) => (record, revision) = seen,
                         Err(e) => break Err(e),
                     }
                 }
@@ -821,16 +828,8 @@ impl Sequencer {
                     let notified = notify.notified();
                     let _ = tokio::time::timeout(nap, notified).await;
                     poll = (poll * 2).min(MAX_POLL);
-                    match self.read(order).await {
-                        Ok(Some((r, rev))) if r.event(ev.key).is_some() => {
-                            (record, revision) = (r, Some(rev));
-                        }
-                        // The entry expired or an operator removed it: the
-                        // event registers again.
-                        Ok(_) => match self.register_seen(order, ev).await {
-                            Ok(seen) => (record, revision) = seen,
-                            Err(e) => break Err(e),
-                        },
+                    match self.reread(order, ev).await {
+                        Ok(seen) => (record, revision) = seen,
                         Err(e) => break Err(e),
                     }
                 }
